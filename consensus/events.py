@@ -1,0 +1,121 @@
+"""What goes into the replica (events) and what comes out (actions).
+
+The shell that carries out actions (the node, or the simulator) must execute them in the order
+given and completely before it hands the replica the next event: a `Persist` placed before a
+`Send` must be durable before the message leaves, and a `CommitBlock` must be applied to the
+store before anything that follows it. The transport is weak on purpose: a `Send` may be lost,
+duplicated or reordered; the replica recovers with its own timers.
+"""
+
+import enum
+from dataclasses import dataclass
+
+from ledger.block import Block, Certificate
+from ledger.tx import Transaction
+
+from consensus.messages import Message
+
+
+class Timer(enum.Enum):
+    PROPOSE = "propose"  # the primary's next block is due
+    PROGRESS = "progress"  # pending work has waited too long: ask for a view change
+    VIEW_CHANGE = "view_change"  # the new view did not start in time: try the next one
+    RETRANSMIT = "retransmit"  # re-send own latest votes and status (messages may be lost)
+    FETCH = "fetch"  # a block fetch went unanswered: ask another peer
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """The replica was constructed (fresh or from persisted state): arm timers, say hello."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded message from a peer; the replica checks its signature and content."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Timeout:
+    timer: Timer
+
+
+@dataclass(frozen=True)
+class ClientTxs:
+    """Transactions that passed admission (signature, client, namespace, time, size).
+
+    `relayed` is True for txs that came from another replica's TxBatch: they are not relayed on.
+    """
+
+    txs: tuple[Transaction, ...]
+    relayed: bool = False
+
+
+@dataclass(frozen=True)
+class BlocksFetched:
+    """The answer to `FetchBlocks` from `peer`: certified blocks in height order (maybe none)."""
+
+    peer: int
+    blocks: tuple[tuple[Block, Certificate], ...]
+
+
+Event = Start | Received | Timeout | ClientTxs | BlocksFetched
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    to: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Send to every other validator."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Durably write (sync) these entries of the replica's own state before going on."""
+
+    puts: tuple[tuple[bytes, bytes], ...]
+    deletes: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class CommitBlock:
+    """Append this certified block to the store (one synced batch) before going on."""
+
+    block: Block
+    certificate: Certificate
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    timer: Timer
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    timer: Timer
+
+
+@dataclass(frozen=True)
+class FetchBlocks:
+    """Ask `peer` for certified blocks from_height..to_height; answer with `BlocksFetched`."""
+
+    peer: int
+    from_height: int
+    to_height: int
+
+
+Action = Send | Broadcast | Persist | CommitBlock | SetTimer | CancelTimer | FetchBlocks

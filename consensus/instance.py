@@ -1,0 +1,74 @@
+"""One consensus instance: a height in the current view, and its phase transitions.
+
+This module owns every phase transition of an instance: a block is accepted (pre-prepared),
+becomes prepared on 2f+1 matching Prepares, and can commit on 2f+1 matching Commits. Votes are
+counted per block hash; a sender's first vote in a phase is the only one that counts, so an
+equivocating sender cannot vote twice.
+"""
+
+from dataclasses import dataclass, field
+
+from ledger.block import Block, Certificate, ChainHead
+
+from consensus.messages import Commit, Prepare, PreparedProof, PrePrepare
+
+
+@dataclass
+class Instance:
+    height: int
+    view: int
+    block: Block | None = None
+    head_after: ChainHead | None = None  # the chain head once `block` is appended
+    tx_ids: frozenset[bytes] = frozenset()
+    prepared: bool = False
+    own_pre_prepare: PrePrepare | None = None  # kept for retransmission
+    own_prepare: Prepare | None = None
+    own_commit: Commit | None = None
+    _prepare_by: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # sender -> vote
+    _commit_by: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def accept(self, block: Block, parent: ChainHead) -> None:
+        assert self.block is None
+        assert block.height == self.height
+        self.block = block
+        self.head_after = parent.advance(block)
+        self.tx_ids = frozenset(t.tx_id for t in block.txs)
+
+    def add_prepare(self, sender: int, block_hash: bytes, signature: bytes) -> None:
+        self._prepare_by.setdefault(sender, (block_hash, signature))
+
+    def add_commit(self, sender: int, block_hash: bytes, signature: bytes) -> None:
+        self._commit_by.setdefault(sender, (block_hash, signature))
+
+    def _votes(self, by: dict[int, tuple[bytes, bytes]]) -> tuple[tuple[int, bytes], ...]:
+        if self.block is None:
+            return ()
+        digest = self.block.hash
+        return tuple(sorted((s, sig) for s, (h, sig) in by.items() if h == digest))
+
+    def reaches_prepared(self, quorum: int) -> bool:
+        """True exactly once: when the accepted block first has 2f+1 matching Prepares."""
+        if self.prepared or self.block is None:
+            return False
+        self.prepared = len(self._votes(self._prepare_by)) >= quorum
+        return self.prepared
+
+    def can_commit(self, quorum: int) -> bool:
+        return self.block is not None and len(self._votes(self._commit_by)) >= quorum
+
+    def prepared_proof(self, quorum: int) -> PreparedProof:
+        assert self.prepared
+        assert self.block is not None
+        return PreparedProof(
+            self.view, self.height, self.block, self._votes(self._prepare_by)[:quorum]
+        )
+
+    def certificate(self, quorum: int) -> Certificate:
+        assert self.block is not None
+        votes = self._votes(self._commit_by)[:quorum]
+        assert len(votes) >= quorum
+        return Certificate(self.height, self.block.hash, self.view, votes)
+
+    def vote_count(self) -> int:
+        """Entries held, for the memory-bound checks."""
+        return len(self._prepare_by) + len(self._commit_by)

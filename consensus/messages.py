@@ -1,0 +1,306 @@
+"""Consensus messages: their wire form, signatures, and the decoder's contract.
+
+Wire form: `encode([kind, chain_id, sender, body, signature])` (docs/protocol.md). Signatures:
+- Commit: COMMIT domain over `encode([chain_id, view, height, block_hash])`, exactly a commit
+  certificate vote, so 2f+1 Commits are the block's certificate;
+- Checkpoint: CHECKPOINT domain over `encode([chain_id, height, block_hash])`, transferable;
+- every other kind: PEER domain over `encode([kind, chain_id, sender, sha256(encode(body))])`.
+`decode_message` returns a structurally valid message or raises `InvalidMessage`, never anything
+else; signatures are checked by `verify_signature` against the genesis.
+"""
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ledger import block as blocks
+from ledger import crypto
+from ledger import tx as txs
+from ledger.encoding import decode, encode, expect_bytes, expect_int, expect_list, expect_str
+from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction, LedgerError
+from ledger.genesis import Genesis
+from ledger.primitives import DIGEST_BYTES, ID_BYTES_MAX, SIGNATURE_BYTES, VALIDATORS_MAX
+
+MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # a NewView carries 2f+1 ViewChanges with blocks
+PREPARED_MAX: Final = 64  # prepared proofs in one ViewChange (the watermark window bounds it)
+TX_BATCH_MAX: Final = 10_000
+VIEW_MAX: Final = 2**63 - 1
+
+
+class InvalidMessage(LedgerError):
+    """A consensus message from outside that must be dropped (and counted), with a reason."""
+
+
+class Kind(enum.IntEnum):
+    PRE_PREPARE = 1
+    PREPARE = 2
+    COMMIT = 3
+    CHECKPOINT = 4
+    VIEW_CHANGE = 5
+    NEW_VIEW = 6
+    STATUS = 7
+    TX_BATCH = 8
+
+
+@dataclass(frozen=True)
+class PrePrepare:
+    view: int
+    height: int
+    block: blocks.Block
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.PRE_PREPARE
+
+
+@dataclass(frozen=True)
+class Prepare:
+    view: int
+    height: int
+    block_hash: bytes
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.PREPARE
+
+
+@dataclass(frozen=True)
+class Commit:
+    view: int
+    height: int
+    block_hash: bytes
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.COMMIT
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    height: int
+    block_hash: bytes
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.CHECKPOINT
+
+
+@dataclass(frozen=True)
+class PreparedProof:
+    """A block prepared in `view` at `height`: 2f+1 Prepare signatures (sender, signature)."""
+
+    view: int
+    height: int
+    block: blocks.Block
+    prepares: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """A replica's request to move to `new_view`, with its committed head and prepared blocks."""
+
+    new_view: int
+    committed_height: int
+    committed_hash: bytes
+    certificate: blocks.Certificate | None  # None only at height 0 (the genesis)
+    prepared: tuple[PreparedProof, ...]
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.VIEW_CHANGE
+
+
+@dataclass(frozen=True)
+class NewView:
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.NEW_VIEW
+
+
+@dataclass(frozen=True)
+class Status:
+    """Periodic gossip: lets a lagging or restarted replica learn the view and the height."""
+
+    view: int
+    committed_height: int
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.STATUS
+
+
+@dataclass(frozen=True)
+class TxBatch:
+    """Client transactions relayed to the other replicas (each is client-signed)."""
+
+    txs: tuple[txs.Transaction, ...]
+    sender: int
+    signature: bytes = b""
+    kind: ClassVar[Kind] = Kind.TX_BATCH
+
+
+Message = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | Status | TxBatch
+
+
+def _prepared_body(p: PreparedProof) -> list[Any]:
+    return [p.view, p.height, p.block.encode(), [list(s) for s in p.prepares]]
+
+
+def body(msg: Message, chain_id: str) -> list[Any]:
+    """The kind-specific part of the wire array (a NewView nests whole ViewChange envelopes)."""
+    match msg:
+        case PrePrepare():
+            return [msg.view, msg.height, msg.block.encode()]
+        case Prepare() | Commit():
+            return [msg.view, msg.height, msg.block_hash]
+        case Checkpoint():
+            return [msg.height, msg.block_hash]
+        case ViewChange():
+            cert = msg.certificate.encode() if msg.certificate is not None else None
+            prepared = [_prepared_body(p) for p in msg.prepared]
+            return [msg.new_view, msg.committed_height, msg.committed_hash, cert, prepared]
+        case NewView():
+            return [msg.view, [encode_message(vc, chain_id) for vc in msg.view_changes]]
+        case Status():
+            return [msg.view, msg.committed_height]
+        case TxBatch():
+            return [[t.raw for t in msg.txs]]
+
+
+def encode_message(msg: Message, chain_id: str) -> bytes:
+    return encode([int(msg.kind), chain_id, msg.sender, body(msg, chain_id), msg.signature])
+
+
+def prepare_payload(chain_id: str, sender: int, view: int, height: int, block_hash: bytes) -> bytes:
+    inner = crypto.sha256(encode([view, height, block_hash]))
+    return encode([int(Kind.PREPARE), chain_id, sender, inner])
+
+
+def signed_payload(msg: Message, chain_id: str) -> tuple[crypto.Domain, bytes]:
+    """The domain and bytes that `msg`'s signature covers."""
+    match msg:
+        case Commit():
+            payload = blocks.commit_payload(chain_id, msg.view, msg.height, msg.block_hash)
+            return crypto.Domain.COMMIT, payload
+        case Checkpoint():
+            return crypto.Domain.CHECKPOINT, encode([chain_id, msg.height, msg.block_hash])
+        case Prepare():
+            payload = prepare_payload(chain_id, msg.sender, msg.view, msg.height, msg.block_hash)
+            return crypto.Domain.PEER, payload
+        case _:
+            inner = crypto.sha256(encode(body(msg, chain_id)))
+            return crypto.Domain.PEER, encode([int(msg.kind), chain_id, msg.sender, inner])
+
+
+M = TypeVar("M", PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Status, TxBatch)
+
+
+def sign(msg: M, key: Ed25519PrivateKey, chain_id: str) -> M:
+    """`msg` with its signature (the sender field must already name the signer)."""
+    domain, payload = signed_payload(msg, chain_id)
+    return dataclasses.replace(msg, signature=crypto.sign(key, domain, payload))
+
+
+def verify_signature(msg: Message, genesis: Genesis) -> bool:
+    if not 0 <= msg.sender < len(genesis.validators):
+        return False
+    domain, payload = signed_payload(msg, genesis.chain_id)
+    return crypto.verify(genesis.validators[msg.sender].key, domain, payload, msg.signature)
+
+
+def decode_message(raw: bytes, chain_id: str) -> Message:
+    """Parse one envelope for `chain_id`; raise `InvalidMessage` for anything else."""
+    try:
+        items = expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "message")
+        return _parse(items, chain_id)
+    except (InvalidEncoding, InvalidBlock, InvalidTransaction) as exc:
+        raise InvalidMessage(f"malformed message: {exc}") from None
+
+
+def _parse(items: list[Any], chain_id: str) -> Message:
+    kind = expect_int(items[0], 1, len(Kind), "kind")
+    if expect_str(items[1], ID_BYTES_MAX, "chain_id") != chain_id:
+        raise InvalidMessage(f"message for chain {items[1]!r}, this is {chain_id!r}")
+    sender = expect_int(items[2], 0, VALIDATORS_MAX - 1, "sender")
+    sig = expect_bytes(items[4], SIGNATURE_BYTES, "signature")
+    b = items[3]
+    if not isinstance(b, list):
+        raise InvalidEncoding("body: expected an array")
+    match Kind(kind):
+        case Kind.PRE_PREPARE:
+            view, height, raw_block = expect_list(b, 3, "pre-prepare")
+            block = blocks.decode_block(_bytes(raw_block, "block"))
+            return PrePrepare(_view(view), _height(height), block, sender, sig)
+        case Kind.PREPARE | Kind.COMMIT:
+            view, height, digest = expect_list(b, 3, "vote")
+            cls = Prepare if kind == Kind.PREPARE else Commit
+            return cls(_view(view), _height(height), _digest(digest), sender, sig)
+        case Kind.CHECKPOINT:
+            height, digest = expect_list(b, 2, "checkpoint")
+            return Checkpoint(_height(height), _digest(digest), sender, sig)
+        case Kind.VIEW_CHANGE:
+            return _parse_view_change(b, sender, sig)
+        case Kind.NEW_VIEW:
+            view, raw_vcs = expect_list(b, 2, "new-view")
+            if not isinstance(raw_vcs, list) or len(raw_vcs) > VALIDATORS_MAX:
+                raise InvalidEncoding("new-view: expected an array of view changes")
+            vcs = tuple(_nested_view_change(_bytes(r, "view change"), chain_id) for r in raw_vcs)
+            return NewView(_view(view), vcs, sender, sig)
+        case Kind.STATUS:
+            view, height = expect_list(b, 2, "status")
+            return Status(_view(view), expect_int(height, 0, VIEW_MAX, "height"), sender, sig)
+        case Kind.TX_BATCH:
+            (raw_txs,) = expect_list(b, 1, "tx batch")
+            if not isinstance(raw_txs, list) or len(raw_txs) > TX_BATCH_MAX:
+                raise InvalidEncoding(f"tx batch: at most {TX_BATCH_MAX} transactions")
+            return TxBatch(tuple(txs.decode_tx(_bytes(t, "tx")) for t in raw_txs), sender, sig)
+
+
+def _nested_view_change(raw: bytes, chain_id: str) -> ViewChange:
+    msg = _parse(expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "view change"), chain_id)
+    if not isinstance(msg, ViewChange):
+        raise InvalidMessage("a new-view may only carry view changes")
+    return msg
+
+
+def _parse_view_change(b: list[Any], sender: int, sig: bytes) -> ViewChange:
+    new_view, height, digest, raw_cert, raw_prepared = expect_list(b, 5, "view-change")
+    cert = None if raw_cert is None else blocks.decode_certificate(_bytes(raw_cert, "cert"))
+    if not isinstance(raw_prepared, list) or len(raw_prepared) > PREPARED_MAX:
+        raise InvalidEncoding(f"view-change: at most {PREPARED_MAX} prepared proofs")
+    prepared = []
+    for item in raw_prepared:
+        view, p_height, raw_block, raw_sigs = expect_list(item, 4, "prepared proof")
+        if not isinstance(raw_sigs, list) or len(raw_sigs) > VALIDATORS_MAX:
+            raise InvalidEncoding("prepared proof: expected an array of signatures")
+        sigs = tuple(
+            (
+                expect_int(expect_list(s, 2, "prepare")[0], 0, VALIDATORS_MAX - 1, "sender"),
+                expect_bytes(s[1], SIGNATURE_BYTES, "signature"),
+            )
+            for s in raw_sigs
+        )
+        block = blocks.decode_block(_bytes(raw_block, "block"))
+        prepared.append(PreparedProof(_view(view), _height(p_height), block, sigs))
+    committed = expect_int(height, 0, VIEW_MAX, "committed height")
+    if (cert is None) != (committed == 0):
+        raise InvalidEncoding("view-change: a certificate is required above height 0")
+    return ViewChange(
+        _view(new_view), committed, _digest(digest), cert, tuple(prepared), sender, sig
+    )
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidEncoding(f"{what}: expected bytes")
+    return value
+
+
+def _view(value: Any) -> int:
+    return expect_int(value, 0, VIEW_MAX, "view")
+
+
+def _height(value: Any) -> int:
+    return expect_int(value, 1, VIEW_MAX, "height")
+
+
+def _digest(value: Any) -> bytes:
+    return expect_bytes(value, DIGEST_BYTES, "digest")

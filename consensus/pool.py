@@ -1,0 +1,54 @@
+"""The replica's pool of pending client transactions: bounded, ordered by arrival.
+
+Every replica pools every admitted tx (clients' own and those relayed by peers), so a view
+change loses none: whichever replica becomes primary proposes what is still pending. Txs leave
+the pool when they commit or when their timestamp falls out of the time-to-live.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ledger.tx import Transaction
+
+
+@dataclass
+class TxPool:
+    capacity: int
+    _txs: dict[bytes, Transaction] = field(default_factory=dict)  # insertion order = arrival
+    _arrival_ms: dict[bytes, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_id: object) -> bool:
+        return tx_id in self._txs
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self._txs)
+
+    def add(self, tx: Transaction, now_ms: int) -> bool:
+        """Add `tx` unless it is already here or the pool is full; True if it was added."""
+        if tx.tx_id in self._txs or len(self._txs) >= self.capacity:
+            return False
+        self._txs[tx.tx_id] = tx
+        self._arrival_ms[tx.tx_id] = now_ms
+        return True
+
+    def remove(self, tx_ids: Iterator[bytes] | list[bytes]) -> None:
+        for tx_id in tx_ids:
+            self._txs.pop(tx_id, None)
+            self._arrival_ms.pop(tx_id, None)
+
+    def oldest_arrival_ms(self) -> int | None:
+        return next(iter(self._arrival_ms.values()), None)
+
+    def drop_expired(self, oldest_timestamp_ms: int) -> int:
+        """Forget txs stamped before `oldest_timestamp_ms`: no block may include them any more."""
+        expired = [i for i, t in self._txs.items() if t.timestamp_ms < oldest_timestamp_ms]
+        self.remove(expired)
+        return len(expired)
+
+    def candidates(self, exclude: set[bytes]) -> Iterator[Transaction]:
+        """Pending txs in arrival order, skipping those in `exclude` (already in flight)."""
+        return (t for i, t in self._txs.items() if i not in exclude)

@@ -1,0 +1,98 @@
+"""View change rules: what a valid ViewChange is, and what a NewView re-proposes.
+
+Every replica recomputes the selection from the NewView's 2f+1 ViewChanges with the same pure
+function, so a new primary cannot re-propose anything but what the rules give.
+
+Why the selection is safe: a replica sends Commit for height h only after it prepared h and
+sent Commit for h-1 in the same view (or h-1 is committed), so a block committed anywhere was
+prepared, with all its uncommitted ancestors, by f+1 honest replicas; any 2f+1 ViewChanges
+include one of them. The highest committed head among the ViewChanges (proven by its
+certificate) is the base; above it, each height takes the prepared block of the highest view,
+and the selection stops at the first height with no proof or whose block does not extend the
+previous one (such a block cannot have been committed).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ledger import block as blocks
+from ledger import crypto
+from ledger.errors import InvalidBlock
+from ledger.genesis import Genesis
+
+from consensus.messages import InvalidMessage, PreparedProof, ViewChange, prepare_payload
+
+
+@dataclass(frozen=True)
+class Selection:
+    base_height: int
+    base_hash: bytes
+    base_sender: int  # a replica that proved the base: fetch missing blocks from it
+    blocks: tuple[blocks.Block, ...]  # heights base_height+1, base_height+2, ...
+
+
+def check_view_change(vc: ViewChange, genesis: Genesis, window: int) -> None:
+    """Raise `InvalidMessage` unless `vc`'s content is valid (its signature is checked apart)."""
+    if vc.certificate is None:
+        if vc.committed_height != 0 or vc.committed_hash != genesis.hash:
+            raise InvalidMessage("view-change: a head above genesis needs its certificate")
+    else:
+        cert = vc.certificate
+        if cert.height != vc.committed_height or cert.block_hash != vc.committed_hash:
+            raise InvalidMessage("view-change: certificate does not match the claimed head")
+        try:
+            blocks.verify_certificate_votes(cert, genesis)
+        except InvalidBlock as exc:
+            raise InvalidMessage(f"view-change: {exc}") from None
+    heights = [p.height for p in vc.prepared]
+    if heights != sorted(set(heights)):
+        raise InvalidMessage("view-change: prepared proofs not in strictly increasing height")
+    for proof in vc.prepared:
+        if not vc.committed_height < proof.height <= vc.committed_height + window:
+            raise InvalidMessage("view-change: prepared proof outside the watermark window")
+        if proof.view >= vc.new_view:
+            raise InvalidMessage("view-change: prepared proof from a view not yet left")
+        check_prepared_proof(proof, genesis)
+
+
+def check_prepared_proof(proof: PreparedProof, genesis: Genesis) -> None:
+    if proof.block.height != proof.height:
+        raise InvalidMessage("prepared proof: block height mismatch")
+    senders = [s for s, _ in proof.prepares]
+    if senders != sorted(set(senders)) or len(senders) < genesis.quorums.commit:
+        raise InvalidMessage("prepared proof: needs 2f+1 distinct sorted senders")
+    for sender, signature in proof.prepares:
+        if sender >= len(genesis.validators):
+            raise InvalidMessage("prepared proof: unknown sender")
+        payload = prepare_payload(
+            genesis.chain_id, sender, proof.view, proof.height, proof.block.hash
+        )
+        if not crypto.verify(
+            genesis.validators[sender].key, crypto.Domain.PEER, payload, signature
+        ):
+            raise InvalidMessage("prepared proof: bad prepare signature")
+
+
+def select(view_changes: Sequence[ViewChange], window: int) -> Selection:
+    """The blocks a NewView re-proposes, computed from its ViewChanges (all already valid)."""
+    assert view_changes
+    base = max(view_changes, key=lambda vc: (vc.committed_height, -vc.sender))
+    chosen: list[blocks.Block] = []
+    prev_hash = base.committed_hash
+    for height in range(base.committed_height + 1, base.committed_height + window + 1):
+        proofs = [p for vc in view_changes for p in vc.prepared if p.height == height]
+        if not proofs:
+            break
+        best = max(proofs, key=lambda p: p.view)
+        if best.block.header.prev_hash != prev_hash:
+            break
+        chosen.append(best.block)
+        prev_hash = best.block.hash
+    return Selection(base.committed_height, base.committed_hash, base.sender, tuple(chosen))
+
+
+def quorum_senders(view_changes: Sequence[ViewChange]) -> list[int]:
+    return sorted({vc.sender for vc in view_changes})
+
+
+VerifyFn = Callable[[ViewChange], bool]

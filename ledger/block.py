@@ -1,0 +1,222 @@
+"""Blocks, chain heads and commit certificates, and the pure rule for extending a chain.
+
+Height 0 is the genesis: its "hash" is the genesis hash, the `prev_hash` of block 1. The history
+accumulator is an RFC 9162 tree whose leaf i is the hash of block i (leaf 0: the genesis hash);
+block h commits to the root over leaves 0..h-1, so any earlier block can be proven against a
+later one in O(log n). A certificate is 2f+1 distinct validators' Commit signatures over
+`encode([chain_id, view, height, block_hash])` in the COMMIT domain.
+"""
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ledger import crypto, merkle
+from ledger import tx as txs
+from ledger.encoding import decode, encode, expect_bytes, expect_int, expect_list
+from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction
+from ledger.genesis import Genesis
+from ledger.primitives import (
+    BLOCK_BYTES_MAX,
+    BLOCK_TXS_MAX,
+    DIGEST_BYTES,
+    SIGNATURE_BYTES,
+    VALIDATORS_MAX,
+)
+
+HEADER_VERSION: Final = 1
+HEIGHT_MAX: Final = 2**63 - 1
+CERTIFICATE_BYTES_MAX: Final = 128 + VALIDATORS_MAX * (SIGNATURE_BYTES + 8)
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    height: int
+    prev_hash: bytes
+    tx_root: bytes
+    history_root: bytes
+    timestamp_ms: int
+    view: int
+    proposer: int
+
+    def to_list(self) -> list[Any]:
+        return [
+            HEADER_VERSION, self.height, self.prev_hash, self.tx_root, self.history_root,
+            self.timestamp_ms, self.view, self.proposer,
+        ]  # fmt: skip
+
+    def hash(self) -> bytes:
+        return crypto.sha256(encode(self.to_list()))
+
+
+@dataclass(frozen=True)
+class Block:
+    header: BlockHeader
+    txs: tuple[txs.Transaction, ...]
+    hash: bytes = field(compare=False)
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def encode(self) -> bytes:
+        return encode([self.header.to_list(), [t.raw for t in self.txs]])
+
+
+@dataclass(frozen=True)
+class Certificate:
+    height: int
+    block_hash: bytes
+    view: int
+    votes: tuple[tuple[int, bytes], ...]  # (validator index, signature), sorted by index
+
+    def encode(self) -> bytes:
+        return encode([self.height, self.block_hash, self.view, [list(v) for v in self.votes]])
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """What extending the chain needs to know of its last block."""
+
+    height: int
+    hash: bytes
+    timestamp_ms: int
+    history: merkle.Frontier  # over block hashes 0..height (leaf 0 is the genesis hash)
+
+    @staticmethod
+    def genesis(genesis: Genesis) -> "ChainHead":
+        return ChainHead(0, genesis.hash, 0, merkle.Frontier.empty().append(genesis.hash))
+
+    def advance(self, block: Block) -> "ChainHead":
+        return ChainHead(
+            block.height, block.hash, block.header.timestamp_ms, self.history.append(block.hash)
+        )
+
+
+def commit_payload(chain_id: str, view: int, height: int, block_hash: bytes) -> bytes:
+    return encode([chain_id, view, height, block_hash])
+
+
+def make_block(
+    head: ChainHead, transactions: tuple[txs.Transaction, ...], timestamp_ms: int, view: int,
+    proposer: int,
+) -> Block:  # fmt: skip
+    header = BlockHeader(
+        head.height + 1, head.hash, merkle.root([t.tx_id for t in transactions]),
+        head.history.root(), timestamp_ms, view, proposer,
+    )  # fmt: skip
+    return Block(header, transactions, header.hash())
+
+
+def decode_block(raw: bytes) -> Block:
+    """Parse block bytes; raise `InvalidBlock` for anything but a well-formed block."""
+    try:
+        items = expect_list(decode(raw, BLOCK_BYTES_MAX), 2, "block")
+        h = expect_list(items[0], 8, "header")
+        expect_int(h[0], HEADER_VERSION, HEADER_VERSION, "header version")
+        header = BlockHeader(
+            expect_int(h[1], 1, HEIGHT_MAX, "height"),
+            expect_bytes(h[2], DIGEST_BYTES, "prev_hash"),
+            expect_bytes(h[3], DIGEST_BYTES, "tx_root"),
+            expect_bytes(h[4], DIGEST_BYTES, "history_root"),
+            expect_int(h[5], 0, txs.TIMESTAMP_MS_MAX, "timestamp_ms"),
+            expect_int(h[6], 0, HEIGHT_MAX, "view"),
+            expect_int(h[7], 0, VALIDATORS_MAX - 1, "proposer"),
+        )
+        if not isinstance(items[1], list) or len(items[1]) > BLOCK_TXS_MAX:
+            raise InvalidEncoding(f"txs: expected an array of at most {BLOCK_TXS_MAX}")
+        if not all(isinstance(t, bytes) for t in items[1]):
+            raise InvalidEncoding("txs: expected byte strings")
+        body = tuple(txs.decode_tx(t) for t in items[1])
+    except (InvalidEncoding, InvalidTransaction) as exc:
+        raise InvalidBlock(f"malformed block: {exc}") from None
+    return Block(header, body, header.hash())
+
+
+def decode_certificate(raw: bytes) -> Certificate:
+    try:
+        items = expect_list(decode(raw, CERTIFICATE_BYTES_MAX), 4, "certificate")
+        votes_raw = items[3]
+        if not isinstance(votes_raw, list) or len(votes_raw) > VALIDATORS_MAX:
+            raise InvalidEncoding("votes: expected an array")
+        votes = tuple(
+            (
+                expect_int(expect_list(v, 2, "vote")[0], 0, VALIDATORS_MAX - 1, "vote index"),
+                expect_bytes(v[1], SIGNATURE_BYTES, "vote signature"),
+            )
+            for v in votes_raw
+        )
+        return Certificate(
+            expect_int(items[0], 1, HEIGHT_MAX, "height"),
+            expect_bytes(items[1], DIGEST_BYTES, "block_hash"),
+            expect_int(items[2], 0, HEIGHT_MAX, "view"),
+            votes,
+        )
+    except InvalidEncoding as exc:
+        raise InvalidBlock(f"malformed certificate: {exc}") from None
+
+
+def verify_certificate_votes(cert: Certificate, genesis: Genesis) -> None:
+    """Raise `InvalidBlock` unless `cert` holds 2f+1 valid distinct Commit votes for its hash."""
+    indices = [i for i, _ in cert.votes]
+    if indices != sorted(set(indices)):
+        raise InvalidBlock("certificate votes are not sorted by distinct validator index")
+    if len(indices) < genesis.quorums.commit:
+        raise InvalidBlock(f"certificate has {len(indices)} votes, {genesis.quorums.commit} needed")
+    payload = commit_payload(genesis.chain_id, cert.view, cert.height, cert.block_hash)
+    for index, signature in cert.votes:
+        if index >= len(genesis.validators):
+            raise InvalidBlock(f"certificate vote from unknown validator index {index}")
+        key = genesis.validators[index].key
+        if not crypto.verify(key, crypto.Domain.COMMIT, payload, signature):
+            raise InvalidBlock(f"certificate signature of validator {index} is invalid")
+
+
+def verify_certificate(cert: Certificate, block: Block, genesis: Genesis) -> None:
+    """Raise `InvalidBlock` unless `cert` holds 2f+1 valid distinct Commit votes for `block`."""
+    if cert.height != block.height or cert.block_hash != block.hash:
+        raise InvalidBlock(f"certificate is for another block than height {block.height}")
+    verify_certificate_votes(cert, genesis)
+
+
+def check_block(
+    block: Block,
+    head: ChainHead,
+    genesis: Genesis,
+    *,
+    is_committed: Callable[[bytes], bool],
+    signatures_checked: Container[bytes] = frozenset(),
+) -> None:
+    """Raise `InvalidBlock` unless `block` validly extends `head`.
+
+    Every tx must be valid at the block's timestamp and new to the chain; `signatures_checked`
+    names tx ids whose signatures the caller has already verified (e.g. at admission).
+    """
+    header, params = block.header, genesis.params
+    if header.height != head.height + 1 or header.prev_hash != head.hash:
+        raise InvalidBlock(f"block {header.height} does not extend the head at {head.height}")
+    if header.history_root != head.history.root():
+        raise InvalidBlock(f"block {header.height} has a wrong history root")
+    if header.timestamp_ms < head.timestamp_ms:
+        raise InvalidBlock(f"block {header.height} is stamped before its parent")
+    if header.proposer != header.view % len(genesis.validators):
+        raise InvalidBlock(f"block {header.height}: proposer is not the primary of its view")
+    if len(block.txs) > params.block_txs_max:
+        raise InvalidBlock(f"block {header.height} has more than {params.block_txs_max} txs")
+    if sum(len(t.raw) for t in block.txs) > params.block_bytes_max:
+        raise InvalidBlock(f"block {header.height} is larger than {params.block_bytes_max} bytes")
+    ids = [t.tx_id for t in block.txs]
+    if header.tx_root != merkle.root(ids):
+        raise InvalidBlock(f"block {header.height} has a wrong tx root")
+    if len(set(ids)) != len(ids):
+        raise InvalidBlock(f"block {header.height} holds a tx twice")
+    for index, t in enumerate(block.txs):
+        try:
+            if is_committed(t.tx_id):
+                raise InvalidTransaction(txs.DUPLICATE, "already committed")
+            client = txs.check_stateless(t, genesis)
+            txs.check_time(t, genesis, header.timestamp_ms)
+            if t.tx_id not in signatures_checked:
+                txs.check_signature(t, client)
+        except InvalidTransaction as exc:
+            raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None

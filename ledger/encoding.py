@@ -1,0 +1,114 @@
+"""Canonical msgpack encoding: one value, exactly one byte string.
+
+Ledger objects are msgpack arrays of fixed order; bodies are maps of plain values (nil, bool,
+int, str, bin, array, map with str keys; never floats or extension types) with keys sorted.
+`decode` accepts only bytes that `encode` would have produced for the decoded value, so every
+hash and signature is over a unique encoding. Decoding either returns a value or raises
+`InvalidEncoding`, nothing else.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from ledger.errors import InvalidEncoding
+from ledger.primitives import BODY_DEPTH_MAX, BODY_ITEMS_MAX, INT_MAX, INT_MIN
+
+Plain = None | bool | int | str | bytes | list[Any] | dict[str, Any]
+
+_ENCODE_DEPTH_MAX = 32  # ledger objects nest bodies a few levels deep at most
+
+
+def _canonical(value: Any, depth: int) -> Any:
+    """Return `value` with every map's keys in sorted order (msgpack keeps insertion order)."""
+    if depth > _ENCODE_DEPTH_MAX:
+        raise InvalidEncoding("value nested too deeply")
+    if isinstance(value, Mapping):
+        return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_canonical(v, depth + 1) for v in value]
+    return value
+
+
+def encode(value: Any) -> bytes:
+    """The canonical bytes of `value` (maps sorted, tuples as arrays, str and bin distinct)."""
+    packed: bytes = msgpack.packb(_canonical(value, 0), use_bin_type=True)
+    return packed
+
+
+def decode(data: bytes, max_bytes: int) -> Any:
+    """Decode canonical bytes of at most `max_bytes`; raise `InvalidEncoding` otherwise."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidEncoding("expected bytes")
+    if len(data) > max_bytes:
+        raise InvalidEncoding(f"{len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        # unpackb bounds every str/bin/array/map length by len(data) on its own.
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+        )
+        canonical = encode(value)
+    except InvalidEncoding:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, OverflowError) as exc:
+        raise InvalidEncoding(f"not msgpack: {type(exc).__name__}") from None
+    if canonical != bytes(data):
+        raise InvalidEncoding("not in canonical form")
+    return value
+
+
+def check_plain(value: Any, what: str, depth: int = 0) -> None:
+    """Raise `InvalidEncoding` unless `value` is a bounded tree of plain values (no floats)."""
+    if depth > BODY_DEPTH_MAX:
+        raise InvalidEncoding(f"{what}: nested deeper than {BODY_DEPTH_MAX}")
+    if value is None or isinstance(value, bool | str | bytes):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidEncoding(f"{what}: integer out of range")
+        return
+    if isinstance(value, list):
+        if len(value) > BODY_ITEMS_MAX:
+            raise InvalidEncoding(f"{what}: list longer than {BODY_ITEMS_MAX}")
+        for item in value:
+            check_plain(item, what, depth + 1)
+        return
+    if isinstance(value, dict):
+        if len(value) > BODY_ITEMS_MAX:
+            raise InvalidEncoding(f"{what}: map larger than {BODY_ITEMS_MAX}")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEncoding(f"{what}: map keys must be strings")
+            check_plain(item, what, depth + 1)
+        return
+    if isinstance(value, float):
+        raise InvalidEncoding(f"{what}: floats are not allowed (use integers or strings)")
+    raise InvalidEncoding(f"{what}: {type(value).__name__} is not a plain value")
+
+
+def expect_list(value: Any, length: int, what: str) -> list[Any]:
+    if not isinstance(value, list) or len(value) != length:
+        raise InvalidEncoding(f"{what}: expected an array of {length} items")
+    return value
+
+
+def expect_int(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidEncoding(f"{what}: expected an integer in [{low}, {high}]")
+    return value
+
+
+def expect_str(value: Any, max_bytes: int, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > max_bytes:
+        raise InvalidEncoding(f"{what}: expected a non-empty string of at most {max_bytes} bytes")
+    return value
+
+
+def expect_bytes(value: Any, length: int, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != length:
+        raise InvalidEncoding(f"{what}: expected {length} bytes")
+    return value

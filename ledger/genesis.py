@@ -1,0 +1,351 @@
+"""The genesis file: membership, write permissions and consensus parameters of one chain.
+
+Loading validates everything and reports every problem at once (`InvalidGenesis.problems`).
+The genesis hash (SHA-256 over the canonical encoding of its content) identifies the chain and
+is the `prev_hash` of block 1. A verifier needs nothing but this file and the blocks.
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger import crypto
+from ledger.encoding import encode
+from ledger.errors import InvalidGenesis, LedgerError
+from ledger.primitives import (
+    BLOCK_BYTES_MAX,
+    BLOCK_TXS_MAX,
+    CLIENTS_MAX,
+    VALIDATORS_MAX,
+    ValidatorIndex,
+)
+
+GENESIS_BYTES_MAX: Final = 4 * 1024 * 1024
+KINDS: Final = ("municipal", "insurer")
+_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAMESPACE_RE: Final = re.compile(r"^([A-Za-z0-9._:-]+/)+$")
+
+
+@dataclass(frozen=True)
+class Quorums:
+    """Owns f and every threshold for n = 3f+1 (or more) validators."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        assert self.n >= 1
+
+    @property
+    def f(self) -> int:
+        """Byzantine nodes tolerated."""
+        return (self.n - 1) // 3
+
+    @property
+    def commit(self) -> int:
+        """Matching votes that make a certificate: 2f+1."""
+        return 2 * self.f + 1
+
+    @property
+    def weak(self) -> int:
+        """Votes that include at least one honest node: f+1."""
+        return self.f + 1
+
+
+@dataclass(frozen=True)
+class Validator:
+    index: ValidatorIndex
+    id: str
+    organisation: str
+    kind: str
+    public_key: bytes
+    url: str
+    key: Ed25519PublicKey = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    organisation: str
+    public_key: bytes
+    key: Ed25519PublicKey = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ConsensusParams:
+    block_txs_max: int = 2000
+    block_bytes_max: int = 8 * 1024 * 1024
+    block_interval_ms: int = 20
+    view_change_timeout_ms: int = 2000
+    checkpoint_interval: int = 16
+    tx_ttl_ms: int = 10 * 60 * 1000  # how old a tx's timestamp may be when it is committed
+    clock_skew_ms: int = 30 * 1000  # how far a timestamp may run ahead of the block's
+
+
+_PARAM_BOUNDS: Final = {
+    "block_txs_max": (1, BLOCK_TXS_MAX),
+    "block_bytes_max": (64 * 1024, BLOCK_BYTES_MAX),
+    "block_interval_ms": (0, 60_000),
+    "view_change_timeout_ms": (100, 600_000),
+    "checkpoint_interval": (1, 10_000),
+    "tx_ttl_ms": (1000, 7 * 24 * 3600 * 1000),
+    "clock_skew_ms": (0, 3600 * 1000),
+}
+
+
+@dataclass(frozen=True)
+class Genesis:
+    chain_id: str
+    validators: tuple[Validator, ...]
+    clients: dict[str, Client]
+    policies: dict[str, tuple[str, ...]]  # organisation -> record-key namespaces it may write
+    params: ConsensusParams
+    hash: bytes = field(compare=False)
+
+    @property
+    def quorums(self) -> Quorums:
+        return Quorums(len(self.validators))
+
+    def validator(self, validator_id: str) -> Validator | None:
+        return next((v for v in self.validators if v.id == validator_id), None)
+
+    def may_write(self, client: Client, record_key: str) -> bool:
+        return any(record_key.startswith(ns) for ns in self.policies.get(client.organisation, ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content as plain values, in the shape of the TOML file."""
+        return {
+            "chain_id": self.chain_id,
+            "consensus": {k: getattr(self.params, k) for k in _PARAM_BOUNDS},
+            "validators": [
+                {
+                    "id": v.id,
+                    "organisation": v.organisation,
+                    "kind": v.kind,
+                    "public_key": v.public_key.hex(),
+                    "url": v.url,
+                }
+                for v in self.validators
+            ],
+            "clients": [
+                {"id": c.id, "organisation": c.organisation, "public_key": c.public_key.hex()}
+                for c in self.clients.values()
+            ],
+            "write_policies": [
+                {"organisation": org, "namespaces": list(ns)} for org, ns in self.policies.items()
+            ],
+        }
+
+
+def genesis_hash(content: dict[str, Any]) -> bytes:
+    return crypto.sha256(crypto.Domain.GENESIS.value + encode(content))
+
+
+def load(path: Path) -> Genesis:
+    """Read and validate a genesis TOML file."""
+    try:
+        with path.open("rb") as file:  # read one byte past the limit: never all of a huge file
+            data = file.read(GENESIS_BYTES_MAX + 1)
+    except OSError as exc:
+        raise InvalidGenesis([f"cannot read {path}: {exc.strerror}"]) from None
+    if len(data) > GENESIS_BYTES_MAX:
+        raise InvalidGenesis([f"{path} is larger than {GENESIS_BYTES_MAX} bytes"])
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidGenesis([f"{path} is not valid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InvalidGenesis([f"{path} is not valid TOML: nested too deeply"]) from None
+    return from_dict(doc)
+
+
+def from_dict(doc: dict[str, Any]) -> Genesis:
+    """Validate a parsed genesis document; raise `InvalidGenesis` listing every problem."""
+    problems: list[str] = []
+    chain_id = doc.get("chain_id")
+    if not isinstance(chain_id, str) or not _ID_RE.fullmatch(chain_id):
+        problems.append("chain_id: expected a lowercase identifier of at most 64 characters")
+    params = _params(doc.get("consensus", {}), problems)
+    validators = _validators(doc.get("validators"), problems)
+    clients = _clients(doc.get("clients", []), problems)
+    policies = _policies(doc.get("write_policies", []), problems)
+    known = {v.organisation for v in validators} | {c.organisation for c in clients.values()}
+    problems.extend(
+        f"write_policies: organisation {org!r} has no validator or client"
+        for org in policies
+        if org not in known
+    )
+    extra = set(doc) - {"chain_id", "consensus", "validators", "clients", "write_policies"}
+    problems.extend(f"unknown field {name!r}" for name in sorted(extra))
+    if problems:
+        raise InvalidGenesis(problems)
+    assert isinstance(chain_id, str)
+    genesis = Genesis(str(chain_id), validators, clients, policies, params, b"")
+    return Genesis(
+        genesis.chain_id,
+        validators,
+        clients,
+        policies,
+        params,
+        genesis_hash(genesis.to_dict()),
+    )
+
+
+def _params(raw: Any, problems: list[str]) -> ConsensusParams:
+    if not isinstance(raw, dict):
+        problems.append("consensus: expected a table")
+        return ConsensusParams()
+    values: dict[str, int] = {}
+    for name, value in raw.items():
+        if name not in _PARAM_BOUNDS:
+            problems.append(f"consensus.{name}: unknown parameter")
+            continue
+        low, high = _PARAM_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"consensus.{name}: expected an integer in [{low}, {high}]")
+            continue
+        values[name] = value
+    return ConsensusParams(**values)
+
+
+def _key(raw: Any, where: str, problems: list[str]) -> tuple[bytes, Ed25519PublicKey] | None:
+    try:
+        # exactly 64 digits: bytes.fromhex alone would also accept spaces between bytes
+        public = bytes.fromhex(raw) if isinstance(raw, str) and len(raw) == 64 else b""
+        return public, crypto.load_public_key(public)
+    except (ValueError, LedgerError):
+        problems.append(f"{where}.public_key: expected 64 hex digits of an Ed25519 public key")
+        return None
+
+
+def _validators(raw: Any, problems: list[str]) -> tuple[Validator, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= VALIDATORS_MAX:
+        problems.append(f"validators: expected between 1 and {VALIDATORS_MAX} validators")
+        return ()
+    out: list[Validator] = []
+    for i, entry in enumerate(raw):
+        where = f"validators[{i}]"
+        fields = _fields(
+            entry, where, ("id", "organisation", "kind", "public_key", "url"), problems
+        )
+        if fields is None:
+            continue
+        if fields["kind"] not in KINDS:
+            problems.append(f"{where}.kind: expected one of {', '.join(KINDS)}")
+        if not fields["url"].startswith(("http://", "https://")):
+            problems.append(f"{where}.url: expected an http:// or https:// URL")
+        key = _key(fields["public_key"], where, problems)
+        if key is not None:
+            out.append(
+                Validator(ValidatorIndex(i), fields["id"], fields["organisation"],
+                          fields["kind"], key[0], fields["url"], key[1])
+            )  # fmt: skip
+    _unique([v.id for v in out], "validators: duplicate id", problems)
+    _unique([v.public_key.hex() for v in out], "validators: duplicate public key", problems)
+    return tuple(out)
+
+
+def _clients(raw: Any, problems: list[str]) -> dict[str, Client]:
+    if not isinstance(raw, list) or len(raw) > CLIENTS_MAX:
+        problems.append(f"clients: expected a list of at most {CLIENTS_MAX} clients")
+        return {}
+    out: dict[str, Client] = {}
+    for i, entry in enumerate(raw):
+        where = f"clients[{i}]"
+        fields = _fields(entry, where, ("id", "organisation", "public_key"), problems)
+        if fields is None:
+            continue
+        key = _key(fields["public_key"], where, problems)
+        if fields["id"] in out:
+            problems.append(f"clients: duplicate id {fields['id']!r}")
+        elif key is not None:
+            out[fields["id"]] = Client(fields["id"], fields["organisation"], key[0], key[1])
+    return out
+
+
+def _policies(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, list):
+        problems.append("write_policies: expected a list of tables")
+        return {}
+    out: dict[str, tuple[str, ...]] = {}
+    for i, entry in enumerate(raw):
+        where = f"write_policies[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"organisation", "namespaces"}:
+            problems.append(f"{where}: expected exactly organisation and namespaces")
+            continue
+        org, namespaces = entry["organisation"], entry["namespaces"]
+        if not isinstance(org, str) or not org:
+            problems.append(f"{where}.organisation: expected a non-empty string")
+            continue
+        if not isinstance(namespaces, list) or not all(
+            isinstance(ns, str) and _NAMESPACE_RE.fullmatch(ns) for ns in namespaces
+        ):
+            problems.append(f"{where}.namespaces: expected prefixes such as 'fiscal/'")
+            continue
+        out[org] = out.get(org, ()) + tuple(namespaces)
+    return out
+
+
+def _fields(
+    entry: Any, where: str, names: tuple[str, ...], problems: list[str]
+) -> dict[str, str] | None:
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: expected a table")
+        return None
+    bad = False
+    for name in names:
+        value = entry.get(name)
+        if not isinstance(value, str) or not value or len(value) > 256:
+            problems.append(f"{where}.{name}: expected a non-empty string")
+            bad = True
+    for name in sorted(set(entry) - set(names)):
+        problems.append(f"{where}.{name}: unknown field")
+        bad = True
+    if "id" in names and isinstance(entry.get("id"), str) and not _ID_RE.fullmatch(entry["id"]):
+        problems.append(f"{where}.id: expected a lowercase identifier (a-z, 0-9, . _ -)")
+        bad = True
+    return None if bad else {name: entry[name] for name in names}
+
+
+def _unique(values: list[str], message: str, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            problems.append(f"{message} {value!r}")
+        seen.add(value)
+
+
+def dump_toml(genesis: Genesis) -> str:
+    """Render `genesis` as the TOML file `load` reads back to an equal genesis."""
+    doc = genesis.to_dict()
+    lines = [
+        "# CityLedger genesis: membership, write permissions and consensus parameters.",
+        "# Its hash identifies the chain; changing any byte of its content makes a new chain.",
+        f"chain_id = {_toml_str(doc['chain_id'])}",
+        "",
+        "[consensus]",
+    ]
+    lines += [f"{k} = {v}" for k, v in doc["consensus"].items()]
+    for table in ("validators", "clients", "write_policies"):
+        for entry in doc[table]:
+            lines += ["", f"[[{table}]]"]
+            for k, v in entry.items():
+                rendered = (
+                    "[" + ", ".join(_toml_str(x) for x in v) + "]"
+                    if isinstance(v, list)
+                    else _toml_str(v)
+                )
+                lines.append(f"{k} = {rendered}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else _toml_escape(c) for c in escaped) + '"'
+
+
+def _toml_escape(c: str) -> str:
+    return f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"

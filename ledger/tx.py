@@ -1,0 +1,175 @@
+"""Transactions: signed record operations, their canonical bytes, id and validation rules.
+
+Wire form (docs/protocol.md): msgpack array
+`[1, chain_id, client_id, nonce, timestamp_ms, key, type, body, signature]`; the signature is
+Ed25519 over `Domain.TX || encode([chain_id, client_id, nonce, timestamp_ms, key, type, body])`;
+the tx id is SHA-256 of the whole canonical array. Validation rules are pure functions that
+raise `InvalidTransaction` with a machine-readable reason and change nothing.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import crypto
+from ledger.encoding import (
+    check_plain,
+    decode,
+    encode,
+    expect_bytes,
+    expect_int,
+    expect_list,
+    expect_str,
+)
+from ledger.errors import InvalidEncoding, InvalidTransaction
+from ledger.genesis import Client, Genesis
+from ledger.primitives import (
+    BODY_BYTES_MAX,
+    ID_BYTES_MAX,
+    NONCE_MAX,
+    RECORD_KEY_BYTES_MAX,
+    RECORD_TYPE_BYTES_MAX,
+    SIGNATURE_BYTES,
+    TX_BYTES_MAX,
+)
+
+TX_VERSION: Final = 1
+TIMESTAMP_MS_MAX: Final = 2**53  # far beyond any real clock, within every JSON number
+_KEY_RE: Final = re.compile(r"^[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)*$")
+_TYPE_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
+
+# Rejection reasons (stable codes: the API, metrics and docs use them).
+MALFORMED: Final = "malformed"
+TOO_LARGE: Final = "too_large"
+WRONG_CHAIN: Final = "wrong_chain"
+UNKNOWN_CLIENT: Final = "unknown_client"
+FORBIDDEN_NAMESPACE: Final = "forbidden_namespace"
+STALE_TIMESTAMP: Final = "stale_timestamp"
+FUTURE_TIMESTAMP: Final = "future_timestamp"
+BAD_SIGNATURE: Final = "bad_signature"
+DUPLICATE: Final = "duplicate"
+
+
+@dataclass(frozen=True)
+class Transaction:
+    chain_id: str
+    client_id: str
+    nonce: int
+    timestamp_ms: int
+    key: str
+    type: str
+    body: dict[str, Any]
+    signature: bytes
+    raw: bytes = field(repr=False, compare=False)  # the canonical bytes this tx was made from
+    tx_id: bytes = field(compare=False)
+
+    def unsigned_payload(self) -> bytes:
+        return _unsigned(
+            self.chain_id, self.client_id, self.nonce, self.timestamp_ms, self.key, self.type,
+            self.body,
+        )  # fmt: skip
+
+
+def _unsigned(
+    chain_id: str, client_id: str, nonce: int, timestamp_ms: int, key: str, type_: str,
+    body: dict[str, Any],
+) -> bytes:  # fmt: skip
+    return encode([chain_id, client_id, nonce, timestamp_ms, key, type_, body])
+
+
+def create(
+    signing_key: Ed25519PrivateKey,
+    *,
+    chain_id: str,
+    client_id: str,
+    nonce: int,
+    timestamp_ms: int,
+    key: str,
+    type_: str,
+    body: dict[str, Any],
+) -> Transaction:
+    """Sign a new transaction; raises `InvalidTransaction` if its fields are out of bounds."""
+    try:
+        payload = _unsigned(chain_id, client_id, nonce, timestamp_ms, key, type_, body)
+    except (InvalidEncoding, OverflowError, TypeError, ValueError) as exc:
+        # Outside input (e.g. a JSON body) can hold what msgpack cannot encode: integers past
+        # 64 bits, lone surrogates, nesting past the encoder's bound.
+        raise InvalidTransaction(MALFORMED, f"cannot encode: {exc}") from None
+    signature = crypto.sign(signing_key, crypto.Domain.TX, payload)
+    raw = encode(
+        [TX_VERSION, chain_id, client_id, nonce, timestamp_ms, key, type_, body, signature]
+    )
+    return decode_tx(raw)
+
+
+def decode_tx(raw: bytes) -> Transaction:
+    """Parse canonical tx bytes; raise `InvalidTransaction` (reason malformed/too_large)."""
+    if len(raw) > TX_BYTES_MAX:
+        raise InvalidTransaction(TOO_LARGE, f"{len(raw)} bytes, the limit is {TX_BYTES_MAX}")
+    try:
+        return _parse(decode(raw, TX_BYTES_MAX), bytes(raw))
+    except InvalidEncoding as exc:
+        raise InvalidTransaction(MALFORMED, str(exc)) from None
+
+
+def _parse(value: Any, raw: bytes) -> Transaction:
+    items = expect_list(value, 9, "transaction")
+    expect_int(items[0], TX_VERSION, TX_VERSION, "version")
+    chain_id = expect_str(items[1], ID_BYTES_MAX, "chain_id")
+    client_id = expect_str(items[2], ID_BYTES_MAX, "client_id")
+    nonce = expect_int(items[3], 0, NONCE_MAX, "nonce")
+    timestamp_ms = expect_int(items[4], 0, TIMESTAMP_MS_MAX, "timestamp_ms")
+    key = expect_str(items[5], RECORD_KEY_BYTES_MAX, "key")
+    if not _KEY_RE.fullmatch(key):
+        raise InvalidEncoding("key: segments of A-Z a-z 0-9 . _ : - separated by single '/'")
+    type_ = expect_str(items[6], RECORD_TYPE_BYTES_MAX, "type")
+    if not _TYPE_RE.fullmatch(type_):
+        raise InvalidEncoding("type: a letter followed by letters, digits, '.', '_' or '-'")
+    body = items[7]
+    if not isinstance(body, dict):
+        raise InvalidEncoding("body: expected a map")
+    check_plain(body, "body")
+    if len(encode(body)) > BODY_BYTES_MAX:
+        raise InvalidTransaction(TOO_LARGE, f"body: larger than {BODY_BYTES_MAX} bytes")
+    signature = expect_bytes(items[8], SIGNATURE_BYTES, "signature")
+    return Transaction(
+        chain_id, client_id, nonce, timestamp_ms, key, type_, body, signature, raw,
+        crypto.sha256(raw),
+    )  # fmt: skip
+
+
+def check_stateless(tx: Transaction, genesis: Genesis) -> Client:
+    """Chain, client and namespace rules: everything but time, signature and duplicates."""
+    if tx.chain_id != genesis.chain_id:
+        raise InvalidTransaction(WRONG_CHAIN, f"tx is for chain {tx.chain_id!r}")
+    client = genesis.clients.get(tx.client_id)
+    if client is None:
+        raise InvalidTransaction(UNKNOWN_CLIENT, f"no client {tx.client_id!r} in genesis")
+    if not genesis.may_write(client, tx.key):
+        raise InvalidTransaction(
+            FORBIDDEN_NAMESPACE, f"{client.organisation} may not write {tx.key!r}"
+        )
+    return client
+
+
+def check_time(tx: Transaction, genesis: Genesis, now_ms: int) -> None:
+    """The tx's timestamp must lie in [now - ttl, now + skew] (now: the block's or the node's)."""
+    params = genesis.params
+    if tx.timestamp_ms < now_ms - params.tx_ttl_ms:
+        raise InvalidTransaction(STALE_TIMESTAMP, "timestamp older than the tx time-to-live")
+    if tx.timestamp_ms > now_ms + params.clock_skew_ms:
+        raise InvalidTransaction(FUTURE_TIMESTAMP, "timestamp too far in the future")
+
+
+def check_signature(tx: Transaction, client: Client) -> None:
+    if not crypto.verify(client.key, crypto.Domain.TX, tx.unsigned_payload(), tx.signature):
+        raise InvalidTransaction(BAD_SIGNATURE, "signature does not match the client's key")
+
+
+def validate(tx: Transaction, genesis: Genesis, now_ms: int) -> None:
+    """Every rule but duplicates (which need the store): cheap checks first, signature last."""
+    client = check_stateless(tx, genesis)
+    check_time(tx, genesis, now_ms)
+    check_signature(tx, client)
