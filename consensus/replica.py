@@ -35,6 +35,7 @@ Protocol, per height h of the chain (the PBFT sequence number):
   blocks are fetched and applied only if they extend the head and their certificate verifies.
 """
 
+import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from consensus.viewchange import Selection, check_view_change, select
 
 VERIFIED_CACHE_MAX: Final = 8192  # signatures already checked (retransmissions are common)
 VIEW_AHEAD_MAX: Final = 64  # ViewChanges kept for views at most this far above ours
+RELAY_AGAIN_MAX: Final = 1000  # pending txs re-sent to the primary per stalled tick
 STATE_BYTES_MAX: Final = 64 * 1024 * 1024
 
 # Keys of the replica's persisted state (Persist actions).
@@ -472,7 +474,7 @@ class Replica:
             tip = self._tip()
             if tip.height - self.head.height >= self.config.pipeline_depth or not self.pool:
                 return
-            in_flight: set[bytes] = set().union(*(s.tx_ids for s in self._slots.values()))
+            in_flight = self._in_flight()
             unproposed = len(self.pool) - sum(1 for i in in_flight if i in self.pool)
             if unproposed <= 0:
                 return
@@ -485,6 +487,10 @@ class Replica:
                 return
             if not self._propose(tip, in_flight):
                 return
+
+    def _in_flight(self) -> set[bytes]:
+        """Tx ids of every block accepted above the head in this view."""
+        return set().union(*(s.tx_ids for s in self._slots.values()))
 
     def _tip(self) -> ChainHead:
         """The head after every block accepted in this view, in order."""
@@ -715,6 +721,12 @@ class Replica:
             return
         if self.in_view_change and self._own_view_change is not None:
             self._out.append(Broadcast(self._own_view_change))
+        elif self.pool and self.primary != self.index:
+            # A relay may have been lost: make sure the primary has what we are waiting for.
+            candidates = self.pool.candidates(self._in_flight())
+            oldest = tuple(itertools.islice(candidates, RELAY_AGAIN_MAX))
+            if oldest:
+                self._out.append(Send(self.primary, self._sign(m.TxBatch(oldest, self.index))))
         for height in sorted(self._slots):
             slot = self._slots[height]
             for msg in (slot.own_pre_prepare, slot.own_prepare, slot.own_commit):
