@@ -282,7 +282,7 @@ class Replica:
         try:
             self._dispatch(msg)
         except m.InvalidMessage as exc:
-            self._invalid(str(exc).split(":")[0].replace(" ", "_"))
+            self._invalid(_reason(exc))
 
     def _dispatch(self, msg: m.Message) -> None:
         match msg:
@@ -371,7 +371,7 @@ class Replica:
         self._accept(pp.block, parent, pp if own else None)
         follower = self._waiting.pop(pp.height + 1, None)
         if follower is not None and follower.view == self.view:
-            self._on_pre_prepare(follower)
+            self._on_buffered(follower)
 
     def _parent(self, height: int) -> ChainHead | None:
         if height == self.head.height + 1:
@@ -692,10 +692,21 @@ class Replica:
                 self.counters["selection_invalid"] += 1
                 return
             self._accept(block, parent, None)
-        for height in sorted(self._waiting):
-            pp = self._waiting.pop(height)
+        self._replay_waiting()
+
+    def _replay_waiting(self) -> None:
+        """Give buffered pre-prepares another chance, lowest height first."""
+        waiting = sorted(self._waiting.items())
+        self._waiting.clear()
+        for _, pp in waiting:
             if pp.view == self.view:
-                self._on_pre_prepare(pp)
+                self._on_buffered(pp)
+
+    def _on_buffered(self, pp: m.PrePrepare) -> None:
+        try:
+            self._on_pre_prepare(pp)
+        except m.InvalidMessage as exc:
+            self._invalid(_reason(exc))
 
     # --- status, retransmission, state transfer --------------------------------------------
 
@@ -801,10 +812,14 @@ class Replica:
             case Timer.VIEW_CHANGE:
                 if not self.in_view_change:
                     return
-                if len(self._view_changes.get(self.view, {})) >= self._quorum:
-                    self._start_view_change(self.view + 1)  # a quorum wanted it: primary failed
+                # 2f+1 replicas asked for this view or a later one, yet no NewView came: its
+                # primary failed, move on. With less support, ask again rather than run ahead
+                # alone (a lone replica in a higher view helps no quorum).
+                support = {s for v, d in self._view_changes.items() if v >= self.view for s in d}
+                if len(support) >= self._quorum:
+                    self._start_view_change(self.view + 1)
                 else:
-                    self._send_view_change()  # not enough support yet: ask again, don't run ahead
+                    self._send_view_change()
 
     def _is_busy(self) -> bool:
         return bool(self.pool) or bool(self._slots) or self._deferred is not None
@@ -834,6 +849,11 @@ def _check_certified(block: Block, cert: Certificate, head: ChainHead, genesis: 
     if header.tx_root != merkle.root([t.tx_id for t in block.txs]):
         raise InvalidBlock("fetched block has a wrong tx root")
     verify_certificate(cert, block, genesis)
+
+
+def _reason(exc: Exception) -> str:
+    """A short counter label from an error message ("pre-prepare: ..." -> "pre-prepare")."""
+    return str(exc).split(":")[0].replace(" ", "_")
 
 
 def config_window(config: ReplicaConfig | None) -> int:
