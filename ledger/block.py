@@ -176,6 +176,9 @@ def verify_certificate(cert: Certificate, block: Block, genesis: Genesis) -> Non
     """Raise `InvalidBlock` unless `cert` holds 2f+1 valid distinct Commit votes for `block`."""
     if cert.height != block.height or cert.block_hash != block.hash:
         raise InvalidBlock(f"certificate is for another block than height {block.height}")
+    if cert.view < block.header.view:
+        # A block is prepared only in its own view or a later one (after a view change).
+        raise InvalidBlock(f"certificate of block {block.height} predates the block's view")
     verify_certificate_votes(cert, genesis)
 
 

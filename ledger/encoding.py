@@ -20,11 +20,19 @@ Plain = None | bool | int | str | bytes | list[Any] | dict[str, Any]
 _ENCODE_DEPTH_MAX = 32  # ledger objects nest bodies a few levels deep at most
 
 
+# Exact types msgpack packs as they are. Checked by identity first: `isinstance(v, Mapping)` is
+# an ABC check, the slowest step of the canonical round trip every decoded tx goes through.
+_SCALAR_TYPES = frozenset({str, bytes, int, bool, type(None)})
+
+
 def _canonical(value: Any, depth: int) -> Any:
     """Return `value` with every map's keys in sorted order (msgpack keeps insertion order)."""
     if depth > _ENCODE_DEPTH_MAX:
         raise InvalidEncoding("value nested too deeply")
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _SCALAR_TYPES:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
     if isinstance(value, list | tuple):
         return [_canonical(v, depth + 1) for v in value]

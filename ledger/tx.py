@@ -64,8 +64,16 @@ class Transaction:
     signature: bytes
     raw: bytes = field(repr=False, compare=False)  # the canonical bytes this tx was made from
     tx_id: bytes = field(compare=False)
+    # True only for a tx made by `decode_tx`, whose fields were read from the canonical `raw`.
+    # Not an init field: an object built or `replace`d from fields encodes its fields as before.
+    _parsed: bool = field(default=False, init=False, repr=False, compare=False)
 
     def unsigned_payload(self) -> bytes:
+        if self._parsed:
+            # `raw` is canonical: array-of-9 byte, version 1, the 7 signed fields, bin8 header
+            # and 64 signature bytes. The signed payload is those 7 fields under an array-of-7
+            # byte: a slice of `raw`, not a fresh encoding for every signature check.
+            return b"\x97" + self.raw[2 : -SIGNATURE_BYTES - 2]
         return _unsigned(
             self.chain_id, self.client_id, self.nonce, self.timestamp_ms, self.key, self.type,
             self.body,
@@ -131,13 +139,20 @@ def _parse(value: Any, raw: bytes) -> Transaction:
     if not isinstance(body, dict):
         raise InvalidEncoding("body: expected a map")
     check_plain(body, "body")
-    if len(encode(body)) > BODY_BYTES_MAX:
+    # The body's canonical bytes lie inside `raw` (checked canonical), so only a tx longer than
+    # the body limit can hold a body over it: skip re-encoding every other body.
+    if len(raw) > BODY_BYTES_MAX and len(encode(body)) > BODY_BYTES_MAX:
         raise InvalidTransaction(TOO_LARGE, f"body: larger than {BODY_BYTES_MAX} bytes")
     signature = expect_bytes(items[8], SIGNATURE_BYTES, "signature")
-    return Transaction(
+    tx = Transaction(
         chain_id, client_id, nonce, timestamp_ms, key, type_, body, signature, raw,
         crypto.sha256(raw),
     )  # fmt: skip
+    # The layout `unsigned_payload` slices, as canonical encoding guarantees it.
+    assert raw[:2] == b"\x99\x01"
+    assert raw[-SIGNATURE_BYTES - 2 : -SIGNATURE_BYTES] == b"\xc4\x40"
+    object.__setattr__(tx, "_parsed", True)
+    return tx
 
 
 def check_stateless(tx: Transaction, genesis: Genesis) -> Client:

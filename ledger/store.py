@@ -1,0 +1,524 @@
+"""The block store: certified blocks and their indexes in one LevelDB, one synced batch per block.
+
+This module owns everything CityLedger keeps on disk and is the only one that imports plyvel.
+It must never accept a block that does not extend its head, never write part of a block, and
+never let a plyvel or decoding exception escape: the world's faults surface as `StoreError`
+(a damaged or foreign store) or `InvalidBlock` (a block that does not extend the head).
+
+Key layout (heights are 8-byte big-endian, tx positions 4-byte big-endian, so LevelDB's byte
+order is height order; every class of key has its own one-byte prefix or a fixed name):
+
+    b"meta"                              -> encode([FORMAT_VERSION, chain_id, genesis_hash])
+    b"head"                              -> height(8) || block_hash(32); (0, genesis hash) if empty
+    b"B" height(8)                       -> the exact bytes of `Block.encode()`
+    b"C" height(8)                       -> the exact bytes of `Certificate.encode()`
+    b"H" block_hash(32)                  -> height(8)
+    b"T" tx_id(32)                       -> height(8) || index(4)
+    b"R" record_key b"\\x00" height index -> tx_id(32)
+    b"N" level(1) index(8)               -> hash(32), a node of the history tree
+    b"P" name                            -> the consensus replica's own state (not chain data)
+
+Record keys never contain NUL (ledger.tx allows `A-Za-z0-9._:-/` only), so `b"R" key b"\\x00"`
+is a prefix that matches exactly one record's versions, in height/index order; the latest
+version is the first entry of a reverse scan. `N` holds every perfect-subtree node that
+`merkle.Frontier.append_with_nodes` reports: leaf i is block i's hash (leaf 0 the genesis hash,
+written with block 1), so any history proof for any size up to the head is O(log n) reads.
+
+Block h's batch holds: B, C, H of block h, T and R of each of its txs, the N nodes that appending
+leaf h completes (plus leaf 0 for h = 1), and the new head pointer. LevelDB applies a batch
+atomically and replays its log on start, so after a crash (even kill -9) the store holds exactly
+the blocks whose `append` returned, plus possibly the one in flight, never half a block.
+
+Opening reads the meta, the head pointer, the head block and certificate and O(log n) history
+nodes, whatever the length of the chain. `BlockStore.open_for_audit` skips the head checks so
+that `ledger.verify` can name the first bad height of a damaged store.
+"""
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import plyvel
+
+from ledger import crypto, merkle
+from ledger import tx as txs
+from ledger.block import (
+    HEIGHT_MAX,
+    Block,
+    Certificate,
+    ChainHead,
+    check_block,
+    decode_block,
+    decode_certificate,
+    verify_certificate,
+)
+from ledger.encoding import decode, encode, expect_list
+from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction, LedgerError, StoreError
+from ledger.genesis import Genesis
+from ledger.primitives import BLOCK_BYTES_MAX, DIGEST_BYTES
+
+FORMAT_VERSION: Final = 1
+META_BYTES_MAX: Final = 256
+RECORD_VERSIONS_MAX: Final = 10_000  # one call's answer; callers page with `limit`
+
+_META: Final = b"meta"
+_HEAD: Final = b"head"
+_BLOCK: Final = b"B"
+_CERT: Final = b"C"
+_HASH: Final = b"H"
+_TX: Final = b"T"
+_RECORD: Final = b"R"
+_NODE: Final = b"N"
+_RECORD_END: Final = b"\x00"
+_HEIGHT_BYTES: Final = 8
+_INDEX_BYTES: Final = 4
+_LOCATION_BYTES: Final = _HEIGHT_BYTES + _INDEX_BYTES
+
+
+def _height_bytes(height: int) -> bytes:
+    return height.to_bytes(_HEIGHT_BYTES, "big")
+
+
+def _location_bytes(height: int, index: int) -> bytes:
+    return height.to_bytes(_HEIGHT_BYTES, "big") + index.to_bytes(_INDEX_BYTES, "big")
+
+
+def _record_prefix(key: str) -> bytes:
+    return _RECORD + key.encode() + _RECORD_END
+
+
+def _lookup_prefix(key: str) -> bytes | None:
+    """The prefix of a record key asked about from outside; None for keys no tx can have
+    (a NUL inside would make the prefix match another record's versions)."""
+    return None if "\x00" in key else _record_prefix(key)
+
+
+def _node_key(level: int, index: int) -> bytes:
+    return _NODE + bytes([level]) + index.to_bytes(8, "big")
+
+
+def _unpack_location(value: bytes) -> tuple[int, int]:
+    height, index = value[:_HEIGHT_BYTES], value[_HEIGHT_BYTES:]
+    return int.from_bytes(height, "big"), int.from_bytes(index, "big")
+
+
+class BlockStore:
+    """An open block store. Not thread-safe: one owner (the node, or a verifier) at a time."""
+
+    def __init__(self, db: Any, path: Path, genesis: Genesis, head: ChainHead | None) -> None:
+        self._db = db
+        self._path = path
+        self._genesis = genesis
+        self._head = head  # None when opened for audit: the head is then not trusted
+
+    # --- Opening and closing -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, genesis: Genesis) -> "BlockStore":
+        """Open (creating if missing) the store of `genesis`'s chain; check meta and the head."""
+        db = _open_db(path, create=True)
+        try:
+            _init_or_check_meta(db, path, genesis)
+            store = cls(db, path, genesis, None)
+            store._head = store._load_head()
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    @classmethod
+    def open_for_audit(cls, path: Path, genesis: Genesis) -> "BlockStore":
+        """Open an existing store for `ledger.verify` without trusting its head: only the meta
+        is checked, reads work, `head` and `append` refuse. A damaged head is then reported by
+        `verify_chain` at its height instead of failing here."""
+        db = _open_db(path, create=False)
+        try:
+            _init_or_check_meta(db, path, genesis, create=False)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path, genesis, None)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    def _load_head(self) -> ChainHead:
+        """The checked head: its block and certificate, and a history frontier that agrees
+        with the head block's history root, all in O(log n) reads."""
+        height, head_hash = self._head_pointer_or_raise()
+        if height == 0:
+            if head_hash != self._genesis.hash:
+                raise StoreError(f"{self._path}: the head pointer names no block")
+            return ChainHead.genesis(self._genesis)
+        try:
+            return self._check_head(height, head_hash)
+        except (InvalidBlock, StoreError) as exc:
+            raise StoreError(f"{self._path}: the head block {height} is damaged: {exc}") from None
+
+    def _check_head(self, height: int, head_hash: bytes) -> ChainHead:
+        raw, raw_cert = self.raw_block(height), self.raw_certificate(height)
+        if raw is None or raw_cert is None:
+            raise StoreError("the block or its certificate is missing")
+        block = decode_block(raw)
+        if block.height != height or block.hash != head_hash:
+            raise StoreError("it is not the block the head pointer names")
+        verify_certificate(decode_certificate(raw_cert), block, self._genesis)
+        before = merkle.Frontier.from_nodes(self._node_or_raise, height)
+        if before.root() != block.header.history_root:
+            raise StoreError("the stored history nodes disagree with its history root")
+        frontier, completed = before.append_with_nodes(block.hash)
+        if any(self.history_node(n.level, n.index) != n.digest for n in completed):
+            raise StoreError("the stored history nodes it completed are damaged")
+        return ChainHead(height, block.hash, block.header.timestamp_ms, frontier)
+
+    # --- The head ------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> ChainHead:
+        if self._head is None:
+            raise StoreError(f"{self._path} is open for audit: its head is not trusted")
+        return self._head
+
+    @property
+    def height(self) -> int:
+        return self.head.height
+
+    @property
+    def genesis(self) -> Genesis:
+        return self._genesis
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def head_pointer(self) -> tuple[int, bytes] | None:
+        """The head pointer as stored (height, block hash), unchecked; for verifiers."""
+        raw = self._get(_HEAD)
+        if raw is None:
+            return None
+        if len(raw) != _HEIGHT_BYTES + DIGEST_BYTES:
+            raise StoreError(f"{self._path}: the head pointer is damaged")
+        return int.from_bytes(raw[:_HEIGHT_BYTES], "big"), raw[_HEIGHT_BYTES:]
+
+    def _head_pointer_or_raise(self) -> tuple[int, bytes]:
+        pointer = self.head_pointer()
+        if pointer is None:
+            raise StoreError(f"{self._path}: the head pointer is missing")
+        if pointer[0] > HEIGHT_MAX:
+            raise StoreError(f"{self._path}: the head pointer is damaged")
+        return pointer
+
+    def last_stored_height(self) -> int:
+        """The highest height any block or certificate is stored at (0 if none), unchecked."""
+        highest = 0
+        for prefix in (_BLOCK, _CERT):
+            for key in self._keys(prefix, reverse=True, limit=1):
+                highest = max(highest, int.from_bytes(key[len(prefix) :], "big"))
+        return highest
+
+    # --- Appending -----------------------------------------------------------------------------
+
+    def append(self, block: Block, certificate: Certificate) -> None:
+        """Persist a certified block that extends the head, with every index, in one synced
+        batch; raise `InvalidBlock` (store unchanged) for anything else. Tx signatures are not
+        re-checked: consensus validated them, and state transfer relies on the certificate."""
+        head = self.head
+        ids = [crypto.sha256(t.raw) for t in block.txs]
+        # Pair checks of in-memory objects: what gets indexed must be what gets stored.
+        if block.hash != block.header.hash() or ids != [t.tx_id for t in block.txs]:
+            raise InvalidBlock(f"block {block.height}: hashes do not match its content")
+        check_block(
+            block, head, self._genesis, is_committed=self._is_committed,
+            signatures_checked=frozenset(ids),
+        )  # fmt: skip
+        verify_certificate(certificate, block, self._genesis)
+        history = head.history
+        nodes: list[merkle.Node] = []
+        if block.height == 1:  # leaf 0 (the genesis hash) is stored with block 1
+            nodes.extend(merkle.Frontier.empty().append_with_nodes(self._genesis.hash)[1])
+        history, completed = history.append_with_nodes(block.hash)
+        nodes.extend(completed)
+        self._write_block(block, certificate, nodes)
+        self._head = ChainHead(block.height, block.hash, block.header.timestamp_ms, history)
+
+    def _is_committed(self, tx_id: bytes) -> bool:
+        return self._get(_TX + tx_id) is not None
+
+    def _write_block(self, block: Block, cert: Certificate, nodes: list[merkle.Node]) -> None:
+        height = _height_bytes(block.height)
+        try:
+            batch = self._db.write_batch(sync=True)
+            batch.put(_BLOCK + height, block.encode())
+            batch.put(_CERT + height, cert.encode())
+            batch.put(_HASH + block.hash, height)
+            for index, t in enumerate(block.txs):
+                location = _location_bytes(block.height, index)
+                batch.put(_TX + t.tx_id, location)
+                batch.put(_record_prefix(t.key) + location, t.tx_id)
+            for node in nodes:
+                batch.put(_node_key(node.level, node.index), node.digest)
+            batch.put(_HEAD, height + block.hash)
+            batch.write()
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: writing block {block.height} failed: {exc}") from None
+
+    # --- Blocks and certificates ---------------------------------------------------------------
+
+    def raw_block(self, height: int) -> bytes | None:
+        return self._get(_BLOCK + _height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
+
+    def raw_certificate(self, height: int) -> bytes | None:
+        return self._get(_CERT + _height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
+
+    def block(self, height: int) -> Block | None:
+        raw = self.raw_block(height)
+        return None if raw is None else self._decode_block(height, raw)
+
+    def _checked_block(self, height: int) -> Block:
+        raw = self.raw_block(height)
+        if raw is None:
+            raise StoreError(f"{self._path}: block {height} is missing")
+        return self._decode_block(height, raw)
+
+    def _decode_block(self, height: int, raw: bytes) -> Block:
+        try:
+            block = decode_block(raw)
+        except InvalidBlock as exc:
+            raise StoreError(f"{self._path}: stored block {height} is damaged: {exc}") from None
+        if block.height != height:
+            raise StoreError(f"{self._path}: block stored at {height} says height {block.height}")
+        return block
+
+    def certificate(self, height: int) -> Certificate | None:
+        raw = self.raw_certificate(height)
+        if raw is None:
+            return None
+        try:
+            return decode_certificate(raw)
+        except InvalidBlock as exc:
+            raise StoreError(f"{self._path}: certificate {height} is damaged: {exc}") from None
+
+    def iter_certified(self, start: int, end: int) -> Iterator[tuple[Block, Certificate]]:
+        """Blocks start..end inclusive (end clamped to the head) with their certificates."""
+        if start < 1:
+            raise ValueError(f"heights start at 1, not {start}")
+        for height in range(start, min(end, self.height) + 1):
+            cert = self.certificate(height)
+            if cert is None:
+                raise StoreError(f"{self._path}: certificate {height} is missing")
+            yield self._checked_block(height), cert
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        raw = self._get(_HASH + block_hash)
+        if raw is None:
+            return None
+        return int.from_bytes(self._checked_length(_HASH + block_hash, raw, _HEIGHT_BYTES), "big")
+
+    # --- Transactions and records --------------------------------------------------------------
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        key = _TX + tx_id
+        raw = self._get(key)
+        if raw is None:
+            return None
+        return _unpack_location(self._checked_length(key, raw, _LOCATION_BYTES))
+
+    def tx(self, tx_id: bytes) -> txs.Transaction | None:
+        location = self.tx_location(tx_id)
+        return None if location is None else self._tx_at(*location, tx_id)
+
+    def _tx_at(self, height: int, index: int, tx_id: bytes) -> txs.Transaction:
+        """One tx of a stored block, without validating the block's other txs."""
+        raw = self.raw_block(height)
+        if raw is None:
+            raise StoreError(f"{self._path}: tx {tx_id.hex()} points at missing block {height}")
+        found = None
+        try:
+            body = expect_list(decode(raw, BLOCK_BYTES_MAX), 2, "block")[1]
+            if isinstance(body, list) and index < len(body) and isinstance(body[index], bytes):
+                found = txs.decode_tx(body[index])
+        except (InvalidEncoding, InvalidTransaction):
+            pass
+        if found is None or found.tx_id != tx_id:
+            raise StoreError(f"{self._path}: tx {tx_id.hex()} is not at ({height}, {index})")
+        return found
+
+    def record_versions(self, key: str, limit: int) -> list[tuple[int, int, bytes]]:
+        """(height, index, tx id) of the first `limit` versions of record `key`, oldest first."""
+        if not 1 <= limit <= RECORD_VERSIONS_MAX:
+            raise ValueError(f"limit must be in [1, {RECORD_VERSIONS_MAX}]")
+        prefix = _lookup_prefix(key)
+        if prefix is None:
+            return []
+        return [
+            self._record_entry(prefix, k, v)
+            for k, v in self._items(prefix, reverse=False, limit=limit)
+        ]
+
+    def latest_record(self, key: str) -> tuple[int, int, txs.Transaction] | None:
+        prefix = _lookup_prefix(key)
+        if prefix is None:
+            return None
+        for k, v in self._items(prefix, reverse=True, limit=1):
+            height, index, tx_id = self._record_entry(prefix, k, v)
+            return height, index, self._tx_at(height, index, tx_id)
+        return None
+
+    def record_entry(self, key: str, height: int, index: int) -> bytes | None:
+        """The tx id the record index holds for version (height, index) of `key`, if any."""
+        prefix = _lookup_prefix(key)
+        if prefix is None or not (0 <= height <= HEIGHT_MAX and 0 <= index < 2**32):
+            return None
+        entry = prefix + _location_bytes(height, index)
+        raw = self._get(entry)
+        return None if raw is None else self._checked_length(entry, raw, DIGEST_BYTES)
+
+    def _record_entry(self, prefix: bytes, key: bytes, value: bytes) -> tuple[int, int, bytes]:
+        height, index = _unpack_location(
+            self._checked_length(key, key[len(prefix) :], _LOCATION_BYTES)
+        )
+        return height, index, self._checked_length(key, value, DIGEST_BYTES)
+
+    # --- The history tree ----------------------------------------------------------------------
+
+    def history_node(self, level: int, index: int) -> bytes | None:
+        if not (0 <= level < merkle.LEVELS_MAX and 0 <= index < 2**64):
+            return None
+        key = _node_key(level, index)
+        raw = self._get(key)
+        return None if raw is None else self._checked_length(key, raw, DIGEST_BYTES)
+
+    def _node_or_raise(self, level: int, index: int) -> bytes:
+        node = self.history_node(level, index)
+        if node is None:
+            raise StoreError(f"history node ({level}, {index}) is missing")
+        return node
+
+    def _subtree_root(self, start: int, end: int) -> bytes:
+        return merkle.subtree_root_from_nodes(self._node_or_raise, start, end)
+
+    def history_inclusion_proof(self, size: int, index: int) -> list[bytes]:
+        """Proof that leaf `index` (block `index`'s hash) is in the history tree of `size`
+        leaves, i.e. under the history root of block `size`; O(log n) node reads."""
+        self._check_history_size(size)
+        return merkle.inclusion_proof_by(self._subtree_root, size, index)
+
+    def history_consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between history trees of `old_size` and `new_size`."""
+        self._check_history_size(new_size)
+        return merkle.consistency_proof_by(self._subtree_root, old_size, new_size)
+
+    def _check_history_size(self, size: int) -> None:
+        if not 1 <= size <= self.height + 1:
+            raise ValueError(f"the history tree has sizes 1..{self.height + 1}, not {size}")
+
+    # --- plyvel access: every error becomes a StoreError -------------------------------------
+
+    def _checked_length(self, key: bytes, value: bytes, length: int) -> bytes:
+        """`value` if it has the fixed length of its kind of entry (the message is only built
+        on failure: these checks run for every tx a verifier reads)."""
+        if len(value) != length:
+            raise StoreError(f"{self._path}: the entry {key!r} is damaged (length {len(value)})")
+        return value
+
+    def _get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self._db.get(key)
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: read failed: {exc}") from None
+        return value
+
+    def _items(self, prefix: bytes, *, reverse: bool, limit: int) -> list[tuple[bytes, bytes]]:
+        try:
+            with self._db.iterator(prefix=prefix, reverse=reverse) as it:
+                return [item for item, _ in zip(it, range(limit), strict=False)]
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: scan failed: {exc}") from None
+
+    def _keys(self, prefix: bytes, *, reverse: bool, limit: int) -> list[bytes]:
+        return [k for k, _ in self._items(prefix, reverse=reverse, limit=limit)]
+
+    # --- Consensus state (added for node/: the replica's `Persist` actions) --------------------
+    # The replica's own small state (its view, what it prepared) under a prefix of its own,
+    # b"P", that no block, index or history key uses. Each write is one synced batch, so a
+    # Persist is durable before the node sends the messages that follow it.
+
+    _CONSENSUS: Final = b"P"
+
+    def consensus_state(self) -> dict[bytes, bytes]:
+        """Every entry the replica persisted (handed back to it on restart)."""
+        prefix = self._CONSENSUS
+        try:
+            with self._db.iterator(prefix=prefix) as it:
+                return {key[len(prefix) :]: value for key, value in it}
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: reading the consensus state failed: {exc}") from None
+
+    def write_consensus_state(
+        self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = ()
+    ) -> None:
+        """Delete then put replica state entries, in one synced batch."""
+        prefix = self._CONSENSUS
+        try:
+            batch = self._db.write_batch(sync=True)
+            for key in deletes:
+                batch.delete(prefix + key)
+            for key, value in puts:
+                batch.put(prefix + key, value)
+            batch.write()
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: writing the consensus state failed: {exc}") from None
+
+
+def _open_db(path: Path, *, create: bool) -> Any:
+    try:
+        return plyvel.DB(str(path), create_if_missing=create)
+    except plyvel.IOError as exc:
+        raise StoreError(
+            f"cannot open block store {path}: {exc} (is a node already running on it?)"
+        ) from None
+    except plyvel.Error as exc:
+        raise StoreError(f"cannot open block store {path}: {exc}") from None
+
+
+def _meta_value(genesis: Genesis) -> bytes:
+    return encode([FORMAT_VERSION, genesis.chain_id, genesis.hash])
+
+
+def _init_or_check_meta(db: Any, path: Path, genesis: Genesis, *, create: bool = True) -> None:
+    """Write the meta and an empty head to a new store, or check an existing store's meta."""
+    try:
+        raw = db.get(_META)
+        if raw is None:
+            with db.iterator(include_value=False) as it:
+                is_empty = next(it, None) is None
+            if not (create and is_empty):
+                raise StoreError(f"{path} is not a CityLedger block store (no meta record)")
+            batch = db.write_batch(sync=True)
+            batch.put(_META, _meta_value(genesis))
+            batch.put(_HEAD, _height_bytes(0) + genesis.hash)
+            batch.write()
+            return
+    except plyvel.Error as exc:
+        raise StoreError(f"cannot read block store {path}: {exc}") from None
+    if raw == _meta_value(genesis):
+        return
+    try:
+        version, chain_id, genesis_hash = decode(raw, META_BYTES_MAX)
+        owner = f"chain {chain_id!r} (genesis {bytes(genesis_hash).hex()}, format {version})"
+    except (LedgerError, ValueError, TypeError):
+        raise StoreError(f"{path}: the store's meta record is damaged") from None
+    raise StoreError(
+        f"{path} belongs to {owner}, not to chain {genesis.chain_id!r} "
+        f"(genesis {genesis.hash.hex()}, format {FORMAT_VERSION})"
+    )
