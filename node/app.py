@@ -1,0 +1,359 @@
+"""The node's HTTP routes: client API under /v1, peer endpoints under /peer/v1, /metrics.
+
+Routes decode, check and hand on: admission decides on txs, the shell feeds the replica, the
+store answers reads. Every refusal is `{"error": CODE, "reason": TEXT}` with a 4xx status, and
+a refused request changes nothing. State lives in typed app keys; the runtime (store, replica,
+transport) is opened and closed by the app's `cleanup_ctx`.
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from consensus.replica import ReplicaConfig
+from ledger import tx as txs
+from ledger.errors import StoreError
+from ledger.primitives import RECORD_KEY_BYTES_MAX
+from ledger.store import RECORD_VERSIONS_MAX
+from node import codec, openapi, proofs
+from node.admission import Rejection, Verdict
+from node.codec import ApiError, render
+from node.config import Config, Identity
+from node.metrics import CONTENT_TYPE
+from node.peers import (
+    BLOCKS_PATH,
+    FETCH_BLOCKS_MAX,
+    FETCH_BYTES_MAX,
+    MESSAGES_PATH,
+    decode_batch,
+    encode_blocks,
+)
+from node.runtime import Runtime, open_runtime, wall_clock_ms
+from node.shell import Clock
+
+RUNTIME: Final = web.AppKey("runtime", Runtime)
+POOL_FULL: Final = "pool_full"
+RETRY_AFTER_S: Final = "1"
+HISTORY_LIMIT_DEFAULT: Final = 1000
+STATUS_OF: Final = {
+    txs.MALFORMED: 400,
+    txs.TOO_LARGE: 413,
+    txs.WRONG_CHAIN: 422,
+    txs.UNKNOWN_CLIENT: 403,
+    txs.FORBIDDEN_NAMESPACE: 403,
+    txs.STALE_TIMESTAMP: 422,
+    txs.FUTURE_TIMESTAMP: 422,
+    txs.BAD_SIGNATURE: 401,
+    txs.DUPLICATE: 409,
+    POOL_FULL: 429,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --- Errors ----------------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        body = codec.error_body(exc.code, exc.reason, exc.extra)
+        return render(request, body, exc.status, exc.headers)
+    except web.HTTPException as exc:  # the router's 404 and 405, aiohttp's own 413
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
+        return render(request, codec.error_body(code, exc.reason), exc.status, headers)
+    except StoreError as exc:
+        request.app.logger.error("store error on %s: %s", request.path, exc)
+        return render(request, codec.error_body("store_error", str(exc)), 500)
+
+
+def _runtime(request: web.Request) -> Runtime:
+    runtime = request.app[RUNTIME]
+    if runtime.shell.closed:
+        raise ApiError(503, "unavailable", "the node is shutting down or has failed")
+    return runtime
+
+
+def _hex_id(text: str, what: str) -> bytes:
+    try:
+        value = bytes.fromhex(text) if len(text) == 64 and text.isalnum() else b""
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise ApiError(400, txs.MALFORMED, f"{what}: expected 64 hex digits")
+    return value
+
+
+def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        if default is None:
+            raise ApiError(400, txs.MALFORMED, f"?{name}= is required")
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, txs.MALFORMED, f"?{name}= expects an integer in [{low}, {high}]")
+    return int(text)
+
+
+# --- Transactions ----------------------------------------------------------------------------
+
+
+def _rejection_view(r: Rejection) -> dict[str, Any]:
+    return {"index": r.index, "tx_id": r.tx_id, "error": r.reason, "reason": r.detail}
+
+
+async def post_transactions(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    raw = await codec.read_body(request, rt.config.body_bytes_max)
+    items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
+    wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
+    verdict = await rt.admission.admit(items, rt.clock())
+    taken = rt.shell.submit(verdict.accepted, relayed=False)  # right after admit: no await
+    rejected = _with_overflow(verdict, taken)
+    for r in rejected:
+        rt.metrics.txs_rejected.labels(r.reason).inc()
+    accepted = verdict.accepted[:taken]
+    if not accepted:
+        first = rejected[0]
+        error = ApiError(
+            STATUS_OF.get(first.reason, 400), first.reason, first.detail,
+            {"rejected": [_rejection_view(r) for r in rejected]},
+        )  # fmt: skip
+        if first.reason == POOL_FULL:
+            error.headers["Retry-After"] = RETRY_AFTER_S
+        raise error
+    located: dict[bytes, tuple[int, int]] = {}
+    if wait:
+        located = await rt.shell.wait_committed(
+            [t.tx_id for t in accepted], rt.config.wait_timeout_ms / 1000
+        )
+    statuses = [_tx_status(t.tx_id, located.get(t.tx_id)) for t in accepted]
+    body: dict[str, Any] = {} if is_batch else dict(statuses[0])
+    body |= {"accepted": statuses, "rejected": [_rejection_view(r) for r in rejected]}
+    all_committed = wait and len(located) == len(accepted)
+    return render(request, body, 200 if all_committed else 202)
+
+
+def _with_overflow(verdict: Verdict, taken: int) -> list[Rejection]:
+    """The admission rejections plus the admitted txs that did not fit in the pool."""
+    overflow = [
+        Rejection(index, t.tx_id, POOL_FULL, "the mempool is full: retry later")
+        for index, t in zip(verdict.accepted_at[taken:], verdict.accepted[taken:], strict=True)
+    ]
+    return sorted([*verdict.rejected, *overflow], key=lambda r: r.index)
+
+
+def _tx_status(tx_id: bytes, location: tuple[int, int] | None) -> dict[str, Any]:
+    if location is None:
+        return {"tx_id": tx_id, "status": "pending", "height": None, "index": None}
+    return {"tx_id": tx_id, "status": "committed", "height": location[0], "index": location[1]}
+
+
+async def get_transaction(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
+    location = rt.store.tx_location(tx_id)
+    if location is not None:
+        tx = rt.store.tx(tx_id)
+        assert tx is not None
+        return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
+    if rt.replica.has_pending(tx_id):
+        return render(request, _tx_status(tx_id, None))
+    raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is pending or committed here")
+
+
+async def get_proof(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
+    bundle = proofs.bundle(rt.store, tx_id)
+    if bundle is None:
+        raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
+    return render(request, bundle)
+
+
+# --- Blocks, records, proofs -----------------------------------------------------------------
+
+
+async def get_block(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    which = request.match_info["height"]
+    if which == "latest":
+        height = rt.store.height
+        if height == 0:
+            raise ApiError(404, "not_found", "no block is committed yet")
+    elif which.isdigit() and len(which) <= 19:
+        height = int(which)
+    else:
+        raise ApiError(400, txs.MALFORMED, "height: expected an integer or 'latest'")
+    block, cert = rt.store.block(height), rt.store.certificate(height)
+    if block is None or cert is None:
+        raise ApiError(404, "not_found", f"no block at height {height} (head {rt.store.height})")
+    return render(request, codec.block_view(block, cert))
+
+
+def _record_key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if len(key.encode()) > RECORD_KEY_BYTES_MAX:
+        raise ApiError(400, txs.MALFORMED, f"key: at most {RECORD_KEY_BYTES_MAX} bytes")
+    return key
+
+
+async def get_record(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    key = _record_key(request)
+    latest = rt.store.latest_record(key)
+    if latest is None:
+        raise ApiError(404, "not_found", f"no record {key!r}")
+    height, index, tx = latest
+    return render(request, {"key": key, **_version(tx, height, index)})
+
+
+def _version(tx: txs.Transaction, height: int, index: int) -> dict[str, Any]:
+    return {
+        "type": tx.type, "value": tx.body, "tx_id": tx.tx_id, "height": height, "index": index,
+        "client_id": tx.client_id, "timestamp_ms": tx.timestamp_ms,
+    }  # fmt: skip
+
+
+async def get_history(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    key = _record_key(request)
+    limit = _int_param(request, "limit", HISTORY_LIMIT_DEFAULT, 1, RECORD_VERSIONS_MAX)
+    entries = rt.store.record_versions(key, limit + 1)[: limit + 1]
+    if not entries:
+        raise ApiError(404, "not_found", f"no record {key!r}")
+    versions = []
+    for height, index, tx_id in entries[:limit]:
+        tx = rt.store.tx(tx_id)
+        if tx is None:
+            raise StoreError(f"record {key!r} names tx {tx_id.hex()}, which is not stored")
+        versions.append(_version(tx, height, index))
+    return render(request, {"key": key, "versions": versions, "truncated": len(entries) > limit})
+
+
+async def get_checkpoint(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    if rt.store.height == 0:
+        raise ApiError(404, "not_found", "no block is committed yet")
+    return render(request, proofs.checkpoint(rt.store, rt.store.height))
+
+
+async def get_consistency(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    head = rt.store.height
+    if head == 0:
+        raise ApiError(404, "not_found", "no block is committed yet")
+    new = _int_param(request, "to", head, 1, head)
+    old = _int_param(request, "from", None, 1, new)
+    return render(request, proofs.consistency(rt.store, old, new))
+
+
+# --- Operations ------------------------------------------------------------------------------
+
+
+async def get_status(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    r, genesis = rt.replica, rt.identity.genesis
+    peers = [
+        {"index": v.index, "id": v.id, "url": v.url, "queued": rt.transport.queued(v.index)}
+        for v in genesis.validators
+        if v.index != rt.identity.index
+    ]
+    return render(request, {
+        "node_id": rt.config.node_id, "index": rt.identity.index, "chain_id": genesis.chain_id,
+        "genesis_hash": genesis.hash, "view": r.view, "primary": r.primary,
+        "in_view_change": r.in_view_change, "height": rt.store.height,
+        "head_hash": rt.store.head.hash, "mempool": r.pending, "mempool_free": r.pool_free,
+        "peers": peers, "running": not rt.shell.closed,
+    })  # fmt: skip
+
+
+async def get_metrics(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    return web.Response(body=rt.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def get_openapi(_request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi.document())
+
+
+# --- Peers -----------------------------------------------------------------------------------
+
+
+async def post_peer_messages(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    raw = await codec.read_body(request, rt.config.peer_body_bytes_max)
+    try:
+        envelopes = decode_batch(raw)
+    except ValueError as exc:
+        raise ApiError(400, txs.MALFORMED, f"peer batch: {exc}") from None
+    await rt.receive(envelopes)
+    return web.Response(status=204)
+
+
+async def get_peer_blocks(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    head = rt.store.height
+    low = _int_param(request, "from", None, 1, 2**63 - 1)
+    high = min(_int_param(request, "to", None, low, 2**63 - 1), head, low + FETCH_BLOCKS_MAX - 1)
+    pairs: list[tuple[bytes, bytes]] = []
+    size = 0
+    for height in range(low, high + 1):
+        block, cert = rt.store.raw_block(height), rt.store.raw_certificate(height)
+        if block is None or cert is None or (pairs and size + len(block) > FETCH_BYTES_MAX):
+            break
+        pairs.append((block, cert))
+        size += len(block) + len(cert)
+    return web.Response(body=encode_blocks(pairs), content_type=codec.MSGPACK)
+
+
+# --- The application -------------------------------------------------------------------------
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/transactions", post_transactions)
+    app.router.add_get("/v1/transactions/{tx_id}", get_transaction)
+    app.router.add_get("/v1/transactions/{tx_id}/proof", get_proof)
+    app.router.add_get("/v1/blocks/{height}", get_block)
+    app.router.add_get("/v1/records/{key:.+}", get_record)
+    app.router.add_get("/v1/history/{key:.+}", get_history)
+    app.router.add_get("/v1/checkpoint", get_checkpoint)
+    app.router.add_get("/v1/consistency", get_consistency)
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/openapi.json", get_openapi)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_post(MESSAGES_PATH, post_peer_messages)
+    app.router.add_get(BLOCKS_PATH, get_peer_blocks)
+
+
+def create_app(
+    config: Config, identity: Identity, *, clock: Clock = wall_clock_ms,
+    replica_config: ReplicaConfig | None = None,
+    on_failure: Callable[[BaseException], None] = lambda _: None,
+) -> web.Application:  # fmt: skip
+    """The node as an aiohttp application; its runtime opens on startup, closes on cleanup."""
+    # aiohttp's own limit is a backstop: `codec.read_body` enforces the per-route limits.
+    limit = max(config.body_bytes_max, config.peer_body_bytes_max)
+    app = web.Application(middlewares=[errors], client_max_size=limit)
+    add_routes(app)
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(
+            config, identity, clock=clock, replica_config=replica_config, on_failure=on_failure
+        ) as runtime:
+            app[RUNTIME] = runtime
+            yield
+
+    async def on_shutdown(app: web.Application) -> None:
+        if RUNTIME in app:  # answer `?wait=true` requests now instead of at their timeout
+            app[RUNTIME].shell.wake_waiters()
+
+    app.cleanup_ctx.append(runtime_ctx)
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,178 @@
+"""The node's configuration: one TOML file per node, loaded into one frozen `Config`.
+
+This module owns every name and bound of `node.toml`. Loading checks everything and names the
+field of every mistake (`ConfigError.problems`), so a node with a bad config never starts.
+Relative paths are resolved against the directory of the config file. It reads files only: no
+sockets, no store.
+
+```toml
+node_id = "node0"              # this validator's id in the genesis
+key_file = "key.pem"           # its Ed25519 private key (PKCS#8 PEM)
+data_dir = "data"              # the LevelDB block store
+listen = "127.0.0.1:7001"      # host:port of the HTTP server (client API and peer endpoints)
+genesis = "../../genesis.toml"
+log_level = "info"             # debug | info | warning | error
+# optional limits, with their defaults:
+body_bytes_max = 4194304       # largest client request body
+peer_body_bytes_max = 67108864 # largest peer request body
+wait_timeout_ms = 10000        # how long `?wait=true` waits for a commit
+peer_queue_max = 1024          # messages queued per peer before new ones are dropped
+peer_timeout_ms = 5000         # one peer request (send or block fetch)
+pool_capacity = 20000          # pending client txs the replica holds
+```
+"""
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import crypto
+from ledger import genesis as genesis_mod
+from ledger.errors import LedgerError
+
+CONFIG_BYTES_MAX: Final = 64 * 1024
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+PORT_MAX: Final = 65535
+
+# name -> (default, low, high) of the optional integer limits
+_LIMITS: Final = {
+    "body_bytes_max": (4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+    "peer_body_bytes_max": (64 * 1024 * 1024, 64 * 1024, 512 * 1024 * 1024),
+    "wait_timeout_ms": (10_000, 0, 600_000),
+    "peer_queue_max": (1024, 1, 1_000_000),
+    "peer_timeout_ms": (5000, 100, 600_000),
+    "pool_capacity": (20_000, 1, 1_000_000),
+}
+_REQUIRED: Final = ("node_id", "key_file", "data_dir", "listen", "genesis")
+
+
+class ConfigError(Exception):
+    """A config file that must not start a node; every problem names its field."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        super().__init__(f"invalid node config {path}: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Config:
+    node_id: str
+    key_file: Path
+    data_dir: Path
+    host: str
+    port: int
+    genesis: Path
+    log_level: str = "info"
+    body_bytes_max: int = _LIMITS["body_bytes_max"][0]
+    peer_body_bytes_max: int = _LIMITS["peer_body_bytes_max"][0]
+    wait_timeout_ms: int = _LIMITS["wait_timeout_ms"][0]
+    peer_queue_max: int = _LIMITS["peer_queue_max"][0]
+    peer_timeout_ms: int = _LIMITS["peer_timeout_ms"][0]
+    pool_capacity: int = _LIMITS["pool_capacity"][0]
+    path: Path = Path("node.toml")  # the file this config came from, for messages
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the config's files say about this node: its chain, its place in it, its key."""
+
+    genesis: genesis_mod.Genesis
+    index: int
+    key: Ed25519PrivateKey
+
+
+def load(path: Path) -> Config:
+    """Read and check a node config file; raise `ConfigError` naming every bad field."""
+    try:
+        with path.open("rb") as file:  # one byte past the limit: never all of a huge file
+            data = file.read(CONFIG_BYTES_MAX + 1)
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read the file: {exc.strerror}"]) from None
+    if len(data) > CONFIG_BYTES_MAX:
+        raise ConfigError(path, [f"larger than {CONFIG_BYTES_MAX} bytes"])
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError(path, ["not valid TOML: nested too deeply"]) from None
+    return from_dict(doc, path)
+
+
+def from_dict(doc: dict[str, Any], path: Path) -> Config:
+    """Check a parsed config document (paths relative to `path`'s directory)."""
+    problems: list[str] = []
+    base = path.parent
+    strings: dict[str, str] = {}
+    for name in (*_REQUIRED, "log_level"):
+        value = doc.get(name, "info" if name == "log_level" else None)
+        if not isinstance(value, str) or not value:
+            problems.append(f"{name}: expected a non-empty string")
+        else:
+            strings[name] = value
+    if strings.get("log_level", "info").lower() not in LOG_LEVELS:
+        problems.append(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
+    host, port = _listen(strings.get("listen"), problems)
+    limits = _limits(doc, problems)
+    extra = set(doc) - {*_REQUIRED, "log_level", *_LIMITS}
+    problems.extend(f"{name}: unknown field" for name in sorted(extra))
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(
+        node_id=strings["node_id"],
+        key_file=base / strings["key_file"],
+        data_dir=base / strings["data_dir"],
+        host=host,
+        port=port,
+        genesis=base / strings["genesis"],
+        log_level=strings["log_level"].lower(),
+        path=path,
+        **limits,
+    )
+
+
+def _listen(value: str | None, problems: list[str]) -> tuple[str, int]:
+    if value is None:
+        return "", 0
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address is written [::1]:7001
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= PORT_MAX:
+        problems.append(f"listen: expected HOST:PORT with a port in [0, {PORT_MAX}], got {value!r}")
+        return "", 0
+    return host, int(port)
+
+
+def _limits(doc: dict[str, Any], problems: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, (default, low, high) in _LIMITS.items():
+        value = doc.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"{name}: expected an integer in [{low}, {high}]")
+        else:
+            out[name] = value
+    return out
+
+
+def load_identity(config: Config) -> Identity:
+    """Load the genesis and the key the config names; raise `ConfigError` if they do not fit."""
+    origin = config.path
+    try:
+        genesis = genesis_mod.load(config.genesis)
+    except LedgerError as exc:
+        raise ConfigError(origin, [f"genesis: {exc}"]) from None
+    validator = genesis.validator(config.node_id)
+    if validator is None:
+        ids = ", ".join(v.id for v in genesis.validators)
+        raise ConfigError(origin, [f"node_id: {config.node_id!r} is not a validator ({ids})"])
+    try:
+        key = crypto.load_private_key(config.key_file)
+    except LedgerError as exc:
+        raise ConfigError(origin, [f"key_file: {exc}"]) from None
+    if crypto.public_key_bytes(key) != validator.public_key:
+        raise ConfigError(
+            origin, [f"key_file: {config.key_file} is not the key of validator {validator.id!r}"]
+        )
+    return Identity(genesis, int(validator.index), key)

@@ -1,0 +1,78 @@
+"""`cityledger node run CONFIG.toml`: one node process, until SIGTERM or SIGINT.
+
+Sets up structured (JSON lines) logging, the event loop and the signal handlers, then runs a
+`Node` until told to stop or until its replica or store fails (then it stops and raises, so
+the process exits non-zero). A bad config raises `ConfigError` before anything starts; the CLI
+prints it.
+"""
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from node.config import Config, load, load_identity
+from node.service import Node
+
+_STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime",
+}  # fmt: skip
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry |= {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(config: Config) -> None:
+    """Run one node until SIGTERM/SIGINT (clean stop) or a failure (stop, then raise)."""
+    node = Node(config, load_identity(config))
+    await node.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        stopped = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(node.failed.wait())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await node.stop()
+    if node.failure is not None:
+        raise RuntimeError(f"node {config.node_id} failed: {node.failure!r}") from node.failure
+
+
+def run(config_path: Path) -> None:
+    """Blocking entry point for `cityledger node run` (raises `ConfigError` on a bad config)."""
+    config = load(config_path)
+    setup_logging(config.log_level)
+    asyncio.run(serve(config))

@@ -1,0 +1,243 @@
+"""The OpenAPI 3.1 document of the node's HTTP API (served at /v1/openapi.json).
+
+It describes every route `node.app.add_routes` registers (a test holds the two together) in
+JSON form; every route also speaks msgpack (`Content-Type`/`Accept: application/msgpack`),
+where byte strings are msgpack bin instead of hex. Pure data: no I/O.
+"""
+
+from typing import Any, Final
+
+VERSION: Final = "0.1.0"
+_HEX: Final = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes, as hex"}
+_HASH: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "32 bytes, as hex"}
+_INT: Final = {"type": "integer", "minimum": 0}
+_REASONS: Final = [
+    "malformed", "too_large", "wrong_chain", "unknown_client", "forbidden_namespace",
+    "stale_timestamp", "future_timestamp", "bad_signature", "duplicate", "pool_full",
+]  # fmt: skip
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+_TX_FIELDS: Final = {
+    "chain_id": {"type": "string"}, "client_id": {"type": "string"}, "nonce": _INT,
+    "timestamp_ms": _INT, "key": {"type": "string"}, "type": {"type": "string"},
+    "body": {"type": "object", "description": "plain values only: no floats"},
+    "signature": _HEX,
+}  # fmt: skip
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _tx_schemas() -> dict[str, Any]:
+    status = _obj(
+        ["tx_id", "status", "height", "index"], tx_id=_HASH,
+        status={"type": "string", "enum": ["pending", "committed"]},
+        height={"type": ["integer", "null"]}, index={"type": ["integer", "null"]},
+    )  # fmt: skip
+    batch = _array(_ref("TransactionIn")) | {"minItems": 1, "maxItems": 10000}
+    return {
+        "Error": _obj(["error", "reason"], error={"type": "string"}, reason={"type": "string"}),
+        "TransactionIn": {"oneOf": [
+            _obj(["raw"], raw={**_HEX, "description": "the canonical tx bytes"}),
+            _obj(list(_TX_FIELDS), **_TX_FIELDS),
+        ]},
+        "Submission": {
+            "oneOf": [_ref("TransactionIn"), _obj(["transactions"], transactions=batch)]
+        },
+        "TxStatus": status,
+        "Rejection": _obj(
+            ["index", "error", "reason"], index=_INT, tx_id={"type": ["string", "null"]},
+            error={"type": "string", "enum": _REASONS}, reason={"type": "string"},
+        ),
+        "SubmitResult": _obj(
+            ["accepted", "rejected"], accepted=_array(_ref("TxStatus")),
+            rejected=_array(_ref("Rejection")),
+        ) | {"description": "for a single tx, also the fields of its TxStatus"},
+        "Transaction": _obj([*_TX_FIELDS, "tx_id", "raw"], **_TX_FIELDS, tx_id=_HASH, raw=_HEX),
+        "TxLookup": status | {"properties": status["properties"] | {"tx": _ref("Transaction")}},
+    }  # fmt: skip
+
+
+def _block_schemas() -> dict[str, Any]:
+    version = _obj(
+        ["type", "value", "tx_id", "height", "index"], type={"type": "string"},
+        value={"type": "object"}, tx_id=_HASH, height=_INT, index=_INT,
+        client_id={"type": "string"}, timestamp_ms=_INT,
+    )  # fmt: skip
+    vote = _obj(["validator", "signature"], validator=_INT, signature=_HEX)
+    return {
+        "Header": _obj(
+            ["height", "prev_hash", "tx_root", "history_root", "timestamp_ms", "view", "proposer"],
+            height=_INT, prev_hash=_HASH, tx_root=_HASH, history_root=_HASH, timestamp_ms=_INT,
+            view=_INT, proposer=_INT, raw=_HEX,
+        ),
+        "Certificate": _obj(
+            ["height", "block_hash", "view", "votes"], height=_INT, block_hash=_HASH, view=_INT,
+            votes=_array(vote), raw=_HEX,
+        ),
+        "Block": _obj(
+            ["height", "hash", "header", "txs", "certificate"], height=_INT, hash=_HASH,
+            header=_ref("Header"), txs=_array(_ref("Transaction")),
+            certificate=_ref("Certificate"),
+        ),
+        "Record": version | {"properties": {"key": {"type": "string"}} | version["properties"]},
+        "History": _obj(
+            ["key", "versions", "truncated"], key={"type": "string"}, versions=_array(version),
+            truncated={"type": "boolean"},
+        ),
+    }  # fmt: skip
+
+
+def _proof_schemas() -> dict[str, Any]:
+    checkpoint = _obj(
+        ["height", "block_hash", "history_root", "header", "certificate"], height=_INT,
+        block_hash=_HASH, history_root=_HASH, header=_HEX, certificate=_HEX,
+    )  # fmt: skip
+    anchor = checkpoint | {
+        "properties": checkpoint["properties"] | {"history_proof": _array(_HASH)}
+    }
+    bundle = {
+        "format": {"type": "string", "const": "cityledger-proof-bundle/1"},
+        "chain_id": {"type": "string"}, "genesis_hash": _HASH, "tx_id": _HASH, "tx": _HEX,
+        "height": _INT, "index": _INT, "tx_count": _INT, "header": _HEX, "block_hash": _HASH,
+        "tx_proof": _array(_HASH), "certificate": _HEX,
+        "anchor": {"oneOf": [{"type": "null"}, anchor]},
+    }  # fmt: skip
+    return {
+        "Checkpoint": checkpoint,
+        "Consistency": _obj(
+            ["from", "to", "consistency_proof", "inclusion_proof"], to=_ref("Checkpoint"),
+            consistency_proof=_array(_HASH), inclusion_proof=_array(_HASH),
+            **{"from": _ref("Checkpoint")},
+        ),
+        "ProofBundle": _obj(list(bundle), **bundle),
+    }  # fmt: skip
+
+
+def _status_schema() -> dict[str, Any]:
+    peer = _obj(["index", "id", "url"], index=_INT, id={"type": "string"},
+                url={"type": "string"}, queued=_INT)  # fmt: skip
+    return _obj(
+        ["node_id", "view", "primary", "height", "head_hash", "mempool", "peers"],
+        node_id={"type": "string"}, index=_INT, chain_id={"type": "string"},
+        genesis_hash=_HASH, view=_INT, primary=_INT, in_view_change={"type": "boolean"},
+        height=_INT, head_hash=_HASH, mempool=_INT, mempool_free=_INT,
+        running={"type": "boolean"}, peers=_array(peer),
+    )  # fmt: skip
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        **_tx_schemas(), **_block_schemas(), **_proof_schemas(), "Status": _status_schema(),
+    }  # fmt: skip
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    media = {"schema": _ref(schema)}
+    return {
+        "description": description,
+        "content": {"application/json": media, "application/msgpack": media},
+    }
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json("Error", "refused: see `error` and `reason`") for s in statuses}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = True) -> Any:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _get(summary: str, ok: dict[str, Any], *errors: int, params: Any = ()) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": list(params),
+                    "responses": {"200": ok, **_errors(*errors)}}}  # fmt: skip
+
+
+def _writes() -> dict[str, Any]:
+    submit = {
+        "summary": "Submit one tx or a batch; ?wait=true answers once they are committed",
+        "parameters": [_param("wait", "query", {"type": "boolean"}, required=False)],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("Submission")},
+            "application/msgpack": {"schema": _ref("Submission")},
+        }},
+        "responses": {
+            "200": _json("SubmitResult", "waited: every accepted tx is committed"),
+            "202": _json("SubmitResult", "accepted (pending, or the wait timed out)"),
+            **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
+        },
+    }  # fmt: skip
+    peer_batch = {
+        "summary": "Consensus messages from a validator (msgpack array of signed envelopes)",
+        "requestBody": {"required": True, "content": {"application/msgpack": {"schema": {
+            "type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        "responses": {"204": {"description": "taken (each message checked on its own)"},
+                      **_errors(400, 413, 503)},
+    }  # fmt: skip
+    return {"/v1/transactions": {"post": submit}, "/peer/v1/messages": {"post": peer_batch}}
+
+
+def _reads() -> dict[str, Any]:
+    tx_id = [_param("tx_id", "path", _HASH)]
+    key = _param("key", "path", {"type": "string"})
+    limit = _param("limit", "query", {"type": "integer", "minimum": 1}, required=False)
+    height = [_param("height", "path", {"type": "string", "pattern": "^([0-9]+|latest)$"})]
+    heights = [_param("from", "query", _INT), _param("to", "query", _INT, required=False)]
+    # path -> (summary, response schema, error statuses, parameters)
+    table: dict[str, tuple[str, str, tuple[int, ...], list[Any]]] = {
+        "/v1/transactions/{tx_id}": ("A tx's status (and the tx once committed)", "TxLookup",
+                                     (400, 404), tx_id),
+        "/v1/transactions/{tx_id}/proof": ("Proof bundle of a committed tx (docs/protocol.md)",
+                                           "ProofBundle", (400, 404), tx_id),
+        "/v1/blocks/{height}": ("A certified block; height may be 'latest'", "Block",
+                                (400, 404), height),
+        "/v1/records/{key}": ("Current value of a record (the key may contain /)", "Record",
+                              (400, 404), [key]),
+        "/v1/history/{key}": ("Every version of a record, oldest first", "History", (400, 404),
+                              [key, limit]),
+        "/v1/checkpoint": ("Latest certified head", "Checkpoint", (404,), []),
+        "/v1/consistency": ("Consistency proof between two certified heads", "Consistency",
+                            (400, 404), heights),
+        "/v1/status": ("Node status", "Status", (), []),
+    }  # fmt: skip
+    paths = {
+        path: _get(summary, _json(schema, "found"), *errors, params=params)
+        for path, (summary, schema, errors, params) in table.items()
+    }
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    blocks = {"application/msgpack": {"schema": {"type": "array"}}}
+    document = {"application/json": {"schema": {"type": "object"}}}
+    return paths | {
+        "/v1/openapi.json": _get("This document", {"description": "OpenAPI 3.1",
+                                                   "content": document}),
+        "/metrics": _get("Prometheus metrics", {"description": "text format", "content": text}),
+        "/peer/v1/blocks": _get(
+            "Certified blocks for state transfer",
+            {"description": "msgpack array of [block bytes, certificate bytes]",
+             "content": blocks},
+            400, params=heights,
+        ),
+    }  # fmt: skip
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "CityLedger node API",
+            "version": VERSION,
+            "description": "JSON with hex-encoded bytes; msgpack (bytes as bin) when the "
+            "request says application/msgpack. Errors are {error, reason}.",
+        },
+        "paths": _writes() | _reads(),
+        "components": {"schemas": _schemas()},
+    }

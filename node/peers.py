@@ -1,0 +1,190 @@
+"""Peer transport: signed consensus messages to the other validators, and block fetches.
+
+Wire (docs/protocol.md): `POST {peer url}/peer/v1/messages` with a msgpack array of message
+envelopes (each `consensus.messages.encode_message` bytes), answered 204; and
+`GET {peer url}/peer/v1/blocks?from=A&to=B`, answered with a msgpack array of
+`[block bytes, certificate bytes]` pairs in height order (possibly fewer than asked).
+
+The contract is weak on purpose (STYLE.md item 8): sending is fire-and-forget. Each peer has
+its own bounded queue and its own sender task that batches whatever has queued up, so a slow or
+dead peer fills only its own queue (the oldest message is dropped and counted) and never
+delays the others. Nothing here retries: consensus retransmits by its own timers. Nothing here
+trusts a peer either: fetched blocks are decoded and handed to the replica, which verifies them.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import aiohttp
+import msgpack
+
+from ledger.block import Block, Certificate, decode_block, decode_certificate
+from ledger.errors import InvalidBlock
+from ledger.genesis import Genesis
+
+MESSAGES_PATH: Final = "/peer/v1/messages"
+BLOCKS_PATH: Final = "/peer/v1/blocks"
+BATCH_MESSAGES_MAX: Final = 256  # messages in one POST
+BATCH_BYTES_MAX: Final = 16 * 1024 * 1024  # soft bound: a POST stops growing past it
+FETCH_BLOCKS_MAX: Final = 256  # blocks in one fetch answer
+FETCH_BYTES_MAX: Final = 32 * 1024 * 1024  # soft bound on one fetch answer
+
+log = logging.getLogger("cityledger.node.peers")
+
+SendFailed = Callable[[int, str], None]
+"""``send_failed(peer index, why)``: a message to that peer was dropped or not delivered."""
+
+
+def decode_batch(raw: bytes) -> list[bytes]:
+    """The message envelopes of a peer POST; raise ValueError for anything else."""
+    try:
+        items = msgpack.unpackb(raw, raw=False, use_list=True)
+    except (ValueError, TypeError, msgpack.UnpackException, OverflowError) as exc:
+        raise ValueError(f"not msgpack: {type(exc).__name__}") from None
+    if not isinstance(items, list) or len(items) > BATCH_MESSAGES_MAX:
+        raise ValueError(f"expected an array of at most {BATCH_MESSAGES_MAX} messages")
+    if not all(isinstance(item, bytes) for item in items):
+        raise ValueError("every message is a byte string")
+    return items
+
+
+def encode_blocks(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    packed: bytes = msgpack.packb([list(p) for p in pairs], use_bin_type=True)
+    return packed
+
+
+def decode_blocks(raw: bytes) -> tuple[tuple[Block, Certificate], ...]:
+    """The decodable prefix of a fetch answer (verification is the replica's job)."""
+    try:
+        items = msgpack.unpackb(raw, raw=False, use_list=True)
+    except (ValueError, TypeError, msgpack.UnpackException, OverflowError):
+        return ()
+    out: list[tuple[Block, Certificate]] = []
+    if not isinstance(items, list):
+        return ()
+    for item in items[:FETCH_BLOCKS_MAX]:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(b, bytes) for b in item)
+        ):
+            break
+        try:
+            out.append((decode_block(item[0]), decode_certificate(item[1])))
+        except InvalidBlock:
+            break
+    return tuple(out)
+
+
+class PeerTransport:
+    """Queues and sender tasks for every other validator; `start` and `close` bracket it."""
+
+    def __init__(
+        self, genesis: Genesis, index: int, *, queue_max: int, timeout_ms: int,
+        body_bytes_max: int, send_failed: SendFailed,
+    ) -> None:  # fmt: skip
+        self._urls: dict[int, str] = {
+            int(v.index): v.url.rstrip("/") for v in genesis.validators if v.index != index
+        }
+        self._queue_max = queue_max
+        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self._body_bytes_max = body_bytes_max
+        self._send_failed = send_failed
+        self._queues: dict[int, asyncio.Queue[bytes]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def peers(self) -> dict[int, str]:
+        return dict(self._urls)
+
+    def queued(self, peer: int) -> int:
+        queue = self._queues.get(peer)
+        return 0 if queue is None else queue.qsize()
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit_per_host=4)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        for peer in self._urls:
+            self._queues[peer] = asyncio.Queue(self._queue_max)
+            self._tasks.append(asyncio.create_task(self._sender(peer), name=f"peer-{peer}"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def send(self, peer: int, raw: bytes) -> None:
+        """Queue one encoded message for `peer`; never blocks, never raises."""
+        queue = self._queues.get(peer)
+        if queue is None:
+            return
+        if queue.full():  # the newest votes supersede the oldest: drop from the front
+            queue.get_nowait()
+            self._send_failed(peer, "queue_full")
+        queue.put_nowait(raw)
+
+    def broadcast(self, raw: bytes) -> None:
+        for peer in self._urls:
+            self.send(peer, raw)
+
+    async def _sender(self, peer: int) -> None:
+        queue = self._queues[peer]
+        url = self._urls[peer] + MESSAGES_PATH
+        while True:
+            batch = [await queue.get()]
+            size = len(batch[0])
+            while not queue.empty() and len(batch) < BATCH_MESSAGES_MAX and size < BATCH_BYTES_MAX:
+                batch.append(queue.get_nowait())
+                size += len(batch[-1])
+            await self._post(peer, url, msgpack.packb(batch, use_bin_type=True), len(batch))
+
+    async def _post(self, peer: int, url: str, body: bytes, count: int) -> None:
+        assert self._session is not None
+        headers = {"Content-Type": "application/msgpack"}
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                if response.status >= 300:
+                    log.debug("peer %d answered %d", peer, response.status)
+                    self._send_failed(peer, f"http_{response.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.debug("sending %d messages to peer %d failed: %r", count, peer, exc)
+            self._send_failed(peer, "unreachable")
+
+    async def fetch_blocks(
+        self, peer: int, from_height: int, to_height: int
+    ) -> tuple[tuple[Block, Certificate], ...]:
+        """Certified blocks from `peer` (unverified); empty if the fetch failed in any way."""
+        url = self._urls.get(peer)
+        if url is None or self._session is None:
+            return ()
+        params = {"from": str(from_height), "to": str(to_height)}
+        headers = {"Accept": "application/msgpack"}
+        try:
+            async with self._session.get(
+                url + BLOCKS_PATH, params=params, headers=headers
+            ) as response:
+                if response.status != 200:
+                    return ()
+                raw = await _read_limited(response, self._body_bytes_max)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            log.debug("fetching blocks %d..%d from peer %d failed: %r", from_height, to_height,
+                      peer, exc)  # fmt: skip
+            return ()
+        return decode_blocks(raw)
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ValueError(f"answer larger than {limit} bytes")
+    return bytes(body)

@@ -1,0 +1,228 @@
+"""The glue between the sans-I/O replica and the world: events in, actions carried out.
+
+This module owns the order of things: every event goes through `Shell.handle`, which hands it
+to the replica with the current time and carries out the returned actions in order and
+completely before it returns (a `Persist` is synced before a following `Send` is queued; a
+`CommitBlock` is in the store before anything after it). `handle` never awaits, so events are
+serial without a lock. Timers are `loop.call_at` handles; fetches are tasks whose answer comes
+back as a `BlocksFetched` event. An exception from the replica or the store here is our bug or
+a broken disk: the shell stops feeding the replica and reports it (`failure`), loudly.
+
+It never decodes HTTP and never decides admission; it does resolve the `?wait=true` futures of
+txs as their blocks are committed.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+from consensus import messages
+from consensus.events import (
+    Action,
+    BlocksFetched,
+    Broadcast,
+    CancelTimer,
+    ClientTxs,
+    CommitBlock,
+    Event,
+    FetchBlocks,
+    Persist,
+    Send,
+    SetTimer,
+    Start,
+    Timeout,
+    Timer,
+)
+from consensus.replica import Replica
+from ledger.block import Block, Certificate
+from ledger.store import BlockStore
+from ledger.tx import Transaction
+from node.metrics import Metrics
+from node.peers import PeerTransport
+
+ADMITTED_TRACKED_MAX: Final = 200_000  # admission times kept for the commit-latency histogram
+
+log = logging.getLogger("cityledger.node.shell")
+
+Clock = Callable[[], int]
+"""Wall-clock milliseconds: block and tx timestamps are wall-clock, so the replica's too."""
+
+
+class Shell:
+    def __init__(
+        self, replica: Replica, store: BlockStore, transport: PeerTransport, metrics: Metrics,
+        clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
+    ) -> None:  # fmt: skip
+        self.replica = replica
+        self._store = store
+        self._transport = transport
+        self._metrics = metrics
+        self._clock = clock
+        self._fetch_timeout_s = fetch_timeout_ms / 1000
+        self._on_failure = on_failure
+        self._chain_id = replica.genesis.chain_id
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._fetches: set[asyncio.Task[None]] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[tuple[int, int]]]] = {}
+        self._admitted_ms: dict[bytes, int] = {}
+        self._height_events: list[tuple[int, asyncio.Event]] = []
+        self.failure: BaseException | None = None
+        self.closed = False
+
+    # --- events ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.handle(Start())
+
+    def handle(self, event: Event) -> None:
+        """Feed one event and carry out every action it yields, in order, before returning."""
+        if self.closed:
+            return
+        try:
+            for action in self.replica.handle(event, self._clock()):
+                self._execute(action)
+        except Exception as exc:
+            log.critical("the replica or the store failed; the node stops: %r", exc, exc_info=exc)
+            self.failure = exc
+            self.close()
+            self._on_failure(exc)
+            raise
+
+    def submit(self, txs: Sequence[Transaction], *, relayed: bool) -> int:
+        """Hand admitted txs to the replica as far as its pool has room; return how many."""
+        taken = tuple(txs[: max(self.replica.pool_free, 0)])
+        if taken and not self.closed:
+            if not relayed:
+                now = self._clock()
+                if len(self._admitted_ms) + len(taken) > ADMITTED_TRACKED_MAX:
+                    self._admitted_ms.clear()  # txs that never committed: forget, stay bounded
+                self._admitted_ms.update((t.tx_id, now) for t in taken)
+            self.handle(ClientTxs(taken, relayed=relayed))
+        return len(taken)
+
+    # --- actions ---------------------------------------------------------------------------
+
+    def _execute(self, action: Action) -> None:
+        match action:
+            case Send(to=to, message=msg):
+                self._transport.send(to, messages.encode_message(msg, self._chain_id))
+            case Broadcast(message=msg):
+                self._transport.broadcast(messages.encode_message(msg, self._chain_id))
+            case Persist(puts=puts, deletes=deletes):
+                self._store.write_consensus_state(puts, deletes)
+            case CommitBlock(block=block, certificate=cert):
+                self._commit(block, cert)
+            case SetTimer(timer=timer, at_ms=at_ms):
+                self._set_timer(timer, at_ms)
+            case CancelTimer(timer=timer):
+                handle = self._timers.pop(timer, None)
+                if handle is not None:
+                    handle.cancel()
+            case FetchBlocks(peer=peer, from_height=low, to_height=high):
+                task = asyncio.get_running_loop().create_task(self._fetch(peer, low, high))
+                self._fetches.add(task)
+                task.add_done_callback(self._fetches.discard)
+
+    def _commit(self, block: Block, cert: Certificate) -> None:
+        self._store.append(block, cert)
+        now = self._clock()
+        for index, tx in enumerate(block.txs):
+            admitted = self._admitted_ms.pop(tx.tx_id, None)
+            if admitted is not None:
+                self._metrics.commit_latency.observe(max(now - admitted, 0) / 1000)
+            for future in self._waiters.pop(tx.tx_id, ()):
+                if not future.done():
+                    future.set_result((block.height, index))
+        self._metrics.txs_committed.inc(len(block.txs))
+        self._metrics.blocks_committed.inc()
+        remaining = []
+        for height, event in self._height_events:
+            if block.height >= height:
+                event.set()
+            else:
+                remaining.append((height, event))
+        self._height_events = remaining
+        log.debug("block committed", extra={"height": block.height, "txs": len(block.txs)})
+
+    def _set_timer(self, timer: Timer, at_ms: int) -> None:
+        old = self._timers.pop(timer, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay_s = max(at_ms - self._clock(), 0) / 1000
+        self._timers[timer] = loop.call_at(loop.time() + delay_s, self._fire, timer)
+
+    def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        self.handle(Timeout(timer))
+
+    async def _fetch(self, peer: int, low: int, high: int) -> None:
+        try:
+            got = await asyncio.wait_for(
+                self._transport.fetch_blocks(peer, low, high), self._fetch_timeout_s
+            )
+        except TimeoutError:
+            got = ()
+        self.handle(BlocksFetched(peer, got))
+
+    # --- waiting for commits ---------------------------------------------------------------
+
+    async def wait_committed(
+        self, tx_ids: Iterable[bytes], timeout_s: float
+    ) -> dict[bytes, tuple[int, int]]:
+        """Where each tx got committed, for those committed within `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        done: dict[bytes, tuple[int, int]] = {}
+        mine: dict[bytes, asyncio.Future[tuple[int, int]]] = {}
+        for tx_id in tx_ids:
+            location = self._store.tx_location(tx_id)
+            if location is not None:
+                done[tx_id] = location
+            elif not self.closed:
+                mine[tx_id] = loop.create_future()
+                self._waiters.setdefault(tx_id, []).append(mine[tx_id])
+        try:
+            if mine:
+                await asyncio.wait(mine.values(), timeout=timeout_s)
+        finally:
+            for tx_id, future in mine.items():
+                if future.done() and not future.cancelled():
+                    done[tx_id] = future.result()
+                self._forget_waiter(tx_id, future)
+        return done
+
+    def _forget_waiter(self, tx_id: bytes, future: asyncio.Future[tuple[int, int]]) -> None:
+        futures = self._waiters.get(tx_id)
+        if futures is not None and future in futures:
+            futures.remove(future)
+            if not futures:
+                del self._waiters[tx_id]
+
+    async def wait_height(self, height: int) -> None:
+        """Return once the store's head reaches `height` (tests and operations)."""
+        if self._store.height >= height:
+            return
+        event = asyncio.Event()
+        self._height_events.append((height, event))
+        await event.wait()
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def wake_waiters(self) -> None:
+        """Let every `?wait=true` request answer now (the node is shutting down)."""
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        self._waiters.clear()
+
+    def close(self) -> None:
+        """Stop feeding the replica: no timer fires and no fetch answers after this."""
+        self.closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._fetches:
+            task.cancel()
+        self.wake_waiters()

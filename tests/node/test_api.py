@@ -1,0 +1,364 @@
+"""The client API over real HTTP on a 4-node loopback cluster: every route, both encodings, and
+every refusal with its status code, its reason, and nothing written."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import genesis as genesis_mod
+from ledger import tx as txs
+from ledger.encoding import encode
+from node import proofs
+from node.app import STATUS_OF
+from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
+
+MSGPACK = "application/msgpack"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = await start_cluster(tmp_path, 4)
+    try:
+        yield c
+    finally:
+        await stop_all(c)
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, body: Any, *, as_msgpack: bool = False
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    if as_msgpack:
+        data = msgpack.packb(body, use_bin_type=True)
+        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
+        async with http.post(url, data=data, headers=headers) as r:
+            return r.status, msgpack.unpackb(await r.read(), raw=False), r
+    async with http.post(url, json=body) as r:
+        return r.status, await r.json(), r
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+def written(c: Cluster) -> list[tuple[int, int]]:
+    """What a refused request must not change: each node's height and pool size."""
+    return [(n.runtime.store.height, n.runtime.replica.pending) for n in c.nodes if n is not None]
+
+
+async def submit_committed(c: Cluster, http: aiohttp.ClientSession, tx: txs.Transaction) -> Any:
+    status, body, _ = await post(http, c.url(1) + "/v1/transactions?wait=true", tx_json(tx))
+    assert status == 200, body
+    assert body["status"] == "committed"
+    return body
+
+
+# --- Submitting and reading ------------------------------------------------------------------
+
+
+async def test_submit_json_wait_then_read_everything(cluster: Cluster, http) -> None:
+    c = cluster
+    first = c.tx("fiscal/", "budget/2027", {"amount": 100, "memo": "draft"})
+    second = c.tx("fiscal/", "budget/2027", {"amount": 120, "memo": "final"})
+    one = await submit_committed(c, http, first)
+    two = await submit_committed(c, http, second)
+    await c.wait_height(two["height"])
+    for i in range(4):  # every node answers reads from its own store
+        status, record = await get(http, c.url(i) + "/v1/records/fiscal/budget/2027")
+        assert status == 200
+        assert record["value"] == {"amount": 120, "memo": "final"}
+        assert record["tx_id"] == second.tx_id.hex()
+    status, history = await get(http, c.url(3) + "/v1/history/fiscal/budget/2027")
+    assert status == 200
+    assert [v["tx_id"] for v in history["versions"]] == [first.tx_id.hex(), second.tx_id.hex()]
+    assert [(v["height"], v["index"]) for v in history["versions"]] == [
+        (one["height"], one["index"]), (two["height"], two["index"]),
+    ]  # fmt: skip
+    assert history["truncated"] is False
+    status, found = await get(http, c.url(2) + f"/v1/transactions/{first.tx_id.hex()}")
+    assert status == 200
+    assert (found["status"], found["height"], found["index"]) == (
+        "committed", one["height"], one["index"],
+    )  # fmt: skip
+    assert found["tx"]["raw"] == first.raw.hex()
+    status, block = await get(http, c.url(0) + f"/v1/blocks/{one['height']}")
+    assert status == 200
+    assert set(block) >= {"height", "hash", "header", "txs", "certificate"}
+    assert first.tx_id.hex() in [t["tx_id"] for t in block["txs"]]
+    status, latest = await get(http, c.url(0) + "/v1/blocks/latest")
+    assert status == 200
+    assert latest["height"] >= two["height"]
+
+
+async def test_msgpack_raw_and_batch_submissions(cluster: Cluster, http) -> None:
+    c = cluster
+    a, b = (c.tx("claims/", f"c-{i}", {"n": i, "blob": b"\x00\x01"}) for i in range(2))
+    d = c.tx("claims/", "c-2", {"n": 2})  # the JSON field form has no bytes in bodies
+    url = c.url(3) + "/v1/transactions?wait=true"
+    status, body, _ = await post(http, url, a.raw, as_msgpack=True)
+    assert status == 200
+    assert body["tx_id"] == a.tx_id  # msgpack answers carry bytes as bin
+    status, body, _ = await post(http, url, {"transactions": [{"raw": b.raw.hex()}, tx_json(d)]})
+    assert status == 200, body
+    assert [s["tx_id"] for s in body["accepted"]] == [b.tx_id.hex(), d.tx_id.hex()]
+    assert all(s["status"] == "committed" for s in body["accepted"])
+    async with http.get(
+        c.url(0) + f"/v1/transactions/{a.tx_id.hex()}", headers={"Accept": MSGPACK}
+    ) as r:
+        found = msgpack.unpackb(await r.read(), raw=False)
+    assert found["tx"]["body"] == {"n": 0, "blob": b"\x00\x01"}
+
+
+async def test_a_large_batch_is_admitted_off_the_event_loop_and_committed(
+    cluster: Cluster, http
+) -> None:
+    batch = [cluster.tx("permits/", f"bulk-{i}", {"i": i}) for i in range(300)]
+    url = cluster.url(1) + "/v1/transactions?wait=true"
+    status, body, _ = await post(http, url, {"transactions": [{"raw": t.raw} for t in batch]},
+                                 as_msgpack=True)  # fmt: skip
+    assert status == 200, body["rejected"][:3]
+    assert [s["tx_id"] for s in body["accepted"]] == [t.tx_id for t in batch]
+    assert {s["status"] for s in body["accepted"]} == {"committed"}
+
+
+async def test_submit_without_wait_is_202_pending_or_committed(cluster: Cluster, http) -> None:
+    tx = cluster.tx("permits/", "p-1", {"ok": True})
+    status, body, _ = await post(http, cluster.url(0) + "/v1/transactions", tx_json(tx))
+    assert status == 202
+    assert body["accepted"][0]["tx_id"] == tx.tx_id.hex()
+    assert body["status"] in ("pending", "committed")
+
+
+async def test_proof_bundle_checkpoint_and_consistency_verify_offline(
+    cluster: Cluster, http
+) -> None:
+    c = cluster
+    genesis = genesis_mod.load(c.root / "genesis.toml")  # the auditor has only this file
+    early = c.tx("policies/", "pol-1", {"premium": 10})
+    await submit_committed(c, http, early)
+    for i in range(3):
+        await submit_committed(c, http, c.tx("policies/", f"pol-x{i}", {"premium": i}))
+    status, bundle = await get(http, c.url(2) + f"/v1/transactions/{early.tx_id.hex()}/proof")
+    assert status == 200
+    assert proofs.verify_bundle(bundle, genesis).tx_id == early.tx_id
+    assert bundle["anchor"] is not None  # proven against a later head as well
+    tampered = dict(bundle, tx_proof=[h[::-1] for h in bundle["tx_proof"]] or ["00" * 32])
+    with pytest.raises(proofs.InvalidProof):
+        proofs.verify_bundle(tampered, genesis)
+    status, checkpoint = await get(http, c.url(1) + "/v1/checkpoint")
+    assert status == 200
+    head = proofs.verify_checkpoint(checkpoint, genesis)
+    assert head.height == checkpoint["height"] >= 4
+    status, proof = await get(http, c.url(3) + f"/v1/consistency?from=1&to={head.height}")
+    assert status == 200
+    assert proofs.verify_consistency(proof, genesis) == (1, head.height)
+    for query in ("from=0", f"from=2&to={head.height + 50}", "from=x", "to=1"):
+        status, body = await get(http, c.url(3) + "/v1/consistency?" + query)
+        assert status == 400, query
+        assert body["error"] == "malformed"
+
+
+async def test_lookups_of_unknown_things_are_404_and_bad_ids_400(cluster: Cluster, http) -> None:
+    base = cluster.url(0)
+    cases = {
+        f"/v1/transactions/{'ab' * 32}": 404, f"/v1/transactions/{'ab' * 32}/proof": 404,
+        "/v1/transactions/xyz": 400, "/v1/transactions/" + "zz" * 32: 400,
+        "/v1/blocks/99": 404, "/v1/blocks/latest": 404, "/v1/blocks/-1": 400,
+        "/v1/records/fiscal/nothing": 404, "/v1/history/fiscal/nothing": 404,
+        "/v1/history/fiscal/x?limit=0": 400, "/v1/checkpoint": 404, "/v1/nowhere": 404,
+    }  # fmt: skip
+    for path, expected in cases.items():
+        status, body = await get(http, base + path)
+        assert status == expected, path
+        assert set(body) >= {"error", "reason"}, path
+    async with http.delete(base + "/v1/status") as r:
+        assert r.status == 405
+        assert (await r.json())["error"] == "method_not_allowed"
+
+
+# --- Refusals: status code, reason, nothing written ------------------------------------------
+
+
+def signed(signing_key: Ed25519PrivateKey, **fields: Any) -> txs.Transaction:
+    base: dict[str, Any] = {
+        "chain_id": "testcity", "client_id": "fiscal-clerk0", "nonce": 7,
+        "timestamp_ms": now_ms(), "key": "fiscal/x", "type_": "record", "body": {"a": 1},
+    }  # fmt: skip
+    return txs.create(signing_key, **(base | fields))
+
+
+def bad_transactions(c: Cluster) -> dict[str, Any]:
+    """One submission (as JSON) per rejection reason."""
+    client = "fiscal-clerk0"
+    key = c.net.client_keys[client]
+    ttl, skew = c.genesis.params.tx_ttl_ms, c.genesis.params.clock_skew_ms
+    good = c.tx("fiscal/", "sig", {"a": 1})
+    forged = encode([1, *msgpack.unpackb(good.raw)[1:8], bytes(64)])
+    return {
+        txs.MALFORMED: {"chain_id": "testcity", "client_id": client},
+        txs.TOO_LARGE: {"raw": (b"\x99" * (txs.TX_BYTES_MAX + 1)).hex()},
+        txs.WRONG_CHAIN: tx_json(signed(key, chain_id="othercity")),
+        txs.UNKNOWN_CLIENT: tx_json(signed(Ed25519PrivateKey.generate(), client_id="ghost")),
+        txs.FORBIDDEN_NAMESPACE: tx_json(signed(key, key="claims/not-mine")),
+        txs.STALE_TIMESTAMP: tx_json(signed(key, timestamp_ms=now_ms() - ttl - 60_000)),
+        txs.FUTURE_TIMESTAMP: tx_json(signed(key, timestamp_ms=now_ms() + skew + 60_000)),
+        txs.BAD_SIGNATURE: {"raw": forged.hex()},
+    }
+
+
+async def test_every_rejection_reason_has_its_status_and_writes_nothing(
+    cluster: Cluster, http
+) -> None:
+    c = cluster
+    committed = c.tx("fiscal/", "dup", {"v": 1})
+    await submit_committed(c, http, committed)
+    await c.wait_height(c.node(1).runtime.store.height)
+    cases = bad_transactions(c) | {txs.DUPLICATE: tx_json(committed)}
+    before = written(c)
+    for reason, body in cases.items():
+        for i in (0, 2):
+            status, answer, _ = await post(http, c.url(i) + "/v1/transactions?wait=true", body)
+            assert status == STATUS_OF[reason], (reason, answer)
+            assert answer["error"] == reason, answer
+            assert answer["reason"]
+            assert answer["rejected"][0]["error"] == reason
+    assert written(c) == before
+    status, text = await http_text(http, c.url(0) + "/metrics")
+    for reason in cases:
+        assert f'cityledger_txs_rejected_total{{reason="{reason}"}} 1.0' in text
+
+
+async def http_text(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with http.get(url) as r:
+        return r.status, await r.text()
+
+
+async def test_malformed_bodies_of_every_kind(cluster: Cluster, http) -> None:
+    c = cluster
+    url = c.url(1) + "/v1/transactions"
+    before = written(c)
+    bodies: list[tuple[bytes, str, int]] = [
+        (b"{not json", "application/json", 400),
+        (b"\xc1\xc1", MSGPACK, 400),
+        (b"[1, 2]", "application/json", 400),
+        (b'{"transactions": []}', "application/json", 400),
+        (b'{"transactions": [1], "x": 2}', "application/json", 400),
+        (b'{"raw": "abc"}', "application/json", 400),
+        (b"<xml/>", "application/xml", 415),
+        (msgpack.packb({"raw": 5}), MSGPACK, 400),
+    ]
+    tx = tx_json(c.tx("fiscal/", "f", {"a": 1}))
+    bodies.append((msgpack.packb(tx | {"body": {"a": 1.5}}), MSGPACK, 400))
+    bodies.append((json.dumps(tx | {"nonce": 2**70}).encode(), "application/json", 400))
+    bodies.append((json.dumps(tx | {"body": [1]}).encode(), "application/json", 400))
+    for data, content_type, expected in bodies:
+        async with http.post(url, data=data, headers={"Content-Type": content_type}) as r:
+            assert r.status == expected, data
+            answer = await r.json()
+            assert set(answer) >= {"error", "reason"}
+    assert written(c) == before
+
+
+async def test_oversize_body_is_refused_before_it_is_read(tmp_path: Path, http) -> None:
+    c = await start_cluster(tmp_path, 4, body_bytes_max=4096)
+    try:
+        url = c.url(0) + "/v1/transactions"
+        big = b"{" + b" " * 100_000 + b"}"
+        async with http.post(url, data=big, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 413
+            assert (await r.json())["error"] == "too_large"
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused mid-stream
+            for _ in range(100):
+                yield b" " * 1000
+
+        async with http.post(url, data=chunks(), headers={"Content-Type": MSGPACK}) as r:
+            assert r.status == 413
+    finally:
+        await stop_all(c)
+
+
+async def test_batch_answers_accepted_ids_and_a_reason_per_rejected_tx(
+    cluster: Cluster, http
+) -> None:
+    c = cluster
+    good = c.tx("permits/", "ok", {"v": 1})
+    bad = bad_transactions(c)
+    batch = [tx_json(good), bad[txs.FORBIDDEN_NAMESPACE], tx_json(good), bad[txs.MALFORMED]]
+    status, body, _ = await post(http, c.url(2) + "/v1/transactions", {"transactions": batch})
+    assert status == 202
+    assert [s["tx_id"] for s in body["accepted"]] == [good.tx_id.hex()]
+    assert [(r["index"], r["error"]) for r in body["rejected"]] == [
+        (1, txs.FORBIDDEN_NAMESPACE), (2, txs.DUPLICATE), (3, txs.MALFORMED),
+    ]  # fmt: skip
+
+
+async def test_full_pool_answers_429_with_retry_after(tmp_path: Path, http) -> None:
+    c = await start_cluster(tmp_path, 4, pool_capacity=2)
+    try:
+        await c.stop(3)
+        await c.stop(2)  # 2 of 4: no quorum, so nothing drains the pools
+        batch = [tx_json(c.tx("fiscal/", f"k{i}", {"i": i})) for i in range(3)]
+        url = c.url(1) + "/v1/transactions"
+        status, body, _ = await post(http, url, {"transactions": batch})
+        assert status == 202
+        assert len(body["accepted"]) == 2
+        assert [(r["index"], r["error"]) for r in body["rejected"]] == [(2, "pool_full")]
+        status, body, response = await post(http, url, batch[2])
+        assert status == 429
+        assert body["error"] == "pool_full"
+        assert response.headers["Retry-After"] == "1"
+        assert c.node(1).runtime.replica.pending == 2
+        refused = body["rejected"][0]["tx_id"]
+        for i in (0, 1):
+            status, _ = await get(http, c.url(i) + f"/v1/transactions/{refused}")
+            assert status == 404
+    finally:
+        await stop_all(c)
+
+
+# --- Peers -----------------------------------------------------------------------------------
+
+
+async def test_peer_endpoints_refuse_garbage_and_serve_block_ranges(cluster: Cluster, http) -> None:
+    c = cluster
+    for i in range(3):
+        await submit_committed(c, http, c.tx("claims/", f"r{i}", {"i": i}))
+    url = c.url(0) + "/peer/v1/messages"
+    for data in (b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"a": b""})):
+        async with http.post(url, data=data, headers={"Content-Type": MSGPACK}) as r:
+            assert r.status == 400
+    async with http.post(
+        url, data=msgpack.packb([b"junk"]), headers={"Content-Type": MSGPACK}
+    ) as r:
+        assert r.status == 204  # dropped and counted: the transport contract is fire-and-forget
+    async with http.get(c.url(1) + "/peer/v1/blocks?from=1&to=2") as r:
+        pairs = msgpack.unpackb(await r.read(), raw=False)
+    assert len(pairs) == 2
+    assert pairs[0][0] == c.node(1).runtime.store.raw_block(1)
+    async with http.get(c.url(1) + "/peer/v1/blocks?from=0") as r:
+        assert r.status == 400
+
+
+async def test_wait_is_bounded_and_a_pending_tx_is_a_duplicate(tmp_path: Path, http) -> None:
+    c = await start_cluster(tmp_path, 4, wait_timeout_ms=200)
+    try:
+        await c.stop(3)
+        await c.stop(2)  # no quorum: nothing commits
+        tx = tx_json(c.tx("claims/", "slow", {"v": 1}))
+        status, body, _ = await post(http, c.url(0) + "/v1/transactions?wait=true", tx)
+        assert status == 202
+        assert (body["status"], body["height"], body["index"]) == ("pending", None, None)
+        status, found = await get(http, c.url(0) + f"/v1/transactions/{body['tx_id']}")
+        assert (status, found["status"]) == (200, "pending")
+        status, again, _ = await post(http, c.url(0) + "/v1/transactions", tx)
+        assert (status, again["error"]) == (409, txs.DUPLICATE)
+        assert "pending" in again["reason"]
+    finally:
+        await stop_all(c)

@@ -1,0 +1,100 @@
+"""node.toml: a good file loads into one frozen Config; every mistake names its field."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ledger import crypto, genesis
+from node.config import Config, ConfigError, load, load_identity
+from tests import factory
+
+GOOD = """
+node_id = "node1"
+key_file = "key.pem"
+data_dir = "data"
+listen = "127.0.0.1:7002"
+genesis = "../genesis.toml"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    net = factory.network(4)
+    (tmp_path / "genesis.toml").write_text(genesis.dump_toml(net.genesis))
+    node = tmp_path / "node1"
+    node.mkdir()
+    crypto.write_private_key(node / "key.pem", net.validator_keys[1])
+    crypto.write_private_key(node / "other.pem", net.validator_keys[2])
+    return node
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_config_loads_with_paths_beside_it(folder: Path) -> None:
+    config = load(write(folder, GOOD + "wait_timeout_ms = 500\nlog_level = 'DEBUG'\n"))
+    assert (config.node_id, config.host, config.port) == ("node1", "127.0.0.1", 7002)
+    assert config.data_dir == folder / "data"
+    assert config.genesis == folder / "../genesis.toml"
+    assert (config.wait_timeout_ms, config.log_level) == (500, "debug")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+    identity = load_identity(config)
+    assert identity.index == 1
+    assert isinstance(config, Config)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (GOOD.replace('node_id = "node1"', ""), "node_id"),
+        (GOOD.replace('"key.pem"', "7"), "key_file"),
+        (GOOD.replace('data_dir = "data"', 'data_dir = ""'), "data_dir"),
+        (GOOD.replace("127.0.0.1:7002", "localhost"), "listen"),
+        (GOOD.replace("127.0.0.1:7002", "127.0.0.1:70000"), "listen"),
+        (GOOD.replace('genesis = "../genesis.toml"', ""), "genesis"),
+        (GOOD + 'log_level = "loud"\n', "log_level"),
+        (GOOD + "body_bytes_max = 1\n", "body_bytes_max"),
+        (GOOD + "wait_timeout_ms = true\n", "wait_timeout_ms"),
+        (GOOD + "pool_capacity = 'many'\n", "pool_capacity"),
+        (GOOD + "colour = 'blue'\n", "colour"),
+        ("node_id = [", "TOML"),
+    ],
+)
+def test_every_mistake_names_its_field(folder: Path, change: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(folder, change))
+    assert field in str(caught.value)
+
+
+def test_all_mistakes_are_reported_at_once(folder: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(folder, 'listen = "x"\nlog_level = "loud"\n'))
+    fields = {p.split(":")[0] for p in caught.value.problems}
+    assert fields >= {"node_id", "key_file", "data_dir", "listen", "genesis", "log_level"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (GOOD.replace('"node1"', '"node9"'), "node_id"),
+        (GOOD.replace('"key.pem"', '"other.pem"'), "key_file"),
+        (GOOD.replace('"key.pem"', '"missing.pem"'), "key_file"),
+        (GOOD.replace('"../genesis.toml"', '"nowhere.toml"'), "genesis"),
+    ],
+)
+def test_files_that_do_not_fit_name_their_field(folder: Path, change: str, field: str) -> None:
+    config = load(write(folder, change))
+    with pytest.raises(ConfigError) as caught:
+        load_identity(config)
+    assert caught.value.problems[0].startswith(field)
+    assert str(folder / "node.toml") in str(caught.value)
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "absent.toml")

@@ -1,0 +1,75 @@
+"""Operations: /v1/status, /metrics (parsed as Prometheus text), /v1/openapi.json (validated)."""
+
+from pathlib import Path
+
+from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
+
+from node import openapi
+from node.app import create_app
+from node.config import Config, Identity
+from tests import factory
+from tests.node.conftest import start_cluster, stop_all, tx_json
+
+
+async def test_status_metrics_and_openapi(tmp_path: Path, http) -> None:
+    c = await start_cluster(tmp_path, 4)
+    try:
+        tx = c.tx("fiscal/", "m", {"v": 1})
+        async with http.post(c.url(0) + "/v1/transactions?wait=true", json=tx_json(tx)) as r:
+            assert r.status == 200
+        async with http.post(c.url(0) + "/v1/transactions", json=tx_json(tx)) as r:
+            assert r.status == 409
+        async with http.get(c.url(0) + "/v1/status") as r:
+            status = await r.json()
+        assert set(status) >= {
+            "node_id", "view", "primary", "height", "head_hash", "mempool", "peers",
+        }  # fmt: skip
+        assert status["node_id"] == "node0"
+        assert status["height"] >= 1
+        assert [p["id"] for p in status["peers"]] == ["node1", "node2", "node3"]
+
+        async with http.get(c.url(0) + "/metrics") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/plain")
+            families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+        for name in (
+            "cityledger_height", "cityledger_view", "cityledger_view_changes",
+            "cityledger_txs_committed", "cityledger_txs_rejected", "cityledger_mempool_txs",
+            "cityledger_peer_send_failures", "cityledger_commit_latency_seconds",
+        ):  # fmt: skip
+            assert name in families, name
+        value = {s.name: s.value for s in families["cityledger_height"].samples}
+        assert value["cityledger_height"] == status["height"]
+        latency = {s.name: s.value for s in families["cityledger_commit_latency_seconds"].samples}
+        assert latency["cityledger_commit_latency_seconds_count"] == 1
+        rejected = families["cityledger_txs_rejected"].samples
+        assert [(s.labels, s.value) for s in rejected if s.name.endswith("_total")] == [
+            ({"reason": "duplicate"}, 1.0)
+        ]
+
+        async with http.get(c.url(2) + "/v1/openapi.json") as r:
+            document = await r.json()
+        validate(document)  # raises on any violation of the OpenAPI 3.1 schema
+    finally:
+        await stop_all(c)
+
+
+def test_openapi_documents_every_route(tmp_path: Path) -> None:
+    net = factory.network(4)
+    config = Config("node0", tmp_path / "key.pem", tmp_path / "data", "127.0.0.1", 0,
+                    tmp_path / "genesis.toml")  # fmt: skip
+    app = create_app(config, Identity(net.genesis, 0, net.validator_keys[0]))  # not started
+    documented = {
+        (method.upper(), path)
+        for path, ops in openapi.document()["paths"].items()
+        for method in ops
+    }
+    routes = set()
+    for route in app.router.routes():
+        assert route.resource is not None
+        info = route.resource.get_info()
+        path = str(info.get("path") or info.get("formatter"))
+        if route.method != "HEAD":
+            routes.add((route.method, path.replace("{key:.+}", "{key}")))
+    assert routes == documented
