@@ -1,9 +1,15 @@
 """What goes into the replica (events) and what comes out (actions).
 
 The shell that carries out actions (the node, or the simulator) must execute them in the order
-given and completely before it hands the replica the next event: a `Persist` placed before a
-`Send` must be durable before the message leaves, and a `CommitBlock` must be applied to the
-store before anything that follows it. The transport is weak on purpose: a `Send` may be lost,
+given: a `Persist` placed before a `Send` must be durable before the message leaves, and a
+`CommitBlock` must be applied to the store before anything that follows it. The simplest shell
+executes every action completely before it hands the replica the next event. A shell may
+instead hand it the next event while durable actions (`Persist`, `CommitBlock`) are still being
+written, if (1) every later action of any event takes effect only after them, in the same
+order (so what leaves the node, and what a crash leaves on disk, is what the simple shell could
+show at some moment, only later), and (2) the `is_committed` it gave the replica also answers
+True for the txs of `CommitBlock`s still on their way to the store. Timer actions are local
+and may take effect at once. The transport is weak on purpose: a `Send` may be lost,
 duplicated or reordered; the replica recovers with its own timers.
 """
 

@@ -1,9 +1,9 @@
 """One consensus instance: a height in the current view, and its phase transitions.
 
 This module owns every phase transition of an instance: a block is accepted (pre-prepared),
-becomes prepared on 2f+1 matching Prepares, and can commit on 2f+1 matching Commits. Votes are
-counted per block hash; a sender's first vote in a phase is the only one that counts, so an
-equivocating sender cannot vote twice.
+becomes prepared on a quorum of matching Prepares, and can commit on a quorum of matching
+Commits. Votes are counted per block hash; a sender's first vote in a phase is the only one
+that counts, so an equivocating sender cannot vote twice.
 """
 
 from dataclasses import dataclass, field
@@ -47,7 +47,7 @@ class Instance:
         return tuple(sorted((s, sig) for s, (h, sig) in by.items() if h == digest))
 
     def reaches_prepared(self, quorum: int) -> bool:
-        """True exactly once: when the accepted block first has 2f+1 matching Prepares."""
+        """True exactly once: when the accepted block first has quorum matching Prepares."""
         if self.prepared or self.block is None:
             return False
         self.prepared = len(self._votes(self._prepare_by)) >= quorum

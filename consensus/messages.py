@@ -2,7 +2,7 @@
 
 Wire form: `encode([kind, chain_id, sender, body, signature])` (docs/protocol.md). Signatures:
 - Commit: COMMIT domain over `encode([chain_id, view, height, block_hash])`, exactly a commit
-  certificate vote, so 2f+1 Commits are the block's certificate;
+  certificate vote, so a quorum of Commits are the block's certificate;
 - Checkpoint: CHECKPOINT domain over `encode([chain_id, height, block_hash])`, transferable;
 - every other kind: PEER domain over `encode([kind, chain_id, sender, sha256(encode(body))])`.
 `decode_message` returns a structurally valid message or raises `InvalidMessage`, never anything
@@ -23,10 +23,20 @@ from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction, Led
 from ledger.genesis import Genesis
 from ledger.primitives import DIGEST_BYTES, ID_BYTES_MAX, SIGNATURE_BYTES, VALIDATORS_MAX
 
-MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # a NewView carries 2f+1 ViewChanges with blocks
+MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # a NewView carries a quorum of ViewChanges
 PREPARED_MAX: Final = 64  # prepared proofs in one ViewChange (the watermark window bounds it)
 TX_BATCH_MAX: Final = 10_000
 VIEW_MAX: Final = 2**63 - 1
+
+
+# sha256 of the canonical body bytes, kept by `decode_message` from the bytes it decoded (the
+# PEER-domain signature covers it): never an init field, so a message built or `replace`d from
+# fields computes it from its fields.
+def _body_digest_field() -> Any:
+    return dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+
+_SIGNATURE_SUFFIX_BYTES: Final = 2 + SIGNATURE_BYTES  # bin8 header and the signature
 
 
 class InvalidMessage(LedgerError):
@@ -51,6 +61,7 @@ class PrePrepare:
     block: blocks.Block
     sender: int
     signature: bytes = b""
+    _body_digest: bytes | None = _body_digest_field()
     kind: ClassVar[Kind] = Kind.PRE_PREPARE
 
 
@@ -85,7 +96,7 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class PreparedProof:
-    """A block prepared in `view` at `height`: 2f+1 Prepare signatures (sender, signature)."""
+    """A block prepared in `view` at `height`: a quorum of (sender, Prepare signature)."""
 
     view: int
     height: int
@@ -104,6 +115,7 @@ class ViewChange:
     prepared: tuple[PreparedProof, ...]
     sender: int
     signature: bytes = b""
+    _body_digest: bytes | None = _body_digest_field()
     kind: ClassVar[Kind] = Kind.VIEW_CHANGE
 
 
@@ -113,6 +125,7 @@ class NewView:
     view_changes: tuple[ViewChange, ...]
     sender: int
     signature: bytes = b""
+    _body_digest: bytes | None = _body_digest_field()
     kind: ClassVar[Kind] = Kind.NEW_VIEW
 
 
@@ -124,6 +137,7 @@ class Status:
     committed_height: int
     sender: int
     signature: bytes = b""
+    _body_digest: bytes | None = _body_digest_field()
     kind: ClassVar[Kind] = Kind.STATUS
 
 
@@ -134,6 +148,7 @@ class TxBatch:
     txs: tuple[txs.Transaction, ...]
     sender: int
     signature: bytes = b""
+    _body_digest: bytes | None = _body_digest_field()
     kind: ClassVar[Kind] = Kind.TX_BATCH
 
 
@@ -186,7 +201,7 @@ def signed_payload(msg: Message, chain_id: str) -> tuple[crypto.Domain, bytes]:
             payload = prepare_payload(chain_id, msg.sender, msg.view, msg.height, msg.block_hash)
             return crypto.Domain.PEER, payload
         case _:
-            inner = crypto.sha256(encode(body(msg, chain_id)))
+            inner = msg._body_digest or crypto.sha256(encode(body(msg, chain_id)))
             return crypto.Domain.PEER, encode([int(msg.kind), chain_id, msg.sender, inner])
 
 
@@ -206,16 +221,31 @@ def verify_signature(msg: Message, genesis: Genesis) -> bool:
     return crypto.verify(genesis.validators[msg.sender].key, domain, payload, msg.signature)
 
 
-def decode_message(raw: bytes, chain_id: str) -> Message:
-    """Parse one envelope for `chain_id`; raise `InvalidMessage` for anything else."""
+def decode_message(raw: bytes, chain_id: str, known: txs.KnownTx | None = None) -> Message:
+    """Parse one envelope for `chain_id`; raise `InvalidMessage` for anything else.
+
+    `known(tx_id)` may offer txs already decoded (the pool's): see `ledger.tx.decode_known`."""
     try:
         items = expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "message")
-        return _parse(items, chain_id)
+        msg = _parse(items, chain_id, known)
     except (InvalidEncoding, InvalidBlock, InvalidTransaction) as exc:
         raise InvalidMessage(f"malformed message: {exc}") from None
+    _keep_body_digest(msg, raw, chain_id)
+    return msg
 
 
-def _parse(items: list[Any], chain_id: str) -> Message:
+def _keep_body_digest(msg: Message, raw: bytes, chain_id: str) -> None:
+    """Remember the digest of the body bytes inside the canonical `raw`: they are exactly
+    `encode(body(msg))`, between the envelope's first three items and its signature."""
+    if not isinstance(msg, PrePrepare | ViewChange | NewView | Status | TxBatch):
+        return
+    start = len(encode([int(msg.kind), chain_id, msg.sender]))  # same header size as 5 items
+    assert raw[-_SIGNATURE_SUFFIX_BYTES:][:2] == b"\xc4\x40"
+    digest = crypto.sha256(raw[start : len(raw) - _SIGNATURE_SUFFIX_BYTES])
+    object.__setattr__(msg, "_body_digest", digest)
+
+
+def _parse(items: list[Any], chain_id: str, known: txs.KnownTx | None = None) -> Message:
     kind = expect_int(items[0], 1, len(Kind), "kind")
     if expect_str(items[1], ID_BYTES_MAX, "chain_id") != chain_id:
         raise InvalidMessage(f"message for chain {items[1]!r}, this is {chain_id!r}")
@@ -227,7 +257,7 @@ def _parse(items: list[Any], chain_id: str) -> Message:
     match Kind(kind):
         case Kind.PRE_PREPARE:
             view, height, raw_block = expect_list(b, 3, "pre-prepare")
-            block = blocks.decode_block(_bytes(raw_block, "block"))
+            block = blocks.decode_block(_bytes(raw_block, "block"), known)
             return PrePrepare(_view(view), _height(height), block, sender, sig)
         case Kind.PREPARE | Kind.COMMIT:
             view, height, digest = expect_list(b, 3, "vote")
@@ -237,12 +267,14 @@ def _parse(items: list[Any], chain_id: str) -> Message:
             height, digest = expect_list(b, 2, "checkpoint")
             return Checkpoint(_height(height), _digest(digest), sender, sig)
         case Kind.VIEW_CHANGE:
-            return _parse_view_change(b, sender, sig)
+            return _parse_view_change(b, sender, sig, known)
         case Kind.NEW_VIEW:
             view, raw_vcs = expect_list(b, 2, "new-view")
             if not isinstance(raw_vcs, list) or len(raw_vcs) > VALIDATORS_MAX:
                 raise InvalidEncoding("new-view: expected an array of view changes")
-            vcs = tuple(_nested_view_change(_bytes(r, "view change"), chain_id) for r in raw_vcs)
+            vcs = tuple(
+                _nested_view_change(_bytes(r, "view change"), chain_id, known) for r in raw_vcs
+            )
             return NewView(_view(view), vcs, sender, sig)
         case Kind.STATUS:
             view, height = expect_list(b, 2, "status")
@@ -251,17 +283,24 @@ def _parse(items: list[Any], chain_id: str) -> Message:
             (raw_txs,) = expect_list(b, 1, "tx batch")
             if not isinstance(raw_txs, list) or len(raw_txs) > TX_BATCH_MAX:
                 raise InvalidEncoding(f"tx batch: at most {TX_BATCH_MAX} transactions")
-            return TxBatch(tuple(txs.decode_tx(_bytes(t, "tx")) for t in raw_txs), sender, sig)
+            if known is None:
+                batch = tuple(txs.decode_tx(_bytes(t, "tx")) for t in raw_txs)
+            else:
+                batch = tuple(txs.decode_known(_bytes(t, "tx"), known) for t in raw_txs)
+            return TxBatch(batch, sender, sig)
 
 
-def _nested_view_change(raw: bytes, chain_id: str) -> ViewChange:
-    msg = _parse(expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "view change"), chain_id)
+def _nested_view_change(raw: bytes, chain_id: str, known: txs.KnownTx | None) -> ViewChange:
+    msg = _parse(expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "view change"), chain_id, known)
     if not isinstance(msg, ViewChange):
         raise InvalidMessage("a new-view may only carry view changes")
+    _keep_body_digest(msg, raw, chain_id)
     return msg
 
 
-def _parse_view_change(b: list[Any], sender: int, sig: bytes) -> ViewChange:
+def _parse_view_change(
+    b: list[Any], sender: int, sig: bytes, known: txs.KnownTx | None
+) -> ViewChange:
     new_view, height, digest, raw_cert, raw_prepared = expect_list(b, 5, "view-change")
     cert = None if raw_cert is None else blocks.decode_certificate(_bytes(raw_cert, "cert"))
     if not isinstance(raw_prepared, list) or len(raw_prepared) > PREPARED_MAX:
@@ -278,7 +317,7 @@ def _parse_view_change(b: list[Any], sender: int, sig: bytes) -> ViewChange:
             )
             for s in raw_sigs
         )
-        block = blocks.decode_block(_bytes(raw_block, "block"))
+        block = blocks.decode_block(_bytes(raw_block, "block"), known)
         prepared.append(PreparedProof(_view(view), _height(p_height), block, sigs))
     committed = expect_int(height, 0, VIEW_MAX, "committed height")
     if (cert is None) != (committed == 0):

@@ -23,6 +23,9 @@ class TxPool:
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._txs
 
+    def get(self, tx_id: bytes) -> Transaction | None:
+        return self._txs.get(tx_id)
+
     @property
     def free(self) -> int:
         return self.capacity - len(self._txs)

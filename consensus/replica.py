@@ -12,21 +12,22 @@ Contract with the shell (the node, or the simulator):
   `relayed=True`. Every other peer message goes in as `Received` after `decode_message`; the
   replica checks signatures itself.
 - Read-only: `view`, `primary`, `committed_height`, `head`, `pending`, `pool_free`,
-  `in_view_change`, `counters`, `has_pending(tx_id)`, `log_size()`.
+  `in_view_change`, `counters`, `has_pending(tx_id)`, `pending_tx(tx_id)`, `log_size()`.
 
 Protocol, per height h of the chain (the PBFT sequence number):
 - The primary of view v (validator v mod n) proposes a block in a PrePrepare; every replica,
   the primary included, validates it in full (`ledger.block.check_block`, the block's stamp
   against its own clock) and persists its acceptance before it sends Prepare.
-- On 2f+1 matching Prepares the block is prepared (the proof is persisted); a replica sends
-  Commit for h only once it has sent Commit for h-1 in this view (or h-1 is committed). 2f+1
+- On a quorum q of matching Prepares (q = 2f+1 when n = 3f+1; see `ledger.genesis.Quorums`)
+  the block is prepared (the proof is persisted); a replica sends
+  Commit for h only once it has sent Commit for h-1 in this view (or h-1 is committed). q
   matching Commits form the block's certificate; blocks commit strictly in height order.
 - Up to `pipeline_depth` heights are in flight; messages beyond the `window` above the head are
-  ignored. Every `checkpoint_interval` blocks a signed Checkpoint; 2f+1 make it stable and the
+  ignored. Every `checkpoint_interval` blocks a signed Checkpoint; q make it stable and the
   persisted promises below it are dropped. Memory is bounded by the window, not the chain.
 - No progress on pending work within the view-change timeout starts a view change; f+1
   ViewChanges for later views make a replica join the lowest; the new primary sends NewView
-  with 2f+1 ViewChanges and every replica recomputes what it re-proposes
+  with q ViewChanges and every replica recomputes what it re-proposes
   (consensus/viewchange.py). A view change that gets no quorum is re-sent, not escalated,
   so a lone replica cannot run ahead; one with a quorum whose primary fails moves on, with a
   back-off capped at `view_change_timeout_max_ms`.
@@ -42,13 +43,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ledger import crypto, merkle
+from ledger import crypto
 from ledger import tx as txs
 from ledger.block import (
     Block,
     Certificate,
     ChainHead,
     check_block,
+    check_body,
     decode_block,
     make_block,
     verify_certificate,
@@ -188,6 +190,10 @@ class Replica:
 
     def has_pending(self, tx_id: bytes) -> bool:
         return tx_id in self.pool
+
+    def pending_tx(self, tx_id: bytes) -> txs.Transaction | None:
+        """The pooled tx with this id (the shell decodes peer messages against the pool)."""
+        return self.pool.get(tx_id)
 
     def log_size(self) -> int:
         """Entries in every per-height and per-view structure (bounded, whatever the length)."""
@@ -559,7 +565,7 @@ class Replica:
             self._stabilise(cp.height)
 
     def _stabilise(self, height: int) -> None:
-        """2f+1 agree on the block at `height`: forget everything at or below it."""
+        """A quorum agrees on the block at `height`: forget everything at or below it."""
         self.stable_checkpoint = height
         self.counters["checkpoints_stable"] += 1
         for table in (self._checkpoints, self._own_checkpoints):
@@ -646,7 +652,9 @@ class Replica:
             raise m.InvalidMessage("new-view: not from the primary of that view")
         senders = [vc.sender for vc in nv.view_changes]
         if len(set(senders)) != len(senders) or len(senders) < self._quorum:
-            raise m.InvalidMessage("new-view: needs 2f+1 view changes from distinct replicas")
+            raise m.InvalidMessage(
+                "new-view: needs a quorum of view changes from distinct replicas"
+            )
         for vc in nv.view_changes:
             if vc.new_view != nv.view or not 0 <= vc.sender < self._n:
                 raise m.InvalidMessage("new-view: a view change for another view")
@@ -814,7 +822,7 @@ class Replica:
             case Timer.VIEW_CHANGE:
                 if not self.in_view_change:
                     return
-                # 2f+1 replicas asked for this view or a later one, yet no NewView came: its
+                # A quorum asked for this view or a later one, yet no NewView came: its
                 # primary failed, move on. With less support, ask again rather than run ahead
                 # alone (a lone replica in a higher view helps no quorum).
                 support = {s for v, d in self._view_changes.items() if v >= self.view for s in d}
@@ -848,8 +856,7 @@ def _check_certified(block: Block, cert: Certificate, head: ChainHead, genesis: 
         raise InvalidBlock("fetched block does not extend the head")
     if header.history_root != head.history.root():
         raise InvalidBlock("fetched block has a wrong history root")
-    if header.tx_root != merkle.root([t.tx_id for t in block.txs]):
-        raise InvalidBlock("fetched block has a wrong tx root")
+    check_body(block)
     verify_certificate(cert, block, genesis)
 
 

@@ -1,18 +1,19 @@
 """View change rules: what a valid ViewChange is, and what a NewView re-proposes.
 
-Every replica recomputes the selection from the NewView's 2f+1 ViewChanges with the same pure
-function, so a new primary cannot re-propose anything but what the rules give.
+Every replica recomputes the selection from the quorum of ViewChanges in a NewView with the
+same pure function, so a new primary cannot re-propose anything but what the rules give.
 
 Why the selection is safe: a replica sends Commit for height h only after it prepared h and
 sent Commit for h-1 in the same view (or h-1 is committed), so a block committed anywhere was
-prepared, with all its uncommitted ancestors, by f+1 honest replicas; any 2f+1 ViewChanges
-include one of them. The highest committed head among the ViewChanges (proven by its
+prepared, with all its uncommitted ancestors, by f+1 honest replicas (a quorum less the f
+Byzantine); any quorum of ViewChanges shares f+1 replicas with that quorum, so includes one of
+them. The highest committed head among the ViewChanges (proven by its
 certificate) is the base; above it, each height takes the prepared block of the highest view,
 and the selection stops at the first height with no proof or whose block does not extend the
 previous one (such a block cannot have been committed).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger import block as blocks
@@ -60,7 +61,7 @@ def check_prepared_proof(proof: PreparedProof, genesis: Genesis) -> None:
         raise InvalidMessage("prepared proof: block height mismatch")
     senders = [s for s, _ in proof.prepares]
     if senders != sorted(set(senders)) or len(senders) < genesis.quorums.commit:
-        raise InvalidMessage("prepared proof: needs 2f+1 distinct sorted senders")
+        raise InvalidMessage("prepared proof: needs a quorum of distinct sorted senders")
     for sender, signature in proof.prepares:
         if sender >= len(genesis.validators):
             raise InvalidMessage("prepared proof: unknown sender")
@@ -89,10 +90,3 @@ def select(view_changes: Sequence[ViewChange], window: int) -> Selection:
         chosen.append(best.block)
         prev_hash = best.block.hash
     return Selection(base.committed_height, base.committed_hash, base.sender, tuple(chosen))
-
-
-def quorum_senders(view_changes: Sequence[ViewChange]) -> list[int]:
-    return sorted({vc.sender for vc in view_changes})
-
-
-VerifyFn = Callable[[ViewChange], bool]

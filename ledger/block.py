@@ -3,7 +3,8 @@
 Height 0 is the genesis: its "hash" is the genesis hash, the `prev_hash` of block 1. The history
 accumulator is an RFC 9162 tree whose leaf i is the hash of block i (leaf 0: the genesis hash);
 block h commits to the root over leaves 0..h-1, so any earlier block can be proven against a
-later one in O(log n). A certificate is 2f+1 distinct validators' Commit signatures over
+later one in O(log n). A certificate is a quorum (2f+1 at n = 3f+1) of distinct validators'
+Commit signatures over
 `encode([chain_id, view, height, block_hash])` in the COMMIT domain.
 """
 
@@ -27,6 +28,7 @@ from ledger.primitives import (
 HEADER_VERSION: Final = 1
 HEIGHT_MAX: Final = 2**63 - 1
 CERTIFICATE_BYTES_MAX: Final = 128 + VALIDATORS_MAX * (SIGNATURE_BYTES + 8)
+HEADER_BYTES_MAX: Final = 256  # 9 fields: 3 digests and 6 integers
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class BlockHeader:
     height: int
     prev_hash: bytes
     tx_root: bytes
+    tx_count: int  # binds the size of the tx tree, so an inclusion proof pins a tx's position
     history_root: bytes
     timestamp_ms: int
     view: int
@@ -41,8 +44,8 @@ class BlockHeader:
 
     def to_list(self) -> list[Any]:
         return [
-            HEADER_VERSION, self.height, self.prev_hash, self.tx_root, self.history_root,
-            self.timestamp_ms, self.view, self.proposer,
+            HEADER_VERSION, self.height, self.prev_hash, self.tx_root, self.tx_count,
+            self.history_root, self.timestamp_ms, self.view, self.proposer,
         ]  # fmt: skip
 
     def hash(self) -> bytes:
@@ -54,13 +57,23 @@ class Block:
     header: BlockHeader
     txs: tuple[txs.Transaction, ...]
     hash: bytes = field(compare=False)
+    # Memos of pure functions of this immutable block (never init fields: a block built or
+    # `replace`d from fields starts without them). `_raw`: its canonical bytes, kept by
+    # `decode_block` or made once by `encode`; a block travels and is stored several times.
+    # `_body_ok`: `check_body` passed (or `make_block` computed the root from these txs).
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _body_ok: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def height(self) -> int:
         return self.header.height
 
     def encode(self) -> bytes:
-        return encode([self.header.to_list(), [t.raw for t in self.txs]])
+        if self._raw is None:
+            raw = encode([self.header.to_list(), [t.raw for t in self.txs]])
+            object.__setattr__(self, "_raw", raw)
+            return raw
+        return self._raw
 
 
 @dataclass(frozen=True)
@@ -103,34 +116,68 @@ def make_block(
 ) -> Block:  # fmt: skip
     header = BlockHeader(
         head.height + 1, head.hash, merkle.root([t.tx_id for t in transactions]),
-        head.history.root(), timestamp_ms, view, proposer,
+        len(transactions), head.history.root(), timestamp_ms, view, proposer,
     )  # fmt: skip
-    return Block(header, transactions, header.hash())
+    block = Block(header, transactions, header.hash())
+    object.__setattr__(block, "_body_ok", True)  # the root was just computed from these txs
+    return block
 
 
-def decode_block(raw: bytes) -> Block:
-    """Parse block bytes; raise `InvalidBlock` for anything but a well-formed block."""
+def decode_block(raw: bytes, known: txs.KnownTx | None = None) -> Block:
+    """Parse block bytes; raise `InvalidBlock` for anything but a well-formed block.
+
+    `known(tx_id)` may offer a tx already decoded (e.g. from the pool): it is used only if it
+    was decoded from exactly the same bytes (`ledger.tx.decode_known`)."""
     try:
         items = expect_list(decode(raw, BLOCK_BYTES_MAX), 2, "block")
-        h = expect_list(items[0], 8, "header")
-        expect_int(h[0], HEADER_VERSION, HEADER_VERSION, "header version")
-        header = BlockHeader(
-            expect_int(h[1], 1, HEIGHT_MAX, "height"),
-            expect_bytes(h[2], DIGEST_BYTES, "prev_hash"),
-            expect_bytes(h[3], DIGEST_BYTES, "tx_root"),
-            expect_bytes(h[4], DIGEST_BYTES, "history_root"),
-            expect_int(h[5], 0, txs.TIMESTAMP_MS_MAX, "timestamp_ms"),
-            expect_int(h[6], 0, HEIGHT_MAX, "view"),
-            expect_int(h[7], 0, VALIDATORS_MAX - 1, "proposer"),
-        )
+        header = _parse_header(items[0])
         if not isinstance(items[1], list) or len(items[1]) > BLOCK_TXS_MAX:
             raise InvalidEncoding(f"txs: expected an array of at most {BLOCK_TXS_MAX}")
         if not all(isinstance(t, bytes) for t in items[1]):
             raise InvalidEncoding("txs: expected byte strings")
-        body = tuple(txs.decode_tx(t) for t in items[1])
+        if known is None:
+            body = tuple(txs.decode_tx(t) for t in items[1])
+        else:
+            body = tuple(txs.decode_known(t, known) for t in items[1])
     except (InvalidEncoding, InvalidTransaction) as exc:
         raise InvalidBlock(f"malformed block: {exc}") from None
-    return Block(header, body, header.hash())
+    block = Block(header, body, header.hash())
+    object.__setattr__(block, "_raw", bytes(raw))  # canonical: `decode` checked it
+    return block
+
+
+def _parse_header(value: Any) -> BlockHeader:
+    h = expect_list(value, 9, "header")
+    expect_int(h[0], HEADER_VERSION, HEADER_VERSION, "header version")
+    return BlockHeader(
+        expect_int(h[1], 1, HEIGHT_MAX, "height"),
+        expect_bytes(h[2], DIGEST_BYTES, "prev_hash"),
+        expect_bytes(h[3], DIGEST_BYTES, "tx_root"),
+        expect_int(h[4], 0, BLOCK_TXS_MAX, "tx_count"),
+        expect_bytes(h[5], DIGEST_BYTES, "history_root"),
+        expect_int(h[6], 0, txs.TIMESTAMP_MS_MAX, "timestamp_ms"),
+        expect_int(h[7], 0, HEIGHT_MAX, "view"),
+        expect_int(h[8], 0, VALIDATORS_MAX - 1, "proposer"),
+    )
+
+
+def decode_header(raw: bytes) -> BlockHeader:
+    """Parse the canonical bytes of a header alone (as proof bundles carry it)."""
+    try:
+        return _parse_header(decode(raw, HEADER_BYTES_MAX))
+    except InvalidEncoding as exc:
+        raise InvalidBlock(f"malformed header: {exc}") from None
+
+
+def check_body(block: Block) -> None:
+    """The txs are the ones the header commits to: their count and their Merkle root."""
+    if block._body_ok:  # a pure function of the immutable block, already computed
+        return
+    if block.header.tx_count != len(block.txs):
+        raise InvalidBlock(f"block {block.height} holds another number of txs than its header")
+    if block.header.tx_root != merkle.root([t.tx_id for t in block.txs]):
+        raise InvalidBlock(f"block {block.height} has a wrong tx root")
+    object.__setattr__(block, "_body_ok", True)
 
 
 def decode_certificate(raw: bytes) -> Certificate:
@@ -157,7 +204,7 @@ def decode_certificate(raw: bytes) -> Certificate:
 
 
 def verify_certificate_votes(cert: Certificate, genesis: Genesis) -> None:
-    """Raise `InvalidBlock` unless `cert` holds 2f+1 valid distinct Commit votes for its hash."""
+    """Raise `InvalidBlock` unless `cert` holds a quorum of valid Commit votes for its hash."""
     indices = [i for i, _ in cert.votes]
     if indices != sorted(set(indices)):
         raise InvalidBlock("certificate votes are not sorted by distinct validator index")
@@ -173,7 +220,7 @@ def verify_certificate_votes(cert: Certificate, genesis: Genesis) -> None:
 
 
 def verify_certificate(cert: Certificate, block: Block, genesis: Genesis) -> None:
-    """Raise `InvalidBlock` unless `cert` holds 2f+1 valid distinct Commit votes for `block`."""
+    """Raise `InvalidBlock` unless `cert` holds a quorum of valid Commit votes for `block`."""
     if cert.height != block.height or cert.block_hash != block.hash:
         raise InvalidBlock(f"certificate is for another block than height {block.height}")
     if cert.view < block.header.view:
@@ -208,9 +255,8 @@ def check_block(
         raise InvalidBlock(f"block {header.height} has more than {params.block_txs_max} txs")
     if sum(len(t.raw) for t in block.txs) > params.block_bytes_max:
         raise InvalidBlock(f"block {header.height} is larger than {params.block_bytes_max} bytes")
+    check_body(block)
     ids = [t.tx_id for t in block.txs]
-    if header.tx_root != merkle.root(ids):
-        raise InvalidBlock(f"block {header.height} has a wrong tx root")
     if len(set(ids)) != len(ids):
         raise InvalidBlock(f"block {header.height} holds a tx twice")
     for index, t in enumerate(block.txs):

@@ -32,6 +32,14 @@ def _canonical(value: Any, depth: int) -> Any:
     kind = type(value)
     if kind in _SCALAR_TYPES:
         return value
+    if kind is list or kind is tuple:
+        # Arrays of scalars (a block's or a batch's tx bytes, most ledger arrays) are packed as
+        # they are: one C-level pass over the item types instead of a call per item.
+        if _SCALAR_TYPES.issuperset(map(type, value)):
+            if value and depth >= _ENCODE_DEPTH_MAX:
+                raise InvalidEncoding("value nested too deeply")
+            return value
+        return [v if type(v) in _SCALAR_TYPES else _canonical(v, depth + 1) for v in value]
     if kind is dict or isinstance(value, Mapping):
         return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
     if isinstance(value, list | tuple):

@@ -46,8 +46,13 @@ class Quorums:
 
     @property
     def commit(self) -> int:
-        """Matching votes that make a certificate: 2f+1."""
-        return 2 * self.f + 1
+        """Matching votes that make a certificate: floor((n+f)/2)+1, which is 2f+1 at n = 3f+1.
+
+        Any two such quorums share at least f+1 validators (so an honest one), and the n-f honest
+        validators can always form one. 2f+1 alone would be unsafe whenever n > 3f+1 (at n = 5,
+        two quorums of 3 could meet only in the one Byzantine validator).
+        """
+        return (self.n + self.f) // 2 + 1
 
     @property
     def weak(self) -> int:
@@ -113,7 +118,7 @@ class Genesis:
         return next((v for v in self.validators if v.id == validator_id), None)
 
     def may_write(self, client: Client, record_key: str) -> bool:
-        return any(record_key.startswith(ns) for ns in self.policies.get(client.organisation, ()))
+        return record_key.startswith(self.policies.get(client.organisation, ()))
 
     def to_dict(self) -> dict[str, Any]:
         """The content as plain values, in the shape of the TOML file."""

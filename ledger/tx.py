@@ -8,6 +8,7 @@ raise `InvalidTransaction` with a machine-readable reason and change nothing.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -120,6 +121,20 @@ def decode_tx(raw: bytes) -> Transaction:
         return _parse(decode(raw, TX_BYTES_MAX), bytes(raw))
     except InvalidEncoding as exc:
         raise InvalidTransaction(MALFORMED, str(exc)) from None
+
+
+KnownTx = Callable[[bytes], "Transaction | None"]
+"""``known(tx_id)``: a tx already decoded with that id (e.g. pending in the pool), or None."""
+
+
+def decode_known(raw: bytes, known: KnownTx) -> Transaction:
+    """`decode_tx(raw)`, or the equal tx `known` offers: one that `decode_tx` made from exactly
+    these bytes (same bytes, same parse), so a block's txs already in the pool are not parsed
+    again."""
+    tx = known(crypto.sha256(raw))
+    if tx is not None and tx._parsed and tx.raw == raw:
+        return tx
+    return decode_tx(raw)
 
 
 def _parse(value: Any, raw: bytes) -> Transaction:

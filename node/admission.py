@@ -12,7 +12,7 @@ This module decides and reports; it never hands txs to the replica or writes any
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Final
@@ -66,12 +66,21 @@ class Admission:
         self._is_committed = is_committed
         self._is_pending = is_pending
         self._executor = executor
-        self._in_flight: set[bytes] = set()  # ids being verified by a concurrent admit()
+        # Ids being verified by a concurrent admit(), each with a future that is done once that
+        # admit() has returned (and its caller has handed the accepted txs on).
+        self._in_flight: dict[bytes, asyncio.Future[None]] = {}
 
     def is_new(self, tx_id: bytes) -> bool:
         return not (
             tx_id in self._in_flight or self._is_pending(tx_id) or self._is_committed(tx_id)
         )
+
+    async def settled(self, tx_ids: Iterable[bytes]) -> None:
+        """Return once no concurrent admit() is verifying any of `tx_ids` (so a tx is either
+        pooled, rejected, or new by then): no signature is checked twice."""
+        waiting = {f for f in map(self._in_flight.get, tx_ids) if f is not None}
+        if waiting:
+            await asyncio.wait(waiting)
 
     async def admit(
         self, items: Sequence[bytes | txs.Transaction | InvalidTransaction], now_ms: int
@@ -91,12 +100,15 @@ class Admission:
                 continue
             seen.add(tx.tx_id)
             candidates.append((index, tx, client))
-        ids = {tx.tx_id for _, tx, _ in candidates}
-        self._in_flight |= ids
+        ids = [tx.tx_id for _, tx, _ in candidates]
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight.update(dict.fromkeys(ids, done))
         try:
             valid = await self._verify([(tx, client) for _, tx, client in candidates])
         finally:
-            self._in_flight -= ids
+            for tx_id in ids:
+                del self._in_flight[tx_id]
+            done.set_result(None)  # waiters run after our caller has handed the txs on
         accepted, accepted_at = [], []
         for (index, tx, _), ok in zip(candidates, valid, strict=True):
             if not ok:

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from consensus.replica import ReplicaConfig
 from ledger import tx as txs
-from ledger.errors import StoreError
+from ledger.block import verify_certificate
+from ledger.errors import InvalidBlock, StoreError
 from ledger.primitives import RECORD_KEY_BYTES_MAX
 from ledger.store import RECORD_VERSIONS_MAX
 from node import codec, openapi, proofs
@@ -163,7 +164,7 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
         tx = rt.store.tx(tx_id)
         assert tx is not None
         return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
-    if rt.replica.has_pending(tx_id):
+    if rt.replica.has_pending(tx_id) or tx_id in rt.shell.unwritten:  # not durable yet
         return render(request, _tx_status(tx_id, None))
     raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is pending or committed here")
 
@@ -194,6 +195,10 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     block, cert = rt.store.block(height), rt.store.certificate(height)
     if block is None or cert is None:
         raise ApiError(404, "not_found", f"no block at height {height} (head {rt.store.height})")
+    try:  # a damaged store is a 5xx naming the height, never a block served as valid
+        verify_certificate(cert, block, rt.identity.genesis)
+    except InvalidBlock as exc:
+        raise StoreError(f"stored block {height} is damaged: {exc}") from None
     return render(request, codec.block_view(block, cert))
 
 

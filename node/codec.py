@@ -99,6 +99,7 @@ def header_view(header: BlockHeader) -> dict[str, Any]:
         "height": header.height,
         "prev_hash": header.prev_hash,
         "tx_root": header.tx_root,
+        "tx_count": header.tx_count,
         "history_root": header.history_root,
         "timestamp_ms": header.timestamp_ms,
         "view": header.view,

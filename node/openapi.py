@@ -7,10 +7,17 @@ where byte strings are msgpack bin instead of hex. Pure data: no I/O.
 
 from typing import Any, Final
 
+from ledger.primitives import BLOCK_TXS_MAX
+from ledger.proofs import BUNDLE_FORMAT
+
 VERSION: Final = "0.1.0"
 _HEX: Final = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes, as hex"}
 _HASH: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "32 bytes, as hex"}
 _INT: Final = {"type": "integer", "minimum": 0}
+_TX_COUNT: Final = _INT | {
+    "maximum": BLOCK_TXS_MAX,
+    "description": "the block's number of txs: its tx tree's size",
+}
 _REASONS: Final = [
     "malformed", "too_large", "wrong_chain", "unknown_client", "forbidden_namespace",
     "stale_timestamp", "future_timestamp", "bad_signature", "duplicate", "pool_full",
@@ -76,9 +83,9 @@ def _block_schemas() -> dict[str, Any]:
     vote = _obj(["validator", "signature"], validator=_INT, signature=_HEX)
     return {
         "Header": _obj(
-            ["height", "prev_hash", "tx_root", "history_root", "timestamp_ms", "view", "proposer"],
-            height=_INT, prev_hash=_HASH, tx_root=_HASH, history_root=_HASH, timestamp_ms=_INT,
-            view=_INT, proposer=_INT, raw=_HEX,
+            ["height", "prev_hash", "tx_root", "tx_count", "history_root", "timestamp_ms", "view",
+             "proposer"], height=_INT, prev_hash=_HASH, tx_root=_HASH, tx_count=_TX_COUNT,
+            history_root=_HASH, timestamp_ms=_INT, view=_INT, proposer=_INT, raw=_HEX,
         ),
         "Certificate": _obj(
             ["height", "block_hash", "view", "votes"], height=_INT, block_hash=_HASH, view=_INT,
@@ -106,9 +113,9 @@ def _proof_schemas() -> dict[str, Any]:
         "properties": checkpoint["properties"] | {"history_proof": _array(_HASH)}
     }
     bundle = {
-        "format": {"type": "string", "const": "cityledger-proof-bundle/1"},
+        "format": {"type": "string", "const": BUNDLE_FORMAT},
         "chain_id": {"type": "string"}, "genesis_hash": _HASH, "tx_id": _HASH, "tx": _HEX,
-        "height": _INT, "index": _INT, "tx_count": _INT, "header": _HEX, "block_hash": _HASH,
+        "height": _INT, "index": _INT, "tx_count": _TX_COUNT, "header": _HEX, "block_hash": _HASH,
         "tx_proof": _array(_HASH), "certificate": _HEX,
         "anchor": {"oneOf": [{"type": "null"}, anchor]},
     }  # fmt: skip

@@ -9,20 +9,23 @@ committed after that), then the transport and the verify pool, and closes the st
 txs (a peer is never trusted), everything else to the replica after decoding.
 """
 
+import asyncio
 import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from consensus import messages
 from consensus.events import Received
 from consensus.replica import Replica, ReplicaConfig
 from ledger.block import ChainHead
 from ledger.store import BlockStore
+from ledger.tx import Transaction
 from node.admission import Admission
 from node.config import Config, Identity
 from node.metrics import Metrics, Snapshot
@@ -30,6 +33,8 @@ from node.peers import PeerTransport
 from node.shell import Clock, Shell
 
 log = logging.getLogger("cityledger.node")
+
+RECEIVE_TASKS_MAX: Final = 64  # peer messages being admitted at once before senders wait
 
 
 def wall_clock_ms() -> int:
@@ -55,30 +60,72 @@ class Runtime:
     def replica(self) -> Replica:
         return self.shell.replica
 
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
     async def receive(self, envelopes: Sequence[bytes]) -> None:
-        """Peer message envelopes in arrival order; bad ones are counted and dropped."""
+        """Peer message envelopes in arrival order; bad ones are counted and dropped.
+
+        Messages that need signature checks of client txs (a `TxBatch`, or a `PrePrepare` with
+        txs this node has not admitted yet) are handled by tasks of their own, so that the
+        votes behind them are not held up while the verify pool works (the transport may
+        reorder anyway); at most `RECEIVE_TASKS_MAX` such tasks run, then the sender waits."""
         chain_id = self.identity.genesis.chain_id
+        known = self.replica.pending_tx  # a proposed block's txs are mostly pooled: reuse them
         for raw in envelopes:
             try:
-                msg = messages.decode_message(raw, chain_id)
+                msg = messages.decode_message(raw, chain_id, known)
             except messages.InvalidMessage:
                 self.metrics.invalid_peer_messages.labels("malformed").inc()
                 continue
             if isinstance(msg, messages.TxBatch):
-                await self._receive_txs(msg)
+                await self._spawn(self._receive_txs(msg))
+            elif isinstance(msg, messages.PrePrepare) and self._unpooled(msg.block.txs):
+                await self._spawn(self._receive_proposal(msg))
             else:
                 self.shell.handle(Received(msg))
+
+    def _unpooled(self, block_txs: Sequence[Transaction]) -> bool:
+        return not all(map(self.replica.has_pending, (t.tx_id for t in block_txs)))
+
+    async def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        while len(self.tasks) >= RECEIVE_TASKS_MAX:
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handling a peer message failed", exc_info=task.exception())
 
     async def _receive_txs(self, batch: messages.TxBatch) -> None:
         genesis = self.identity.genesis
         if batch.sender == self.identity.index or not messages.verify_signature(batch, genesis):
             self.metrics.invalid_peer_messages.labels("bad_signature").inc()
             return
-        # Pending or committed copies are common (every tx is relayed to everyone): skip them
-        # before paying for signatures.
-        fresh = [t for t in batch.txs if self.admission.is_new(t.tx_id)]
-        verdict = await self.admission.admit(fresh, self.clock())
-        self.shell.submit(verdict.accepted, relayed=True)  # no await since admit: still new
+        await self._admit_relayed(batch.txs)
+
+    async def _receive_proposal(self, pp: messages.PrePrepare) -> None:
+        """Admit the block's txs this node has not seen (as if relayed) before the replica
+        checks the block: their signatures are then checked once, on the verify pool, and not
+        by the replica on the event loop (it checks only txs it has not pooled)."""
+        await self._admit_relayed(pp.block.txs)
+        self.shell.handle(Received(pp))
+
+    async def _admit_relayed(self, batch: Sequence[Transaction]) -> None:
+        await self.admission.settled(t.tx_id for t in batch)  # concurrent admissions first
+        fresh = [t for t in batch if self.admission.is_new(t.tx_id)]
+        if fresh:
+            verdict = await self.admission.admit(fresh, self.clock())
+            self.shell.submit(verdict.accepted, relayed=True)  # no await since admit: still new
+
+    async def close(self) -> None:
+        """Stop the message tasks (the shell is closed first: they would change nothing)."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks)
 
 
 @contextlib.asynccontextmanager
@@ -93,9 +140,12 @@ async def open_runtime(
     executor = ThreadPoolExecutor(
         max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="verify"
     )
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
     runtime: Runtime | None = None
     try:
-        runtime = _build(config, identity, store, executor, clock, replica_config, on_failure)
+        runtime = _build(
+            config, identity, store, (executor, writer), clock, replica_config, on_failure
+        )
         await runtime.transport.start()
         runtime.shell.start()
         log.info("node started", extra={
@@ -106,22 +156,32 @@ async def open_runtime(
     finally:
         if runtime is not None:
             runtime.shell.close()
+            await runtime.close()
             await runtime.transport.close()
         executor.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)  # a write under way finishes before the store closes
         store.close()
         log.info("node stopped, store closed", extra={"node_id": config.node_id})
 
 
 def _build(
-    config: Config, identity: Identity, store: BlockStore, executor: ThreadPoolExecutor,
-    clock: Clock, replica_config: ReplicaConfig | None,
-    on_failure: Callable[[BaseException], None],
+    config: Config, identity: Identity, store: BlockStore,
+    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor], clock: Clock,
+    replica_config: ReplicaConfig | None, on_failure: Callable[[BaseException], None],
 ) -> Runtime:  # fmt: skip
     genesis = identity.genesis
     head: ChainHead = store.head
+    executor, writer = executors
+    shell: Shell | None = None
+
+    def is_committed(tx_id: bytes) -> bool:
+        # The shell's answer: the store may lag the replica's commits by the write under way.
+        assert shell is not None
+        return shell.is_committed(tx_id)
+
     replica = Replica(
         genesis, identity.index, identity.key, head,
-        is_committed=lambda tx_id: store.tx_location(tx_id) is not None,
+        is_committed=is_committed,
         persisted=store.consensus_state(),
         config=replica_config or ReplicaConfig(pool_capacity=config.pool_capacity),
         head_certificate=store.certificate(head.height) if head.height else None,
@@ -139,10 +199,9 @@ def _build(
     shell = Shell(
         replica, store, transport, metrics, clock,
         fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
-        on_failure=on_failure,
+        on_failure=on_failure, writer=writer,
     )  # fmt: skip
     admission = Admission(
-        genesis, is_committed=lambda tx_id: store.tx_location(tx_id) is not None,
-        is_pending=replica.has_pending, executor=executor,
-    )  # fmt: skip
+        genesis, is_committed=is_committed, is_pending=replica.has_pending, executor=executor
+    )
     return Runtime(config, identity, store, shell, admission, transport, metrics, clock)

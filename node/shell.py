@@ -1,20 +1,28 @@
 """The glue between the sans-I/O replica and the world: events in, actions carried out.
 
-This module owns the order of things: every event goes through `Shell.handle`, which hands it
-to the replica with the current time and carries out the returned actions in order and
-completely before it returns (a `Persist` is synced before a following `Send` is queued; a
-`CommitBlock` is in the store before anything after it). `handle` never awaits, so events are
-serial without a lock. Timers are `loop.call_at` handles; fetches are tasks whose answer comes
-back as a `BlocksFetched` event. An exception from the replica or the store here is our bug or
-a broken disk: the shell stops feeding the replica and reports it (`failure`), loudly.
+This module owns the order of things. Every event goes through `Shell.handle`, which hands it
+to the replica with the current time. Timer actions take effect at once; every other action
+joins one queue, carried out strictly in order: a `Persist` or `CommitBlock` is durable before
+any action queued after it (a `Send` leaves, a fetch starts, a later write) takes effect, as
+consensus/events.py requires. Consecutive durable actions at the head of the queue, of one
+event or of several, go to the store as one synced LevelDB batch on the `writer` thread, so the
+event loop goes on (decoding, admitting, counting votes) during the fsync, and events arriving
+meanwhile share the next one (see `_pump` for why one batch is as safe as several). The replica
+may thus be ahead of the store by the write under way: `is_committed` answers for both.
+`handle` never awaits, so events are serial without a lock. Fetches are tasks whose answer
+comes back as a `BlocksFetched` event. An exception from the replica or the store is our bug
+or a broken disk: the shell stops feeding the replica and reports it (`failure`), loudly.
 
 It never decodes HTTP and never decides admission; it does resolve the `?wait=true` futures of
-txs as their blocks are committed.
+txs once their blocks are in the store.
 """
 
 import asyncio
+import functools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from typing import Final
 
 from consensus import messages
@@ -35,8 +43,8 @@ from consensus.events import (
     Timer,
 )
 from consensus.replica import Replica
-from ledger.block import Block, Certificate
-from ledger.store import BlockStore
+from ledger.block import Block
+from ledger.store import BlockStore, StateWrite, Step
 from ledger.tx import Transaction
 from node.metrics import Metrics
 from node.peers import PeerTransport
@@ -53,7 +61,10 @@ class Shell:
     def __init__(
         self, replica: Replica, store: BlockStore, transport: PeerTransport, metrics: Metrics,
         clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
+        writer: Executor | None = None,
     ) -> None:  # fmt: skip
+        """`writer`: the one thread that carries out store writes (fsyncs) while the event
+        loop goes on; None writes on the loop, blocking it (tests, tools)."""
         self.replica = replica
         self._store = store
         self._transport = transport
@@ -67,6 +78,11 @@ class Shell:
         self._waiters: dict[bytes, list[asyncio.Future[tuple[int, int]]]] = {}
         self._admitted_ms: dict[bytes, int] = {}
         self._height_events: list[tuple[int, asyncio.Event]] = []
+        self._writer = writer
+        self._outbox: deque[Action] = deque()  # actions waiting for a write ahead of them
+        self._writing: asyncio.Future[None] | None = None
+        # Tx ids of blocks the replica committed that are not in the store yet.
+        self.unwritten: set[bytes] = set()
         self.failure: BaseException | None = None
         self.closed = False
 
@@ -76,18 +92,81 @@ class Shell:
         self.handle(Start())
 
     def handle(self, event: Event) -> None:
-        """Feed one event and carry out every action it yields, in order, before returning."""
+        """Feed one event to the replica; carry out its timer actions now and queue the rest
+        behind whatever earlier events left queued (see the module docstring)."""
         if self.closed:
             return
         try:
             for action in self.replica.handle(event, self._clock()):
-                self._execute(action)
+                if isinstance(action, SetTimer | CancelTimer):
+                    self._execute(action)  # local: no order with writes or sends to keep
+                    continue
+                if isinstance(action, CommitBlock):
+                    self.unwritten.update(t.tx_id for t in action.block.txs)
+                self._outbox.append(action)
+            self._pump()
         except Exception as exc:
-            log.critical("the replica or the store failed; the node stops: %r", exc, exc_info=exc)
-            self.failure = exc
-            self.close()
-            self._on_failure(exc)
+            self._fail(exc)
             raise
+
+    def _fail(self, exc: BaseException) -> None:
+        log.critical("the replica or the store failed; the node stops: %r", exc, exc_info=exc)
+        self.failure = exc
+        self.close()
+        self._on_failure(exc)
+
+    def is_committed(self, tx_id: bytes) -> bool:
+        """Committed by the replica: in the store, or in a block on its way there."""
+        return tx_id in self.unwritten or self._store.tx_location(tx_id) is not None
+
+    def _pump(self) -> None:
+        """Carry out queued actions in order until a write is under way (or none are left).
+
+        Consecutive Persist and CommitBlock actions at the front, of one event or of several,
+        go to the store as one synced batch; everything queued behind them waits for it. Safe
+        as one write: nothing in between left the node, a crash keeps all of them or none
+        (either is a state a crash between the separate writes could leave: each is a prefix
+        of the same sequence of writes), and the store sees them in the replica's order."""
+        while self._outbox and self._writing is None and not self.closed:
+            if not isinstance(self._outbox[0], Persist | CommitBlock):
+                self._execute(self._outbox.popleft())
+                continue
+            group = self._take_durable()
+            steps = [_step(a) for a in group]
+            if self._writer is None:
+                self._store.write(steps)
+                self._written(group)
+                continue
+            loop = asyncio.get_running_loop()
+            self._writing = loop.run_in_executor(self._writer, self._store.write, steps)
+            self._writing.add_done_callback(functools.partial(self._write_done, group))
+
+    def _take_durable(self) -> list[Persist | CommitBlock]:
+        group: list[Persist | CommitBlock] = []
+        while self._outbox:
+            action = self._outbox[0]
+            if not isinstance(action, Persist | CommitBlock):
+                break
+            group.append(action)
+            self._outbox.popleft()
+        return group
+
+    def _write_done(self, group: list[Persist | CommitBlock], future: asyncio.Future[None]) -> None:
+        self._writing = None
+        if self.closed:
+            return
+        try:
+            future.result()
+            self._written(group)
+            self._pump()
+        except Exception as exc:  # noqa: BLE001 - the store or our bug: the node stops, loudly
+            self._fail(exc)
+
+    def _written(self, group: list[Persist | CommitBlock]) -> None:
+        for action in group:
+            if isinstance(action, CommitBlock):
+                self._committed(action.block)
+                self.unwritten.difference_update(t.tx_id for t in action.block.txs)
 
     def submit(self, txs: Sequence[Transaction], *, relayed: bool) -> int:
         """Hand admitted txs to the replica as far as its pool has room; return how many."""
@@ -109,10 +188,8 @@ class Shell:
                 self._transport.send(to, messages.encode_message(msg, self._chain_id))
             case Broadcast(message=msg):
                 self._transport.broadcast(messages.encode_message(msg, self._chain_id))
-            case Persist(puts=puts, deletes=deletes):
-                self._store.write_consensus_state(puts, deletes)
-            case CommitBlock(block=block, certificate=cert):
-                self._commit(block, cert)
+            case Persist() | CommitBlock():
+                raise AssertionError("durable actions go through _pump")
             case SetTimer(timer=timer, at_ms=at_ms):
                 self._set_timer(timer, at_ms)
             case CancelTimer(timer=timer):
@@ -124,8 +201,8 @@ class Shell:
                 self._fetches.add(task)
                 task.add_done_callback(self._fetches.discard)
 
-    def _commit(self, block: Block, cert: Certificate) -> None:
-        self._store.append(block, cert)
+    def _committed(self, block: Block) -> None:
+        """`block` is in the store: answer its waiters, count it."""
         now = self._clock()
         for index, tx in enumerate(block.txs):
             admitted = self._admitted_ms.pop(tx.tx_id, None)
@@ -226,3 +303,9 @@ class Shell:
         for task in self._fetches:
             task.cancel()
         self.wake_waiters()
+
+
+def _step(action: Persist | CommitBlock) -> Step:
+    if isinstance(action, Persist):
+        return StateWrite(action.puts, action.deletes)
+    return (action.block, action.certificate)

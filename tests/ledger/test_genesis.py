@@ -199,19 +199,28 @@ def test_may_write_is_by_prefix() -> None:
     ("n", "f", "commit", "weak"),
     [
         (1, 0, 1, 1),
-        (2, 0, 1, 1),
-        (3, 0, 1, 1),
         (4, 1, 3, 2),
-        (5, 1, 3, 2),
-        (6, 1, 3, 2),
+        (5, 1, 4, 2),
+        (6, 1, 4, 2),
         (7, 2, 5, 3),
         (10, 3, 7, 4),
         (64, 21, 43, 22),
+        (2, 0, 2, 1),
+        (3, 0, 2, 1),
     ],
 )
 def test_quorums(n: int, f: int, commit: int, weak: int) -> None:
     q = Quorums(n)
     assert (q.f, q.commit, q.weak) == (f, commit, weak)
+
+
+@pytest.mark.parametrize("n", range(1, 65))
+def test_any_two_quorums_share_an_honest_validator_and_honest_ones_form_one(n: int) -> None:
+    q = Quorums(n)
+    assert 2 * q.commit - n >= q.f + 1  # safety: the overlap outnumbers the Byzantine
+    assert q.commit <= n - q.f  # liveness: the honest validators alone are a quorum
+    if n == 3 * q.f + 1:
+        assert q.commit == 2 * q.f + 1
 
 
 organisation_names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)

@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import genesis as genesis_mod
+from ledger import proofs
 from ledger import tx as txs
 from ledger.encoding import encode
-from node import proofs
 from node.app import STATUS_OF
 from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
 
@@ -91,6 +91,7 @@ async def test_submit_json_wait_then_read_everything(cluster: Cluster, http) -> 
     assert status == 200
     assert set(block) >= {"height", "hash", "header", "txs", "certificate"}
     assert first.tx_id.hex() in [t["tx_id"] for t in block["txs"]]
+    assert block["header"]["tx_count"] == len(block["txs"])
     status, latest = await get(http, c.url(0) + "/v1/blocks/latest")
     assert status == 200
     assert latest["height"] >= two["height"]
@@ -146,19 +147,19 @@ async def test_proof_bundle_checkpoint_and_consistency_verify_offline(
         await submit_committed(c, http, c.tx("policies/", f"pol-x{i}", {"premium": i}))
     status, bundle = await get(http, c.url(2) + f"/v1/transactions/{early.tx_id.hex()}/proof")
     assert status == 200
-    assert proofs.verify_bundle(bundle, genesis).tx_id == early.tx_id
+    assert proofs.verify_bundle(bundle, genesis).tx.tx_id == early.tx_id
     assert bundle["anchor"] is not None  # proven against a later head as well
     tampered = dict(bundle, tx_proof=[h[::-1] for h in bundle["tx_proof"]] or ["00" * 32])
     with pytest.raises(proofs.InvalidProof):
         proofs.verify_bundle(tampered, genesis)
     status, checkpoint = await get(http, c.url(1) + "/v1/checkpoint")
     assert status == 200
-    head = proofs.verify_checkpoint(checkpoint, genesis)
-    assert head.height == checkpoint["height"] >= 4
-    status, proof = await get(http, c.url(3) + f"/v1/consistency?from=1&to={head.height}")
+    height = proofs.verify_checkpoint(checkpoint, genesis).header.height
+    assert height == checkpoint["height"] >= 4
+    status, proof = await get(http, c.url(3) + f"/v1/consistency?from=1&to={height}")
     assert status == 200
-    assert proofs.verify_consistency(proof, genesis) == (1, head.height)
-    for query in ("from=0", f"from=2&to={head.height + 50}", "from=x", "to=1"):
+    assert proofs.verify_consistency(proof, genesis) == (1, height)
+    for query in ("from=0", f"from=2&to={height + 50}", "from=x", "to=1"):
         status, body = await get(http, c.url(3) + "/v1/consistency?" + query)
         assert status == 400, query
         assert body["error"] == "malformed"

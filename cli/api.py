@@ -1,0 +1,213 @@
+"""The CLI's HTTP client for one node's `/v1` API: small, synchronous, one keep-alive connection.
+
+It owns the translation of every network failure into one sentence (`NodeUnreachable`) and of
+every refusal into `Refused` with the node's `{"error", "reason"}`. Answers are bounded
+(`RESPONSE_BYTES_MAX`); JSON by default, msgpack (byte strings as bytes) on request. It never
+signs, verifies or retries anything but a GET on a keep-alive connection the server closed.
+"""
+
+import http.client
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+import msgpack
+
+from cli.errors import Failed
+
+DEFAULT_NODE: Final = "http://127.0.0.1:7001"
+NODE_ENV: Final = "CITYLEDGER_NODE"
+TIMEOUT_S: Final = 10.0
+RESPONSE_BYTES_MAX: Final = 256 * 1024 * 1024  # a block of the largest size, hex-encoded, twice
+JSON: Final = "application/json"
+MSGPACK: Final = "application/msgpack"
+_STALE: Final = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class NodeUnreachable(Failed):
+    """No usable HTTP answer: refused, unknown host, timeout, not HTTP, not JSON."""
+
+
+class Refused(Failed):
+    """The node answered with an error status; `code` and `reason` are the node's."""
+
+    def __init__(self, status: int, code: str, reason: str, body: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+        self.body = body
+
+
+def check_url(url: str) -> str:
+    """Return `url` without a trailing slash; raise ValueError unless it is http(s)://host[:port]."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL of a node")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a node URL has no ?query or #fragment")
+    return url.rstrip("/")
+
+
+def path_of(*segments: str) -> str:
+    """A URL path with each segment percent-encoded (record keys keep their '/')."""
+    return "/".join(quote(s, safe="/") for s in segments)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    value: Any
+
+
+class NodeClient:
+    """One node's API. Use as a context manager, or call `close`."""
+
+    def __init__(self, url: str, timeout_s: float = TIMEOUT_S) -> None:
+        self.url = check_url(url)
+        parts = urlsplit(self.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._prefix = parts.path
+        self.timeout_s = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+
+    def __enter__(self) -> "NodeClient":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def get(
+        self, path: str, *, expect: tuple[str, ...] = (), binary: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:  # fmt: skip
+        """The decoded answer to GET `path`, an object with at least the fields `expect`;
+        raise `Refused` on an error status."""
+        answer = self.request("GET", path, binary=binary, timeout_s=timeout_s)
+        return self.expect(answer.value, path, expect)
+
+    def post(
+        self, path: str, body: Any, *, expect: tuple[str, ...] = (), timeout_s: float | None = None
+    ) -> Answer:
+        """POST `body` as JSON; raise `Refused` on an error status."""
+        data = json.dumps(body).encode()
+        answer = self.request("POST", path, data=data, timeout_s=timeout_s)
+        self.expect(answer.value, path, expect)
+        return answer
+
+    def expect(self, value: Any, path: str, names: tuple[str, ...]) -> Any:
+        """`value` if it is an object holding every field of `names` (a node's answer)."""
+        if names and not (isinstance(value, dict) and all(n in value for n in names)):
+            raise NodeUnreachable(
+                f"the node at {self.url} answered {path} without the fields of a CityLedger "
+                f"answer ({', '.join(names)}): is it a CityLedger node?"
+            )
+        return value
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        binary: bool = False,
+        timeout_s: float | None = None,
+    ) -> Answer:
+        accept = MSGPACK if binary else JSON
+        status, content_type, raw = self._exchange(method, path, data, accept, timeout_s)
+        try:
+            value = self._decode(path, content_type, raw)
+        except NodeUnreachable:
+            if status < 500:
+                raise
+            raise NodeUnreachable(
+                f"the node at {self.url} failed to answer {path} (HTTP {status}); "
+                "its log has the details"
+            ) from None
+        if status >= 400:
+            body = value if isinstance(value, dict) else {}
+            code = str(body.get("error", f"http_{status}"))
+            reason = str(body.get("reason", f"HTTP status {status}"))
+            raise Refused(status, code, reason, body)
+        return Answer(status, value)
+
+    def _exchange(
+        self, method: str, path: str, data: bytes | None, accept: str, timeout_s: float | None
+    ) -> tuple[int, str, bytes]:
+        headers = {"Accept": accept}
+        if data is not None:
+            headers["Content-Type"] = JSON
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection(timeout)
+            try:
+                conn.request(method, self._prefix + path, body=data, headers=headers)
+                response = conn.getresponse()
+                raw = response.read(RESPONSE_BYTES_MAX + 1)
+            except _STALE as exc:
+                self.close()
+                if reused and method == "GET" and attempt == 1:
+                    continue  # the server closed an idle keep-alive connection: reconnect
+                raise self._unreachable(exc, timeout) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise self._unreachable(exc, timeout) from None
+            if len(raw) > RESPONSE_BYTES_MAX:
+                self.close()
+                raise NodeUnreachable(f"the node at {self.url} sent an answer that is too large")
+            if response.will_close:
+                self.close()
+            return response.status, response.getheader("Content-Type", ""), raw
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=timeout)
+        elif self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        self._conn.timeout = timeout
+        return self._conn
+
+    def _unreachable(self, exc: BaseException, timeout: float) -> NodeUnreachable:
+        where = f"the node at {self.url}"
+        if isinstance(exc, TimeoutError | socket.timeout):
+            return NodeUnreachable(f"{where} did not answer within {timeout:g} s")
+        if isinstance(exc, ConnectionRefusedError):
+            return NodeUnreachable(
+                f"cannot reach {where}: connection refused (is the node running? "
+                "pass --node URL or set CITYLEDGER_NODE)"
+            )
+        if isinstance(exc, socket.gaierror):
+            return NodeUnreachable(f"cannot reach {where}: unknown host {self._host!r}")
+        if isinstance(exc, http.client.HTTPException | ConnectionResetError):
+            return NodeUnreachable(f"{where} did not answer in HTTP (is it a CityLedger node?)")
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return NodeUnreachable(f"cannot reach {where}: {detail}")
+
+    def _decode(self, path: str, content_type: str, raw: bytes) -> Any:
+        try:
+            if content_type.startswith(MSGPACK):
+                return msgpack.unpackb(raw, raw=False)
+            return json.loads(raw)
+        except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+            raise NodeUnreachable(
+                f"the node at {self.url} answered {path} with something that is neither JSON "
+                "nor msgpack (is it a CityLedger node?)"
+            ) from None

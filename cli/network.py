@@ -1,0 +1,204 @@
+"""A local network on disk: what `cluster init` writes and what the other cluster commands read.
+
+Layout of a cluster directory (DESIGN.md):
+
+    DIR/genesis.toml                 the chain: validators, clients, write policies, parameters
+    DIR/nodes/<id>/node.toml         one node's config (paths relative to it)
+    DIR/nodes/<id>/key.pem           the validator's private key (mode 0600)
+    DIR/nodes/<id>/data/             its LevelDB block store (created by the node)
+    DIR/clients/<id>.pem             client identities' private keys (mode 0600)
+    DIR/logs/<id>.log, DIR/pids/<id>.pid   written by `cluster up`
+
+The organisations of a default network are those of a small city: two municipal validators (the
+finance bureau writes `fiscal/`, the planning office `permits/`) and two insurers (each may
+write `claims/` and `policies/`), one clerk identity each. Larger networks add more of both.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ledger import crypto
+from ledger import genesis as genesis_mod
+
+GENESIS_FILE: Final = "genesis.toml"
+NODES_DIR: Final = "nodes"
+CLIENTS_DIR: Final = "clients"
+LOGS_DIR: Final = "logs"
+PIDS_DIR: Final = "pids"
+NODE_CONFIG: Final = "node.toml"
+KEY_FILE: Final = "key.pem"
+DEFAULT_CHAIN_ID: Final = "smartcity"
+DEFAULT_BASE_PORT: Final = 7001
+DEFAULT_VALIDATORS: Final = 4
+
+
+@dataclass(frozen=True)
+class Organisation:
+    name: str
+    kind: str  # municipal | insurer
+    slug: str  # the id of its node and the prefix of its clerk's id
+    namespaces: tuple[str, ...]
+
+
+INSURANCE: Final = ("claims/", "policies/")
+ORGANISATIONS: Final = (
+    Organisation("City Finance Bureau", "municipal", "finance", ("fiscal/",)),
+    Organisation("City Planning Office", "municipal", "planning", ("permits/",)),
+    Organisation("Harbor Mutual Insurance", "insurer", "harbor-mutual", INSURANCE),
+    Organisation("Civic Shield Assurance", "insurer", "civic-shield", INSURANCE),
+    Organisation("City Transport Authority", "municipal", "transport", ("transport/",)),
+    Organisation("Lakeside General Insurance", "insurer", "lakeside", INSURANCE),
+    Organisation("City Water Utility", "municipal", "water", ("utilities/",)),
+)
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    id: str
+    organisation: str
+    kind: str
+    url: str
+    config: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ClientEntry:
+    id: str
+    organisation: str
+    namespaces: tuple[str, ...]
+    key: Path
+
+
+@dataclass(frozen=True)
+class Network:
+    """A cluster directory as `cluster init` wrote it."""
+
+    root: Path
+    genesis: genesis_mod.Genesis
+    nodes: tuple[NodeEntry, ...]
+    clients: tuple[ClientEntry, ...]
+
+    def node(self, node_id: str) -> NodeEntry:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def client_for(self, namespace: str) -> ClientEntry:
+        return next(c for c in self.clients if namespace in c.namespaces)
+
+    def log_file(self, node_id: str) -> Path:
+        return self.root / LOGS_DIR / f"{node_id}.log"
+
+    def pid_file(self, node_id: str) -> Path:
+        return self.root / PIDS_DIR / f"{node_id}.pid"
+
+
+def organisation_of(index: int) -> tuple[Organisation, str]:
+    """The organisation of validator `index` and the node's id."""
+    org = ORGANISATIONS[index % len(ORGANISATIONS)]
+    rounds = index // len(ORGANISATIONS)
+    return org, org.slug if rounds == 0 else f"{org.slug}-{rounds + 1}"
+
+
+def is_initialised(root: Path) -> bool:
+    return (root / GENESIS_FILE).exists() or (root / NODES_DIR).exists()
+
+
+def init(
+    root: Path,
+    *,
+    ports: Sequence[int],
+    host: str = "127.0.0.1",
+    chain_id: str = DEFAULT_CHAIN_ID,
+    params: dict[str, int] | None = None,
+) -> Network:
+    """Write keys, the genesis and one node config per validator (one per port) under `root`.
+
+    Raises `InvalidGenesis` if the options make no valid genesis (nothing is written then)."""
+    assert not is_initialised(root)
+    node_keys = [crypto.generate_key() for _ in ports]
+    orgs = [organisation_of(i) for i in range(len(ports))]
+    used = list(dict.fromkeys(org for org, _ in orgs))  # in validator order, once each
+    client_keys = {f"{org.slug}-clerk": crypto.generate_key() for org in used}
+    doc: dict[str, Any] = {
+        "chain_id": chain_id,
+        "consensus": dict(params or {}),
+        "validators": [
+            {
+                "id": node_id,
+                "organisation": org.name,
+                "kind": org.kind,
+                "public_key": crypto.public_key_bytes(key).hex(),
+                "url": f"http://{host}:{port}",
+            }
+            for (org, node_id), key, port in zip(orgs, node_keys, ports, strict=True)
+        ],
+        "clients": [
+            {
+                "id": f"{org.slug}-clerk",
+                "organisation": org.name,
+                "public_key": crypto.public_key_bytes(client_keys[f"{org.slug}-clerk"]).hex(),
+            }
+            for org in used
+        ],
+        "write_policies": [
+            {"organisation": org.name, "namespaces": list(org.namespaces)} for org in used
+        ],
+    }
+    genesis = genesis_mod.from_dict(doc)  # validate before writing anything
+    root.mkdir(parents=True, exist_ok=True)
+    (root / GENESIS_FILE).write_text(genesis_mod.dump_toml(genesis))
+    for (_, node_id), key, port in zip(orgs, node_keys, ports, strict=True):
+        folder = root / NODES_DIR / node_id
+        folder.mkdir(parents=True)
+        crypto.write_private_key(folder / KEY_FILE, key)
+        (folder / NODE_CONFIG).write_text(node_config(node_id, host, port))
+    (root / CLIENTS_DIR).mkdir()
+    for client_id, key in client_keys.items():
+        crypto.write_private_key(root / CLIENTS_DIR / f"{client_id}.pem", key)
+    return load(root)
+
+
+def node_config(node_id: str, host: str, port: int) -> str:
+    return (
+        "\n".join(
+            [
+                f"# CityLedger node {node_id}: run it with `cityledger node run node.toml`.",
+                "# Relative paths are resolved against this file's directory.",
+                f'node_id = "{node_id}"',
+                f'key_file = "{KEY_FILE}"          # the validator\'s private key: keep it secret',
+                'data_dir = "data"             # the LevelDB block store',
+                f'listen = "{host}:{port}"',
+                'genesis = "../../genesis.toml"',
+                'log_level = "info"',
+            ]
+        )
+        + "\n"
+    )
+
+
+def load(root: Path) -> Network:
+    """Read a cluster directory; raise `InvalidGenesis` if its genesis is unreadable."""
+    genesis = genesis_mod.load(root / GENESIS_FILE)
+    nodes = tuple(
+        NodeEntry(
+            v.id,
+            v.organisation,
+            v.kind,
+            v.url,
+            root / NODES_DIR / v.id / NODE_CONFIG,
+            root / NODES_DIR / v.id / KEY_FILE,
+        )
+        for v in genesis.validators
+    )
+    clients = tuple(
+        ClientEntry(
+            c.id,
+            c.organisation,
+            genesis.policies.get(c.organisation, ()),
+            root / CLIENTS_DIR / f"{c.id}.pem",
+        )
+        for c in genesis.clients.values()
+    )
+    return Network(root, genesis, nodes, clients)
