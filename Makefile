@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help .venv test lint demo bench sim-long clean
+.PHONY: help .venv test lint demo bench soak clean
 
 help:
 	@echo "make demo   - start a local 4-node cluster, submit sample records, verify the trail"
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	@# The network fault tests build namespaces with iproute2 (root only; they say why they skip).
+	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq iproute2 >/dev/null; } || echo "iproute2 not installed"
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -32,7 +35,11 @@ demo: $(STAMP)
 	$(VENV)/bin/cityledger demo
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/verify.py
+
+soak: $(STAMP)
+	CITYLEDGER_SLOW=1 $(PY) -m pytest tests/faults -k soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -98,10 +98,15 @@ class Persist:
 
 @dataclass(frozen=True)
 class CommitBlock:
-    """Append this certified block to the store (one synced batch) before going on."""
+    """Append this certified block to the store (one synced batch) before going on.
+
+    `txs_checked`: the replica validated every tx of this very block against its parent
+    (`ledger.block.check_block`, when it accepted it), so the store need not check them again;
+    False for blocks taken on their certificate alone (state transfer, or after a restart)."""
 
     block: Block
     certificate: Certificate
+    txs_checked: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ class Instance:
     block: Block | None = None
     head_after: ChainHead | None = None  # the chain head once `block` is appended
     tx_ids: frozenset[bytes] = frozenset()
+    checked: bool = False  # `block` passed check_block against its parent here (not restored)
     prepared: bool = False
     own_pre_prepare: PrePrepare | None = None  # kept for retransmission
     own_prepare: Prepare | None = None

@@ -5,7 +5,7 @@ change loses none: whichever replica becomes primary proposes what is still pend
 the pool when they commit or when their timestamp falls out of the time-to-live.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
 from ledger.tx import Transaction
@@ -22,6 +22,10 @@ class TxPool:
 
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._txs
+
+    def count_of(self, tx_ids: Set[bytes]) -> int:
+        """How many of `tx_ids` are pending (a set operation, not a loop in Python)."""
+        return len(self._txs.keys() & tx_ids)
 
     def get(self, tx_id: bytes) -> Transaction | None:
         return self._txs.get(tx_id)
@@ -52,6 +56,6 @@ class TxPool:
         self.remove(expired)
         return len(expired)
 
-    def candidates(self, exclude: set[bytes]) -> Iterator[Transaction]:
+    def candidates(self, exclude: Set[bytes]) -> Iterator[Transaction]:
         """Pending txs in arrival order, skipping those in `exclude` (already in flight)."""
         return (t for i, t in self._txs.items() if i not in exclude)

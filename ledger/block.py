@@ -242,6 +242,26 @@ def check_block(
     Every tx must be valid at the block's timestamp and new to the chain; `signatures_checked`
     names tx ids whose signatures the caller has already verified (e.g. at admission).
     """
+    check_links(block, head, genesis)
+    header = block.header
+    ids = [t.tx_id for t in block.txs]
+    if len(set(ids)) != len(ids):
+        raise InvalidBlock(f"block {header.height} holds a tx twice")
+    for index, t in enumerate(block.txs):
+        try:
+            if is_committed(t.tx_id):
+                raise InvalidTransaction(txs.DUPLICATE, "already committed")
+            client = txs.check_stateless(t, genesis)
+            txs.check_time(t, genesis, header.timestamp_ms)
+            if t.tx_id not in signatures_checked:
+                txs.check_signature(t, client)
+        except InvalidTransaction as exc:
+            raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None
+
+
+def check_links(block: Block, head: ChainHead, genesis: Genesis) -> None:
+    """The rules of `check_block` on the block as a whole: it extends `head` (height, parent,
+    history root, time), its proposer, size and body; none about its txs one by one."""
     header, params = block.header, genesis.params
     if header.height != head.height + 1 or header.prev_hash != head.hash:
         raise InvalidBlock(f"block {header.height} does not extend the head at {head.height}")
@@ -256,16 +276,3 @@ def check_block(
     if sum(len(t.raw) for t in block.txs) > params.block_bytes_max:
         raise InvalidBlock(f"block {header.height} is larger than {params.block_bytes_max} bytes")
     check_body(block)
-    ids = [t.tx_id for t in block.txs]
-    if len(set(ids)) != len(ids):
-        raise InvalidBlock(f"block {header.height} holds a tx twice")
-    for index, t in enumerate(block.txs):
-        try:
-            if is_committed(t.tx_id):
-                raise InvalidTransaction(txs.DUPLICATE, "already committed")
-            client = txs.check_stateless(t, genesis)
-            txs.check_time(t, genesis, header.timestamp_ms)
-            if t.tx_id not in signatures_checked:
-                txs.check_signature(t, client)
-        except InvalidTransaction as exc:
-            raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None

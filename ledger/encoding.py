@@ -8,7 +8,7 @@ hash and signature is over a unique encoding. Decoding either returns a value or
 """
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -77,33 +77,75 @@ def decode(data: bytes, max_bytes: int) -> Any:
     return value
 
 
-def check_plain(value: Any, what: str, depth: int = 0) -> None:
-    """Raise `InvalidEncoding` unless `value` is a bounded tree of plain values (no floats)."""
+def decode_map_order_unchecked(data: bytes, max_bytes: int) -> Any:
+    """`decode`, except that the order of map keys is left for the caller to check: the bytes
+    must be exactly what msgpack packs for the decoded value, which is the canonical form as
+    soon as every map's keys are in sorted order. For a schema whose only maps are checked
+    with `check_plain(..., sorted_keys=True)` anyway (a tx body), this saves re-building every
+    value to sort it. Raises `InvalidEncoding`, nothing else."""
+    if not isinstance(data, bytes):
+        raise InvalidEncoding("expected bytes")
+    if len(data) > max_bytes:
+        raise InvalidEncoding(f"{len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+        packed = msgpack.packb(value, use_bin_type=True)
+    except (ValueError, TypeError, msgpack.UnpackException, OverflowError) as exc:
+        raise InvalidEncoding(f"not msgpack: {type(exc).__name__}") from None
+    if packed != data:
+        raise InvalidEncoding("not in canonical form")
+    return value
+
+
+_PLAIN_LEAVES: Final = frozenset({str, bytes, bool, type(None)})  # exact types
+
+
+def check_plain(value: Any, what: str, depth: int = 0, *, sorted_keys: bool = False) -> None:
+    """Raise `InvalidEncoding` unless `value` is a bounded tree of plain values (no floats);
+    with `sorted_keys`, also unless every map's keys are in canonical (sorted) order."""
     if depth > BODY_DEPTH_MAX:
         raise InvalidEncoding(f"{what}: nested deeper than {BODY_DEPTH_MAX}")
-    if value is None or isinstance(value, bool | str | bytes):
+    kind = type(value)
+    if kind is dict:
+        if len(value) > BODY_ITEMS_MAX:
+            raise InvalidEncoding(f"{what}: map larger than {BODY_ITEMS_MAX}")
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise InvalidEncoding(f"{what}: map keys must be strings")
+            _check_item(item, what, depth, sorted_keys)
+        if sorted_keys and list(value) != sorted(value):
+            raise InvalidEncoding("not in canonical form")
+        return
+    if kind is list:
+        if len(value) > BODY_ITEMS_MAX:
+            raise InvalidEncoding(f"{what}: list longer than {BODY_ITEMS_MAX}")
+        for item in value:
+            _check_item(item, what, depth, sorted_keys)
+        return
+    if kind in _PLAIN_LEAVES or isinstance(value, bool | str | bytes):
         return
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
             raise InvalidEncoding(f"{what}: integer out of range")
         return
-    if isinstance(value, list):
-        if len(value) > BODY_ITEMS_MAX:
-            raise InvalidEncoding(f"{what}: list longer than {BODY_ITEMS_MAX}")
-        for item in value:
-            check_plain(item, what, depth + 1)
-        return
-    if isinstance(value, dict):
-        if len(value) > BODY_ITEMS_MAX:
-            raise InvalidEncoding(f"{what}: map larger than {BODY_ITEMS_MAX}")
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidEncoding(f"{what}: map keys must be strings")
-            check_plain(item, what, depth + 1)
+    if isinstance(value, list | dict):  # subclasses: checked as their base types
+        plain = dict(value) if isinstance(value, dict) else list(value)
+        check_plain(plain, what, depth, sorted_keys=sorted_keys)
         return
     if isinstance(value, float):
         raise InvalidEncoding(f"{what}: floats are not allowed (use integers or strings)")
     raise InvalidEncoding(f"{what}: {type(value).__name__} is not a plain value")
+
+
+def _check_item(item: Any, what: str, depth: int, sorted_keys: bool) -> None:
+    """`check_plain` of one item of a container at `depth`; leaves are checked right here (a
+    body is mostly leaves: one call each is most of the cost)."""
+    kind = type(item)
+    if depth < BODY_DEPTH_MAX and (
+        kind in _PLAIN_LEAVES or (kind is int and INT_MIN <= item <= INT_MAX)
+    ):
+        return
+    check_plain(item, what, depth + 1, sorted_keys=sorted_keys)
 
 
 def expect_list(value: Any, length: int, what: str) -> list[Any]:

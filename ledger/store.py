@@ -51,6 +51,7 @@ from ledger.block import (
     ChainHead,
     check_block,
     check_body,
+    check_links,
     decode_block,
     decode_certificate,
     verify_certificate,
@@ -113,8 +114,39 @@ class StateWrite:
     deletes: tuple[bytes, ...] = ()
 
 
-Step = StateWrite | tuple[Block, Certificate]
+@dataclass(frozen=True)
+class BlockWrite:
+    """A certified block to append. `txs_checked`: the caller (consensus) ran `check_block` on
+    this very block against the same parent, so its txs' rules are not checked again; its
+    links, roots, hashes and certificate always are."""
+
+    block: Block
+    certificate: Certificate
+    txs_checked: bool = False
+
+
+Step = StateWrite | BlockWrite
 """One step of `BlockStore.write`: a replica state write, or a certified block to append."""
+
+
+class PendingWrite:
+    """A checked batch of steps, made by `BlockStore.prepare`, not yet on disk."""
+
+    def __init__(self, batch: Any, base: ChainHead | None, head: ChainHead, path: Path) -> None:
+        self._batch = batch
+        self._path = path
+        self.base = base  # the store's head when it was prepared
+        self.head = head  # the head once it is written
+        self.written = False
+
+    def write(self) -> None:
+        """The one synced LevelDB write of the whole batch (atomic: all of it or none)."""
+        assert not self.written
+        try:
+            self._batch.write()
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: writing failed: {exc}") from None
+        self.written = True
 
 
 class BlockStore:
@@ -248,13 +280,21 @@ class BlockStore:
         """Persist a certified block that extends the head, with every index, in one synced
         batch; raise `InvalidBlock` (store unchanged) for anything else. Tx signatures are not
         re-checked: consensus validated them, and state transfer relies on the certificate."""
-        self.write([(block, certificate)])
+        self.write([BlockWrite(block, certificate)])
 
     def write(self, steps: Sequence[Step]) -> None:
         """Carry out `steps` in order as one atomic, synced LevelDB batch: replica state writes
         (`StateWrite`) and certified blocks, each block extending the head left by the blocks
         before it (checked as `append` checks one). Raise `InvalidBlock` (store unchanged) if
-        one does not. One sync for all: the shell groups the durable actions of one event."""
+        one does not."""
+        pending = self.prepare(steps)
+        pending.write()
+        self.advance(pending)
+
+    def prepare(self, steps: Sequence[Step]) -> "PendingWrite":
+        """Check `steps` (as `write` does) and build their batch, writing nothing: the caller
+        runs `PendingWrite.write()` (the fsync: any thread may, plyvel lets go of the GIL),
+        then `advance`. Nothing else may write to the store in between."""
         head = self.head
         in_batch: set[bytes] = set()  # tx ids of the blocks of this batch, not yet in LevelDB
 
@@ -270,29 +310,36 @@ class BlockStore:
                     for key, value in step.puts:
                         batch.put(self._CONSENSUS + key, value)
                     continue
-                block, certificate = step
-                nodes, head = self._check_append(block, certificate, head, is_committed)
-                self._put_block(batch, block, certificate, nodes)
-                in_batch.update(t.tx_id for t in block.txs)
-            batch.write()
+                nodes, head = self._check_append(step, head, is_committed)
+                self._put_block(batch, step.block, step.certificate, nodes)
+                in_batch.update(t.tx_id for t in step.block.txs)
         except plyvel.Error as exc:
-            raise StoreError(f"{self._path}: writing failed: {exc}") from None
-        self._head = head
+            raise StoreError(f"{self._path}: preparing a write failed: {exc}") from None
+        return PendingWrite(batch, self.head, head, self._path)
+
+    def advance(self, pending: "PendingWrite") -> None:
+        """Take the head `pending` leaves, once its write is done."""
+        assert pending.written, "write, then advance"
+        assert pending.base is self._head, "one write at a time, in order"
+        self._head = pending.head
 
     def _check_append(
-        self, block: Block, certificate: Certificate, head: ChainHead,
-        is_committed: Callable[[bytes], bool],
-    ) -> tuple[list[merkle.Node], ChainHead]:  # fmt: skip
-        """The history nodes `block` completes and the head after it; raise `InvalidBlock`
+        self, step: BlockWrite, head: ChainHead, is_committed: Callable[[bytes], bool]
+    ) -> tuple[list[merkle.Node], ChainHead]:
+        """The history nodes the block completes and the head after it; raise `InvalidBlock`
         unless it is a certified block that validly extends `head`."""
+        block, certificate = step.block, step.certificate
         ids = [crypto.sha256(t.raw) for t in block.txs]
         # Pair checks of in-memory objects: what gets indexed must be what gets stored.
         if block.hash != block.header.hash() or ids != [t.tx_id for t in block.txs]:
             raise InvalidBlock(f"block {block.height}: hashes do not match its content")
-        check_block(
-            block, head, self._genesis, is_committed=is_committed,
-            signatures_checked=frozenset(ids),
-        )  # fmt: skip
+        if step.txs_checked:
+            check_links(block, head, self._genesis)
+        else:
+            check_block(
+                block, head, self._genesis, is_committed=is_committed,
+                signatures_checked=frozenset(ids),
+            )  # fmt: skip
         verify_certificate(certificate, block, self._genesis)
         nodes: list[merkle.Node] = []
         if block.height == 1:  # leaf 0 (the genesis hash) is stored with block 1

@@ -21,7 +21,7 @@ from ledger import tx as txs
 from ledger.errors import InvalidTransaction
 from ledger.genesis import Client, Genesis
 
-VERIFY_CHUNK_TXS: Final = 64  # txs verified per thread-pool job
+VERIFY_CHUNK_TXS: Final = 128  # txs verified per thread-pool job (fewer, larger jobs: each costs)
 INLINE_VERIFY_TXS_MAX: Final = 8  # fewer than this: not worth a thread hop
 
 
@@ -66,9 +66,13 @@ class Admission:
         self._is_committed = is_committed
         self._is_pending = is_pending
         self._executor = executor
-        # Ids being verified by a concurrent admit(), each with a future that is done once that
+        # Txs being verified by a concurrent admit(), each with a future that is done once that
         # admit() has returned (and its caller has handed the accepted txs on).
-        self._in_flight: dict[bytes, asyncio.Future[None]] = {}
+        self._in_flight: dict[bytes, tuple[asyncio.Future[None], txs.Transaction]] = {}
+
+    def is_known(self, tx_id: bytes) -> bool:
+        """Pending here or being admitted (no store read: `admit` checks the store itself)."""
+        return tx_id in self._in_flight or self._is_pending(tx_id)
 
     def is_new(self, tx_id: bytes) -> bool:
         return not (
@@ -78,9 +82,15 @@ class Admission:
     async def settled(self, tx_ids: Iterable[bytes]) -> None:
         """Return once no concurrent admit() is verifying any of `tx_ids` (so a tx is either
         pooled, rejected, or new by then): no signature is checked twice."""
-        waiting = {f for f in map(self._in_flight.get, tx_ids) if f is not None}
+        waiting = {entry[0] for entry in map(self._in_flight.get, tx_ids) if entry is not None}
         if waiting:
             await asyncio.wait(waiting)
+
+    def in_flight_tx(self, tx_id: bytes) -> txs.Transaction | None:
+        """A tx being admitted (decoded, signature not checked yet): lets a block decode
+        reuse it (`ledger.tx.decode_known` reuses only txs decoded from the same bytes)."""
+        entry = self._in_flight.get(tx_id)
+        return None if entry is None else entry[1]
 
     async def admit(
         self, items: Sequence[bytes | txs.Transaction | InvalidTransaction], now_ms: int
@@ -102,7 +112,7 @@ class Admission:
             candidates.append((index, tx, client))
         ids = [tx.tx_id for _, tx, _ in candidates]
         done = asyncio.get_running_loop().create_future()
-        self._in_flight.update(dict.fromkeys(ids, done))
+        self._in_flight.update((tx.tx_id, (done, tx)) for _, tx, _ in candidates)
         try:
             valid = await self._verify([(tx, client) for _, tx, client in candidates])
         finally:

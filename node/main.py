@@ -7,6 +7,7 @@ prints it.
 """
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -40,6 +41,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+GC_YOUNG_OBJECTS: Final = 20_000  # net new container objects before a young collection
+
+
+def tune_collector() -> None:
+    """Keep Python's cyclic garbage collector from stalling the event loop (every vote waits
+    for it). A node's objects (txs, messages, requests) die by reference counting; with the
+    default threshold of 700 the collector ran every few milliseconds under load, and each
+    full collection walked the whole pool of pending txs (over 100 ms, measured). The objects
+    of start-up (modules, genesis, keys) are frozen out of every collection; young
+    collections wait for 20,000 net new objects, older generations keep their ratios."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_OBJECTS, middle, old)
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -53,6 +69,7 @@ async def serve(config: Config) -> None:
     """Run one node until SIGTERM/SIGINT (clean stop) or a failure (stop, then raise)."""
     node = Node(config, load_identity(config))
     await node.start()
+    tune_collector()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

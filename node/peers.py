@@ -6,7 +6,8 @@ envelopes (each `consensus.messages.encode_message` bytes), answered 204; and
 `[block bytes, certificate bytes]` pairs in height order (possibly fewer than asked).
 
 The contract is weak on purpose (STYLE.md item 8): sending is fire-and-forget. Each peer has
-its own bounded queue and its own sender task that batches whatever has queued up, so a slow or
+its own bounded queue and its own sender task that batches whatever has queued up (with up to
+`POSTS_IN_FLIGHT_MAX` POSTs to that peer under way, which may arrive out of order), so a slow or
 dead peer fills only its own queue (the oldest message is dropped and counted) and never
 delays the others. Nothing here retries: consensus retransmits by its own timers. Nothing here
 trusts a peer either: fetched blocks are decoded and handed to the replica, which verifies them.
@@ -28,6 +29,7 @@ from ledger.genesis import Genesis
 MESSAGES_PATH: Final = "/peer/v1/messages"
 BLOCKS_PATH: Final = "/peer/v1/blocks"
 BATCH_MESSAGES_MAX: Final = 256  # messages in one POST
+POSTS_IN_FLIGHT_MAX: Final = 2  # POSTs to one peer under way at once (the transport may reorder)
 BATCH_BYTES_MAX: Final = 16 * 1024 * 1024  # soft bound: a POST stops growing past it
 FETCH_BLOCKS_MAX: Final = 256  # blocks in one fetch answer
 FETCH_BYTES_MAX: Final = 32 * 1024 * 1024  # soft bound on one fetch answer
@@ -136,15 +138,31 @@ class PeerTransport:
             self.send(peer, raw)
 
     async def _sender(self, peer: int) -> None:
+        """Post what has queued for `peer`, with up to `POSTS_IN_FLIGHT_MAX` POSTs under way:
+        a message need not wait for the answer to the one before (a peer answers once it has
+        handled a POST), and while every slot is busy new messages gather into one batch."""
         queue = self._queues[peer]
         url = self._urls[peer] + MESSAGES_PATH
-        while True:
-            batch = [await queue.get()]
-            size = len(batch[0])
-            while not queue.empty() and len(batch) < BATCH_MESSAGES_MAX and size < BATCH_BYTES_MAX:
-                batch.append(queue.get_nowait())
-                size += len(batch[-1])
-            await self._post(peer, url, msgpack.packb(batch, use_bin_type=True), len(batch))
+        slots = asyncio.Semaphore(POSTS_IN_FLIGHT_MAX)
+        posts: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                batch = [await queue.get()]
+                size = len(batch[0])
+                while (
+                    not queue.empty() and len(batch) < BATCH_MESSAGES_MAX and size < BATCH_BYTES_MAX
+                ):
+                    batch.append(queue.get_nowait())
+                    size += len(batch[-1])
+                body = msgpack.packb(batch, use_bin_type=True)
+                post = asyncio.create_task(self._post(peer, url, body, len(batch)))
+                posts.add(post)
+                post.add_done_callback(posts.discard)
+                post.add_done_callback(lambda _t: slots.release())
+        finally:
+            for post in posts:
+                post.cancel()
 
     async def _post(self, peer: int, url: str, body: bytes, count: int) -> None:
         assert self._session is not None

@@ -70,10 +70,9 @@ class Runtime:
         votes behind them are not held up while the verify pool works (the transport may
         reorder anyway); at most `RECEIVE_TASKS_MAX` such tasks run, then the sender waits."""
         chain_id = self.identity.genesis.chain_id
-        known = self.replica.pending_tx  # a proposed block's txs are mostly pooled: reuse them
         for raw in envelopes:
             try:
-                msg = messages.decode_message(raw, chain_id, known)
+                msg = messages.decode_message(raw, chain_id, self._known_tx)
             except messages.InvalidMessage:
                 self.metrics.invalid_peer_messages.labels("malformed").inc()
                 continue
@@ -83,6 +82,11 @@ class Runtime:
                 await self._spawn(self._receive_proposal(msg))
             else:
                 self.shell.handle(Received(msg))
+
+    def _known_tx(self, tx_id: bytes) -> Transaction | None:
+        """A tx this node has decoded already (pooled, or being admitted): a proposed block's
+        txs mostly are, and are then not parsed again."""
+        return self.replica.pending_tx(tx_id) or self.admission.in_flight_tx(tx_id)
 
     def _unpooled(self, block_txs: Sequence[Transaction]) -> bool:
         return not all(map(self.replica.has_pending, (t.tx_id for t in block_txs)))
@@ -115,7 +119,7 @@ class Runtime:
 
     async def _admit_relayed(self, batch: Sequence[Transaction]) -> None:
         await self.admission.settled(t.tx_id for t in batch)  # concurrent admissions first
-        fresh = [t for t in batch if self.admission.is_new(t.tx_id)]
+        fresh = [t for t in batch if not self.admission.is_known(t.tx_id)]
         if fresh:
             verdict = await self.admission.admit(fresh, self.clock())
             self.shell.submit(verdict.accepted, relayed=True)  # no await since admit: still new
@@ -159,7 +163,7 @@ async def open_runtime(
             await runtime.close()
             await runtime.transport.close()
         executor.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True)  # a write under way finishes before the store closes
+        writer.shutdown(wait=True)  # a write under way ends before the store closes
         store.close()
         log.info("node stopped, store closed", extra={"node_id": config.node_id})
 
@@ -169,9 +173,10 @@ def _build(
     executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor], clock: Clock,
     replica_config: ReplicaConfig | None, on_failure: Callable[[BaseException], None],
 ) -> Runtime:  # fmt: skip
+    """`executors`: the verify pool (admission) and the store writer (the shell)."""
     genesis = identity.genesis
-    head: ChainHead = store.head
     executor, writer = executors
+    head: ChainHead = store.head
     shell: Shell | None = None
 
     def is_committed(tx_id: bytes) -> bool:

@@ -44,7 +44,7 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from ledger.block import Block
-from ledger.store import BlockStore, StateWrite, Step
+from ledger.store import BlockStore, BlockWrite, PendingWrite, StateWrite, Step
 from ledger.tx import Transaction
 from node.metrics import Metrics
 from node.peers import PeerTransport
@@ -63,7 +63,7 @@ class Shell:
         clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
         writer: Executor | None = None,
     ) -> None:  # fmt: skip
-        """`writer`: the one thread that carries out store writes (fsyncs) while the event
+        """`writer`: the one thread that carries out the store's synced writes while the event
         loop goes on; None writes on the loop, blocking it (tests, tools)."""
         self.replica = replica
         self._store = store
@@ -80,7 +80,7 @@ class Shell:
         self._height_events: list[tuple[int, asyncio.Event]] = []
         self._writer = writer
         self._outbox: deque[Action] = deque()  # actions waiting for a write ahead of them
-        self._writing: asyncio.Future[None] | None = None
+        self._writing = False  # a write is under way: the queue waits for it
         # Tx ids of blocks the replica committed that are not in the store yet.
         self.unwritten: set[bytes] = set()
         self.failure: BaseException | None = None
@@ -127,19 +127,36 @@ class Shell:
         as one write: nothing in between left the node, a crash keeps all of them or none
         (either is a state a crash between the separate writes could leave: each is a prefix
         of the same sequence of writes), and the store sees them in the replica's order."""
-        while self._outbox and self._writing is None and not self.closed:
+        while self._outbox and not self._writing and not self.closed:
             if not isinstance(self._outbox[0], Persist | CommitBlock):
                 self._execute(self._outbox.popleft())
                 continue
             group = self._take_durable()
-            steps = [_step(a) for a in group]
+            pending = self._store.prepare([_step(a) for a in group])  # checked on the loop
             if self._writer is None:
-                self._store.write(steps)
-                self._written(group)
+                pending.write()
+                self._written(group, pending)
                 continue
+            self._writing = True
             loop = asyncio.get_running_loop()
-            self._writing = loop.run_in_executor(self._writer, self._store.write, steps)
-            self._writing.add_done_callback(functools.partial(self._write_done, group))
+            future = loop.run_in_executor(self._writer, pending.write)  # the fsync, off the loop
+            future.add_done_callback(functools.partial(self._write_done, group, pending))
+
+    def _write_done(
+        self,
+        group: list[Persist | CommitBlock],
+        pending: PendingWrite,
+        future: asyncio.Future[None],
+    ) -> None:
+        self._writing = False
+        if self.closed:
+            return
+        try:
+            future.result()
+            self._written(group, pending)
+            self._pump()
+        except Exception as exc:  # noqa: BLE001 - the store or our bug: the node stops, loudly
+            self._fail(exc)
 
     def _take_durable(self) -> list[Persist | CommitBlock]:
         group: list[Persist | CommitBlock] = []
@@ -151,18 +168,8 @@ class Shell:
             self._outbox.popleft()
         return group
 
-    def _write_done(self, group: list[Persist | CommitBlock], future: asyncio.Future[None]) -> None:
-        self._writing = None
-        if self.closed:
-            return
-        try:
-            future.result()
-            self._written(group)
-            self._pump()
-        except Exception as exc:  # noqa: BLE001 - the store or our bug: the node stops, loudly
-            self._fail(exc)
-
-    def _written(self, group: list[Persist | CommitBlock]) -> None:
+    def _written(self, group: list[Persist | CommitBlock], pending: PendingWrite) -> None:
+        self._store.advance(pending)
         for action in group:
             if isinstance(action, CommitBlock):
                 self._committed(action.block)
@@ -308,4 +315,4 @@ class Shell:
 def _step(action: Persist | CommitBlock) -> Step:
     if isinstance(action, Persist):
         return StateWrite(action.puts, action.deletes)
-    return (action.block, action.certificate)
+    return BlockWrite(action.block, action.certificate, action.txs_checked)

@@ -1,0 +1,296 @@
+"""Benchmark: a real cluster's committed tx/s and commit latency against the signature limit.
+
+Starts a fresh cluster (one process per node, loopback), then runs the load process
+(bench/load.py: pre-signed ~250-byte records from several genesis clients, submitted through
+`POST /v1/transactions?wait=true`, bounded concurrency, a deadline) and reports committed
+tx/s, commit latency (submit to the node's commit answer) p50/p95/p99, CPU seconds per node,
+bytes on disk per tx. In the same run it measures the raw Ed25519 verify rate of this
+machine and compares: every node must verify every tx, so `nodes` nodes sharing `cores`
+cores cannot commit more than cores x verify rate / nodes signed tx/s (the limit).
+
+    .venv/bin/python bench/cluster.py [throughput] [--nodes 4] [--txs N] [--json]
+    .venv/bin/python bench/cluster.py latency [--rate 200] [--seconds 30]
+    .venv/bin/python bench/cluster.py sweep [--rates 500,1000,...] [--plots DIR]
+    .venv/bin/python bench/cluster.py nodes [--nodes-list 4,7]
+    .venv/bin/python bench/cluster.py all --plots docs/img     # every run above, with plots
+
+`throughput` runs batched submission (the headline figure: `tx_per_s`, `ratio`) and then
+single-tx submission on the same cluster. `--json` prints one JSON object.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+
+BATCH_TXS = 200  # txs per request in batched mode (--batch)
+BATCH_CONCURRENCY = 8  # requests in flight in batched mode (--concurrency)
+SINGLE_CONCURRENCY = 64
+RATIO_TARGET = 0.60
+
+
+def _summary(
+    result: dict[str, Any], cpu: dict[str, float], limit: float, nodes: int
+) -> dict[str, Any]:
+    committed = max(result["committed"], 1)
+    node_cpu_per_tx = sum(cpu.values()) / committed
+    cores = harness.machine()["cpus"]
+    return {
+        "nodes": nodes,
+        "txs": result["committed"],
+        "submitted": result["submitted"],
+        "tx_per_s": result["tx_per_s"],
+        "limit_tx_per_s": round(limit),
+        "ratio": round(result["tx_per_s"] / limit, 3),
+        "latency_ms": result["latency_ms"],
+        "cpu_s_per_node": cpu,
+        "cpu_us_per_tx_per_node": round(node_cpu_per_tx / len(cpu) * 1e6, 1),
+        "main_thread_us_per_tx_per_node": round(
+            sum(result["main_thread_cpu_s"].values()) / len(cpu) / committed * 1e6, 1
+        ),
+        # What the nodes would commit with every core to themselves and CPU the only limit,
+        # against the limit: the share of the nodes' CPU time that is required signature work.
+        "cpu_bound_tx_per_s": round(cores / node_cpu_per_tx),
+        "cpu_ratio": round(cores / node_cpu_per_tx / limit, 3),
+        # How much of the machine the nodes got (other processes share it).
+        "cluster_cpu_share": round(sum(cpu.values()) / (result["duration_s"] * cores), 3),
+        "duration_s": result["duration_s"],
+        "blocks": result["blocks"],
+        "txs_per_block": round(result["committed"] / max(result["blocks"], 1), 1),
+        "load_cpu_s": result["load_cpu_s"],
+        "rejected": result["rejected"],
+        "errors": result["errors"],
+        "tx_bytes_mean": result["tx_bytes_mean"],
+    }
+
+
+def _limit(verify: dict[str, float], nodes: int) -> float:
+    return harness.machine()["cpus"] * verify["cpu"] / nodes
+
+
+def throughput(
+    nodes: int,
+    txs: int,
+    single_txs: int,
+    verify: dict[str, float],
+    profile: Path | None = None,
+    batch: tuple[int, int] = (BATCH_TXS, BATCH_CONCURRENCY),
+) -> dict[str, Any]:
+    """Batched, then single-tx submission, on one fresh cluster."""
+    limit = _limit(verify, nodes)
+    out: dict[str, Any] = {}
+    with harness.started_cluster(nodes) as cluster:
+        spec = harness.LoadSpec(txs, "batched", batch[0], batch[1], run_id="batched")
+        result, cpu = harness.run_load(cluster, spec, profile)
+        out = _summary(result, cpu, limit, nodes)
+        out["mode"] = "batched"
+        out["batch_txs"], out["concurrency"] = batch
+        out["latency_cdf_ms"] = result["latency_cdf_ms"]
+        out["timeline"] = result["timeline"]
+        if single_txs:
+            spec = harness.LoadSpec(
+                single_txs, "single", 1, SINGLE_CONCURRENCY, run_id="single", nonce_base=txs
+            )
+            result, cpu = harness.run_load(cluster, spec, profile and profile / "single")
+            single = _summary(result, cpu, limit, nodes)
+            single["concurrency"] = SINGLE_CONCURRENCY
+            out["single"] = single
+        cluster.sample_rss()
+        out["rss_mb_max"] = {k: round(v / 2**20, 1) for k, v in cluster.rss_max.items()}
+        heights = {n.id: cluster.height(n.id) for n in cluster.net.nodes}
+        cluster.stop()
+        chain_txs = txs + single_txs
+        disk = {n.id: harness.dir_bytes(cluster.data_dir(n.id)) for n in cluster.net.nodes}
+        out["disk_bytes_per_tx"] = round(sum(disk.values()) / len(disk) / max(chain_txs, 1), 1)
+        out["heights"] = heights
+    return out
+
+
+def latency(nodes: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Single-tx submissions at a fixed offered rate (open loop)."""
+    with harness.started_cluster(nodes) as cluster:
+        txs = int(rate * seconds)
+        spec = harness.LoadSpec(
+            txs, "single", 1, concurrency=1000, rate=rate, deadline_s=seconds + 30,
+            run_id="latency",
+        )  # fmt: skip
+        result, cpu = harness.run_load(cluster, spec)
+    return {
+        "nodes": nodes,
+        "offered_tx_per_s": rate,
+        "txs": result["committed"],
+        "tx_per_s": result["tx_per_s"],
+        "latency_ms": result["latency_ms"],
+        "latency_cdf_ms": result["latency_cdf_ms"],
+        "cpu_s_per_node": cpu,
+        "late_requests": result["late_requests"],
+        "rejected": result["rejected"],
+    }
+
+
+def sweep(
+    nodes: int, rates: list[float], seconds: float, verify: dict[str, float]
+) -> dict[str, Any]:
+    """Batched submissions at increasing offered rates, on one cluster (throughput vs load)."""
+    points = []
+    limit = _limit(verify, nodes)
+    nonce = 0
+    with harness.started_cluster(nodes) as cluster:
+        for rate in rates:
+            txs = int(rate * seconds)
+            spec = harness.LoadSpec(
+                txs, "batched", BATCH_TXS, concurrency=64, rate=rate, deadline_s=seconds + 30,
+                run_id=f"sweep{int(rate)}", nonce_base=nonce,
+            )  # fmt: skip
+            nonce += txs
+            result, cpu = harness.run_load(cluster, spec)
+            points.append({
+                "offered_tx_per_s": rate, "tx_per_s": result["tx_per_s"],
+                "committed": result["committed"], "submitted": result["submitted"],
+                "latency_ms": result["latency_ms"], "cpu_s_per_node": cpu,
+            })  # fmt: skip
+            sys.stderr.write(f"sweep: offered {rate:g} -> {result['tx_per_s']} tx/s\n")
+    return {"nodes": nodes, "limit_tx_per_s": round(limit), "points": points}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "what", nargs="?", default="throughput",
+        choices=["throughput", "latency", "sweep", "nodes", "all"],
+    )  # fmt: skip
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--txs", type=int, default=60_000, help="txs of the batched run")
+    parser.add_argument("--single-txs", type=int, default=10_000, help="txs of the single run")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency run: offered tx/s")
+    parser.add_argument("--seconds", type=float, default=30.0, help="latency/sweep run length")
+    parser.add_argument("--rates", default="500,1000,1500,2000,2500,3000,3500,4000,5000")
+    parser.add_argument("--nodes-list", default="4,7")
+    parser.add_argument("--plots", type=Path, help="write PNG plots to this directory")
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--from-json", type=Path, help="only plot/print this earlier result")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--batch", type=int, default=BATCH_TXS, help="txs per batched request")
+    parser.add_argument(
+        "--concurrency", type=int, default=BATCH_CONCURRENCY, help="batched requests in flight"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy every node into this directory")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="a genesis consensus parameter of the bench cluster (e.g. block_interval_ms=50)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nice", type=int, default=0,
+        help="niceness of the benchmark's processes (negative: ahead of other work on a "
+        "shared machine; needs the privilege)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.from_json:
+        return _report(json.loads(args.from_json.read_text()), args)
+    harness.set_nice(args.nice)
+    for item in args.param:
+        name, _, value = item.partition("=")
+        harness.PARAMS[name] = int(value)
+    verify = harness.verify_rate()
+    report: dict[str, Any] = {
+        "machine": harness.machine(), "ed25519_verify_per_s": verify, "nice": args.nice,
+        "genesis_params": harness.PARAMS,
+    }  # fmt: skip
+    started = time.perf_counter()
+    if args.what in ("throughput", "all"):
+        report |= throughput(
+            args.nodes, args.txs, args.single_txs, verify, args.profile,
+            (args.batch, args.concurrency),
+        )  # fmt: skip
+    if args.what in ("latency", "all"):
+        report["latency_run"] = latency(args.nodes, args.rate, args.seconds)
+    if args.what in ("sweep", "all"):
+        rates = [float(r) for r in args.rates.split(",")]
+        report["sweep"] = sweep(args.nodes, rates, min(args.seconds, 15.0), verify)
+    if args.what in ("nodes", "all"):
+        report["nodes_scaling"] = [
+            throughput(int(n), args.txs, 0, verify) | {"nodes": int(n)}
+            for n in args.nodes_list.split(",")
+        ]
+    report["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return _report(report, args)
+
+
+def _report(report: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.plots:
+        _plot(report, args.plots, "write_all")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print(report)
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"machine: {m['cpus']} cpus ({m['cpu_model']}), {m['memory_gib']} GiB, "
+          f"load avg {m['load_average_1m']}")  # fmt: skip
+    print(f"raw Ed25519 verify: {r['ed25519_verify_per_s']['cpu']:,}/s per core (CPU time), "
+          f"{r['ed25519_verify_per_s']['wall']:,}/s (wall)")  # fmt: skip
+    if "tx_per_s" in r:
+        print(f"\n{r['nodes']} nodes, batched ({r['batch_txs']} txs/request, "
+              f"{r['concurrency']} in flight): {r['txs']:,} txs committed")  # fmt: skip
+        _print_run(r)
+        print(f"  disk: {r['disk_bytes_per_tx']} bytes/tx per node; RSS max MB: {r['rss_mb_max']}")
+    if "single" in r:
+        s = r["single"]
+        print(f"\nsingle-tx submissions ({s['concurrency']} in flight): {s['txs']:,} txs")
+        _print_run(s)
+    if "latency_run" in r:
+        lr = r["latency_run"]
+        lat = lr["latency_ms"]
+        print(f"\nlatency at {lr['offered_tx_per_s']:g} tx/s offered (single-tx): "
+              f"{lr['tx_per_s']} tx/s committed, p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+              f"p99 {lat['p99']} ms")  # fmt: skip
+    if "sweep" in r:
+        print("\noffered tx/s -> committed tx/s (p50 / p99 ms)")
+        for p in r["sweep"]["points"]:
+            print(f"  {p['offered_tx_per_s']:>7g} -> {p['tx_per_s']:>8} "
+                  f"({p['latency_ms']['p50']} / {p['latency_ms']['p99']})")  # fmt: skip
+    for run in r.get("nodes_scaling", ()):
+        print(f"\n{run['nodes']} nodes, batched: {run['tx_per_s']} tx/s, limit "
+              f"{run['limit_tx_per_s']}, ratio {run['ratio']}")  # fmt: skip
+
+
+def _print_run(s: dict[str, Any]) -> None:
+    lat = s["latency_ms"]
+    print(f"  committed: {s['tx_per_s']:,} tx/s; limit {s['limit_tx_per_s']:,} tx/s; "
+          f"ratio {s['ratio']:.3f}")  # fmt: skip
+    print(f"  commit latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
+    print(f"  blocks: {s['blocks']} ({s['txs_per_block']} txs per block)")
+    print(f"  CPU s per node: {s['cpu_s_per_node']} ({s['cpu_us_per_tx_per_node']} µs/tx/node); "
+          f"load process {s['load_cpu_s']} s")  # fmt: skip
+    print(f"  of which the event loop thread: {s['main_thread_us_per_tx_per_node']} µs/tx/node")
+    print(f"  nodes used {s['cluster_cpu_share']:.0%} of the machine; CPU-bound estimate "
+          f"{s['cpu_bound_tx_per_s']:,} tx/s, ratio {s['cpu_ratio']:.3f}")  # fmt: skip
+    if s["rejected"] or s["errors"]:
+        print(f"  rejected: {s['rejected']}; errors: {s['errors']}")
+
+
+def _plot(report: dict[str, Any], out_dir: Path, kind: str) -> None:
+    try:
+        import plots  # matplotlib: a dependency of the benchmarks only
+    except ImportError as exc:
+        sys.stderr.write(f"no plots ({exc}): pip install matplotlib\n")
+        return
+    for path in getattr(plots, kind)(report, out_dir):
+        sys.stderr.write(f"wrote {path}\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fault tests on real node processes (docs/testing.md)."""

@@ -1,0 +1,518 @@
+"""The deterministic simulator: N replicas in one process on a simulated millisecond clock.
+
+It owns the event queue (ordered by time, then by a sequence number), the one seeded
+`random.Random` every choice is drawn from, and the carrying-out of replica actions: messages
+leave as bytes through the simulated network (and the node's Byzantine behaviour, if any),
+`Persist` and `CommitBlock` are durable at once, timers are queue entries, fetches are served
+from the target peer's store. It never reads a wall clock and never sleeps. Safety is checked
+at every commit; `run_until` raises `Violation` when the target is not reached in time.
+
+Stories read like this::
+
+    sim = Simulator(seed=7)
+    sim.run_until(height=3)
+    sim.crash(sim.primary)
+    sim.run_until(height=6)
+"""
+
+import heapq
+import random
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from consensus import messages as m
+from consensus.events import (
+    Action,
+    BlocksFetched,
+    Broadcast,
+    CancelTimer,
+    ClientTxs,
+    CommitBlock,
+    Event,
+    FetchBlocks,
+    Persist,
+    Received,
+    Send,
+    SetTimer,
+    Start,
+    Timeout,
+    Timer,
+)
+from consensus.replica import Replica, ReplicaConfig
+from tests import factory
+from tests.sim.byzantine import BEHAVIOURS, FETCH_BLOCKS_MAX, Served, Wire
+from tests.sim.checker import SafetyChecker, Violation
+from tests.sim.client import SimClient
+from tests.sim.network import CALM, NetParams, SimNetwork
+from tests.sim.node import DecodeCache, SimNode
+from tests.sim.store import StoreRejected
+from tests.sim.trace import Trace, describe_action, describe_event, describe_message
+
+FETCH_TIMEOUT_MS: Final = 300  # an unanswered fetch is answered "none" after this long
+CRASH_MID_HANDLE_WAIT_MS: Final = 1000  # a pending mid-handle crash becomes a plain one after
+CLOCK_OFFSET_MS_MAX: Final = 20  # how far each node's clock may be from the true time
+RUN_UNTIL_MS_DEFAULT: Final = 60_000
+
+
+@dataclass(frozen=True)
+class _Deliver:
+    to: int
+    sender: int
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class _Fire:
+    node: int
+    timer: Timer
+    token: int
+
+
+@dataclass(frozen=True)
+class _Serve:
+    node: int
+    incarnation: int
+    request: FetchBlocks
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    node: int
+    incarnation: int
+    peer: int
+    blocks: Served
+
+
+@dataclass(frozen=True)
+class _ClientTick:
+    pass
+
+
+@dataclass(frozen=True)
+class _Call:
+    label: str
+    fn: Callable[[], None]
+
+
+_Item = _Deliver | _Fire | _Serve | _Fetched | _ClientTick | _Call
+DropRule = Callable[[int, int, m.Message], bool]  # (sender, receiver, message) -> drop it?
+
+
+def proposing(action: Action) -> bool:
+    """The action that sends a proposal: with `crash(when=proposing)`, a crash mid-block."""
+    return isinstance(action, Broadcast) and isinstance(action.message, m.PrePrepare)
+
+
+class Simulator:
+    def __init__(
+        self,
+        seed: int,
+        nodes: int = 4,
+        *,
+        byzantine: Mapping[int, str] | None = None,
+        net: NetParams = CALM,
+        client_txs_max: int = 2,
+        client_interval_ms: tuple[int, int] = (40, 120),
+        client_resubmit: float = 0.05,
+        replica_config: ReplicaConfig | None = None,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.testnet = factory.network(nodes)
+        self.genesis = self.testnet.genesis
+        self.n = nodes
+        self.f = self.genesis.quorums.f
+        self.now_ms = 0  # true time since the start; node i's clock reads BASE + now + offset_i
+        self.trace = Trace()
+        self.checker = SafetyChecker()
+        self.stats: Counter[str] = Counter()
+        self.faults: list[str] = []  # what was done to the system, for the failure report
+        self.network = SimNetwork(self.rng, nodes, net)
+        self.client = SimClient(self.testnet, self.rng, client_txs_max, client_resubmit)
+        self.client_interval_ms = client_interval_ms
+        self.client_on = True
+        self._drop_rule: DropRule | None = None
+        self._decoded = DecodeCache(self.genesis.chain_id)
+        self._queue: list[tuple[int, int, _Item]] = []
+        self._seq = 0
+        self.nodes = [
+            SimNode(
+                self.genesis,
+                i,
+                self.testnet.validator_keys[i],
+                self.rng.randint(-CLOCK_OFFSET_MS_MAX, CLOCK_OFFSET_MS_MAX),
+                replica_config,
+            )
+            for i in range(nodes)
+        ]
+        kinds = dict(byzantine or {})
+        assert len(kinds) <= self.f, "more Byzantine nodes than the protocol tolerates"
+        for node in self.nodes:
+            wire = Wire(
+                node.index,
+                node.key,
+                self.genesis,
+                self.rng,
+                self._sender(node.index),
+                node.store.committed_head,
+            )
+            node.behaviour = BEHAVIOURS[kinds.get(node.index, "honest")](wire)
+            if not node.honest:
+                self.faults.append(f"n{node.index} is byzantine: {node.behaviour.name}")
+        for node in self.nodes:
+            self._boot(node)
+        self._push(self._client_delay(), _ClientTick())
+
+    # --- the story API -----------------------------------------------------------------------
+
+    def node(self, index: int) -> SimNode:
+        return self.nodes[index]
+
+    def replica(self, index: int) -> Replica:
+        replica = self.nodes[index].replica
+        assert replica is not None, f"n{index} is down"
+        return replica
+
+    def height(self, index: int) -> int:
+        return self.nodes[index].store.height
+
+    def heights(self) -> dict[int, int]:
+        """Committed height of every honest node (up or down)."""
+        return {n.index: n.store.height for n in self.nodes if n.honest}
+
+    @property
+    def honest(self) -> list[int]:
+        return [n.index for n in self.nodes if n.honest]
+
+    @property
+    def primary(self) -> int:
+        """The primary of the highest view an honest up replica is in."""
+        views = [n.replica.view for n in self.nodes if n.honest and n.replica is not None]
+        assert views, "no honest replica is up"
+        return max(views) % self.n
+
+    def crash(
+        self,
+        index: int,
+        *,
+        mid_handle: bool = False,
+        when: Callable[[Action], bool] | None = None,
+    ) -> None:
+        """Crash node `index` now; or, with `mid_handle`, part-way through its next list of
+        actions (the next one holding an action for which `when` is true, if given): the
+        actions before a random cut happen, the rest never do."""
+        node = self.nodes[index]
+        assert node.up, f"n{index} is already down"
+        if not mid_handle:
+            self._crash(node, "crash")
+            return
+        node.crash_mid_handle = True
+        node.crash_when = when
+        self._note_fault(f"crash n{index} mid-handle (next {'matching ' if when else ''}actions)")
+        incarnation = node.incarnation
+        self._push(
+            CRASH_MID_HANDLE_WAIT_MS,
+            _Call(f"fallback crash n{index}", lambda: self._crash_if_pending(node, incarnation)),
+        )
+
+    def restart(self, index: int) -> None:
+        node = self.nodes[index]
+        assert not node.up, f"n{index} is up"
+        self._note_fault(f"restart n{index} at height {node.store.height}")
+        self._boot(node)
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        sets = [sorted(g) for g in groups]
+        self.network.partition(sets)
+        self._note_fault("partition " + " | ".join(",".join(map(str, g)) for g in sets))
+
+    def heal(self) -> None:
+        self.network.heal()
+        self._note_fault("heal partition")
+
+    def set_network(self, **changes: Any) -> None:
+        self.network.configure(**changes)
+        self._note_fault(f"network {self.network.params.describe()}")
+
+    def drop_messages(self, rule: DropRule | None, label: str = "") -> None:
+        """Drop every delivered message for which `rule(sender, receiver, message)` holds (a
+        precise fault for a story); None delivers everything again."""
+        self._drop_rule = rule
+        self._note_fault(f"drop rule {'cleared' if rule is None else 'set'} {label}".rstrip())
+
+    def heal_all(self) -> None:
+        """End every fault: heal the partition, calm the network, restart crashed nodes."""
+        self.network.heal()
+        self.network.params = CALM
+        self._drop_rule = None
+        self._note_fault("heal all")
+        for node in self.nodes:
+            node.crash_mid_handle = False
+            if not node.up:
+                self.restart(node.index)
+
+    def at(self, delay_ms: int, label: str, fn: Callable[[], None]) -> None:
+        """Run `fn` `delay_ms` from now (a scheduled fault)."""
+        self._push(delay_ms, _Call(label, fn))
+
+    def run_for(self, ms: int) -> None:
+        end = self.now_ms + ms
+        while self._queue and self._queue[0][0] <= end:
+            self._step()
+        self.now_ms = end
+
+    def run_until(
+        self,
+        height: int | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
+        nodes: Iterable[int] | None = None,
+        within_ms: int = RUN_UNTIL_MS_DEFAULT,
+    ) -> int:
+        """Run until every one of `nodes` (default: honest and up) has committed `height`, or
+        `until()` holds; return the simulated ms it took. Raise a liveness `Violation` if it
+        does not happen within `within_ms`."""
+        assert (height is None) != (until is None)
+        chosen = None if nodes is None else sorted(nodes)
+
+        def reached() -> bool:
+            if until is not None:
+                return until()
+            assert height is not None
+            watched = chosen if chosen is not None else self._honest_up()
+            return all(self.nodes[i].store.height >= height for i in watched)
+
+        start = self.now_ms
+        deadline = start + within_ms
+        while not reached():
+            if not self._queue or self._queue[0][0] > deadline:
+                self.now_ms = deadline
+                goal = f"height {height}" if height is not None else "the condition"
+                raise Violation("liveness", f"{goal} not reached within {within_ms} ms: {self}")
+            self._step()
+        return self.now_ms - start
+
+    def check_safety(self) -> None:
+        self.checker.check_chains(self.nodes)
+
+    def __str__(self) -> str:
+        parts = []
+        for node in self.nodes:
+            replica = node.replica
+            state = (
+                "down"
+                if replica is None
+                else f"v{replica.view}{'*' if replica.in_view_change else ''}"
+            )
+            tag = "" if node.honest else f" {node.behaviour.name if node.behaviour else ''}"
+            parts.append(f"n{node.index}[h{node.store.height} {state}{tag}]")
+        net = "partitioned " + str(self.network.groups()) if self.network.partitioned else "whole"
+        return f"t={self.now_ms}ms {' '.join(parts)} net={net} {self.network.params.describe()}"
+
+    # --- the event loop ----------------------------------------------------------------------
+
+    def _push(self, delay_ms: int, item: _Item) -> None:
+        assert delay_ms >= 0
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now_ms + delay_ms, self._seq, item))
+
+    def _step(self) -> None:
+        at_ms, _, item = heapq.heappop(self._queue)
+        assert at_ms >= self.now_ms
+        self.now_ms = at_ms
+        match item:
+            case _Deliver():
+                self._deliver(item)
+            case _Fire():
+                node = self.nodes[item.node]
+                if node.up and node.timers.get(item.timer) == item.token:
+                    del node.timers[item.timer]
+                    self._handle(node, Timeout(item.timer))
+            case _Serve():
+                self._serve(item)
+            case _Fetched():
+                node = self.nodes[item.node]
+                if node.up and node.incarnation == item.incarnation:
+                    self._handle(node, BlocksFetched(item.peer, item.blocks))
+            case _ClientTick():
+                self._client_tick()
+            case _Call():
+                self.trace.note(self.now_ms, "sim", item.label)
+                item.fn()
+
+    def _honest_up(self) -> list[int]:
+        return [n.index for n in self.nodes if n.honest and n.up]
+
+    def _boot(self, node: SimNode) -> None:
+        node.boot()
+        self._handle(node, Start())
+
+    def _crash(self, node: SimNode, why: str) -> None:
+        node.crash()
+        self._note_fault(f"{why} n{node.index} at height {node.store.height}")
+
+    def _crash_if_pending(self, node: SimNode, incarnation: int) -> None:
+        if node.up and node.incarnation == incarnation and node.crash_mid_handle:
+            self._crash(node, "crash (no action list came)")
+
+    def _note_fault(self, what: str) -> None:
+        self.faults.append(f"{self.now_ms}ms {what}")
+        self.trace.note(self.now_ms, "sim", what)
+
+    # --- one node handles one event ----------------------------------------------------------
+
+    def _handle(self, node: SimNode, event: Event) -> None:
+        replica = node.replica
+        assert replica is not None
+        self.trace.note(self.now_ms, f"n{node.index}", event)
+        self.stats["events"] += 1
+        local = factory.BASE_TIME_MS + node.local_time(self.now_ms)
+        try:
+            actions = replica.handle(event, local)
+        except Exception as exc:
+            detail = "".join(traceback.format_exception(exc)[-6:])
+            raise Violation(
+                "replica raised", f"n{node.index} on {describe_event(event)}:\n{detail}"
+            ) from exc
+        self._carry_out(node, actions)
+        if node.replica is replica and replica.committed_height != node.store.height:
+            raise Violation(
+                "contract",
+                f"n{node.index} reports height {replica.committed_height}, "
+                f"its store holds {node.store.height}",
+            )
+
+    def _carry_out(self, node: SimNode, actions: list[Action]) -> None:
+        cut = len(actions)
+        torn = node.crash_mid_handle and bool(actions)
+        if torn and node.crash_when is not None:
+            torn = any(node.crash_when(a) for a in actions)
+        if torn:
+            cut = self.rng.randrange(len(actions))  # at least the last action never happens
+        for action in actions[:cut]:
+            self.trace.note(self.now_ms, f"n{node.index}", action)
+            self._do(node, action)
+        if torn:
+            self._crash(node, f"crash after {cut} of {len(actions)} actions:")
+
+    def _do(self, node: SimNode, action: Action) -> None:
+        behaviour = node.behaviour
+        assert behaviour is not None
+        match action:
+            case Send():
+                self._check_peer(node, action.to, action)
+                behaviour.outgoing([action.to], action.message)
+            case Broadcast():
+                behaviour.outgoing([i for i in range(self.n) if i != node.index], action.message)
+            case Persist():
+                node.persisted.update(action.puts)
+                for key in action.deletes:
+                    node.persisted.pop(key, None)
+            case CommitBlock():
+                self._commit(node, action)
+            case SetTimer():
+                self._seq += 1
+                node.timers[action.timer] = self._seq
+                at_true = node.true_time(action.at_ms - factory.BASE_TIME_MS)
+                delay = max(at_true - self.now_ms, 0)
+                heapq.heappush(
+                    self._queue,
+                    (self.now_ms + delay, self._seq, _Fire(node.index, action.timer, self._seq)),
+                )
+            case CancelTimer():
+                node.timers.pop(action.timer, None)
+            case FetchBlocks():
+                self._check_peer(node, action.peer, action)
+                self._fetch(node, action)
+            case _:
+                raise Violation("contract", f"n{node.index} returned {action!r}")
+
+    def _check_peer(self, node: SimNode, peer: int, action: Action) -> None:
+        if not 0 <= peer < self.n or peer == node.index:
+            raise Violation("contract", f"n{node.index}: {describe_action(action)}")
+
+    def _commit(self, node: SimNode, action: CommitBlock) -> None:
+        try:
+            node.store.append(action.block, action.certificate)
+        except StoreRejected as exc:
+            raise Violation(
+                "invalid commit", f"n{node.index} committed a block its store refuses: {exc}"
+            ) from None
+        self.stats["commits"] += 1
+        self.checker.on_commit(node, action.block)
+
+    # --- the wire ----------------------------------------------------------------------------
+
+    def _sender(self, index: int) -> Callable[[int, bytes], None]:
+        def send(to: int, raw: bytes) -> None:
+            delays = self.network.delays(index, to)
+            self.stats["sent"] += 1
+            if not delays:
+                self.stats["lost"] += 1
+            for delay in delays:
+                self._push(delay, _Deliver(to, index, raw))
+
+        return send
+
+    def _deliver(self, item: _Deliver) -> None:
+        node = self.nodes[item.to]
+        if not node.up or not self.network.connected(item.sender, item.to):
+            self.stats["lost"] += 1
+            return
+        assert node.behaviour is not None
+        node.behaviour.on_receive(item.raw)
+        local = factory.BASE_TIME_MS + node.local_time(self.now_ms)
+        event = node.event_from_peer(item.raw, local, self._decoded)
+        if (
+            self._drop_rule is not None
+            and isinstance(event, Received)
+            and self._drop_rule(item.sender, item.to, event.message)
+        ):
+            what = describe_message(event.message)
+            self.trace.note(self.now_ms, f"n{node.index}", f"dropped by rule: {what}")
+            return
+        if isinstance(event, str):
+            self.trace.note(self.now_ms, f"n{node.index}", f"{event} (from {item.sender})")
+            return
+        self._handle(node, event)
+
+    def _fetch(self, node: SimNode, request: FetchBlocks) -> None:
+        delays = self.network.delays(node.index, request.peer)
+        if delays:
+            self._push(delays[0], _Serve(node.index, node.incarnation, request))
+        else:
+            self._push(FETCH_TIMEOUT_MS, _Fetched(node.index, node.incarnation, request.peer, ()))
+
+    def _serve(self, item: _Serve) -> None:
+        request = item.request
+        peer = self.nodes[request.peer]
+        answered: Served | None = None
+        if peer.up and self.network.connected(item.node, request.peer):
+            assert peer.behaviour is not None
+            high = min(request.to_height, request.from_height + FETCH_BLOCKS_MAX - 1)
+            answered = peer.behaviour.serve(peer.store.range(request.from_height, high))
+        back = self.network.delays(request.peer, item.node) if answered is not None else []
+        if answered is None or not back:
+            answered, delay = (), FETCH_TIMEOUT_MS
+        else:
+            delay = back[0]
+        self._push(delay, _Fetched(item.node, item.incarnation, request.peer, answered))
+
+    # --- clients -----------------------------------------------------------------------------
+
+    def _client_delay(self) -> int:
+        return self.rng.randint(*self.client_interval_ms)
+
+    def _client_tick(self) -> None:
+        self._push(self._client_delay(), _ClientTick())
+        up = self._honest_up()
+        if not self.client_on or not up:
+            return
+        batch = self.client.batch(self.now_ms)
+        node = self.nodes[self.rng.choice(up)]
+        admitted = node.admit(batch, factory.BASE_TIME_MS + node.local_time(self.now_ms))
+        if admitted:
+            self._handle(node, ClientTxs(admitted))

@@ -1,0 +1,267 @@
+"""Stories of faults the replicas must survive, told against the simulator (STYLE.md item 9).
+
+Safety is checked by the simulator at every commit of every story; each story ends by asking
+for liveness (`run_until` raises a liveness violation when its bound passes) and a full check
+that all honest chains agree. Seeds are fixed: each story is one exact schedule.
+"""
+
+from typing import Final
+
+import pytest
+
+from consensus import messages as m
+from consensus.replica import ReplicaConfig
+from tests.sim.simulator import Simulator, proposing
+
+VIEW_CHANGE_TIMEOUT_MS: Final = 1000  # tests/factory.py's genesis
+# A crashed primary is noticed when PROGRESS fires (one view-change timeout after the last
+# progress), the ViewChange/NewView exchange takes a few message delays, and the first block
+# of the new view one block interval and a round of votes more. Twice the timeout is ample.
+VIEW_CHANGE_RECOVERY_MS_MAX: Final = 2 * VIEW_CHANGE_TIMEOUT_MS
+
+
+def committed_in_new_view(sim: Simulator, view_min: int) -> bool:
+    """Every honest up replica has committed a block proposed in a view >= `view_min`."""
+    for index in sim.honest:
+        node = sim.node(index)
+        if not node.up:
+            continue
+        if not node.store.chain or node.store.chain[-1][0].header.view < view_min:
+            return False
+    return True
+
+
+def test_four_replicas_commit_blocks_without_faults() -> None:
+    sim = Simulator(seed=1)
+    sim.run_until(height=10, within_ms=5_000)
+    sim.check_safety()
+    assert {sim.replica(i).view for i in range(4)} == {0}
+
+
+def test_primary_crashes_mid_block_and_a_new_view_commits_within_the_bound() -> None:
+    sim = Simulator(seed=2)
+    sim.run_until(height=4)
+    old_primary = sim.primary
+    sim.crash(old_primary, mid_handle=True, when=proposing)  # part-way through a proposal
+    sim.run_until(until=lambda: not sim.node(old_primary).up, within_ms=1_000)
+    took = sim.run_until(until=lambda: committed_in_new_view(sim, 1), within_ms=10_000)
+    assert took <= VIEW_CHANGE_RECOVERY_MS_MAX, f"recovery took {took} ms"
+    assert sim.primary != old_primary
+    sim.restart(old_primary)
+    sim.run_until(height=max(sim.heights().values()) + 3)
+    sim.check_safety()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_view_change_recovery_time_is_bounded(seed: int) -> None:
+    """From the instant the primary crashes to a block committed in the new view everywhere."""
+    sim = Simulator(seed=100 + seed)
+    sim.run_until(height=3 + seed % 4)
+    sim.crash(sim.primary)
+    took = sim.run_until(until=lambda: committed_in_new_view(sim, 1), within_ms=10_000)
+    assert took <= VIEW_CHANGE_RECOVERY_MS_MAX, f"seed {100 + seed}: recovery took {took} ms"
+
+
+def test_primary_equivocates_and_honest_replicas_still_agree() -> None:
+    sim = Simulator(seed=3, byzantine={0: "equivocate"})
+    sim.run_until(height=10, within_ms=30_000)
+    sim.check_safety()
+    assert sim.primary != 0 or all(sim.replica(i).counters["equivocation"] for i in sim.honest)
+
+
+def test_equivocating_primary_among_seven() -> None:
+    sim = Simulator(seed=4, nodes=7, byzantine={0: "equivocate", 3: "equivocate"})
+    sim.run_until(height=8, within_ms=30_000)
+    sim.check_safety()
+
+
+def test_f_replicas_partitioned_away_then_healed_catch_up() -> None:
+    sim = Simulator(seed=5, nodes=7)
+    sim.run_until(height=3)
+    sim.partition({5, 6}, {0, 1, 2, 3, 4})
+    sim.run_until(height=12, nodes={0, 1, 2, 3, 4})
+    assert sim.height(5) < 12
+    assert sim.height(6) < 12
+    sim.heal()
+    sim.run_until(height=15)
+    sim.check_safety()
+
+
+def test_the_primary_partitioned_away_is_replaced() -> None:
+    sim = Simulator(seed=6)
+    sim.run_until(height=3)
+    sim.partition({0}, {1, 2, 3})
+    sim.run_until(height=8, nodes={1, 2, 3})
+    sim.heal()
+    sim.run_until(height=11)
+    sim.check_safety()
+    assert sim.primary != 0
+
+
+def test_a_split_without_quorum_stalls_then_recovers() -> None:
+    sim = Simulator(seed=7)
+    sim.run_until(height=3)
+    sim.partition({0, 1}, {2, 3})
+    sim.run_for(500)  # votes already delivered may still complete a block or two
+    stalled = sim.heights()
+    sim.run_for(3_000)
+    assert sim.heights() == stalled  # neither half holds 2f+1
+    sim.heal()
+    sim.run_until(height=max(sim.heights().values()) + 3)
+    sim.check_safety()
+
+
+def test_replica_restarts_from_persisted_state_and_catches_up() -> None:
+    sim = Simulator(seed=8)
+    sim.run_until(height=5)
+    sim.crash(3)
+    sim.run_until(height=30, nodes={0, 1, 2})
+    assert sim.height(3) <= 5
+    sim.restart(3)
+    sim.run_until(height=33)
+    sim.check_safety()
+    restarted = [block.hash for block, _ in sim.node(3).store.chain]
+    assert restarted == [block.hash for block, _ in sim.node(0).store.chain][: len(restarted)]
+
+
+def test_replicas_that_prepared_a_block_keep_it_through_a_restart() -> None:
+    """Only n3 sees the Commits for block 5 and commits it; n3 is then cut off, and n0, n1, n2,
+    which prepared block 5 but never saw it commit, all crash and restart. They must come back
+    with their promise (persisted) and finish block 5 as it was, not propose another."""
+    sim = Simulator(seed=19)
+    sim.run_until(height=4)
+    sim.drop_messages(lambda _sender, to, msg: isinstance(msg, m.Commit) and to != 3)
+    sim.run_until(height=5, nodes={3})
+    committed = sim.node(3).store.get(5)[0].hash
+    assert max(sim.height(i) for i in (0, 1, 2)) == 4
+    sim.partition({3}, {0, 1, 2})
+    for index in (0, 1, 2):
+        sim.crash(index)
+    for index in (0, 1, 2):
+        sim.restart(index)
+    sim.drop_messages(None)
+    sim.run_until(height=6, nodes={0, 1, 2})
+    assert sim.node(0).store.get(5)[0].hash == committed
+    sim.heal()
+    sim.run_until(height=8)
+    sim.check_safety()
+
+
+def test_a_block_committed_by_one_replica_survives_a_view_change_without_it() -> None:
+    """Only n3 commits block 5 in view 0, then is cut off; the others, stuck without Commits,
+    change view among themselves. The new primary must re-propose block 5 from the prepared
+    proofs in the ViewChanges, not a block of its own."""
+    sim = Simulator(seed=22)
+    sim.run_until(height=4)
+    sim.drop_messages(lambda _s, to, msg: isinstance(msg, m.Commit) and msg.view == 0 and to != 3)
+    sim.run_until(height=5, nodes={3})
+    committed = sim.node(3).store.get(5)[0].hash
+    sim.partition({3}, {0, 1, 2})
+    sim.run_until(height=6, nodes={0, 1, 2})
+    assert sim.replica(0).view >= 1
+    assert sim.node(0).store.get(5)[0].hash == committed
+    sim.heal()
+    sim.run_until(height=8)
+    sim.check_safety()
+
+
+def test_crash_between_persist_and_send_never_forks() -> None:
+    """Replicas die part-way through their action lists, again and again, then come back."""
+    sim = Simulator(seed=9)
+    for round_ in range(12):
+        victim = round_ % 4
+        sim.run_for(150)
+        if sim.node(victim).up:
+            sim.crash(victim, mid_handle=True)
+        sim.run_for(150)
+        for index in range(4):
+            if not sim.node(index).up:
+                sim.restart(index)
+    sim.run_until(height=max(sim.heights().values()) + 3)
+    sim.check_safety()
+
+
+def test_the_network_drops_30_percent_of_messages() -> None:
+    sim = Simulator(seed=10)
+    sim.set_network(loss=0.3)
+    sim.run_until(height=10, within_ms=30_000)
+    sim.check_safety()
+
+
+def test_duplicating_reordering_network() -> None:
+    sim = Simulator(seed=11, nodes=7)
+    sim.set_network(duplicate=0.3, delay_max_ms=80, spike=0.1)
+    sim.run_until(height=10, within_ms=30_000)
+    sim.check_safety()
+
+
+def test_replayed_old_messages_change_nothing() -> None:
+    sim = Simulator(seed=12, byzantine={2: "replay"})
+    sim.run_until(height=12, within_ms=30_000)
+    sim.check_safety()
+
+
+def test_garbage_and_forged_signatures_are_dropped() -> None:
+    sim = Simulator(seed=13, byzantine={1: "forge"})
+    sim.run_until(height=12, within_ms=30_000)
+    sim.check_safety()
+    dropped = sum(sim.node(i).counters["undecodable"] for i in sim.honest)
+    rejected = sum(
+        n for i in sim.honest for k, n in sim.replica(i).counters.items()
+        if k.startswith("invalid_message")
+    )  # fmt: skip
+    assert dropped > 0
+    assert rejected > 0
+
+
+def test_forged_primary_cannot_commit_a_forged_tx() -> None:
+    sim = Simulator(seed=14, byzantine={0: "forge"})
+    sim.run_until(height=10, within_ms=30_000)
+    sim.check_safety()  # the store's check_block would have refused any forged tx
+
+
+def test_a_silent_replica_is_tolerated() -> None:
+    sim = Simulator(seed=15, byzantine={3: "silent"})
+    sim.run_until(height=10, within_ms=30_000)
+    sim.check_safety()
+
+
+def test_a_silent_primary_is_replaced() -> None:
+    sim = Simulator(seed=16, byzantine={0: "silent"})
+    sim.run_until(height=5, within_ms=30_000)
+    sim.check_safety()
+    assert sim.primary != 0
+
+
+def test_byzantine_peer_serving_forged_blocks_to_a_lagging_replica() -> None:
+    sim = Simulator(seed=17, byzantine={1: "forge"})
+    sim.run_until(height=3)
+    sim.crash(2)
+    sim.run_until(height=25, nodes={0, 1, 3})
+    sim.restart(2)
+    sim.run_until(height=28)
+    sim.check_safety()
+
+
+def test_everyone_crashes_and_restarts_from_disk() -> None:
+    sim = Simulator(seed=18)
+    sim.run_until(height=6)
+    for index in range(4):
+        sim.crash(index)
+    sim.run_for(500)
+    for index in range(4):
+        sim.restart(index)
+    sim.run_until(height=max(sim.heights().values()) + 3)
+    sim.check_safety()
+
+
+def test_full_pools_turn_clients_away_and_nothing_stalls() -> None:
+    sim = Simulator(
+        seed=23,
+        client_txs_max=4,
+        client_interval_ms=(5, 10),
+        replica_config=ReplicaConfig(pool_capacity=8),
+    )
+    sim.run_until(height=20, within_ms=30_000)
+    sim.check_safety()
+    assert sum(sim.node(i).counters["tx_pool_full"] for i in range(4)) > 0

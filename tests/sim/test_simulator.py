@@ -1,0 +1,168 @@
+"""The simulator's own machinery: determinism, the checkers, the store, the network, the plans.
+
+A simulator that cannot see a fork or a stall proves nothing, so each checker is shown a
+violation here and must report it.
+"""
+
+import random
+
+import pytest
+
+from consensus.events import Start
+from ledger import block as blocks
+from tests import factory
+from tests.sim.__main__ import main
+from tests.sim.byzantine import reordered_twin, twin_of
+from tests.sim.checker import SafetyChecker, Violation
+from tests.sim.faults import FAULT_CLASSES, make_plan, parse_faults
+from tests.sim.network import NetParams, SimNetwork
+from tests.sim.node import SimNode
+from tests.sim.simulator import Simulator
+from tests.sim.store import MemoryStore, StoreRejected
+from tests.sim.sweep import parse_seeds
+
+
+def test_same_seed_same_run() -> None:
+    runs = []
+    for _ in range(2):
+        sim = Simulator(seed=42, net=NetParams(loss=0.1, duplicate=0.1, delay_max_ms=40))
+        sim.run_for(1_500)
+        runs.append((sim.heights(), sim.stats, sim.trace.tail(50)))
+    assert runs[0] == runs[1]
+    other = Simulator(seed=43, net=NetParams(loss=0.1, duplicate=0.1, delay_max_ms=40))
+    other.run_for(1_500)
+    assert other.trace.tail(50) != runs[0][2]
+
+
+def test_safety_checker_reports_two_honest_blocks_at_one_height() -> None:
+    net = factory.network()
+    head = blocks.ChainHead.genesis(net.genesis)
+    tx = net.tx("fiscal-clerk0", "fiscal/a", {"x": 1}, factory.BASE_TIME_MS)
+    one = blocks.make_block(head, (tx,), factory.BASE_TIME_MS + 5, 0, 0)
+    two = twin_of(head, one, random.Random(0))
+    nodes = [SimNode(net.genesis, i, net.validator_keys[i], 0, None) for i in range(2)]
+    checker = SafetyChecker()
+    checker.on_commit(nodes[0], one)
+    checker.on_commit(nodes[1], one)
+    with pytest.raises(Violation, match="safety"):
+        checker.on_commit(nodes[1], two)
+    nodes[0].store.append(one, net.certify(one))
+    nodes[1].store.append(two, net.certify(two))
+    with pytest.raises(Violation, match="forks at height 1"):
+        checker.check_chains(nodes)
+
+
+def test_store_refuses_uncertified_and_duplicate_blocks() -> None:
+    net = factory.network()
+    store = MemoryStore(net.genesis)
+    chain = list(factory.chain(net, 2, 2))
+    (first, cert1), (second, cert2) = chain
+    with pytest.raises(StoreRejected, match="certificate"):
+        store.append(first, cert2)
+    short = blocks.Certificate(cert1.height, cert1.block_hash, cert1.view, cert1.votes[:2])
+    with pytest.raises(StoreRejected, match="votes"):
+        store.append(first, short)
+    store.append(first, cert1)
+    assert store.is_committed(first.txs[0].tx_id)
+    with pytest.raises(StoreRejected, match="does not extend"):
+        store.append(first, cert1)
+    head = store.head
+    replay = blocks.make_block(head, first.txs, second.header.timestamp_ms, 0, 0)
+    with pytest.raises(StoreRejected, match="already committed"):
+        store.append(replay, net.certify(replay))
+    store.append(second, cert2)
+    assert store.range(1, 10) == tuple(chain)
+
+
+def test_twin_blocks_are_valid_so_equivocation_is_real() -> None:
+    net = factory.network()
+    (block, _), *_ = factory.chain(net, 1, 3)
+    head = blocks.ChainHead.genesis(net.genesis)
+    twins = [twin_of(head, block, random.Random(seed)) for seed in range(4)]
+    for twin in [*twins, reordered_twin(block)]:
+        assert twin.hash != block.hash
+        assert twin.height == block.height
+        blocks.check_block(twin, head, net.genesis, is_committed=lambda _: False)
+
+
+def test_network_partitions_loss_and_duplicates() -> None:
+    net = SimNetwork(random.Random(1), 4, NetParams(duplicate=1.0))
+    assert len(net.delays(0, 1)) == 4  # every send duplicated, up to the cap
+    net.partition([[0], [1, 2, 3]])
+    assert net.delays(0, 1) == []
+    assert not net.connected(1, 0)
+    assert net.connected(2, 3)
+    assert net.groups() == [[0], [1, 2, 3]]
+    net.heal()
+    assert net.connected(0, 1)
+    net.params = NetParams(loss=1.0)
+    assert net.delays(0, 1) == []
+
+
+def test_stall_is_a_liveness_violation() -> None:
+    sim = Simulator(seed=3)
+    sim.partition([0], [1], [2], [3])
+    with pytest.raises(Violation, match="liveness"):
+        sim.run_until(height=2, within_ms=3_000)
+    assert sim.now_ms == 3_000
+
+
+def test_a_replica_that_raises_is_reported() -> None:
+    sim = Simulator(seed=4)
+    broken = sim.replica(1)
+
+    def explode(event: object, now_ms: int) -> list[object]:
+        raise KeyError(f"{event} at {now_ms}")
+
+    broken.handle = explode  # type: ignore[method-assign,assignment]
+    with pytest.raises(Violation, match="replica raised"):
+        sim.run_until(height=3, within_ms=3_000)
+
+
+def test_crashed_node_keeps_only_what_it_persisted() -> None:
+    sim = Simulator(seed=5)
+    sim.run_until(height=3)
+    node = sim.node(2)
+    persisted, height = dict(node.persisted), node.store.height
+    sim.crash(2)
+    assert not node.up
+    assert node.persisted == persisted
+    assert node.store.height == height
+    sim.restart(2)
+    assert sim.replica(2).committed_height == height
+    assert isinstance(Start(), Start)
+
+
+def test_plans_are_fixed_by_the_seed_and_respect_f() -> None:
+    faults = parse_faults("all")
+    assert faults == frozenset(FAULT_CLASSES)
+    for seed in range(200):
+        for nodes in (4, 7):
+            plan = make_plan(seed, nodes, faults)
+            assert plan == make_plan(seed, nodes, faults)
+            f = (nodes - 1) // 3
+            assert len(plan.byzantine) <= f
+            down: set[int] = set()
+            for step in plan.steps:
+                if step.op in {"crash", "crash_mid"}:
+                    down.add(step.nodes[0])
+                    assert step.nodes[0] not in plan.byzantine
+                if step.op == "restart":
+                    down.discard(step.nodes[0])
+                assert len(down) <= f
+    assert make_plan(1, 4, parse_faults("none")).steps == ()
+    with pytest.raises(ValueError, match="unknown fault"):
+        parse_faults("loss,meteor")
+
+
+def test_seed_ranges() -> None:
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("7") == [7]
+    assert parse_seeds("1,4,9-10") == [1, 4, 9, 10]
+    with pytest.raises(ValueError, match="bad seed range"):
+        parse_seeds("5-2")
+
+
+def test_command_line_runs_fault_free_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seeds", "0-1", "--faults", "none", "--jobs", "1"]) == 0
+    assert "2 passed, 0 failed" in capsys.readouterr().out
