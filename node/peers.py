@@ -11,6 +11,8 @@ its own bounded queue and its own sender task that batches whatever has queued u
 dead peer fills only its own queue (the oldest message is dropped and counted) and never
 delays the others. Nothing here retries: consensus retransmits by its own timers. Nothing here
 trusts a peer either: fetched blocks are decoded and handed to the replica, which verifies them.
+Messages go out through `node.poster` (a minimal HTTP/1.1 client: the POSTs are frequent and
+small), block fetches through aiohttp.
 """
 
 import asyncio
@@ -25,14 +27,20 @@ import msgpack
 from ledger.block import Block, Certificate, decode_block, decode_certificate
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
+from node.poster import Poster, PostFailed
 
 MESSAGES_PATH: Final = "/peer/v1/messages"
+MSGPACK: Final = "application/msgpack"
 BLOCKS_PATH: Final = "/peer/v1/blocks"
 BATCH_MESSAGES_MAX: Final = 256  # messages in one POST
 POSTS_IN_FLIGHT_MAX: Final = 2  # POSTs to one peer under way at once (the transport may reorder)
 BATCH_BYTES_MAX: Final = 16 * 1024 * 1024  # soft bound: a POST stops growing past it
 FETCH_BLOCKS_MAX: Final = 256  # blocks in one fetch answer
-FETCH_BYTES_MAX: Final = 32 * 1024 * 1024  # soft bound on one fetch answer
+# Soft bound on one fetch answer (at least one block is sent, whatever its size). A node that
+# catches up holds one answer decoded at a time (~5 times its bytes in Python objects), and
+# the node serving it the answer's bytes twice: 4 MiB keeps both well inside the memory
+# budget (RSS per node) while a round trip still carries ~16,000 txs.
+FETCH_BYTES_MAX: Final = 4 * 1024 * 1024
 
 log = logging.getLogger("cityledger.node.peers")
 
@@ -90,12 +98,14 @@ class PeerTransport:
             int(v.index): v.url.rstrip("/") for v in genesis.validators if v.index != index
         }
         self._queue_max = queue_max
-        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self._timeout_s = timeout_ms / 1000
+        self._timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         self._body_bytes_max = body_bytes_max
         self._send_failed = send_failed
         self._queues: dict[int, asyncio.Queue[bytes]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # block fetches
+        self._posters: dict[int, Poster] = {}  # message POSTs
 
     @property
     def peers(self) -> dict[int, str]:
@@ -108,7 +118,10 @@ class PeerTransport:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit_per_host=4)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        for peer in self._urls:
+        for peer, url in self._urls.items():
+            self._posters[peer] = Poster(
+                url, timeout_s=self._timeout_s, connections_max=POSTS_IN_FLIGHT_MAX
+            )
             self._queues[peer] = asyncio.Queue(self._queue_max)
             self._tasks.append(asyncio.create_task(self._sender(peer), name=f"peer-{peer}"))
 
@@ -119,6 +132,9 @@ class PeerTransport:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for poster in self._posters.values():
+            await poster.close()
+        self._posters.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -142,7 +158,6 @@ class PeerTransport:
         a message need not wait for the answer to the one before (a peer answers once it has
         handled a POST), and while every slot is busy new messages gather into one batch."""
         queue = self._queues[peer]
-        url = self._urls[peer] + MESSAGES_PATH
         slots = asyncio.Semaphore(POSTS_IN_FLIGHT_MAX)
         posts: set[asyncio.Task[None]] = set()
         try:
@@ -156,7 +171,7 @@ class PeerTransport:
                     batch.append(queue.get_nowait())
                     size += len(batch[-1])
                 body = msgpack.packb(batch, use_bin_type=True)
-                post = asyncio.create_task(self._post(peer, url, body, len(batch)))
+                post = asyncio.create_task(self._post(peer, body, len(batch)))
                 posts.add(post)
                 post.add_done_callback(posts.discard)
                 post.add_done_callback(lambda _t: slots.release())
@@ -164,17 +179,16 @@ class PeerTransport:
             for post in posts:
                 post.cancel()
 
-    async def _post(self, peer: int, url: str, body: bytes, count: int) -> None:
-        assert self._session is not None
-        headers = {"Content-Type": "application/msgpack"}
+    async def _post(self, peer: int, body: bytes, count: int) -> None:
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
-                if response.status >= 300:
-                    log.debug("peer %d answered %d", peer, response.status)
-                    self._send_failed(peer, f"http_{response.status}")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.debug("sending %d messages to peer %d failed: %r", count, peer, exc)
+            status = await self._posters[peer].post(MESSAGES_PATH, body, MSGPACK)
+        except PostFailed as exc:
+            log.debug("sending %d messages to peer %d failed: %s", count, peer, exc)
             self._send_failed(peer, "unreachable")
+            return
+        if status >= 300:
+            log.debug("peer %d answered %d", peer, status)
+            self._send_failed(peer, f"http_{status}")
 
     async def fetch_blocks(
         self, peer: int, from_height: int, to_height: int
