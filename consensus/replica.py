@@ -167,6 +167,7 @@ class Replica:
         self._vc_attempts = 0
         self._last_proposal_ms = 0
         self._propose_armed = False
+        self._propose_at = 0  # when the armed PROPOSE timer fires
         self._fetching: int | None = None  # peer asked
         self._bad_peers: set[int] = set()
         self._tick_height = -1  # committed height at the last retransmit tick
@@ -495,11 +496,16 @@ class Replica:
             unproposed = len(self.pool) - self.pool.count_of(in_flight)
             if unproposed <= 0:
                 return
-            due = self._last_proposal_ms + params.block_interval_ms
+            # At most one block per interval; one more interval per block still in flight, so
+            # that a busy primary gathers larger blocks (each block costs every node a round of
+            # signed votes and writes) while an idle one still proposes after one interval.
+            in_flight_blocks = tip.height - self.head.height
+            due = self._last_proposal_ms + params.block_interval_ms * (1 + in_flight_blocks)
             full = unproposed >= params.block_txs_max
             if self._now < due and not full:
-                if not self._propose_armed:
+                if not self._propose_armed or due < self._propose_at:
                     self._propose_armed = True
+                    self._propose_at = due
                     self._out.append(SetTimer(Timer.PROPOSE, due))
                 return
             if not self._propose(tip, in_flight):

@@ -29,6 +29,7 @@ HEADER_VERSION: Final = 1
 HEIGHT_MAX: Final = 2**63 - 1
 CERTIFICATE_BYTES_MAX: Final = 128 + VALIDATORS_MAX * (SIGNATURE_BYTES + 8)
 HEADER_BYTES_MAX: Final = 256  # 9 fields: 3 digests and 6 integers
+_BYTES_ONLY: Final = frozenset({bytes})
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def decode_block(raw: bytes, known: txs.KnownTx | None = None) -> Block:
         header = _parse_header(items[0])
         if not isinstance(items[1], list) or len(items[1]) > BLOCK_TXS_MAX:
             raise InvalidEncoding(f"txs: expected an array of at most {BLOCK_TXS_MAX}")
-        if not all(isinstance(t, bytes) for t in items[1]):
+        if not _BYTES_ONLY.issuperset(map(type, items[1])):  # one C-level pass
             raise InvalidEncoding("txs: expected byte strings")
         if known is None:
             body = tuple(txs.decode_tx(t) for t in items[1])

