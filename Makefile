@@ -36,6 +36,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/cluster.py all --plots docs/bench --out docs/bench/cluster.json
+	$(PY) bench/scaling.py --sizes 10000,100000 --plots docs/bench --out docs/bench/scaling.json
 	$(PY) bench/verify.py
 
 soak: $(STAMP)

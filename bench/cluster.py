@@ -61,6 +61,8 @@ def _summary(
         "cpu_ratio": round(cores / node_cpu_per_tx / limit, 3),
         # How much of the machine the nodes got (other processes share it).
         "cluster_cpu_share": round(sum(cpu.values()) / (result["duration_s"] * cores), 3),
+        # Seconds the nodes' threads were ready to run but waited for a core.
+        "run_delay_s_per_node": result["run_delay_s"],
         "duration_s": result["duration_s"],
         "blocks": result["blocks"],
         "txs_per_block": round(result["committed"] / max(result["blocks"], 1), 1),
@@ -221,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         ]
     report["bench_wall_s"] = round(time.perf_counter() - started, 1)
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        harness.write_json(args.out, report)
     return _report(report, args)
 
 
 def _report(report: dict[str, Any], args: argparse.Namespace) -> int:
     if args.plots:
-        _plot(report, args.plots, "write_all")
+        harness.plot(report, args.plots, "write_all")
     if args.json:
         print(json.dumps(report))
     else:
@@ -275,20 +277,11 @@ def _print_run(s: dict[str, Any]) -> None:
     print(f"  CPU s per node: {s['cpu_s_per_node']} ({s['cpu_us_per_tx_per_node']} µs/tx/node); "
           f"load process {s['load_cpu_s']} s")  # fmt: skip
     print(f"  of which the event loop thread: {s['main_thread_us_per_tx_per_node']} µs/tx/node")
+    print(f"  waiting for a core (run delay), s per node: {s['run_delay_s_per_node']}")
     print(f"  nodes used {s['cluster_cpu_share']:.0%} of the machine; CPU-bound estimate "
           f"{s['cpu_bound_tx_per_s']:,} tx/s, ratio {s['cpu_ratio']:.3f}")  # fmt: skip
     if s["rejected"] or s["errors"]:
         print(f"  rejected: {s['rejected']}; errors: {s['errors']}")
-
-
-def _plot(report: dict[str, Any], out_dir: Path, kind: str) -> None:
-    try:
-        import plots  # matplotlib: a dependency of the benchmarks only
-    except ImportError as exc:
-        sys.stderr.write(f"no plots ({exc}): pip install matplotlib\n")
-        return
-    for path in getattr(plots, kind)(report, out_dir):
-        sys.stderr.write(f"wrote {path}\n")
 
 
 if __name__ == "__main__":

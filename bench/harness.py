@@ -39,6 +39,17 @@ def set_nice(value: int) -> None:
     NICE = value
     if value:
         os.setpriority(os.PRIO_PROCESS, 0, value)
+        _nice_autogroup(os.getpid())
+
+
+def _nice_autogroup(pid: int) -> None:
+    """With autogroup scheduling (Linux: each session shares the CPU equally, whatever the
+    niceness of its processes) a process's niceness only counts inside its own session: give
+    the session of `pid` (a node runs in a session of its own) the same niceness."""
+    if not NICE:
+        return
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(NICE))
 
 
 LOAD_READY_TIMEOUT_S = 900.0
@@ -77,6 +88,18 @@ def main_thread_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def run_delay_seconds(pid: int) -> float:
+    """Seconds the threads of a process spent runnable but waiting for a CPU (schedstat):
+    high when the machine is short of cores, low when the process idles by itself."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:
@@ -188,11 +211,13 @@ class Cluster:
         log_path = self.net.log_file(entry.id)
         log_path.parent.mkdir(exist_ok=True)
         with log_path.open("ab") as log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 processes.node_command(entry.config.resolve()),
                 stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
             )  # fmt: skip
+        _nice_autogroup(proc.pid)
+        return proc
 
     def start_timed(self, node_id: str, timeout_s: float = 60.0) -> float:
         """Start one node and poll its status tightly: seconds from spawn to its first answer."""
@@ -244,6 +269,9 @@ class Cluster:
     def cpu(self) -> dict[str, float]:
         return {k: cpu_seconds(p.pid) for k, p in self.procs.items()}
 
+    def run_delay(self) -> dict[str, float]:
+        return {k: run_delay_seconds(p.pid) for k, p in self.procs.items()}
+
     def main_cpu(self) -> dict[str, float]:
         return {k: main_thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
 
@@ -290,11 +318,11 @@ def run_load(
             raise RuntimeError(f"the load process did not get ready: {line!r}")
         spies = _profile(cluster, profile_dir) if profile_dir else []
         height_before = cluster.height(cluster.net.nodes[0].id)
-        before, main_before = cluster.cpu(), cluster.main_cpu()
+        before, main_before, wait_before = cluster.cpu(), cluster.main_cpu(), cluster.run_delay()
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
         out = _await_line(proc, cluster, spec.deadline_s + 60)
-        after, main_after = cluster.cpu(), cluster.main_cpu()
+        after, main_after, wait_after = cluster.cpu(), cluster.main_cpu(), cluster.run_delay()
         blocks = cluster.height(cluster.net.nodes[0].id) - height_before
         proc.wait(timeout=30)
     finally:
@@ -311,6 +339,9 @@ def run_load(
     spent = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in before}
     result: dict[str, Any] = json.loads(out)
     result["blocks"] = blocks
+    result["run_delay_s"] = {
+        k: round(wait_after.get(k, 0.0) - wait_before.get(k, 0.0), 2) for k in wait_before
+    }
     result["main_thread_cpu_s"] = {
         k: round(main_after.get(k, 0.0) - main_before.get(k, 0.0), 2) for k in main_before
     }
@@ -373,3 +404,19 @@ def started_cluster(nodes: int, params: dict[str, int] | None = None) -> Iterato
     with Cluster(nodes, params) as cluster:
         cluster.start()
         yield cluster
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def plot(report: dict[str, Any], out_dir: Path, kind: str) -> None:
+    """PNG plots of `report` by `plots.<kind>` (matplotlib: installed by `make bench` only)."""
+    try:
+        import plots
+    except ImportError as exc:
+        sys.stderr.write(f"no plots ({exc}): pip install matplotlib\n")
+        return
+    for path in getattr(plots, kind)(report, out_dir):
+        sys.stderr.write(f"wrote {path}\n")

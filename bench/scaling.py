@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0, help="see bench/cluster.py --nice")
     parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     parser.add_argument("--plots", type=Path, help="write PNG plots to this directory")
+    parser.add_argument("--keep", type=Path, help="build the cluster in this (new) directory "
+                        "and keep it afterwards (default: a temporary one)")  # fmt: skip
     parser.add_argument("--from-json", type=Path, help="only plot/print this earlier result")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": args.nodes, "growth": [], "points": [],
     }  # fmt: skip
     started = time.perf_counter()
-    with harness.Cluster(args.nodes) as cluster:
+    with harness.Cluster(args.nodes, keep=args.keep) as cluster:
         cluster.start()
         node_id = cluster.net.nodes[-1].id
         have = 0
@@ -149,17 +151,17 @@ def main(argv: list[str] | None = None) -> int:
             report["points"].append(point)
             sys.stderr.write(f"scaling: {json.dumps(point)}\n")
             if args.out:  # keep what was measured if a later, longer step fails
-                args.out.write_text(json.dumps(report, indent=1) + "\n")
+                harness.write_json(args.out, report)
         report["rss_mb_max"] = {k: round(v / 2**20, 1) for k, v in cluster.rss_max.items()}
     report["bench_wall_s"] = round(time.perf_counter() - started, 1)
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        harness.write_json(args.out, report)
     return _report(report, args)
 
 
 def _report(report: dict[str, Any], args: argparse.Namespace) -> int:
     if args.plots:
-        _plot(report, args.plots, "write_scaling")
+        harness.plot(report, args.plots, "write_scaling")
     if args.json:
         print(json.dumps(report))
     else:
@@ -177,16 +179,6 @@ def _print(r: dict[str, Any]) -> None:
               f"{v['wall_s']:>9.1f} {v['tx_per_cpu_s']:>11,} {v['ratio_cpu']:>6.3f} "
               f"{p['catch_up_s']:>10.1f} {p['catch_up_tx_per_s']:>13,}")  # fmt: skip
     print(f"RSS max through the run, MB: {r['rss_mb_max']}")
-
-
-def _plot(report: dict[str, Any], out_dir: Path, kind: str) -> None:
-    try:
-        import plots  # matplotlib: a dependency of the benchmarks only
-    except ImportError as exc:
-        sys.stderr.write(f"no plots ({exc}): pip install matplotlib\n")
-        return
-    for path in getattr(plots, kind)(report, out_dir):
-        sys.stderr.write(f"wrote {path}\n")
 
 
 if __name__ == "__main__":
