@@ -103,6 +103,7 @@ def throughput(
             result, cpu = harness.run_load(cluster, spec, profile and profile / "single")
             single = _summary(result, cpu, limit, nodes)
             single["concurrency"] = SINGLE_CONCURRENCY
+            single["latency_cdf_ms"] = result["latency_cdf_ms"]
             out["single"] = single
         cluster.sample_rss()
         out["rss_mb_max"] = {k: round(v / 2**20, 1) for k, v in cluster.rss_max.items()}

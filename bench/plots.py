@@ -128,8 +128,8 @@ def write_scaling(report: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     points = report["points"]
     sizes = [p["chain_txs"] for p in points]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
-    (startup, rss), (verify, catch_up) = axes
+    fig, axes = plt.subplots(3, 2, figsize=(9, 10))
+    (startup, rss), (verify, catch_up), (rate, cost) = axes
     startup.plot(sizes, [p["startup_s"] for p in points], "o-")
     startup.axhline(2.0, color="orange", linestyle=":", label="target 2 s")
     startup.set_title("node startup (spawn to healthy), s")
@@ -146,7 +146,8 @@ def write_scaling(report: dict[str, Any], out_dir: Path) -> list[Path]:
     catch_up.plot(sizes, [p["catch_up_tx_per_s"] for p in points], "o-")
     catch_up.axhline(5000, color="orange", linestyle=":", label="target 5,000 tx/s")
     catch_up.set_title("catch-up of a wiped node, tx/s")
-    for ax in (startup, rss, verify, catch_up):
+    _growth_costs(growth, rate, cost)
+    for ax in (startup, rss, verify, catch_up, rate, cost):
         ax.set_xscale("log")
         ax.set_xlabel("txs in the chain")
         ax.set_ylim(bottom=0)
@@ -154,3 +155,18 @@ def write_scaling(report: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.text(0.01, 0.005, _caption(report), fontsize=7, color="grey")
     return [_save(fig, out_dir / "chain_scaling.png")]
+
+
+def _growth_costs(growth: list[dict[str, Any]], rate: Any, cost: Any) -> None:
+    """Committed tx/s of each growth chunk, and the nodes' CPU per tx in it."""
+    sizes = [g["chain_txs"] for g in growth]
+    rate.plot(sizes, [g["tx_per_s"] for g in growth], ".-", label="batched, 16 x 250 txs in flight")
+    rate.set_title("committed tx/s while the chain grows")
+    before = 0
+    per_tx = []
+    for g in growth:
+        txs = g["chain_txs"] - before
+        before = g["chain_txs"]
+        per_tx.append(sum(g["cpu_s"].values()) / len(g["cpu_s"]) / max(txs, 1) * 1e6)
+    cost.plot(sizes, per_tx, ".-", label="mean of the nodes")
+    cost.set_title("node CPU per committed tx, µs")
