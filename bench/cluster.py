@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
-        return _report(json.loads(args.from_json.read_text()), args)
+        return harness.report(json.loads(args.from_json.read_text()), args, "write_all", _print)
     harness.set_nice(args.nice)
     for item in args.param:
         name, _, value = item.partition("=")
@@ -225,17 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     report["bench_wall_s"] = round(time.perf_counter() - started, 1)
     if args.out:
         harness.write_json(args.out, report)
-    return _report(report, args)
-
-
-def _report(report: dict[str, Any], args: argparse.Namespace) -> int:
-    if args.plots:
-        harness.plot(report, args.plots, "write_all")
-    if args.json:
-        print(json.dumps(report))
-    else:
-        _print(report)
-    return 0
+    return harness.report(report, args, "write_all", _print)
 
 
 def _print(r: dict[str, Any]) -> None:

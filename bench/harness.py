@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -409,6 +409,20 @@ def started_cluster(nodes: int, params: dict[str, int] | None = None) -> Iterato
 def write_json(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def report(
+    result: dict[str, Any], args: Any, kind: str, show: Callable[[dict[str, Any]], None]
+) -> int:
+    """Plot `result` (`--plots DIR`, by `plots.<kind>`), then print it: one JSON object with
+    `--json`, else the text of `show`. The exit status of a benchmark run."""
+    if args.plots:
+        plot(result, args.plots, kind)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        show(result)
+    return 0
 
 
 def plot(report: dict[str, Any], out_dir: Path, kind: str) -> None:

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.from_json:
-        return _report(json.loads(args.from_json.read_text()), args)
+        return harness.report(json.loads(args.from_json.read_text()), args, "write_scaling", _print)
     harness.set_nice(args.nice)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     verify_rate = harness.verify_rate()
@@ -156,17 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     report["bench_wall_s"] = round(time.perf_counter() - started, 1)
     if args.out:
         harness.write_json(args.out, report)
-    return _report(report, args)
-
-
-def _report(report: dict[str, Any], args: argparse.Namespace) -> int:
-    if args.plots:
-        harness.plot(report, args.plots, "write_scaling")
-    if args.json:
-        print(json.dumps(report))
-    else:
-        _print(report)
-    return 0
+    return harness.report(report, args, "write_scaling", _print)
 
 
 def _print(r: dict[str, Any]) -> None:

@@ -81,8 +81,9 @@ class Poster:
             return status
 
     def _take_idle(self) -> Connection | None:
-        """The most recently used idle connection still open (the peer may have closed one,
-        e.g. when its keep-alive time ran out); older or closed ones are closed and dropped."""
+        """The most recently used idle connection that is still open and not idle too long (the
+        peer may have closed one when its keep-alive time ran out); those passed over on the way
+        are closed and dropped."""
         now = asyncio.get_running_loop().time()
         while self._idle:
             conn, since = self._idle.pop()
