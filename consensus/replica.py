@@ -102,8 +102,8 @@ class ReplicaConfig:
     pool_capacity: int = 100_000
     # Blocks the primary keeps in flight at once. 2, not more: under load the primary then
     # waits for a slot and proposes fewer, larger blocks (every block costs each node a
-    # dozen signatures, three writes and a round of messages), measured 10% less CPU per tx
-    # than with 4 (docs/benchmarks.md); at light load blocks rarely overlap anyway.
+    # dozen signatures, three writes and a round of messages); at light load blocks rarely
+    # overlap anyway.
     pipeline_depth: int = 2
     window: int = 16  # heights above the committed head a replica takes part in
     retransmit_ms: int = 500

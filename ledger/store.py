@@ -299,7 +299,7 @@ class BlockStore:
         in_batch: set[bytes] = set()  # tx ids of the blocks of this batch, not yet in LevelDB
 
         def is_committed(tx_id: bytes) -> bool:
-            return tx_id in in_batch or self._is_committed(tx_id)
+            return tx_id in in_batch or self.has_tx(tx_id)
 
         try:
             batch = self._db.write_batch(sync=True)
@@ -347,9 +347,6 @@ class BlockStore:
         history, completed = head.history.append_with_nodes(block.hash)
         nodes.extend(completed)
         return nodes, ChainHead(block.height, block.hash, block.header.timestamp_ms, history)
-
-    def _is_committed(self, tx_id: bytes) -> bool:
-        return self._get(_TX + tx_id) is not None
 
     @staticmethod
     def _put_block(batch: Any, block: Block, cert: Certificate, nodes: list[merkle.Node]) -> None:
@@ -581,7 +578,7 @@ _WRITE_BUFFER_BYTES: Final = 16 * 1024 * 1024
 _BLOCK_CACHE_BYTES: Final = 8 * 1024 * 1024
 # An audit reads every index entry once, in no useful order: with a cache this size each data
 # block of the indexes is read and decompressed about once rather than once per entry in it
-# (`verify` 9% faster on a 300,000-tx store; the cache fills only as far as the store is big).
+# (the cache fills only as far as the store is big).
 _AUDIT_CACHE_BYTES: Final = 256 * 1024 * 1024
 
 

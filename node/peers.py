@@ -27,19 +27,19 @@ import msgpack
 from ledger.block import Block, Certificate, decode_block, decode_certificate
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
+from node.codec import MSGPACK
 from node.poster import Poster, PostFailed
 
 MESSAGES_PATH: Final = "/peer/v1/messages"
-MSGPACK: Final = "application/msgpack"
 BLOCKS_PATH: Final = "/peer/v1/blocks"
 BATCH_MESSAGES_MAX: Final = 256  # messages in one POST
 POSTS_IN_FLIGHT_MAX: Final = 2  # POSTs to one peer under way at once (the transport may reorder)
 BATCH_BYTES_MAX: Final = 16 * 1024 * 1024  # soft bound: a POST stops growing past it
 FETCH_BLOCKS_MAX: Final = 256  # blocks in one fetch answer
 # Soft bound on one fetch answer (at least one block is sent, whatever its size). A node that
-# catches up holds one answer decoded at a time (~5 times its bytes in Python objects), and
-# the node serving it the answer's bytes twice: 4 MiB keeps both well inside the memory
-# budget (RSS per node) while a round trip still carries ~16,000 txs.
+# catches up holds one answer decoded at a time (several times its bytes in Python objects),
+# and the node serving it the answer's bytes twice: 4 MiB keeps both well inside the memory
+# budget (RSS per node) while a round trip still carries ~16,000 txs of 250 bytes.
 FETCH_BYTES_MAX: Final = 4 * 1024 * 1024
 
 log = logging.getLogger("cityledger.node.peers")
@@ -198,7 +198,7 @@ class PeerTransport:
         if url is None or self._session is None:
             return ()
         params = {"from": str(from_height), "to": str(to_height)}
-        headers = {"Accept": "application/msgpack"}
+        headers = {"Accept": MSGPACK}
         try:
             async with self._session.get(
                 url + BLOCKS_PATH, params=params, headers=headers
