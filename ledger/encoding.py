@@ -7,6 +7,7 @@ hash and signature is over a unique encoding. Decoding either returns a value or
 `InvalidEncoding`, nothing else.
 """
 
+import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -47,10 +48,25 @@ def _canonical(value: Any, depth: int) -> Any:
     return value
 
 
+class _Packers(threading.local):
+    """One msgpack packer per thread: `msgpack.packb` builds a new one for every call, which
+    costs as much as packing a small value (a tx), and a packer is not to be shared."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True)
+
+
+_packers: Final = _Packers()
+
+
+def _pack(value: Any) -> bytes:
+    packed: bytes = _packers.packer.pack(value)
+    return packed
+
+
 def encode(value: Any) -> bytes:
     """The canonical bytes of `value` (maps sorted, tuples as arrays, str and bin distinct)."""
-    packed: bytes = msgpack.packb(_canonical(value, 0), use_bin_type=True)
-    return packed
+    return _pack(_canonical(value, 0))
 
 
 def decode(data: bytes, max_bytes: int) -> Any:
@@ -89,7 +105,7 @@ def decode_map_order_unchecked(data: bytes, max_bytes: int) -> Any:
         raise InvalidEncoding(f"{len(data)} bytes exceeds the limit of {max_bytes}")
     try:
         value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-        packed = msgpack.packb(value, use_bin_type=True)
+        packed = _pack(value)
     except (ValueError, TypeError, msgpack.UnpackException, OverflowError) as exc:
         raise InvalidEncoding(f"not msgpack: {type(exc).__name__}") from None
     if packed != data:

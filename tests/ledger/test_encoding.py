@@ -1,6 +1,7 @@
 """Canonical msgpack: byte-exact vectors, round trips, and every non-canonical form rejected."""
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -333,3 +334,19 @@ def test_expect_helpers_reject(call: str, value: Any) -> None:
     }
     with pytest.raises(InvalidEncoding, match=r"^field: "):
         expect[call](value)
+
+
+def test_a_failed_encode_leaves_nothing_behind_for_the_next() -> None:
+    value = [1, "two", b"\x03", {"four": [5]}]
+    for bad in ([1, 2**70], [b"x" * 100, object()], {"a": [1, -(2**70)]}):
+        with pytest.raises((InvalidEncoding, OverflowError, TypeError)):
+            encode(bad)
+        assert encode(value) == msgpack.packb(value, use_bin_type=True)
+
+
+def test_threads_encode_at_once_each_with_its_own_packer() -> None:
+    values = [[i, "x" * (i % 50), {"k": list(range(i % 20))}] for i in range(2000)]
+    expected = [msgpack.packb(v, use_bin_type=True) for v in values]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda batch: [encode(v) for v in batch], [values] * 8))
+    assert all(r == expected for r in results)
