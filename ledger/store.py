@@ -329,8 +329,9 @@ class BlockStore:
         """The history nodes the block completes and the head after it; raise `InvalidBlock`
         unless it is a certified block that validly extends `head`."""
         block, certificate = step.block, step.certificate
-        ids = [crypto.sha256(t.raw) for t in block.txs]
-        # Pair checks of in-memory objects: what gets indexed must be what gets stored.
+        # Pair checks of in-memory objects: what gets indexed must be what gets stored. A tx
+        # that `decode_tx` parsed got its id from its own bytes (and is frozen): not re-hashed.
+        ids = [t.tx_id if t._parsed else crypto.sha256(t.raw) for t in block.txs]
         if block.hash != block.header.hash() or ids != [t.tx_id for t in block.txs]:
             raise InvalidBlock(f"block {block.height}: hashes do not match its content")
         if step.txs_checked:

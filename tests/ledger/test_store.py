@@ -191,6 +191,7 @@ def _bad_appends(
 
     skipped = dataclasses.replace(head, height=head.height + 1)
     old_tx = certified[1][0].txs[0]
+    misnamed = (dataclasses.replace(block.txs[0], tx_id=b"\x05" * 32), *block.txs[1:])
     # A well-formed vote over the right payload, by a key that is not validator 0's.
     stranger = factory.seeded_key("not-a-validator")
     payload = blocks.commit_payload(net.genesis.chain_id, cert.view, block.height, block.hash)
@@ -210,6 +211,8 @@ def _bad_appends(
             blocks.make_block(head, (old_tx, *block.txs[1:]), ts, view, 0)
         ),
         "tx twice": certify(blocks.make_block(head, (block.txs[0],) * 2, ts, view, 0)),
+        # Built from fields, not parsed from its bytes: its id is checked against them.
+        "tx id not of its bytes": certify(blocks.make_block(head, misnamed, ts, view, 0)),
     }
 
 
