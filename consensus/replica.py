@@ -289,6 +289,8 @@ class Replica:
         if msg.sender == self.index or not 0 <= msg.sender < self._n:
             self._invalid("sender")
             return
+        if isinstance(msg, m.Prepare | m.Commit) and not self._in_window(msg.view, msg.height):
+            return  # dropped unread whatever its signature (e.g. the vote after a quorum)
         if not self._signature_ok(msg):
             self._invalid("bad_signature")
             return

@@ -70,3 +70,15 @@ def test_a_busy_primary_waits_one_more_interval_per_block_in_flight() -> None:
     assert _proposals(actions) == []
     assert _propose_timers(actions) == [t0 + 2 * interval]  # one block in flight: 2 intervals
     assert _proposals(replica.handle(ev.Timeout(ev.Timer.PROPOSE), t0 + 2 * interval)) == [2]
+
+
+def test_a_vote_outside_the_window_is_dropped_without_a_signature_check() -> None:
+    net = factory.network(4)
+    replica = _replica(net)
+    forged = b"\x00" * 64  # no validator signed this
+    stale = m.Commit(0, 0, b"\x11" * 32, 1, forged)  # height 0: committed (genesis)
+    future = m.Prepare(0, 1 + replica.config.window, b"\x11" * 32, 2, forged)
+    current = m.Commit(0, 1, b"\x11" * 32, 3, forged)  # in the window: checked, refused
+    for msg in (stale, future, current):
+        replica.handle(ev.Received(msg), factory.BASE_TIME_MS + 1)
+    assert replica.counters["invalid_message:bad_signature"] == 1
