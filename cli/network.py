@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from ledger import crypto
 from ledger import genesis as genesis_mod
+from node.config import machine_cores
 
 GENESIS_FILE: Final = "genesis.toml"
 NODES_DIR: Final = "nodes"
@@ -153,14 +154,21 @@ def init(
         folder = root / NODES_DIR / node_id
         folder.mkdir(parents=True)
         crypto.write_private_key(folder / KEY_FILE, key)
-        (folder / NODE_CONFIG).write_text(node_config(node_id, host, port))
+        (folder / NODE_CONFIG).write_text(
+            node_config(node_id, host, port, shared_cores(len(ports)))
+        )
     (root / CLIENTS_DIR).mkdir()
     for client_id, key in client_keys.items():
         crypto.write_private_key(root / CLIENTS_DIR / f"{client_id}.pem", key)
     return load(root)
 
 
-def node_config(node_id: str, host: str, port: int) -> str:
+def shared_cores(nodes: int) -> int:
+    """The cores of this machine each of `nodes` nodes may count on (at least 1)."""
+    return max(machine_cores() // max(nodes, 1), 1)
+
+
+def node_config(node_id: str, host: str, port: int, cores: int) -> str:
     return (
         "\n".join(
             [
@@ -172,6 +180,9 @@ def node_config(node_id: str, host: str, port: int) -> str:
                 f'listen = "{host}:{port}"',
                 'genesis = "../../genesis.toml"',
                 'log_level = "info"',
+                "# The cluster's nodes share this machine: its cores, divided among them",
+                "# (0, the default, gives a node all of them).",
+                f"cores = {cores}",
             ]
         )
         + "\n"

@@ -5,8 +5,10 @@ its organisation's namespaces, is stamped within [now - ttl, now + skew], is new
 not pending, not twice in one request, not being admitted by a concurrent request) and carries
 a valid client signature. Cheap checks go first; the Ed25519 verifications (the node's CPU hot
 spot) run last, in chunks on a thread pool (cryptography releases the GIL while verifying), so
-a large batch never holds the event loop for long. Txs relayed by peers go through the very
-same rules: a peer is never trusted.
+a large batch never holds the event loop for long. Without a pool (`verify_threads = 0`, for
+nodes that share a machine's cores: there, the threads' hand-offs cost more CPU than they
+save) the event loop verifies a slice at a time and serves other work in between. Txs relayed
+by peers go through the very same rules: a peer is never trusted.
 
 This module decides and reports; it never hands txs to the replica or writes anything.
 """
@@ -23,6 +25,8 @@ from ledger.genesis import Client, Genesis
 
 VERIFY_CHUNK_TXS: Final = 128  # txs verified per thread-pool job (fewer, larger jobs: each costs)
 INLINE_VERIFY_TXS_MAX: Final = 8  # fewer than this: not worth a thread hop
+# Without a pool, the event loop checks this many signatures (~3 ms) before it serves other work.
+LOOP_VERIFY_TXS: Final = 32
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,16 @@ class Admission:
         return client
 
     async def _verify(self, pairs: list[tuple[txs.Transaction, Client]]) -> list[bool]:
-        if self._executor is None or len(pairs) < INLINE_VERIFY_TXS_MAX:
+        if len(pairs) < INLINE_VERIFY_TXS_MAX:
             return _verify_chunk(pairs)
+        if self._executor is None:
+            # On the event loop, a slice at a time: votes and requests go on in between.
+            out: list[bool] = []
+            for i in range(0, len(pairs), LOOP_VERIFY_TXS):
+                if i:
+                    await asyncio.sleep(0)
+                out.extend(_verify_chunk(pairs[i : i + LOOP_VERIFY_TXS]))
+            return out
         loop = asyncio.get_running_loop()
         chunks = [pairs[i : i + VERIFY_CHUNK_TXS] for i in range(0, len(pairs), VERIFY_CHUNK_TXS)]
         results = await asyncio.gather(

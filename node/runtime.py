@@ -11,9 +11,10 @@ txs (a peer is never trusted), everything else to the replica after decoding.
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
-import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from ledger.block import ChainHead
 from ledger.store import BlockStore
 from ledger.tx import Transaction
 from node.admission import Admission
-from node.config import Config, Identity
+from node.config import Config, Identity, machine_cores
 from node.metrics import Metrics, Snapshot
 from node.peers import PeerTransport
 from node.shell import Clock, Shell
@@ -35,6 +36,30 @@ from node.shell import Clock, Shell
 log = logging.getLogger("cityledger.node")
 
 RECEIVE_TASKS_MAX: Final = 64  # peer messages being admitted at once before senders wait
+VERIFY_THREADS_MAX: Final = 4  # signature-checking threads of a node with many cores
+_PR_SET_NAME: Final = 15  # prctl(2): set the calling thread's name
+
+
+def name_os_thread() -> None:
+    """Give the calling thread its Python name in the OS as well (Linux: the first 15 bytes),
+    so that `top -H`, `ps -L` and /proc tell the verify pool from the store writer."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, threading.current_thread().name.encode()[:15], 0, 0, 0)
+
+
+def _executors(cores: int) -> tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None]:
+    """The verify pool and the store writer for a node with `cores` cores to itself. Threads
+    pay off only when they can run beside the event loop: on one core their hand-offs (the
+    GIL, wake-ups) cost more CPU than they save (docs/benchmarks.md), so there the event loop
+    checks signatures and syncs writes itself."""
+    if cores < 2:
+        return None, None
+    pool = ThreadPoolExecutor(
+        min(cores, VERIFY_THREADS_MAX), thread_name_prefix="verify", initializer=name_os_thread
+    )
+    writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer", initializer=name_os_thread)
+    return pool, writer
 
 
 def wall_clock_ms() -> int:
@@ -141,10 +166,7 @@ async def open_runtime(
     genesis = identity.genesis
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = BlockStore.open(config.data_dir, genesis)
-    executor = ThreadPoolExecutor(
-        max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="verify"
-    )
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+    executor, writer = _executors(config.cores or machine_cores())
     runtime: Runtime | None = None
     try:
         runtime = _build(
@@ -162,18 +184,21 @@ async def open_runtime(
             runtime.shell.close()
             await runtime.close()
             await runtime.transport.close()
-        executor.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True)  # a write under way ends before the store closes
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if writer is not None:
+            writer.shutdown(wait=True)  # a write under way ends before the store closes
         store.close()
         log.info("node stopped, store closed", extra={"node_id": config.node_id})
 
 
 def _build(
     config: Config, identity: Identity, store: BlockStore,
-    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor], clock: Clock,
+    executors: tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None], clock: Clock,
     replica_config: ReplicaConfig | None, on_failure: Callable[[BaseException], None],
 ) -> Runtime:  # fmt: skip
-    """`executors`: the verify pool (admission) and the store writer (the shell)."""
+    """`executors`: the verify pool (admission) and the store writer (the shell); None: that
+    work runs on the event loop."""
     genesis = identity.genesis
     executor, writer = executors
     head: ChainHead = store.head

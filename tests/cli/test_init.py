@@ -74,6 +74,8 @@ def test_cluster_init_writes_a_network_of_two_municipal_and_two_insurer_nodes(
         assert identity.index == v.index
         assert config.port == 9100 + v.index
         assert stat.S_IMODE(config.key_file.stat().st_mode) == 0o600
+        # The four nodes share this machine's cores (and each gets at least one).
+        assert config.cores == max(node_config.machine_cores() // 4, 1)
     for client in genesis.clients.values():
         key = crypto.load_private_key(root / "clients" / f"{client.id}.pem")
         assert crypto.public_key_bytes(key) == client.public_key

@@ -128,6 +128,37 @@ async def test_a_large_batch_is_admitted_off_the_event_loop_and_committed(
     assert {s["status"] for s in body["accepted"]} == {"committed"}
 
 
+async def test_single_core_nodes_check_signatures_and_sync_writes_on_the_event_loop(
+    tmp_path: Path, http
+) -> None:
+    c = await start_cluster(tmp_path, 4, cores=1)  # as `cluster init` sets up a small machine
+    try:
+        for node in c.nodes:
+            assert node is not None
+            assert (node.runtime.admission._executor, node.runtime.shell._writer) == (None, None)
+        batch = [c.tx("permits/", f"one-core-{i}", {"i": i}) for i in range(100)]
+        forged = {40, 90}  # in different slices of the event loop's checks
+        raws = [t.raw[:-1] + bytes([t.raw[-1] ^ 1]) if i in forged else t.raw
+                for i, t in enumerate(batch)]  # fmt: skip
+        url = c.url(2) + "/v1/transactions?wait=true"
+        status, body, _ = await post(http, url, {"transactions": [{"raw": r} for r in raws]},
+                                     as_msgpack=True)  # fmt: skip
+        assert status == 200, body["rejected"][:3]
+        good = [t.tx_id for i, t in enumerate(batch) if i not in forged]
+        assert [s["tx_id"] for s in body["accepted"]] == good
+        assert {s["status"] for s in body["accepted"]} == {"committed"}
+        assert [(r["index"], r["error"]) for r in body["rejected"]] == [
+            (i, txs.BAD_SIGNATURE) for i in sorted(forged)
+        ]
+        height = c.node(2).runtime.store.height
+        await c.wait_height(height)  # every node verified the relayed txs on its loop
+        for node in c.nodes:
+            assert node is not None
+            assert all(node.runtime.store.has_tx(tx_id) for tx_id in good)
+    finally:
+        await stop_all(c)
+
+
 async def test_submit_without_wait_is_202_pending_or_committed(cluster: Cluster, http) -> None:
     tx = cluster.tx("permits/", "p-1", {"ok": True})
     status, body, _ = await post(http, cluster.url(0) + "/v1/transactions", tx_json(tx))

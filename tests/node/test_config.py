@@ -41,6 +41,7 @@ def test_a_good_config_loads_with_paths_beside_it(folder: Path) -> None:
     assert config.data_dir == folder / "data"
     assert config.genesis == folder / "../genesis.toml"
     assert (config.wait_timeout_ms, config.log_level) == (500, "debug")
+    assert config.cores == 0  # all of the machine's
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.port = 1  # type: ignore[misc]
     identity = load_identity(config)
@@ -61,6 +62,7 @@ def test_a_good_config_loads_with_paths_beside_it(folder: Path) -> None:
         (GOOD + "body_bytes_max = 1\n", "body_bytes_max"),
         (GOOD + "wait_timeout_ms = true\n", "wait_timeout_ms"),
         (GOOD + "pool_capacity = 'many'\n", "pool_capacity"),
+        (GOOD + "cores = -1\n", "cores"),
         (GOOD + "colour = 'blue'\n", "colour"),
         ("node_id = [", "TOML"),
     ],
