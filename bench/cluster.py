@@ -55,6 +55,12 @@ def _summary(
         "main_thread_us_per_tx_per_node": round(
             sum(result["main_thread_cpu_s"].values()) / len(cpu) / committed * 1e6, 1
         ),
+        # By kind of thread (event-loop; verify: the signature pool and store-writer: the
+        # synced writes, of a node with two cores or more; other: LevelDB's compaction).
+        "thread_us_per_tx_per_node": {
+            name: round(seconds / len(cpu) / committed * 1e6, 1)
+            for name, seconds in result["thread_cpu_s"].items()
+        },
         # What the nodes would commit with every core to themselves and CPU the only limit,
         # against the limit: the share of the nodes' CPU time that is required signature work.
         "cpu_bound_tx_per_s": round(cores / node_cpu_per_tx),
@@ -268,6 +274,8 @@ def _print_run(s: dict[str, Any]) -> None:
     print(f"  CPU s per node: {s['cpu_s_per_node']} ({s['cpu_us_per_tx_per_node']} µs/tx/node); "
           f"load process {s['load_cpu_s']} s")  # fmt: skip
     print(f"  of which the event loop thread: {s['main_thread_us_per_tx_per_node']} µs/tx/node")
+    threads = ", ".join(f"{k} {v}" for k, v in s["thread_us_per_tx_per_node"].items())
+    print(f"  by thread, µs/tx/node: {threads}")
     print(f"  waiting for a core (run delay), s per node: {s['run_delay_s_per_node']}")
     print(f"  nodes used {s['cluster_cpu_share']:.0%} of the machine; CPU-bound estimate "
           f"{s['cpu_bound_tx_per_s']:,} tx/s, ratio {s['cpu_ratio']:.3f}")  # fmt: skip

@@ -8,6 +8,7 @@ bench/scaling.py.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -88,6 +89,31 @@ def main_thread_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a live process's threads (the scheduler's nanosecond count, not the
+    tick-sampled user and system times), summed by kind: the thread's OS name without
+    its pool number (`verify_0` and `verify_1` are `verify`; a node names its pool threads).
+    Threads that ended are not counted."""
+    out: dict[str, float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        program = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            name = re.sub(r"_\d+$", "", (task / "comm").read_text().strip())
+            on_cpu_ns = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if task.name == str(pid):
+            name = "event-loop"  # the main thread (its OS name is the program's)
+        elif name == program:
+            name = "other"  # unnamed: LevelDB's compaction thread (it inherits the name)
+        out[name] = out.get(name, 0.0) + on_cpu_ns / 1e9
+    return out
 
 
 def run_delay_seconds(pid: int) -> float:
@@ -275,6 +301,9 @@ class Cluster:
     def main_cpu(self) -> dict[str, float]:
         return {k: main_thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
 
+    def thread_cpu(self) -> dict[str, dict[str, float]]:
+        return {k: thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
+
     def wait_height(self, node_id: str, height: int, timeout_s: float) -> float:
         """Seconds until `node_id` reports at least `height` (raise after `timeout_s`)."""
         started = time.perf_counter()
@@ -319,10 +348,12 @@ def run_load(
         spies = _profile(cluster, profile_dir) if profile_dir else []
         height_before = cluster.height(cluster.net.nodes[0].id)
         before, main_before, wait_before = cluster.cpu(), cluster.main_cpu(), cluster.run_delay()
+        threads_before = cluster.thread_cpu()
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
         out = _await_line(proc, cluster, spec.deadline_s + 60)
         after, main_after, wait_after = cluster.cpu(), cluster.main_cpu(), cluster.run_delay()
+        threads_after = cluster.thread_cpu()
         blocks = cluster.height(cluster.net.nodes[0].id) - height_before
         proc.wait(timeout=30)
     finally:
@@ -345,7 +376,20 @@ def run_load(
     result["main_thread_cpu_s"] = {
         k: round(main_after.get(k, 0.0) - main_before.get(k, 0.0), 2) for k in main_before
     }
+    result["thread_cpu_s"] = _thread_cpu_spent(threads_before, threads_after)
     return result, spent
+
+
+def _thread_cpu_spent(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent by each kind of thread, summed over the nodes."""
+    spent: dict[str, float] = {}
+    for node, threads in after.items():
+        for name, seconds in threads.items():
+            used = seconds - before.get(node, {}).get(name, 0.0)
+            spent[name] = round(spent.get(name, 0.0) + used, 2)
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
 def _profile(cluster: Cluster, out_dir: Path) -> list[subprocess.Popen[bytes]]:
