@@ -24,6 +24,7 @@ from ledger import genesis as genesis_mod
 from ledger.store import BlockStore
 from node import codec, proofs
 from tests import factory
+from tests.faults.harness import PORT_HIGH, PORT_LOW
 
 COMMAND_TIMEOUT_S = 120.0
 BIN = Path(sys.executable).parent / "cityledger"
@@ -52,10 +53,12 @@ def no_traceback(text: str) -> None:
 
 
 def free_base_port(count: int) -> int:
-    """A base port P such that P..P+count-1 are free on 127.0.0.1 right now."""
+    """A base port P such that P..P+count-1 are free on 127.0.0.1 right now, below the kernel's
+    ephemeral range: there, a node's own outgoing connection to a peer not yet up can take the
+    port of a node that has not bound it yet."""
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20_000, 60_000 - count)
+        base = rng.randrange(PORT_LOW, PORT_HIGH - count)
         with contextlib.ExitStack() as stack:
             try:
                 for port in range(base, base + count):
