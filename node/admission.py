@@ -5,10 +5,10 @@ its organisation's namespaces, is stamped within [now - ttl, now + skew], is new
 not pending, not twice in one request, not being admitted by a concurrent request) and carries
 a valid client signature. Cheap checks go first; the Ed25519 verifications (the node's CPU hot
 spot) run last, in chunks on a thread pool (cryptography releases the GIL while verifying), so
-a large batch never holds the event loop for long. Without a pool (`verify_threads = 0`, for
-nodes that share a machine's cores: there, the threads' hand-offs cost more CPU than they
-save) the event loop verifies a slice at a time and serves other work in between. Txs relayed
-by peers go through the very same rules: a peer is never trusted.
+a large batch never holds the event loop for long. Without a pool (a node with one core,
+`cores = 1`: there, the threads' hand-offs cost more CPU than they save) the event loop
+verifies a slice at a time and serves other work in between. Txs relayed by peers go through
+the very same rules: a peer is never trusted.
 
 This module decides and reports; it never hands txs to the replica or writes anything.
 """

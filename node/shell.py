@@ -7,7 +7,8 @@ any action queued after it (a `Send` leaves, a fetch starts, a later write) take
 consensus/events.py requires. Consecutive durable actions at the head of the queue, of one
 event or of several, go to the store as one synced LevelDB batch on the `writer` thread, so the
 event loop goes on (decoding, admitting, counting votes) during the fsync, and events arriving
-meanwhile share the next one (see `_pump` for why one batch is as safe as several). The replica
+meanwhile share the next one (see `_pump` for why one batch is as safe as several); a node
+with one core has no writer thread and writes on the loop (node/runtime.py says why). The replica
 may thus be ahead of the store by the write under way: `is_committed` answers for both.
 `handle` never awaits, so events are serial without a lock. Fetches are tasks whose answer
 comes back as a `BlocksFetched` event. An exception from the replica or the store is our bug
@@ -64,7 +65,7 @@ class Shell:
         writer: Executor | None = None,
     ) -> None:  # fmt: skip
         """`writer`: the one thread that carries out the store's synced writes while the event
-        loop goes on; None writes on the loop, blocking it (tests, tools)."""
+        loop goes on; None writes on the loop, blocking it (one-core nodes, tests, tools)."""
         self.replica = replica
         self._store = store
         self._transport = transport
