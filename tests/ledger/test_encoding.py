@@ -1,5 +1,6 @@
 """Canonical msgpack: byte-exact vectors, round trips, and every non-canonical form rejected."""
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -347,6 +348,15 @@ def test_a_failed_encode_leaves_nothing_behind_for_the_next() -> None:
 def test_threads_encode_at_once_each_with_its_own_packer() -> None:
     values = [[i, "x" * (i % 50), {"k": list(range(i % 20))}] for i in range(2000)]
     expected = [msgpack.packb(v, use_bin_type=True) for v in values]
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda batch: [encode(v) for v in batch], [values] * 8))
-    assert all(r == expected for r in results)
+    together = threading.Barrier(2)  # both batches run at once, on two threads
+
+    def work(batch: list[Any]) -> tuple[list[bytes], object]:
+        together.wait(timeout=30)
+        return [encode(v) for v in batch], encoding._packers.packer
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(work, [values] * 2))
+    assert all(out == expected for out, _ in results)
+    first, second = (packer for _, packer in results)
+    assert first is not second
+    assert encoding._packers.packer not in (first, second)  # nor the main thread's
