@@ -2,23 +2,31 @@
 
 It owns the translation of every network failure into one sentence (`NodeUnreachable`) and of
 every refusal into `Refused` with the node's `{"error", "reason"}`. Answers are bounded
-(`RESPONSE_BYTES_MAX`); JSON by default, msgpack (byte strings as bytes) on request. It never
-signs, verifies or retries anything but a GET on a keep-alive connection the server closed.
+(`RESPONSE_BYTES_MAX`); JSON by default, msgpack (byte strings as bytes) on request. Given a
+`Signer`, it signs every request with that identity (docs/protocol.md section 16), afresh for
+each attempt. It never verifies or retries anything but a GET on a keep-alive connection the
+server closed.
 """
 
 import http.client
 import json
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.errors import Failed
+from node import auth_request
 
 DEFAULT_NODE: Final = "http://127.0.0.1:7001"
 NODE_ENV: Final = "CITYLEDGER_NODE"
+CLIENT_ENV: Final = "CITYLEDGER_CLIENT"
+KEY_ENV: Final = "CITYLEDGER_KEY"
+CHAIN_ID_PATH: Final = "/v1/auth/challenge"  # anonymous; names the node's chain id
 TIMEOUT_S: Final = 10.0
 RESPONSE_BYTES_MAX: Final = 256 * 1024 * 1024  # a block of the largest size, hex-encoded, twice
 JSON: Final = "application/json"
@@ -66,11 +74,24 @@ class Answer:
     value: Any
 
 
+@dataclass
+class Signer:
+    """The identity every request is signed with: a client's (or a validator's) id and key.
+    Without a chain id (no genesis at hand) the client asks the node for it once."""
+
+    identity: str
+    key: Ed25519PrivateKey = field(repr=False)
+    chain_id: str | None = None
+
+
 class NodeClient:
     """One node's API. Use as a context manager, or call `close`."""
 
-    def __init__(self, url: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = TIMEOUT_S, signer: Signer | None = None
+    ) -> None:
         self.url = check_url(url)
+        self.signer = signer
         parts = urlsplit(self.url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
@@ -154,10 +175,11 @@ class NodeClient:
             headers["Content-Type"] = JSON
         timeout = self.timeout_s if timeout_s is None else timeout_s
         for attempt in (1, 2):
+            signed = self._signed(method, self._prefix + path, data or b"", timeout)
             reused = self._conn is not None
             conn = self._connection(timeout)
             try:
-                conn.request(method, self._prefix + path, body=data, headers=headers)
+                conn.request(method, self._prefix + path, body=data, headers=headers | signed)
                 response = conn.getresponse()
                 raw = response.read(RESPONSE_BYTES_MAX + 1)
             except _STALE as exc:
@@ -175,6 +197,30 @@ class NodeClient:
                 self.close()
             return response.status, response.getheader("Content-Type", ""), raw
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _signed(self, method: str, target: str, body: bytes, timeout: float) -> dict[str, str]:
+        """The authentication headers of one attempt (none without a signer)."""
+        signer = self.signer
+        if signer is None:
+            return {}
+        if signer.chain_id is None:
+            self.signer = None  # ask anonymously, once
+            try:
+                answer = self.get(CHAIN_ID_PATH, expect=("chain_id",), timeout_s=timeout)
+            finally:
+                self.signer = signer
+            signer.chain_id = str(answer["chain_id"])
+        return dict(
+            auth_request.sign_headers(
+                signer.key,
+                chain_id=signer.chain_id,
+                identity=signer.identity,
+                method=method,
+                target=target,
+                body=body,
+                now_ms=time.time_ns() // 1_000_000,
+            )
+        )
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:

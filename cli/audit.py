@@ -15,9 +15,9 @@ from typing import Any, Final
 
 import click
 
-from cli.api import NODE_ENV, NodeClient, Refused, check_url
+from cli.api import CHAIN_ID_PATH, NODE_ENV, NodeClient, Refused, check_url
 from cli.errors import Failed
-from cli.options import genesis_option, json_option, node_option
+from cli.options import genesis_option, identity_options, json_option, node_option, signer_of
 from cli.output import Progress, echo_json, fields, short, timestamp
 from cli.records import TX_ID_ARG, refused
 from ledger import proofs
@@ -88,7 +88,17 @@ def block_bytes(value: Any, height: int) -> tuple[bytes, bytes]:
 def verify_stream(
     client: NodeClient, genesis: Genesis, progress: Progress
 ) -> tuple[VerifyReport, Any]:
-    status = client.get("/v1/status", expect=("chain_id", "genesis_hash", "height", "head_hash"))
+    chain_id = client.get(CHAIN_ID_PATH, expect=("chain_id",))["chain_id"]  # anonymous
+    if chain_id != genesis.chain_id:  # before a signature for this genesis's chain is refused
+        raise Failed(
+            f"the node at {client.url} serves chain {chain_id!r}, not this genesis's chain"
+        )
+    try:
+        status = client.get(
+            "/v1/status", expect=("chain_id", "genesis_hash", "height", "head_hash")
+        )
+    except Refused as exc:
+        raise refused(exc, "verify --node") from None
     if status.get("genesis_hash") != genesis.hash.hex():
         raise Failed(
             f"the node at {client.url} serves chain {status.get('chain_id')!r} "
@@ -106,6 +116,8 @@ def verify_stream(
             if value.get("hash") != verified.block.hash or value.get("height") != height:
                 raise LedgerError(f"the node labels block {height} with another hash or height")
         except Refused as exc:
+            if exc.status in (401, 403):  # who asks, not what the chain holds
+                raise refused(exc, "verify --node") from None
             return _failed(verifier, height, f"the node did not serve it: {exc.reason}"), None
         except LedgerError as exc:
             return _failed(verifier, height, str(exc)), None
@@ -166,12 +178,17 @@ def _node_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     callback=_node_url,
     help=f"A running node whose chain is fetched and checked (default ${NODE_ENV}).",
 )
+@identity_options
 @genesis_option(required=True, help_text="The genesis of the chain: the only thing trusted.")
 @json_option
-def verify(data_dir: Path | None, node_url: str | None, genesis: Genesis, as_json: bool) -> None:
+def verify(
+    data_dir: Path | None, node_url: str | None, client_id: str | None, key_path: Path | None,
+    genesis: Genesis, as_json: bool,
+) -> None:  # fmt: skip
     """Verify a whole chain against its genesis: every block, link, root, tx and certificate.
 
-    Ends with a one-line verdict; on failure it names the first bad height and exits 1.
+    Ends with a one-line verdict; on failure it names the first bad height and exits 1. With
+    --node, the identity (--client/--key) must be an auditor's or a validator's.
     """
     data_dir, node_url = _verify_source(data_dir, node_url)
     with Progress("verifying") as progress:
@@ -181,7 +198,8 @@ def verify(data_dir: Path | None, node_url: str | None, genesis: Genesis, as_jso
         else:
             assert node_url is not None
             source = node_url
-            with NodeClient(node_url, FETCH_TIMEOUT_S) as client:
+            signer = signer_of(client_id, key_path, genesis)
+            with NodeClient(node_url, FETCH_TIMEOUT_S, signer) as client:
                 report, head = verify_stream(client, genesis, progress)
     if as_json:
         echo_json(
@@ -228,6 +246,7 @@ def export_bundle(client: NodeClient, tx_id: str) -> dict[str, Any]:
 
 @click.command()
 @node_option
+@identity_options
 @TX_ID_ARG
 @click.option(
     "-o",
@@ -238,11 +257,14 @@ def export_bundle(client: NodeClient, tx_id: str) -> dict[str, Any]:
 @genesis_option(required=False, help_text="Check the bundle against this genesis first.")
 @json_option
 def proof(
-    node_url: str, tx_id: str, output: Path | None, genesis: Genesis | None, as_json: bool
-) -> None:
+    node_url: str, client_id: str | None, key_path: Path | None, tx_id: str,
+    output: Path | None, genesis: Genesis | None, as_json: bool,
+) -> None:  # fmt: skip
     """Export a proof bundle: everything needed to prove, offline, that a tx is in the ledger
-    and which validators certified its block. Check it with `cityledger verify-proof`."""
-    with NodeClient(node_url, FETCH_TIMEOUT_S) as client:
+    and which validators certified its block. Check it with `cityledger verify-proof`.
+    The identity (--client/--key) must be one that may read the tx's record."""
+    signer = signer_of(client_id, key_path, genesis)
+    with NodeClient(node_url, FETCH_TIMEOUT_S, signer) as client:
         doc = export_bundle(client, tx_id)
     if genesis is not None:
         try:

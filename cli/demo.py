@@ -22,7 +22,7 @@ from typing import Any, Final
 import click
 
 from cli import network, processes
-from cli.api import NodeClient
+from cli.api import NodeClient, Signer
 from cli.audit import export_bundle, verify_store, verify_stream
 from cli.cluster import status_row, status_table
 from cli.errors import Failed
@@ -173,6 +173,7 @@ class Demo:
         self.procs = procs
         self.down: set[str] = set()
         self.keys = {c.id: crypto.load_private_key(c.key) for c in net.clients}
+        self.signer = auditor(net)  # reads everything, blocks included; writes nothing
 
     def live_url(self, avoid: str | None = None) -> str:
         return next(n.url for n in self.net.nodes if n.id not in self.down and n.id != avoid)
@@ -180,7 +181,7 @@ class Demo:
     def submit(self, url: str, records: list[Record]) -> list[dict[str, Any]]:
         """Send records to the node at `url`, then wait until every one is committed."""
         rows, sent = [], []
-        with NodeClient(url) as client:
+        with NodeClient(url, signer=self.signer) as client:
             for org, key, type_, body in records:
                 clerk = f"{org}-clerk"
                 tx = make_tx(
@@ -210,7 +211,7 @@ class Demo:
 
     def show_blocks(self, url: str, low: int, high: int) -> None:
         names = {int(v.index): v.id for v in self.net.genesis.validators}
-        with NodeClient(url) as client:
+        with NodeClient(url, signer=self.signer) as client:
             for height in range(low, high + 1):
                 value = client.get(f"/v1/blocks/{height}")
                 click.echo("")
@@ -222,11 +223,11 @@ class Demo:
         return rows
 
     def height(self, url: str) -> int:
-        with NodeClient(url) as client:
+        with NodeClient(url, signer=self.signer) as client:
             return int(client.get("/v1/status")["height"])
 
     def crash_primary(self) -> str:
-        with NodeClient(self.live_url()) as client:
+        with NodeClient(self.live_url(), signer=self.signer) as client:
             primary = int(client.get("/v1/status")["primary"])
         victim = self.net.genesis.validators[primary]
         proc = self.procs[victim.id]
@@ -300,9 +301,16 @@ def run_demo(net: network.Network, demo: Demo) -> None:
     verify_trail(net, survivor, victim)
 
 
+def auditor(net: network.Network) -> Signer:
+    """The network's auditor identity, which signs the demo's requests."""
+    key = crypto.load_private_key(net.auditor_key)
+    return Signer(network.AUDITOR_ID, key, net.genesis.chain_id)
+
+
 def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
     heading("5. Auditing the trail against nothing but the genesis")
-    with Progress("verifying") as progress, NodeClient(survivor) as client:
+    signer = auditor(net)
+    with Progress("verifying") as progress, NodeClient(survivor, signer=signer) as client:
         report, head = verify_stream(client, net.genesis, progress)
     if not report.ok or head is None:
         raise Failed(
@@ -322,7 +330,7 @@ def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
         f"verify --data-dir of the crashed {victim}'s store (offline): OK, "
         f"{report.blocks_checked} blocks, every one it acknowledged survived kill -9"
     )
-    with NodeClient(survivor) as client:
+    with NodeClient(survivor, signer=signer) as client:
         history = client.get(f"/v1/history/{CLAIM}")
         tx_id = history["versions"][0]["tx_id"]
         doc = export_bundle(client, tx_id)

@@ -6,12 +6,16 @@ Layout of a cluster directory (DESIGN.md):
     DIR/nodes/<id>/node.toml         one node's config (paths relative to it)
     DIR/nodes/<id>/key.pem           the validator's private key (mode 0600)
     DIR/nodes/<id>/data/             its LevelDB block store (created by the node)
-    DIR/clients/<id>.pem             client identities' private keys (mode 0600)
+    DIR/clients/<id>.pem             client identities' private keys (mode 0600), among them
+                                     DIR/clients/auditor.pem (role auditor: reads everything)
     DIR/logs/<id>.log, DIR/pids/<id>.pid   written by `cluster up`
 
 The organisations of a default network are those of a small city: two municipal validators (the
 finance bureau writes `fiscal/`, the planning office `permits/`) and two insurers (each may
 write `claims/` and `policies/`), one clerk identity each. Larger networks add more of both.
+Reads: building permits are public records; the finance bureau also reads the insurers'
+`claims/` (disaster relief is budgeted from them) and the planning office reads `fiscal/`; the
+city's audit office has one auditor identity, `auditor`.
 """
 
 from collections.abc import Sequence
@@ -33,6 +37,14 @@ KEY_FILE: Final = "key.pem"
 DEFAULT_CHAIN_ID: Final = "smartcity"
 DEFAULT_BASE_PORT: Final = 7001
 DEFAULT_VALIDATORS: Final = 4
+AUDITOR_ID: Final = "auditor"
+AUDIT_OFFICE: Final = "City Audit Office"
+PUBLIC_NAMESPACES: Final = ("permits/",)
+# organisation -> what it reads besides its own write namespaces (when both are in the network)
+READ_POLICIES: Final = {
+    "City Finance Bureau": ("claims/",),
+    "City Planning Office": ("fiscal/",),
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,10 @@ class Network:
     def pid_file(self, node_id: str) -> Path:
         return self.root / PIDS_DIR / f"{node_id}.pid"
 
+    @property
+    def auditor_key(self) -> Path:
+        return self.root / CLIENTS_DIR / f"{AUDITOR_ID}.pem"
+
 
 def organisation_of(index: int) -> tuple[Organisation, str]:
     """The organisation of validator `index` and the node's id."""
@@ -122,6 +138,7 @@ def init(
     orgs = [organisation_of(i) for i in range(len(ports))]
     used = list(dict.fromkeys(org for org, _ in orgs))  # in validator order, once each
     client_keys = {f"{org.slug}-clerk": crypto.generate_key() for org in used}
+    auditor_key = crypto.generate_key()
     doc: dict[str, Any] = {
         "chain_id": chain_id,
         "consensus": dict(params or {}),
@@ -142,10 +159,20 @@ def init(
                 "public_key": crypto.public_key_bytes(client_keys[f"{org.slug}-clerk"]).hex(),
             }
             for org in used
+        ]
+        + [
+            {
+                "id": AUDITOR_ID,
+                "organisation": AUDIT_OFFICE,
+                "role": "auditor",
+                "public_key": crypto.public_key_bytes(auditor_key).hex(),
+            }
         ],
         "write_policies": [
             {"organisation": org.name, "namespaces": list(org.namespaces)} for org in used
         ],
+        "read_policies": read_policies(used),
+        "public_namespaces": list(PUBLIC_NAMESPACES),
     }
     genesis = genesis_mod.from_dict(doc)  # validate before writing anything
     root.mkdir(parents=True, exist_ok=True)
@@ -158,9 +185,20 @@ def init(
             node_config(node_id, host, port, shared_cores(len(ports)))
         )
     (root / CLIENTS_DIR).mkdir()
-    for client_id, key in client_keys.items():
+    for client_id, key in [*client_keys.items(), (AUDITOR_ID, auditor_key)]:
         crypto.write_private_key(root / CLIENTS_DIR / f"{client_id}.pem", key)
     return load(root)
+
+
+def read_policies(used: Sequence[Organisation]) -> list[dict[str, Any]]:
+    """The example read policies that fit the organisations of a network: a grant only when
+    someone in it writes the namespace granted."""
+    written = {ns for org in used for ns in org.namespaces}
+    return [
+        {"organisation": org.name, "namespaces": granted}
+        for org in used
+        if (granted := [ns for ns in READ_POLICIES.get(org.name, ()) if ns in written])
+    ]
 
 
 def shared_cores(nodes: int) -> int:

@@ -6,9 +6,10 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.api import DEFAULT_NODE, NODE_ENV, check_url
+from cli.api import CLIENT_ENV, DEFAULT_NODE, KEY_ENV, NODE_ENV, Signer, check_url
+from ledger import crypto
 from ledger import genesis as genesis_mod
-from ledger.errors import InvalidGenesis
+from ledger.errors import InvalidGenesis, LedgerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,3 +68,34 @@ def genesis_option(*, required: bool, help_text: str) -> Callable[[F], F]:
         )(f)
 
     return decorate
+
+
+def identity_options(f: F) -> F:
+    """`--client ID --key PEM` (else $CITYLEDGER_CLIENT, $CITYLEDGER_KEY): who signs the
+    requests. Optional: without them the node answers only what it serves anonymously."""
+    f = click.option(
+        "--key", "key_path", envvar=KEY_ENV, metavar="PEM",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"The private key of --client (default: ${KEY_ENV}).",
+    )(f)  # fmt: skip
+    return click.option(
+        "--client", "client_id", envvar=CLIENT_ENV, metavar="ID",
+        help=f"Your identity in the genesis, a client's or a validator's id (default: "
+        f"${CLIENT_ENV}); every request is signed with it.",
+    )(f)  # fmt: skip
+
+
+def signer_of(
+    client_id: str | None, key_path: Path | None, genesis: genesis_mod.Genesis | None = None
+) -> Signer | None:
+    """The request signer of `--client/--key`, None when neither is given."""
+    if client_id is None and key_path is None:
+        return None
+    if client_id is None or key_path is None:
+        raise click.UsageError("--client and --key go together (or $CITYLEDGER_CLIENT and "
+                               "$CITYLEDGER_KEY)")  # fmt: skip
+    try:
+        key = crypto.load_private_key(key_path)
+    except LedgerError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key") from None
+    return Signer(client_id, key, None if genesis is None else genesis.chain_id)

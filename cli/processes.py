@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from cli.api import NodeClient, NodeUnreachable, Refused
+from cli.api import NodeClient, NodeUnreachable, Refused, Signer
 from cli.errors import Failed
 from cli.network import LOGS_DIR, PIDS_DIR, Network, NodeEntry
+from ledger import crypto
+from ledger.errors import LedgerError
 
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 15.0
@@ -166,9 +168,14 @@ def _start_one(net: Network, entry: NodeEntry) -> subprocess.Popen[bytes]:
 
 
 def probe(entry: NodeEntry, genesis_hash: bytes, timeout_s: float = PROBE_TIMEOUT_S) -> Health:
-    """Ask one node's /v1/status; healthy when it answers for this chain and is running."""
+    """Ask one node's /v1/status (signed with that node's own key, a validator's identity);
+    healthy when it answers for this chain and is running."""
     try:
-        with NodeClient(entry.url, timeout_s) as client:
+        signer = Signer(entry.id, crypto.load_private_key(entry.key))
+    except LedgerError as exc:
+        return Health(entry.id, None, str(exc))
+    try:
+        with NodeClient(entry.url, timeout_s, signer) as client:
             status = client.get("/v1/status")
     except (NodeUnreachable, Refused) as exc:
         return Health(entry.id, None, str(exc))

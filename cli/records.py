@@ -10,9 +10,23 @@ from typing import Any, Final
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.api import NodeClient, Refused, path_of
+from cli.api import (
+    CHAIN_ID_PATH,
+    CLIENT_ENV,
+    KEY_ENV,
+    NodeClient,
+    Refused,
+    Signer,
+    path_of,
+)
 from cli.errors import Failed
-from cli.options import genesis_option, json_option, node_option
+from cli.options import (
+    genesis_option,
+    identity_options,
+    json_option,
+    node_option,
+    signer_of,
+)
 from cli.output import compact, echo_json, fields, table, timestamp
 from ledger import crypto
 from ledger import tx as txs
@@ -33,6 +47,10 @@ _HINTS: Final = {
     txs.WRONG_CHAIN: "is --genesis the genesis of this node's chain?",
     txs.STALE_TIMESTAMP: "is this machine's clock right?",
     txs.FUTURE_TIMESTAMP: "is this machine's clock right?",
+    "unknown_identity": "is --client one of the genesis clients?",
+    "stale_request": "is this machine's clock right?",
+    "unauthenticated": "pass --client and --key, or set CITYLEDGER_CLIENT and CITYLEDGER_KEY",
+    "forbidden": "does --client's organisation (or role) read this?",
 }
 
 
@@ -179,12 +197,14 @@ def await_commit(client: NodeClient, tx_id: str, deadline: float) -> dict[str, A
 @click.command()
 @node_option
 @click.option(
-    "--client", "client_id", required=True, metavar="ID", help="Client id in the genesis."
-)
+    "--client", "client_id", required=True, envvar=CLIENT_ENV, metavar="ID",
+    help=f"Client id in the genesis (default: ${CLIENT_ENV}).",
+)  # fmt: skip
 @click.option(
     "--key",
     "key_path",
     required=True,
+    envvar=KEY_ENV,
     metavar="PEM",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The client's private key.",
@@ -229,11 +249,11 @@ def submit(
     # The ledger's own rules on key, type and body size, before anything goes on the wire.
     fields_ = {"client_id": client_id, "record_key": record_key, "record_type": record_type}
     make_tx(key, chain_id=genesis.chain_id if genesis else "check", body=body, **fields_)
-    with NodeClient(node_url) as client:
-        if genesis is not None:
-            chain_id = genesis.chain_id
-        else:
-            chain_id = str(client.get("/v1/status", expect=("chain_id",))["chain_id"])
+    signer = Signer(client_id, key, None if genesis is None else genesis.chain_id)
+    with NodeClient(node_url, signer=signer) as client:
+        if signer.chain_id is None:  # learnt anonymously, before the first signed request
+            signer.chain_id = str(client.get(CHAIN_ID_PATH, expect=("chain_id",))["chain_id"])
+        chain_id = signer.chain_id
         tx = make_tx(
             key,
             chain_id=chain_id,
@@ -257,8 +277,10 @@ def submit(
 # --- reading ---------------------------------------------------------------------------------
 
 
-def fetch(node_url: str, path: str, what: str, expect: tuple[str, ...]) -> Any:
-    with NodeClient(node_url) as client:
+def fetch(
+    node_url: str, path: str, what: str, expect: tuple[str, ...], signer: Signer | None
+) -> Any:
+    with NodeClient(node_url, signer=signer) as client:
         try:
             return client.get(path, expect=expect)
         except Refused as exc:
@@ -269,12 +291,19 @@ def fetch(node_url: str, path: str, what: str, expect: tuple[str, ...]) -> Any:
 
 @click.command()
 @node_option
+@identity_options
 @click.argument("record_key")
 @json_option
-def get(node_url: str, record_key: str, as_json: bool) -> None:
+def get(
+    node_url: str, client_id: str | None, key_path: Path | None, record_key: str, as_json: bool
+) -> None:
     """Show the current value of a record."""
     value = fetch(
-        node_url, "/v1/records/" + path_of(record_key), f"record {record_key}", RECORD_FIELDS
+        node_url,
+        "/v1/records/" + path_of(record_key),
+        f"record {record_key}",
+        RECORD_FIELDS,
+        signer_of(client_id, key_path),
     )
     if as_json:
         echo_json(value)
@@ -297,12 +326,19 @@ def get(node_url: str, record_key: str, as_json: bool) -> None:
 
 @click.command()
 @node_option
+@identity_options
 @click.argument("record_key")
 @json_option
-def history(node_url: str, record_key: str, as_json: bool) -> None:
+def history(
+    node_url: str, client_id: str | None, key_path: Path | None, record_key: str, as_json: bool
+) -> None:
     """Show every version of a record, oldest first."""
     value = fetch(
-        node_url, "/v1/history/" + path_of(record_key), f"record {record_key}", ("key", "versions")
+        node_url,
+        "/v1/history/" + path_of(record_key),
+        f"record {record_key}",
+        ("key", "versions"),
+        signer_of(client_id, key_path),
     )
     if as_json:
         echo_json(value)
@@ -334,11 +370,15 @@ TX_ID_ARG = click.argument("tx_id", callback=_tx_id)
 
 @click.command("tx")
 @node_option
+@identity_options
 @TX_ID_ARG
 @json_option
-def tx_command(node_url: str, tx_id: str, as_json: bool) -> None:
+def tx_command(
+    node_url: str, client_id: str | None, key_path: Path | None, tx_id: str, as_json: bool
+) -> None:
     """Show a transaction: its status and, once committed, where and what."""
-    value = fetch(node_url, f"/v1/transactions/{tx_id}", f"tx {tx_id}", STATUS_FIELDS)
+    signer = signer_of(client_id, key_path)
+    value = fetch(node_url, f"/v1/transactions/{tx_id}", f"tx {tx_id}", STATUS_FIELDS, signer)
     if as_json:
         echo_json(value)
         return
@@ -366,10 +406,10 @@ def _height(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     return value
 
 
-def signer_names(node_url: str, genesis: Genesis | None) -> dict[int, str]:
+def signer_names(node_url: str, genesis: Genesis | None, signer: Signer | None) -> dict[int, str]:
     if genesis is not None:
         return {v.index: v.id for v in genesis.validators}
-    status = fetch(node_url, "/v1/status", "status", ("index", "node_id", "peers"))
+    status = fetch(node_url, "/v1/status", "status", ("index", "node_id", "peers"), signer)
     names = {int(p["index"]): str(p["id"]) for p in status.get("peers", [])}
     names[int(status["index"])] = str(status["node_id"])
     return names
@@ -409,15 +449,21 @@ def block_lines(value: dict[str, Any], names: dict[int, str], n_validators: int)
 
 @click.command()
 @node_option
+@identity_options
 @click.argument("height", metavar="HEIGHT|latest", callback=_height)
 @genesis_option(required=False, help_text="Name the signers from this genesis.")
 @json_option
-def block(node_url: str, height: str, genesis: Genesis | None, as_json: bool) -> None:
-    """Show a committed block: header, certificate signers, transactions."""
-    value = fetch(node_url, f"/v1/blocks/{height}", f"block {height}", BLOCK_FIELDS)
+def block(
+    node_url: str, client_id: str | None, key_path: Path | None, height: str,
+    genesis: Genesis | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Show a committed block: header, certificate signers, transactions (validators and
+    auditors only)."""
+    signer = signer_of(client_id, key_path, genesis)
+    value = fetch(node_url, f"/v1/blocks/{height}", f"block {height}", BLOCK_FIELDS, signer)
     if as_json:
         echo_json(value)
         return
-    names = signer_names(node_url, genesis)
+    names = signer_names(node_url, genesis, signer)
     n_validators = len(genesis.validators) if genesis is not None else len(names)
     click.echo("\n".join(block_lines(value, names, n_validators)))

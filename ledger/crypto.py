@@ -28,6 +28,8 @@ class Domain(enum.Enum):
     PEER = b"cityledger/peer/v1\x00"
     CHECKPOINT = b"cityledger/checkpoint/v1\x00"
     GENESIS = b"cityledger/genesis/v1\x00"
+    REQUEST = b"cityledger/request/v1\x00"  # signed API requests (node/auth_request.py)
+    SESSION = b"cityledger/session/v1\x00"  # browser sign-in challenges
 
 
 def sha256(data: bytes) -> bytes:

@@ -1,10 +1,11 @@
-"""The genesis file: membership, write permissions and consensus parameters of one chain.
+"""The genesis file: membership, write and read permissions and consensus parameters of one chain.
 
 Loading validates everything and reports every problem at once (`InvalidGenesis.problems`).
 The genesis hash (SHA-256 over the canonical encoding of its content) identifies the chain and
 is the `prev_hash` of block 1. A verifier needs nothing but this file and the blocks.
 """
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from ledger.primitives import (
 
 GENESIS_BYTES_MAX: Final = 4 * 1024 * 1024
 KINDS: Final = ("municipal", "insurer")
+CLERK: Final = "clerk"
+AUDITOR: Final = "auditor"
+ROLES: Final = (CLERK, AUDITOR)
 _ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _NAMESPACE_RE: Final = re.compile(r"^([A-Za-z0-9._:-]+/)+$")
 
@@ -77,6 +81,7 @@ class Client:
     organisation: str
     public_key: bytes
     key: Ed25519PublicKey = field(compare=False, repr=False)
+    role: str = CLERK  # an auditor reads everything and writes nothing
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class Genesis:
     policies: dict[str, tuple[str, ...]]  # organisation -> record-key namespaces it may write
     params: ConsensusParams
     hash: bytes = field(compare=False)
+    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # org -> extra namespaces
+    public_namespaces: tuple[str, ...] = ()  # readable by anyone, without an identity
 
     @property
     def quorums(self) -> Quorums:
@@ -118,11 +125,27 @@ class Genesis:
         return next((v for v in self.validators if v.id == validator_id), None)
 
     def may_write(self, client: Client, record_key: str) -> bool:
+        if client.role == AUDITOR:
+            return False
         return record_key.startswith(self.policies.get(client.organisation, ()))
 
+    def readable(self, organisation: str) -> tuple[str, ...]:
+        """The namespaces a clerk of `organisation` reads besides the public ones: its own
+        write namespaces and what the read policies grant it."""
+        return self.policies.get(organisation, ()) + self.reads.get(organisation, ())
+
+    def may_read(self, organisation: str | None, record_key: str) -> bool:
+        """Whether a clerk of `organisation` (None: anonymous) may read `record_key`.
+        Auditors and validators read everything; callers decide that before asking."""
+        if record_key.startswith(self.public_namespaces):
+            return True
+        return organisation is not None and record_key.startswith(self.readable(organisation))
+
     def to_dict(self) -> dict[str, Any]:
-        """The content as plain values, in the shape of the TOML file."""
-        return {
+        """The content as plain values, in the shape of the TOML file. The access fields
+        (a client's non-clerk `role`, `read_policies`, `public_namespaces`) appear only when
+        set, so a genesis without them keeps the hash it always had."""
+        doc: dict[str, Any] = {
             "chain_id": self.chain_id,
             "consensus": {k: getattr(self.params, k) for k in _PARAM_BOUNDS},
             "validators": [
@@ -135,14 +158,25 @@ class Genesis:
                 }
                 for v in self.validators
             ],
-            "clients": [
-                {"id": c.id, "organisation": c.organisation, "public_key": c.public_key.hex()}
-                for c in self.clients.values()
-            ],
-            "write_policies": [
-                {"organisation": org, "namespaces": list(ns)} for org, ns in self.policies.items()
-            ],
+            "clients": [_client_dict(c) for c in self.clients.values()],
+            "write_policies": _policy_list(self.policies),
         }
+        if self.reads:
+            doc["read_policies"] = _policy_list(self.reads)
+        if self.public_namespaces:
+            doc["public_namespaces"] = list(self.public_namespaces)
+        return doc
+
+
+def _client_dict(c: Client) -> dict[str, str]:
+    out = {"id": c.id, "organisation": c.organisation, "public_key": c.public_key.hex()}
+    if c.role != CLERK:
+        out["role"] = c.role
+    return out
+
+
+def _policy_list(policies: dict[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+    return [{"organisation": org, "namespaces": list(ns)} for org, ns in policies.items()]
 
 
 def genesis_hash(content: dict[str, Any]) -> bytes:
@@ -176,27 +210,33 @@ def from_dict(doc: dict[str, Any]) -> Genesis:
     params = _params(doc.get("consensus", {}), problems)
     validators = _validators(doc.get("validators"), problems)
     clients = _clients(doc.get("clients", []), problems)
-    policies = _policies(doc.get("write_policies", []), problems)
+    policies = _policies(doc.get("write_policies", []), "write_policies", problems)
+    reads = _policies(doc.get("read_policies", []), "read_policies", problems)
+    public = _namespaces(doc.get("public_namespaces", []), "public_namespaces", problems)
     known = {v.organisation for v in validators} | {c.organisation for c in clients.values()}
+    for table, entries in (("write_policies", policies), ("read_policies", reads)):
+        problems.extend(
+            f"{table}: organisation {org!r} has no validator or client"
+            for org in entries
+            if org not in known
+        )
     problems.extend(
-        f"write_policies: organisation {org!r} has no validator or client"
-        for org in policies
-        if org not in known
+        f"clients: id {v.id!r} is also a validator's (request signers are named by id)"
+        for v in validators
+        if v.id in clients
     )
-    extra = set(doc) - {"chain_id", "consensus", "validators", "clients", "write_policies"}
-    problems.extend(f"unknown field {name!r}" for name in sorted(extra))
+    problems.extend(f"unknown field {name!r}" for name in sorted(set(doc) - _TOP_LEVEL))
     if problems:
         raise InvalidGenesis(problems)
     assert isinstance(chain_id, str)
-    genesis = Genesis(str(chain_id), validators, clients, policies, params, b"")
-    return Genesis(
-        genesis.chain_id,
-        validators,
-        clients,
-        policies,
-        params,
-        genesis_hash(genesis.to_dict()),
-    )
+    genesis = Genesis(str(chain_id), validators, clients, policies, params, b"", reads, public)
+    return dataclasses.replace(genesis, hash=genesis_hash(genesis.to_dict()))
+
+
+_TOP_LEVEL: Final = frozenset(
+    ("chain_id", "consensus", "validators", "clients", "write_policies", "read_policies",
+     "public_namespaces")
+)  # fmt: skip
 
 
 def _params(raw: Any, problems: list[str]) -> ConsensusParams:
@@ -260,24 +300,30 @@ def _clients(raw: Any, problems: list[str]) -> dict[str, Client]:
     out: dict[str, Client] = {}
     for i, entry in enumerate(raw):
         where = f"clients[{i}]"
-        fields = _fields(entry, where, ("id", "organisation", "public_key"), problems)
+        role = entry.get("role", CLERK) if isinstance(entry, dict) else CLERK
+        if role not in ROLES:
+            problems.append(f"{where}.role: expected one of {', '.join(ROLES)}")
+        rest = {k: v for k, v in entry.items() if k != "role"} if isinstance(entry, dict) else entry
+        fields = _fields(rest, where, ("id", "organisation", "public_key"), problems)
         if fields is None:
             continue
         key = _key(fields["public_key"], where, problems)
         if fields["id"] in out:
             problems.append(f"clients: duplicate id {fields['id']!r}")
-        elif key is not None:
-            out[fields["id"]] = Client(fields["id"], fields["organisation"], key[0], key[1])
+        elif key is not None and role in ROLES:
+            out[fields["id"]] = Client(
+                fields["id"], fields["organisation"], key[0], key[1], str(role)
+            )
     return out
 
 
-def _policies(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
+def _policies(raw: Any, table: str, problems: list[str]) -> dict[str, tuple[str, ...]]:
     if not isinstance(raw, list):
-        problems.append("write_policies: expected a list of tables")
+        problems.append(f"{table}: expected a list of tables")
         return {}
     out: dict[str, tuple[str, ...]] = {}
     for i, entry in enumerate(raw):
-        where = f"write_policies[{i}]"
+        where = f"{table}[{i}]"
         if not isinstance(entry, dict) or set(entry) != {"organisation", "namespaces"}:
             problems.append(f"{where}: expected exactly organisation and namespaces")
             continue
@@ -285,13 +331,20 @@ def _policies(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
         if not isinstance(org, str) or not org:
             problems.append(f"{where}.organisation: expected a non-empty string")
             continue
-        if not isinstance(namespaces, list) or not all(
-            isinstance(ns, str) and _NAMESPACE_RE.fullmatch(ns) for ns in namespaces
-        ):
-            problems.append(f"{where}.namespaces: expected prefixes such as 'fiscal/'")
-            continue
-        out[org] = out.get(org, ()) + tuple(namespaces)
+        before = len(problems)
+        checked = _namespaces(namespaces, f"{where}.namespaces", problems)
+        if len(problems) == before:
+            out[org] = out.get(org, ()) + checked
     return out
+
+
+def _namespaces(raw: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(ns, str) and _NAMESPACE_RE.fullmatch(ns) for ns in raw
+    ):
+        problems.append(f"{where}: expected prefixes such as 'fiscal/'")
+        return ()
+    return tuple(raw)
 
 
 def _fields(
@@ -330,21 +383,22 @@ def dump_toml(genesis: Genesis) -> str:
         "# CityLedger genesis: membership, write permissions and consensus parameters.",
         "# Its hash identifies the chain; changing any byte of its content makes a new chain.",
         f"chain_id = {_toml_str(doc['chain_id'])}",
-        "",
-        "[consensus]",
     ]
+    if "public_namespaces" in doc:
+        lines.append(f"public_namespaces = {_toml_value(doc['public_namespaces'])}")
+    lines += ["", "[consensus]"]
     lines += [f"{k} = {v}" for k, v in doc["consensus"].items()]
-    for table in ("validators", "clients", "write_policies"):
-        for entry in doc[table]:
+    for table in ("validators", "clients", "write_policies", "read_policies"):
+        for entry in doc.get(table, []):
             lines += ["", f"[[{table}]]"]
-            for k, v in entry.items():
-                rendered = (
-                    "[" + ", ".join(_toml_str(x) for x in v) + "]"
-                    if isinstance(v, list)
-                    else _toml_str(v)
-                )
-                lines.append(f"{k} = {rendered}")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: str | list[str]) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_str(x) for x in value) + "]"
+    return _toml_str(value)
 
 
 def _toml_str(value: str) -> str:

@@ -25,7 +25,7 @@ from ledger.encoding import (
     expect_str,
 )
 from ledger.errors import InvalidEncoding, InvalidTransaction
-from ledger.genesis import Client, Genesis
+from ledger.genesis import AUDITOR, Client, Genesis
 from ledger.primitives import (
     BODY_BYTES_MAX,
     ID_BYTES_MAX,
@@ -185,9 +185,12 @@ def check_stateless(tx: Transaction, genesis: Genesis) -> Client:
     if client is None:
         raise InvalidTransaction(UNKNOWN_CLIENT, f"no client {tx.client_id!r} in genesis")
     if not genesis.may_write(client, tx.key):
-        raise InvalidTransaction(
-            FORBIDDEN_NAMESPACE, f"{client.organisation} may not write {tx.key!r}"
+        why = (
+            f"client {client.id!r} is an auditor: auditors read everything and write nothing"
+            if client.role == AUDITOR
+            else f"{client.organisation} may not write {tx.key!r}"
         )
+        raise InvalidTransaction(FORBIDDEN_NAMESPACE, why)
     return client
 
 

@@ -1,7 +1,9 @@
 """The node's HTTP routes: client API under /v1, peer endpoints under /peer/v1, /metrics.
 
 Routes decode, check and hand on: admission decides on txs, the shell feeds the replica, the
-store answers reads. Every refusal is `{"error": CODE, "reason": TEXT}` with a 4xx status, and
+store answers reads. Each route has an access class (node/auth.py): every request is
+authenticated before its handler runs, and reads check the record key against the read policy.
+Every refusal is `{"error": CODE, "reason": TEXT}` with a 4xx status, and
 a refused request changes nothing. State lives in typed app keys; the runtime (store, replica,
 transport) is opened and closed by the app's `cleanup_ctx`.
 """
@@ -17,7 +19,7 @@ from ledger.block import verify_certificate
 from ledger.errors import InvalidBlock, StoreError
 from ledger.primitives import RECORD_KEY_BYTES_MAX
 from ledger.store import RECORD_VERSIONS_MAX
-from node import codec, openapi, proofs
+from node import auth, auth_sessions, codec, openapi, proofs
 from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
@@ -163,6 +165,7 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
     if location is not None:
         tx = rt.store.tx(tx_id)
         assert tx is not None
+        auth.require_read(request, rt.identity.genesis, tx.key)
         return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
     if rt.replica.has_pending(tx_id) or tx_id in rt.shell.unwritten:  # not durable yet
         return render(request, _tx_status(tx_id, None))
@@ -172,6 +175,9 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
 async def get_proof(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
+    tx = rt.store.tx(tx_id)
+    if tx is not None:  # a proof shows the tx: only for those who may read its record
+        auth.require_read(request, rt.identity.genesis, tx.key)
     bundle = proofs.bundle(rt.store, tx_id)
     if bundle is None:
         raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
@@ -203,9 +209,11 @@ async def get_block(request: web.Request) -> web.StreamResponse:
 
 
 def _record_key(request: web.Request) -> str:
+    """The route's record key, once the request's identity may read it."""
     key = request.match_info["key"]
     if len(key.encode()) > RECORD_KEY_BYTES_MAX:
         raise ApiError(400, txs.MALFORMED, f"key: at most {RECORD_KEY_BYTES_MAX} bytes")
+    auth.require_read(request, request.app[RUNTIME].identity.genesis, key)
     return key
 
 
@@ -321,20 +329,36 @@ async def get_peer_blocks(request: web.Request) -> web.StreamResponse:
 # --- The application -------------------------------------------------------------------------
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/transactions", post_transactions)
-    app.router.add_get("/v1/transactions/{tx_id}", get_transaction)
-    app.router.add_get("/v1/transactions/{tx_id}/proof", get_proof)
-    app.router.add_get("/v1/blocks/{height}", get_block)
-    app.router.add_get("/v1/records/{key:.+}", get_record)
-    app.router.add_get("/v1/history/{key:.+}", get_history)
-    app.router.add_get("/v1/checkpoint", get_checkpoint)
-    app.router.add_get("/v1/consistency", get_consistency)
-    app.router.add_get("/v1/status", get_status)
-    app.router.add_get("/v1/openapi.json", get_openapi)
-    app.router.add_get("/metrics", get_metrics)
-    app.router.add_post(MESSAGES_PATH, post_peer_messages)
-    app.router.add_get(BLOCKS_PATH, get_peer_blocks)
+# method, path, handler, access class (node/auth.py); anything not listed needs an identity
+ROUTES: Final = (
+    ("POST", "/v1/transactions", post_transactions, auth.MEMBER),
+    ("GET", "/v1/transactions/{tx_id}", get_transaction, auth.MEMBER),
+    ("GET", "/v1/transactions/{tx_id}/proof", get_proof, auth.MEMBER),
+    ("GET", "/v1/blocks/{height}", get_block, auth.CHAIN),
+    ("GET", "/v1/records/{key:.+}", get_record, auth.KEYED),
+    ("GET", "/v1/history/{key:.+}", get_history, auth.KEYED),
+    ("GET", "/v1/checkpoint", get_checkpoint, auth.MEMBER),
+    ("GET", "/v1/consistency", get_consistency, auth.MEMBER),
+    ("GET", "/v1/status", get_status, auth.MEMBER),
+    ("GET", "/v1/openapi.json", get_openapi, auth.OPEN),
+    ("GET", "/metrics", get_metrics, auth.OPEN),  # loopback operators' scrape target
+    ("POST", MESSAGES_PATH, post_peer_messages, auth.TRANSPORT),
+    ("GET", BLOCKS_PATH, get_peer_blocks, auth.TRANSPORT),
+    *auth_sessions.ROUTES,
+)
+
+
+def add_routes(app: web.Application) -> dict[tuple[str, str], str]:
+    """Add every route; return each one's access class by (method, path pattern)."""
+    access: dict[tuple[str, str], str] = {}
+    for method, path, handler, rule in ROUTES:
+        if method == "GET":
+            route = app.router.add_get(path, handler)
+            access["HEAD", route.resource.canonical if route.resource else path] = rule
+        else:
+            route = app.router.add_route(method, path, handler)
+        access[method, route.resource.canonical if route.resource else path] = rule
+    return access
 
 
 def create_app(
@@ -345,8 +369,10 @@ def create_app(
     """The node as an aiohttp application; its runtime opens on startup, closes on cleanup."""
     # aiohttp's own limit is a backstop: `codec.read_body` enforces the per-route limits.
     limit = max(config.body_bytes_max, config.peer_body_bytes_max)
-    app = web.Application(middlewares=[errors], client_max_size=limit)
-    add_routes(app)
+    gate = auth.Gate(identity.genesis, clock, config.body_bytes_max)
+    app = web.Application(client_max_size=limit)
+    app.middlewares.extend([errors, auth.middleware(gate, add_routes(app))])
+    auth_sessions.install(app, gate, clock)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime(

@@ -27,6 +27,7 @@ _TX_FIELDS: Final = (
     "chain_id", "client_id", "nonce", "timestamp_ms", "key", "type", "body", "signature",
 )  # fmt: skip
 _READ_CHUNK_BYTES: Final = 64 * 1024
+BODY: Final = web.RequestKey("body", bytes)  # the body authentication already read
 _HEX_RE: Final = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 
 
@@ -134,6 +135,11 @@ def block_view(block: Block, cert: Certificate) -> dict[str, Any]:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refused (413) as soon as it is known to exceed `limit` bytes: from its
     Content-Length before reading anything, else once `limit` + 1 bytes have arrived."""
+    if BODY in request:  # read (within the client limit) to check the request's signature
+        cached: bytes = request[BODY]
+        if len(cached) > limit:
+            raise ApiError(413, txs.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
+        return cached
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, txs.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
     body = bytearray()

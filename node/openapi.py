@@ -145,6 +145,59 @@ def _status_schema() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     return {
         **_tx_schemas(), **_block_schemas(), **_proof_schemas(), "Status": _status_schema(),
+        **_auth_schemas(),
+    }  # fmt: skip
+
+
+def _auth_schemas() -> dict[str, Any]:
+    text = {"type": "string"}
+    return {
+        "Challenge": _obj(["challenge", "chain_id", "ttl_ms"], challenge=_HEX, chain_id=text,
+                          ttl_ms=_INT),
+        "SignIn": _obj(["identity", "challenge", "signature"], identity=text, challenge=_HEX,
+                       signature=_HEX),
+        "Session": _obj(
+            ["identity", "organisation", "role", "reads", "public_namespaces"], identity=text,
+            organisation=text, role={"type": "string", "enum": ["clerk", "auditor", "validator"]},
+            reads=_array(text), public_namespaces=_array(text),
+            expires_ms={"type": ["integer", "null"]},
+        ),
+    }  # fmt: skip
+
+
+def _security() -> dict[str, Any]:
+    """Signed requests (docs/protocol.md section 16): four headers, or a browser session."""
+    headers = ("CityLedger-Identity", "CityLedger-Timestamp", "CityLedger-Nonce",
+               "CityLedger-Signature")  # fmt: skip
+    schemes: dict[str, Any] = {
+        name.split("-")[1].lower(): {"type": "apiKey", "in": "header", "name": name}
+        for name in headers
+    }
+    schemes["session"] = {"type": "apiKey", "in": "cookie", "name": "cityledger_session"}
+    return schemes
+
+
+def _auth_paths() -> dict[str, Any]:
+    html = {"text/html": {"schema": {"type": "string"}}}
+    sign_in = {
+        "summary": "Open a browser session: the identity's signature over a challenge",
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": _ref("SignIn")}}},
+        "responses": {"200": _json("Session", "signed in: the cookie is set"),
+                      **_errors(400, 401, 413, 415, 503)},
+    }  # fmt: skip
+    sign_out = {"summary": "End the browser session", "responses": {"204": {
+        "description": "signed out"}}}  # fmt: skip
+    page = {"description": "a file of the explorer", "content": html}
+    name = [_param("name", "path", {"type": "string"})]
+    return {
+        "/v1/auth/challenge": _get("A sign-in challenge (anonymous)",
+                                   _json("Challenge", "issued")),
+        "/v1/auth/session": _get("Who the request's identity is, and what it reads",
+                                 _json("Session", "found"), 401) | {"post": sign_in,
+                                                                     "delete": sign_out},
+        "/explorer/": _get("The explorer's sign-in page (anonymous)", page),
+        "/explorer/{name}": _get("A file of the explorer (anonymous)", page, 404, params=name),
     }  # fmt: skip
 
 
@@ -202,19 +255,19 @@ def _reads() -> dict[str, Any]:
     # path -> (summary, response schema, error statuses, parameters)
     table: dict[str, tuple[str, str, tuple[int, ...], list[Any]]] = {
         "/v1/transactions/{tx_id}": ("A tx's status (and the tx once committed)", "TxLookup",
-                                     (400, 404), tx_id),
+                                     (400, 401, 403, 404), tx_id),
         "/v1/transactions/{tx_id}/proof": ("Proof bundle of a committed tx (docs/protocol.md)",
-                                           "ProofBundle", (400, 404), tx_id),
-        "/v1/blocks/{height}": ("A certified block; height may be 'latest'", "Block",
-                                (400, 404), height),
+                                           "ProofBundle", (400, 401, 403, 404), tx_id),
+        "/v1/blocks/{height}": ("A certified block, or 'latest': validators and auditors",
+                                "Block", (400, 401, 403, 404), height),
         "/v1/records/{key}": ("Current value of a record (the key may contain /)", "Record",
-                              (400, 404), [key]),
-        "/v1/history/{key}": ("Every version of a record, oldest first", "History", (400, 404),
-                              [key, limit]),
-        "/v1/checkpoint": ("Latest certified head", "Checkpoint", (404,), []),
+                              (400, 401, 403, 404), [key]),
+        "/v1/history/{key}": ("Every version of a record, oldest first", "History",
+                              (400, 401, 403, 404), [key, limit]),
+        "/v1/checkpoint": ("Latest certified head", "Checkpoint", (401, 404), []),
         "/v1/consistency": ("Consistency proof between two certified heads", "Consistency",
-                            (400, 404), heights),
-        "/v1/status": ("Node status", "Status", (), []),
+                            (400, 401, 404), heights),
+        "/v1/status": ("Node status", "Status", (401,), []),
     }  # fmt: skip
     paths = {
         path: _get(summary, _json(schema, "found"), *errors, params=params)
@@ -245,6 +298,12 @@ def document() -> dict[str, Any]:
             "description": "JSON with hex-encoded bytes; msgpack (bytes as bin) when the "
             "request says application/msgpack. Errors are {error, reason}.",
         },
-        "paths": _writes() | _reads(),
-        "components": {"schemas": _schemas()},
+        "paths": _writes() | _reads() | _auth_paths(),
+        "components": {"schemas": _schemas(), "securitySchemes": _security()},
+        # signed (all four headers), a browser session, or anonymous where the route allows
+        "security": [
+            {"identity": [], "timestamp": [], "nonce": [], "signature": []},
+            {"session": []},
+            {},
+        ],
     }

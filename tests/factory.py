@@ -6,7 +6,7 @@ same way the protocol does (every signature real, every certificate 2f+1 real Co
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -61,7 +61,10 @@ class Network:
         return blocks.Certificate(block.height, block.hash, view, votes)
 
 
-def network(validators: int = 4, clients_per_org: int = 1, chain_id: str = "testcity") -> Network:
+CHAIN_ID: Final = "testcity"
+
+
+def network(validators: int = 4, clients_per_org: int = 1, chain_id: str = CHAIN_ID) -> Network:
     vkeys = [seeded_key(f"{chain_id}/validator/{i}") for i in range(validators)]
     doc: dict[str, Any] = {
         "chain_id": chain_id,

@@ -138,6 +138,11 @@ class RunningCluster:
     def client(self, name: str) -> list[str]:
         return ["--client", name, "--key", str(self.root / "clients" / f"{name}.pem")]
 
+    def env(self, name: str) -> dict[str, str]:
+        """The environment that makes every command talk to this cluster as client `name`."""
+        return {"CITYLEDGER_NODE": self.url, "CITYLEDGER_CLIENT": name,
+                "CITYLEDGER_KEY": str(self.root / "clients" / f"{name}.pem")}  # fmt: skip
+
     def pids(self) -> list[int]:
         out = []
         for path in (self.root / "pids").glob("*.pid"):

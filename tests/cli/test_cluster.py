@@ -24,7 +24,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def cl(cluster: RunningCluster, *args: str, input_text: str | None = None) -> Any:
-    result = run(*args, input_text=input_text, CITYLEDGER_NODE=cluster.url)
+    """`cityledger ARGS` against the cluster, signed as its auditor unless ARGS say otherwise."""
+    result = run(*args, input_text=input_text, **cluster.env("auditor"))
     no_traceback(result.stderr)
     return result
 
@@ -107,7 +108,7 @@ def test_submit_with_genesis_checks_locally(cluster: RunningCluster) -> None:
             "claims/x",
             "City Finance Bureau may not write 'claims/x'",
         ),
-        ("mayor", "finance-clerk", "fiscal/x", "no client 'mayor' in genesis"),
+        ("mayor", "finance-clerk", "fiscal/x", "is --client one of the genesis clients?"),
         ("finance-clerk", "planning-clerk", "fiscal/x", "is --key the private key of --client?"),
     ],
 )

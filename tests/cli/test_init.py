@@ -79,8 +79,19 @@ def test_cluster_init_writes_a_network_of_two_municipal_and_two_insurer_nodes(
     for client in genesis.clients.values():
         key = crypto.load_private_key(root / "clients" / f"{client.id}.pem")
         assert crypto.public_key_bytes(key) == client.public_key
-        assert genesis.may_write(client, genesis.policies[client.organisation][0] + "x")
-    assert len(genesis.clients) == 4
+        if client.role == "clerk":
+            assert genesis.may_write(client, genesis.policies[client.organisation][0] + "x")
+    assert len(genesis.clients) == 5
+    # One auditor, who reads everything and writes nothing; read policies that fit the network.
+    auditor = genesis.clients["auditor"]
+    assert (auditor.role, auditor.organisation) == ("auditor", "City Audit Office")
+    assert not any(genesis.may_write(auditor, ns + "x") for ns in ("fiscal/", "claims/"))
+    assert genesis.public_namespaces == ("permits/",)
+    assert genesis.reads == {"City Finance Bureau": ("claims/",),
+                             "City Planning Office": ("fiscal/",)}  # fmt: skip
+    assert genesis.may_read("City Finance Bureau", "claims/hm/1")
+    assert not genesis.may_read("Harbor Mutual Insurance", "fiscal/budget")
+    assert genesis.may_read(None, "permits/b/1")
 
 
 def test_cluster_init_json_and_larger_networks(tmp_path: Path) -> None:

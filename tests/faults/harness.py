@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import aiohttp
 import msgpack
+from aiohttp import ClientMiddlewareType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.network import ORGANISATIONS, organisation_of
@@ -45,6 +46,7 @@ from ledger.block import (
     make_block,
 )
 from ledger.store import BlockStore
+from node.auth_client import signer
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S: Final = 60.0
@@ -265,6 +267,12 @@ class Cluster:
     commands: dict[int, list[str]] = field(default_factory=dict)  # per-node launcher override
 
     @property
+    def signing(self) -> tuple[ClientMiddlewareType, ...]:
+        """Request middlewares that sign as validator 0 (a validator reads everything)."""
+        key, node_id = self.net.validator_keys[0], self.net.nodes[0].node_id
+        return (signer(key, chain_id=self.net.genesis.chain_id, identity=node_id),)
+
+    @property
     def n(self) -> int:
         return len(self.net.nodes)
 
@@ -346,7 +354,8 @@ class Cluster:
 
     async def get(self, i: int, path: str, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, Any]:
         timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with self.http.get(self.api(i) + path, timeout=timeout) as r:
+        url = self.api(i) + path
+        async with self.http.get(url, timeout=timeout, middlewares=self.signing) as r:
             body = await r.read()
             if r.content_type == "application/json":
                 return r.status, json.loads(body)
@@ -369,8 +378,9 @@ class Cluster:
         query = "?wait=true" if wait else ""
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with self.http.post(
-            self.api(i) + "/v1/transactions" + query, json={"raw": tx.raw.hex()}, timeout=timeout
-        ) as r:
+            self.api(i) + "/v1/transactions" + query, json={"raw": tx.raw.hex()}, timeout=timeout,
+            middlewares=self.signing,
+        ) as r:  # fmt: skip
             return r.status, await r.json()
 
     async def block(self, i: int, height: int) -> tuple[Block, Certificate]:

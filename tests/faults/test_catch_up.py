@@ -49,7 +49,8 @@ async def commit_blocks(c: Cluster, count: int, nonce: int) -> float:
         # Stay at most one batch ahead of the chain: the mempool is bounded.
         await c.wait_height(base + sent - BATCH_TXS, live, timeout_s=120)
         body = {"transactions": [{"raw": t.raw.hex()} for t in batch]}
-        async with c.http.post(c.api(status["primary"]) + "/v1/transactions", json=body) as r:
+        url = c.api(status["primary"]) + "/v1/transactions"
+        async with c.http.post(url, json=body, middlewares=c.signing) as r:
             assert r.status in (200, 202), await r.text()
     await c.wait_height(base + count, live, timeout_s=300)
     return count / (time.monotonic() - start)

@@ -42,6 +42,7 @@ from tests.faults.harness import (
 BLOCKS: Final = 300
 DAMAGED_BLOCK: Final = 120  # heights below the head whose block / certificate is altered
 DAMAGED_CERT: Final = 200
+MSGPACK_ACCEPT: Final = {"Accept": "application/msgpack"}
 FLIPS: Final = 24  # bytes flipped in a table file
 
 
@@ -105,7 +106,7 @@ async def served_blocks(
     valid, refused = 0, []
     for h in range(1, height + 1):
         url = f"{c.api(i)}/v1/blocks/{h}"
-        async with c.http.get(url, headers={"Accept": "application/msgpack"}) as r:
+        async with c.http.get(url, headers=MSGPACK_ACCEPT, middlewares=c.signing) as r:
             body = msgpack.unpackb(await r.read(), raw=False)
             status = r.status
         if status >= 500 or (missing_ok and status == 404):

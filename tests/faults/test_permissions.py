@@ -74,7 +74,8 @@ def refusals(c: Cluster) -> list[tuple[str, Callable[[], Any], int, str]]:
 
 
 async def post(c: Cluster, i: int, body: Any) -> tuple[int, dict[str, Any]]:
-    async with c.http.post(c.api(i) + "/v1/transactions?wait=true", json=body) as r:
+    url = c.api(i) + "/v1/transactions?wait=true"
+    async with c.http.post(url, json=body, middlewares=c.signing) as r:
         return r.status, await r.json()
 
 

@@ -37,6 +37,8 @@ def test_domain_tags_are_exact() -> None:
         "PEER": b"cityledger/peer/v1\x00",
         "CHECKPOINT": b"cityledger/checkpoint/v1\x00",
         "GENESIS": b"cityledger/genesis/v1\x00",
+        "REQUEST": b"cityledger/request/v1\x00",
+        "SESSION": b"cityledger/session/v1\x00",
     }
 
 

@@ -12,14 +12,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import pytest
+from aiohttp import ClientMiddlewareType
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import crypto, genesis
 from ledger import tx as txs
 from node import config as node_config
+from node.auth_client import signer
 from node.service import Node
 from tests import factory
 
@@ -108,8 +111,11 @@ class Cluster:
 
 
 async def start_cluster(
-    root: Path, validators: int, params: dict[str, int] | None = None, **extra: Any
-) -> Cluster:
+    root: Path, validators: int, params: dict[str, int] | None = None,
+    genesis_extra: dict[str, Any] | None = None, **extra: Any,
+) -> Cluster:  # fmt: skip
+    """Start `validators` nodes of the factory's network; `genesis_extra` adds to (or replaces)
+    top-level genesis fields, e.g. read policies."""
     socks = [bind_socket() for _ in range(validators)]
     ports = [s.getsockname()[1] for s in socks]
     net = factory.network(validators)
@@ -117,6 +123,7 @@ async def start_cluster(
     for i, v in enumerate(doc["validators"]):
         v["url"] = f"http://127.0.0.1:{ports[i]}"
     doc["consensus"] |= {"block_interval_ms": 10, "view_change_timeout_ms": 1000} | (params or {})
+    doc |= genesis_extra or {}
     net.genesis = genesis.from_dict(doc)
     (root / "genesis.toml").write_text(genesis.dump_toml(net.genesis))
     cluster = Cluster(root, net, ports, [None] * validators, dict(extra))
@@ -144,9 +151,26 @@ async def single(tmp_path: Path) -> AsyncIterator[Cluster]:
         await stop_all(cluster)
 
 
+def signed_as(identity: str, key: Ed25519PrivateKey) -> tuple[ClientMiddlewareType, ...]:
+    """Request middlewares that sign as `identity` on the factory's chain."""
+    return (signer(key, chain_id=factory.CHAIN_ID, identity=identity),)
+
+
+VALIDATOR0: Final = signed_as("node0", factory.seeded_key(f"{factory.CHAIN_ID}/validator/0"))
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as session:
+    """A client session whose requests are signed by validator node0 (reads everything)."""
+    timeout = aiohttp.ClientTimeout(total=WAIT_S)
+    async with aiohttp.ClientSession(timeout=timeout, middlewares=VALIDATOR0) as session:
+        yield session
+
+
+@pytest.fixture
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    timeout = aiohttp.ClientTimeout(total=WAIT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         yield session
 
 
