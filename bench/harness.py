@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cli import network, processes  # noqa: E402
-from cli.api import NodeClient, NodeUnreachable, Refused  # noqa: E402
+from cli.api import NodeClient, NodeUnreachable, Refused, Signer  # noqa: E402
+from ledger import crypto  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NICE = 0  # niceness of every process the bench starts (set by `set_nice`)
@@ -278,7 +279,9 @@ class Cluster:
         shutil.rmtree(self.data_dir(node_id), ignore_errors=True)
 
     def status(self, node_id: str) -> dict[str, Any]:
-        with NodeClient(self.net.node(node_id).url, STATUS_TIMEOUT_S) as client:
+        entry = self.net.node(node_id)  # asked as that validator (its own key signs)
+        signer = Signer(node_id, crypto.load_private_key(entry.key), self.net.genesis.chain_id)
+        with NodeClient(entry.url, STATUS_TIMEOUT_S, signer) as client:
             value: dict[str, Any] = client.get("/v1/status")
             return value
 

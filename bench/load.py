@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -70,17 +71,21 @@ class Result:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def _sign_all(spec: Spec) -> tuple[list[bytes], float]:
-    """Every record of the run, signed now (before the measured phase)."""
+def _sign_all(spec: Spec) -> tuple[list[bytes], float, Any]:
+    """Every record of the run, signed now (before the measured phase), and the client
+    middleware that signs each request as the first of those clients (measured: it is part of
+    what every client pays)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ledger import crypto
     from ledger import genesis as genesis_mod
     from ledger import tx as txs
+    from node.auth_client import signer
 
     root = Path(spec.dir)
     genesis = genesis_mod.load(root / "genesis.toml")
     signers = []
-    for client in list(genesis.clients.values())[: spec.clients]:
+    clerks = [c for c in genesis.clients.values() if c.role == genesis_mod.CLERK]
+    for client in clerks[: spec.clients]:
         key = crypto.load_private_key(root / "clients" / f"{client.id}.pem")
         namespace = genesis.policies[client.organisation][0]
         signers.append((client.id, key, namespace))
@@ -100,12 +105,15 @@ def _sign_all(spec: Spec) -> tuple[list[bytes], float]:
         if i % 20_000 == 0 and i:
             sys.stderr.write(f"\rload: signed {i}/{spec.txs}")
     sys.stderr.write(f"\rload: signed {spec.txs}/{spec.txs}\n")
-    return out, time.perf_counter() - started
+    first_id, first_key, _ = signers[0]
+    signing = (signer(first_key, chain_id=genesis.chain_id, identity=first_id),)
+    return out, time.perf_counter() - started, signing
 
 
 class Runner:
-    def __init__(self, spec: Spec, raws: list[bytes]) -> None:
+    def __init__(self, spec: Spec, raws: list[bytes], signing: Any = ()) -> None:
         self.spec = spec
+        self.signing = signing  # client middlewares: every request signed (protocol section 16)
         size = 1 if spec.mode == "single" else spec.batch
         self.units = [raws[i : i + size] for i in range(0, len(raws), size)]
         self.latencies_ms: list[float] = []
@@ -122,7 +130,9 @@ class Runner:
         spec = self.spec
         connector = aiohttp.TCPConnector(limit=spec.concurrency + 8, force_close=False)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, middlewares=self.signing
+        ) as session:
             self.t0 = time.perf_counter()
             self.deadline = self.t0 + spec.deadline_s
             if spec.rate > 0:
@@ -244,13 +254,13 @@ def quantile(ordered: list[float], p: float) -> float:
 
 def main(argv: list[str]) -> int:
     spec = Spec(**json.loads(argv[1]))
-    raws, sign_s = _sign_all(spec)
+    raws, sign_s, signing = _sign_all(spec)
     tx_bytes_mean = sum(map(len, raws)) / max(len(raws), 1)
     print("ready", flush=True)
     if not sys.stdin.readline():
         return 1
     cpu = time.process_time()
-    runner = Runner(spec, raws)
+    runner = Runner(spec, raws, signing)
     asyncio.run(runner.run())
     result = runner.result(sign_s, tx_bytes_mean, time.process_time() - cpu)
     print(json.dumps(asdict(result)), flush=True)

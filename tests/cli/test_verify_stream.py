@@ -1,5 +1,6 @@
 """`verify --node` against a stand-in node that serves a factory-built chain over HTTP exactly as
-the node's API does (GET /v1/status, GET /v1/blocks/{h} in msgpack), honestly or not."""
+the node's API does (GET /v1/auth/challenge for the chain id, GET /v1/status, GET
+/v1/blocks/{h} in msgpack), honestly or not."""
 
 import contextlib
 import http.server
@@ -48,6 +49,10 @@ def fake_node(
         def do_GET(self) -> None:
             if self.path == "/v1/status":
                 self._send(200, "application/json", json.dumps(status).encode())
+                return
+            if self.path == "/v1/auth/challenge":
+                issued = {"challenge": "00" * 56, "chain_id": status["chain_id"], "ttl_ms": 60000}
+                self._send(200, "application/json", json.dumps(issued).encode())
                 return
             height = int(self.path.rsplit("/", 1)[1])
             if not 1 <= height <= len(views):
