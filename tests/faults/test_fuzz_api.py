@@ -24,6 +24,7 @@ from tests.faults.figures import report
 from tests.faults.harness import ROOT, Cluster, loopback_network, make_tx
 
 pytest.importorskip("schemathesis", reason="schemathesis (a test dependency) is not installed")
+from tests.faults import st_hooks  # after the skip: it imports schemathesis
 
 RUN_TIMEOUT_S: Final = 600.0
 
@@ -83,7 +84,11 @@ async def schemathesis_run(c: Cluster, workdir: Path, max_examples: int) -> tupl
         "--report-har-path", str(workdir / "run.har"), "--output-truncate", "true",
     ]  # fmt: skip
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.faults.st_hooks",
-           "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}  # fmt: skip
+           "PYTHONPATH": str(ROOT), "NO_COLOR": "1",
+           # every request signed by validator 0, which may read everything
+           st_hooks.IDENTITY_ENV: c.net.nodes[0].node_id,
+           st_hooks.CHAIN_ENV: c.net.genesis.chain_id,
+           st_hooks.KEY_ENV: str(c.net.nodes[0].key)}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *command, cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -23,6 +23,8 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 
 from ledger import crypto
+from ledger import genesis as genesis_mod
+from node.auth_client import signer
 from tests.faults.figures import report
 from tests.faults.harness import PORT_HIGH, PORT_LOW, run_command
 
@@ -79,6 +81,7 @@ async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession
     url = f"http://127.0.0.1:{base}"
     clerk = ["--client", "finance-clerk", "--key", str(net / "clients" / "finance-clerk.pem")]
     wrong = ["--client", "finance-clerk", "--key", str(net / "clients" / "planning-clerk.pem")]
+    auditor = ["--client", "auditor", "--key", str(net / "clients" / "auditor.pem")]
     code, out, _ = await t.cli("submit", "--node", url, *clerk, "fiscal/secrets/1", "budget",
                                '{"amount": 1}', "--wait", "--json")  # fmt: skip
     assert code == 0, out
@@ -89,17 +92,21 @@ async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession
         ["submit", "--node", url, "--client", "finance-clerk", "--key",
          str(net / "nodes" / "finance" / "node.toml"), "fiscal/x", "budget", "{}"],
         ["keys", "new", str(net / "clients" / "finance-clerk.pem")],
-        ["verify", "--node", url, "--genesis", str(net / "genesis.toml")],
-        ["proof", "--node", url, tx_id],
+        ["verify", "--node", url, *auditor, "--genesis", str(net / "genesis.toml")],
+        ["proof", "--node", url, *auditor, tx_id],
+        ["proof", "--node", url, tx_id],  # anonymous: refused
         ["cluster", "status", str(net)],
     ):  # fmt: skip
         await t.cli(*args)
+    chain_id = genesis_mod.load(net / "genesis.toml").chain_id
+    reader = (signer(crypto.load_private_key(net / "clients" / "auditor.pem"),
+                     chain_id=chain_id, identity="auditor"),)  # fmt: skip
     for path in ("/v1/status", "/v1/blocks/latest", "/v1/blocks/1", f"/v1/transactions/{tx_id}",
                  f"/v1/transactions/{tx_id}/proof", "/v1/records/fiscal/secrets/1",
                  "/v1/history/fiscal/secrets/1", "/v1/checkpoint", "/v1/openapi.json",
                  "/metrics", "/v1/blocks/999", "/v1/transactions/zz"):  # fmt: skip
-        for port in range(base, base + VALIDATORS):
-            async with http.get(f"http://127.0.0.1:{port}{path}") as r:
+        for port in range(base, base + VALIDATORS):  # as the auditor, who may read it all
+            async with http.get(f"http://127.0.0.1:{port}{path}", middlewares=reader) as r:
                 t.add(f"GET {path} on {port}", await r.text())
     async with http.post(f"{url}/peer/v1/messages", data=b"\x91\xc4\x03abc",
                          headers={"Content-Type": "application/msgpack"}) as r:  # fmt: skip
