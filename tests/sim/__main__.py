@@ -1,4 +1,4 @@
-"""Command line: `python -m tests.sim --seeds 0-999 [--nodes 4|7] [--faults all] [--jobs 2]`.
+"""Command line: `python -m tests.sim --seeds 0-999 [--nodes N] [--faults all] [--jobs 2]`.
 
 Runs one seeded simulation per seed and exits 1 on the first violation, printing the seed, the
 fault schedule and the last trace lines (`--keep-going` runs every seed and lists failures).
@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from tests.sim.faults import FAULT_CLASSES, parse_faults
+from tests.sim.faults import FAULT_CLASSES, NODES_MIN, parse_faults
 from tests.sim.sweep import TRACE_LINES, parse_seeds, sweep
 
 
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.sim", description="Deterministic PBFT simulator: seed sweeps."
     )
     parser.add_argument("--seeds", default="0-99", help="e.g. 0-999, 7, 1,4,9-12")
-    parser.add_argument("--nodes", type=int, choices=(4, 7), default=4)
+    parser.add_argument(
+        "--nodes", type=int, default=4, help=f"validators, any n >= {NODES_MIN} (e.g. 4, 7, 10, 13)"
+    )
     parser.add_argument(
         "--faults", default="all", help=f"all, none, or a comma list of {','.join(FAULT_CLASSES)}"
     )
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         faults = parse_faults(args.faults)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.nodes < NODES_MIN:
+        parser.error(f"--nodes must be at least {NODES_MIN} (n = 3f + 1 with f >= 1)")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
 

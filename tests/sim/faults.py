@@ -5,6 +5,11 @@ timed crashes, restarts, partitions and network changes. The plan is drawn from 
 `random.Random` seeded by the seed alone, so it can be printed and read before the run, and is
 the same whatever the simulator draws. At most f nodes are Byzantine; at most f honest nodes
 are down at once (safety must hold regardless; liveness is only required after `heal_at_ms`).
+
+The schedule scales with n: up to f Byzantine nodes, up to f honest nodes down at once, up to f
+nodes partitioned away (or a split with no quorum on either side), filters towards any subset;
+and the steps come faster as f grows (`step_gap_ms`), so that a larger cluster sees its larger
+budget of faults used within the same fault phase.
 """
 
 import dataclasses
@@ -24,7 +29,8 @@ FAULT_CLASSES: Final = (
 # adversarial losses (e.g. Commits reach only one replica) that random loss rarely produces.
 FILTERED_KINDS: Final = ("PrePrepare", "Prepare", "Commit", "Checkpoint", "ViewChange", "NewView")
 FAULT_PHASE_MS: Final = 3_000
-STEP_GAP_MS: Final = (150, 700)
+STEP_GAP_MS: Final = (150, 700)  # between two steps at n = 4 and 7; shorter for larger n
+NODES_MIN: Final = 4  # n = 3f + 1 with f >= 1: fewer nodes tolerate no fault at all
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,21 @@ def _net(rng: random.Random, faults: frozenset[str]) -> NetParams:
     )
 
 
+def step_gap_ms(f: int) -> tuple[int, int]:
+    """The range of the gap between two steps: `STEP_GAP_MS` up to f = 2 (n = 4 and 7, whose
+    recorded sweeps stay valid), divided by ceil(f / 2) above, so steps come about as often per
+    tolerated fault at n = 10 and 13 as at n = 4 and 7."""
+    share = max((f + 1) // 2, 1)
+    return STEP_GAP_MS[0] // share, STEP_GAP_MS[1] // share
+
+
 def make_plan(seed: int, nodes: int, faults: Iterable[str]) -> Plan:
+    if nodes < NODES_MIN:
+        raise ValueError(f"at least {NODES_MIN} nodes (n = 3f + 1, f >= 1), not {nodes}")
     chosen = frozenset(faults)
     rng = random.Random(f"cityledger-sim-plan/{seed}/{nodes}")
     f = (nodes - 1) // 3
+    gap_ms = step_gap_ms(f)
     byzantine: dict[int, str] = {}
     if "byzantine" in chosen:
         who = rng.sample(range(nodes), rng.randint(0, f))
@@ -109,7 +126,7 @@ def make_plan(seed: int, nodes: int, faults: Iterable[str]) -> Plan:
     steps: list[Step] = []
     down: list[int] = []
     cut = filtering = False
-    at = rng.randint(*STEP_GAP_MS)
+    at = rng.randint(*gap_ms)
     while at < FAULT_PHASE_MS:
         ops = []
         if "crash" in chosen:
@@ -151,7 +168,7 @@ def make_plan(seed: int, nodes: int, faults: Iterable[str]) -> Plan:
             case "unfilter":
                 steps.append(Step(at, op))
                 filtering = False
-        at += rng.randint(*STEP_GAP_MS)
+        at += rng.randint(*gap_ms)
     return Plan(seed, nodes, chosen, byzantine, _net(rng, chosen), tuple(steps))
 
 

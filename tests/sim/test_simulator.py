@@ -14,7 +14,7 @@ from tests import factory
 from tests.sim.__main__ import main
 from tests.sim.byzantine import reordered_twin, twin_of
 from tests.sim.checker import SafetyChecker, Violation
-from tests.sim.faults import FAULT_CLASSES, make_plan, parse_faults
+from tests.sim.faults import FAULT_CLASSES, Plan, make_plan, parse_faults
 from tests.sim.network import NetParams, SimNetwork
 from tests.sim.node import SimNode
 from tests.sim.simulator import Simulator
@@ -133,26 +133,51 @@ def test_crashed_node_keeps_only_what_it_persisted() -> None:
     assert isinstance(Start(), Start)
 
 
-def test_plans_are_fixed_by_the_seed_and_respect_f() -> None:
+def _plan_peaks(plan: Plan) -> tuple[int, int, int]:
+    """The most honest nodes down at once, the largest partitioned-away side and the number of
+    Byzantine nodes of `plan`, asserting the plan's own rules on the way."""
+    down: set[int] = set()
+    most_down = cut_max = 0
+    for step in plan.steps:
+        if step.op in {"crash", "crash_mid"}:
+            down.add(step.nodes[0])
+            assert step.nodes[0] not in plan.byzantine
+        if step.op == "restart":
+            down.discard(step.nodes[0])
+        if step.op == "partition":
+            cut_max = max(cut_max, len(step.nodes))
+        most_down = max(most_down, len(down))
+    return most_down, cut_max, len(plan.byzantine)
+
+
+@pytest.mark.parametrize("nodes", [4, 7, 10, 13, 16])
+def test_plans_are_fixed_by_the_seed_and_respect_f(nodes: int) -> None:
     faults = parse_faults("all")
     assert faults == frozenset(FAULT_CLASSES)
+    f = (nodes - 1) // 3
+    peaks = []
     for seed in range(200):
-        for nodes in (4, 7):
-            plan = make_plan(seed, nodes, faults)
-            assert plan == make_plan(seed, nodes, faults)
-            f = (nodes - 1) // 3
-            assert len(plan.byzantine) <= f
-            down: set[int] = set()
-            for step in plan.steps:
-                if step.op in {"crash", "crash_mid"}:
-                    down.add(step.nodes[0])
-                    assert step.nodes[0] not in plan.byzantine
-                if step.op == "restart":
-                    down.discard(step.nodes[0])
-                assert len(down) <= f
-    assert make_plan(1, 4, parse_faults("none")).steps == ()
+        plan = make_plan(seed, nodes, faults)
+        assert plan == make_plan(seed, nodes, faults)
+        most_down, cut_max, byzantine = _plan_peaks(plan)
+        assert most_down <= f
+        assert byzantine <= f
+        # Up to f nodes cut off, or a split where neither side holds a quorum.
+        assert cut_max <= f or cut_max == nodes // 2
+        assert nodes - nodes // 2 < 2 * f + 1
+        peaks.append((most_down, cut_max, byzantine))
+    # The schedules scale with n: some seeds use the whole budget of f.
+    assert max(p[0] for p in peaks) == f
+    assert max(p[2] for p in peaks) == f
+    assert f in {p[1] for p in peaks}
+    assert make_plan(1, nodes, parse_faults("none")).steps == ()
+
+
+def test_plans_refuse_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown fault"):
         parse_faults("loss,meteor")
+    with pytest.raises(ValueError, match="at least 4 nodes"):
+        make_plan(0, 3, parse_faults("all"))
 
 
 def test_seed_ranges() -> None:
@@ -166,3 +191,11 @@ def test_seed_ranges() -> None:
 def test_command_line_runs_fault_free_seeds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seeds", "0-1", "--faults", "none", "--jobs", "1"]) == 0
     assert "2 passed, 0 failed" in capsys.readouterr().out
+
+
+def test_command_line_takes_any_n_from_4(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--seeds", "0", "--nodes", "10", "--faults", "crash,byzantine", "--jobs", "1"]
+    assert main(args) == 0
+    assert "nodes=10 faults=byzantine,crash seeds=0: 1 passed, 0 failed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--seeds", "0", "--nodes", "3"])

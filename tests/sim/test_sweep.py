@@ -1,4 +1,5 @@
-"""The seed sweep inside the test suite: 1,000 seeds with every fault, for n = 4 and n = 7.
+"""The seed sweep inside the test suite: 1,000 seeds with every fault for n = 4 and n = 7, and a
+few seeds for n = 10 and n = 13 (the long sweeps at those sizes are in docs/testing.md).
 
 Each seed is one run of `tests.sim.sweep.run_seed`: random faults for the first part, then heal
 and require liveness. Seeds are the fixed range 0..999; none is skipped; a failure prints the
@@ -14,22 +15,35 @@ from tests.sim.faults import FAULT_CLASSES
 from tests.sim.sweep import run_seed, sweep
 
 SEEDS: Final = range(1000)
+# Larger clusters cost more per seed (~0.4 s at n = 10, ~0.6 s at n = 13 on one core).
+LARGE_SEEDS: Final = {10: range(16), 13: range(8)}
 JOBS: Final = 2
 ALL_FAULTS: Final = frozenset(FAULT_CLASSES)
 
 
-@pytest.mark.parametrize("nodes", [4, 7])
-def test_sweep_passes_1000_seeds_with_all_faults(nodes: int) -> None:
-    outcomes = sweep(SEEDS, nodes, ALL_FAULTS, JOBS)
+def _sweep_passes(seeds: range, nodes: int) -> None:
+    outcomes = sweep(seeds, nodes, ALL_FAULTS, JOBS)
     passed = 0
     try:
         for outcome in outcomes:
             if not outcome.ok:
                 pytest.fail(outcome.report(), pytrace=False)
+            assert outcome.nodes == nodes
+            assert len(outcome.heights) == nodes
             passed += 1
     finally:
         outcomes.close()
-    assert passed == len(SEEDS)
+    assert passed == len(seeds)
+
+
+@pytest.mark.parametrize("nodes", [4, 7])
+def test_sweep_passes_1000_seeds_with_all_faults(nodes: int) -> None:
+    _sweep_passes(SEEDS, nodes)
+
+
+@pytest.mark.parametrize("nodes", sorted(LARGE_SEEDS))
+def test_sweep_passes_at_larger_n(nodes: int) -> None:
+    _sweep_passes(LARGE_SEEDS[nodes], nodes)
 
 
 def test_a_seed_replays_identically_in_a_worker_and_in_this_process() -> None:
