@@ -7,6 +7,7 @@ blocks it serves, always signing with nothing but its own key. Honest nodes use 
 
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -56,6 +57,7 @@ class Behaviour:
 
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
+        self.acts: Counter[str] = Counter()  # what it did, by kind: tests check their fault fired
 
     def outgoing(self, receivers: list[int], msg: m.Message) -> None:
         raw = self.wire.encode(msg)
@@ -81,9 +83,10 @@ class Silent(Behaviour):
 
     # The arguments are the interface's; a mute node ignores them.
     def outgoing(self, receivers: list[int], msg: m.Message) -> None:  # noqa: ARG002
-        return
+        self.acts["withheld"] += 1
 
     def serve(self, served: Served) -> Served | None:  # noqa: ARG002
+        self.acts["fetch_unanswered"] += 1
         return None
 
 
@@ -106,6 +109,7 @@ class Equivocator(Behaviour):
         if isinstance(msg, m.Prepare | m.Commit) and msg.block_hash in self._twins:
             twin_hash, fooled = self._twins[msg.block_hash]
             twin = self.wire.sign(dataclasses.replace(msg, block_hash=twin_hash))
+            self.acts["twin_vote"] += 1
             super().outgoing([r for r in receivers if r not in fooled], msg)
             super().outgoing([r for r in receivers if r in fooled], twin)
             return
@@ -125,6 +129,7 @@ class Equivocator(Behaviour):
             if len(kept) > EQUIVOCATIONS_KEPT:
                 del kept[next(iter(kept))]
         self._twins[msg.block.hash] = (twin_block.hash, fooled)
+        self.acts["equivocated"] += 1
         super().outgoing([r for r in receivers if r not in fooled], msg)
         super().outgoing([r for r in receivers if r in fooled], twin)
 
@@ -191,6 +196,7 @@ class Replayer(Behaviour):
         if self._pool and rng.random() < 0.3:
             for _ in range(rng.randint(1, 3)):
                 self.wire.send(rng.choice(self.wire.peers()), rng.choice(self._pool))
+                self.acts["replayed"] += 1
 
 
 class Forger(Behaviour):
@@ -213,10 +219,12 @@ class Forger(Behaviour):
             del self._proposed[:-REPLAY_POOL_MAX]
             if rng.random() < 0.5:
                 msg = self.wire.sign(invalid_proposal(msg, earlier, rng))
+                self.acts["invalid_proposal"] += 1
         super().outgoing(receivers, msg)
         if rng.random() < 0.4:
             to = rng.choice(self.wire.peers())
             self.wire.send(to, self._forge(msg))
+            self.acts["forged"] += 1
 
     def _forge(self, msg: m.Message) -> bytes:
         rng, wire = self.wire.rng, self.wire
@@ -268,6 +276,7 @@ class Forger(Behaviour):
                     block.height, block.hash, cert.view, ((self.wire.index, sig),)
                 )
                 forged = (block, lone)
+        self.acts["served_forged"] += 1
         return (*served[:index], forged, *served[index + 1 :])
 
 

@@ -6,6 +6,7 @@ contents: the transport contract is bytes in, maybe bytes out (STYLE.md item 8).
 """
 
 import random
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -47,6 +48,9 @@ class SimNetwork:
         self.nodes = nodes
         self.params = params
         self._group: list[int] = [0] * nodes  # nodes reach each other iff in the same group
+        # What the network did to sends, by kind (cut_off, lost, duplicated, spiked): tests
+        # check that their fault fired. Counting draws nothing from the rng.
+        self.counts: Counter[str] = Counter()
 
     def configure(self, **changes: Any) -> None:
         self.params = replace(self.params, **changes)
@@ -85,18 +89,22 @@ class SimNetwork:
     def delays(self, sender: int, receiver: int) -> list[int]:
         """The delays (ms) after which copies of one send arrive; [] when it is lost."""
         if not self.connected(sender, receiver):
+            self.counts["cut_off"] += 1
             return []
         p, rng = self.params, self._rng
         if p.loss and rng.random() < p.loss:
+            self.counts["lost"] += 1
             return []
         copies = 1
         while copies <= DUPLICATES_MAX and p.duplicate and rng.random() < p.duplicate:
             copies += 1
+        self.counts["duplicated"] += copies - 1
         return [self._one_delay() for _ in range(copies)]
 
     def _one_delay(self) -> int:
         p, rng = self.params, self._rng
         if p.spike and rng.random() < p.spike:
+            self.counts["spiked"] += 1
             return rng.randint(p.delay_max_ms, p.spike_max_ms)
         return rng.randint(p.delay_min_ms, p.delay_max_ms)
 

@@ -62,6 +62,7 @@ class _Deliver:
     to: int
     sender: int
     raw: bytes
+    sent: int  # the number of this send on its link (sender, to): tells reordering apart
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class Simulator:
         self._drop_rule: DropRule | None = None
         self._decoded = DecodeCache(self.genesis.chain_id)
         self._queue: list[tuple[int, int, _Item]] = []
+        self._link_sent: Counter[tuple[int, int]] = Counter()  # sends per (sender, receiver)
+        self._link_delivered: dict[tuple[int, int], int] = {}  # the highest send delivered
         self._seq = 0
         self.nodes = [
             SimNode(
@@ -396,6 +399,7 @@ class Simulator:
             self.trace.note(self.now_ms, f"n{node.index}", action)
             self._do(node, action)
         if torn:
+            self.stats["torn_crashes"] += 1
             self._crash(node, f"crash after {cut} of {len(actions)} actions:")
 
     def _do(self, node: SimNode, action: Action) -> None:
@@ -452,8 +456,9 @@ class Simulator:
             self.stats["sent"] += 1
             if not delays:
                 self.stats["lost"] += 1
+            self._link_sent[index, to] += 1
             for delay in delays:
-                self._push(delay, _Deliver(to, index, raw))
+                self._push(delay, _Deliver(to, index, raw, self._link_sent[index, to]))
 
         return send
 
@@ -462,6 +467,11 @@ class Simulator:
         if not node.up or not self.network.connected(item.sender, item.to):
             self.stats["lost"] += 1
             return
+        link = (item.sender, item.to)
+        if item.sent < self._link_delivered.get(link, 0):
+            self.stats["overtaken"] += 1  # a later send on this link arrived first
+        else:
+            self._link_delivered[link] = item.sent
         assert node.behaviour is not None
         node.behaviour.on_receive(item.raw)
         local = factory.BASE_TIME_MS + node.local_time(self.now_ms)
@@ -473,6 +483,7 @@ class Simulator:
         ):
             what = describe_message(event.message)
             self.trace.note(self.now_ms, f"n{node.index}", f"dropped by rule: {what}")
+            self.stats["dropped_by_rule"] += 1
             return
         if isinstance(event, str):
             self.trace.note(self.now_ms, f"n{node.index}", f"{event} (from {item.sender})")

@@ -2,7 +2,9 @@
 
 Safety is checked by the simulator at every commit of every story; each story ends by asking
 for liveness (`run_until` raises a liveness violation when its bound passes) and a full check
-that all honest chains agree. Seeds are fixed: each story is one exact schedule.
+that all honest chains agree. Seeds are fixed: each story is one exact schedule. Each story
+with a fault also asserts that its fault fired (messages dropped, a node crashed, a Byzantine
+action taken, the view changed), so that a story can never pass because nothing happened.
 """
 
 from typing import Final
@@ -31,6 +33,22 @@ def committed_in_new_view(sim: Simulator, view_min: int) -> bool:
     return True
 
 
+def acts(sim: Simulator, index: int) -> dict[str, int]:
+    """What the Byzantine node `index` did, by kind."""
+    behaviour = sim.node(index).behaviour
+    assert behaviour is not None
+    assert not behaviour.honest
+    return dict(behaviour.acts)
+
+
+def invalid_messages(sim: Simulator) -> int:
+    """Messages the honest up replicas refused as invalid (any reason)."""
+    return sum(
+        n for i in sim.honest if sim.node(i).up
+        for k, n in sim.replica(i).counters.items() if k.startswith("invalid_message")
+    )  # fmt: skip
+
+
 def test_four_replicas_commit_blocks_without_faults() -> None:
     sim = Simulator(seed=1)
     sim.run_until(height=10, within_ms=5_000)
@@ -44,6 +62,7 @@ def test_primary_crashes_mid_block_and_a_new_view_commits_within_the_bound() -> 
     old_primary = sim.primary
     sim.crash(old_primary, mid_handle=True, when=proposing)  # part-way through a proposal
     sim.run_until(until=lambda: not sim.node(old_primary).up, within_ms=1_000)
+    assert sim.stats["torn_crashes"] == 1  # it died part-way through its proposal's actions
     took = sim.run_until(until=lambda: committed_in_new_view(sim, 1), within_ms=10_000)
     assert took <= VIEW_CHANGE_RECOVERY_MS_MAX, f"recovery took {took} ms"
     assert sim.primary != old_primary
@@ -57,22 +76,27 @@ def test_view_change_recovery_time_is_bounded(seed: int) -> None:
     """From the instant the primary crashes to a block committed in the new view everywhere."""
     sim = Simulator(seed=100 + seed)
     sim.run_until(height=3 + seed % 4)
-    sim.crash(sim.primary)
+    crashed = sim.primary
+    sim.crash(crashed)
     took = sim.run_until(until=lambda: committed_in_new_view(sim, 1), within_ms=10_000)
     assert took <= VIEW_CHANGE_RECOVERY_MS_MAX, f"seed {100 + seed}: recovery took {took} ms"
+    assert not sim.node(crashed).up
+    assert sim.primary != crashed
 
 
 def test_primary_equivocates_and_honest_replicas_still_agree() -> None:
     sim = Simulator(seed=3, byzantine={0: "equivocate"})
     sim.run_until(height=10, within_ms=30_000)
     sim.check_safety()
-    assert sim.primary != 0 or all(sim.replica(i).counters["equivocation"] for i in sim.honest)
+    assert acts(sim, 0)["equivocated"] > 0
+    assert acts(sim, 0)["twin_vote"] > 0
 
 
 def test_equivocating_primary_among_seven() -> None:
     sim = Simulator(seed=4, nodes=7, byzantine={0: "equivocate", 3: "equivocate"})
     sim.run_until(height=8, within_ms=30_000)
     sim.check_safety()
+    assert acts(sim, 0)["equivocated"] > 0
 
 
 def test_f_replicas_partitioned_away_then_healed_catch_up() -> None:
@@ -82,6 +106,7 @@ def test_f_replicas_partitioned_away_then_healed_catch_up() -> None:
     sim.run_until(height=12, nodes={0, 1, 2, 3, 4})
     assert sim.height(5) < 12
     assert sim.height(6) < 12
+    assert sim.network.counts["cut_off"] > 0
     sim.heal()
     sim.run_until(height=15)
     sim.check_safety()
@@ -92,6 +117,8 @@ def test_the_primary_partitioned_away_is_replaced() -> None:
     sim.run_until(height=3)
     sim.partition({0}, {1, 2, 3})
     sim.run_until(height=8, nodes={1, 2, 3})
+    assert sim.network.counts["cut_off"] > 0
+    assert min(sim.replica(i).view for i in (1, 2, 3)) >= 1
     sim.heal()
     sim.run_until(height=11)
     sim.check_safety()
@@ -106,6 +133,7 @@ def test_a_split_without_quorum_stalls_then_recovers() -> None:
     stalled = sim.heights()
     sim.run_for(3_000)
     assert sim.heights() == stalled  # neither half holds 2f+1
+    assert sim.network.counts["cut_off"] > 0
     sim.heal()
     sim.run_until(height=max(sim.heights().values()) + 3)
     sim.check_safety()
@@ -132,6 +160,7 @@ def test_replicas_that_prepared_a_block_keep_it_through_a_restart() -> None:
     sim.run_until(height=4)
     sim.drop_messages(lambda _sender, to, msg: isinstance(msg, m.Commit) and to != 3)
     sim.run_until(height=5, nodes={3})
+    assert sim.stats["dropped_by_rule"] > 0
     committed = sim.node(3).store.get(5)[0].hash
     assert max(sim.height(i) for i in (0, 1, 2)) == 4
     sim.partition({3}, {0, 1, 2})
@@ -156,6 +185,7 @@ def test_a_block_committed_by_one_replica_survives_a_view_change_without_it() ->
     sim.drop_messages(lambda _s, to, msg: isinstance(msg, m.Commit) and msg.view == 0 and to != 3)
     sim.run_until(height=5, nodes={3})
     committed = sim.node(3).store.get(5)[0].hash
+    assert sim.stats["dropped_by_rule"] > 0
     sim.partition({3}, {0, 1, 2})
     sim.run_until(height=6, nodes={0, 1, 2})
     assert sim.replica(0).view >= 1
@@ -179,6 +209,8 @@ def test_crash_between_persist_and_send_never_forks() -> None:
                 sim.restart(index)
     sim.run_until(height=max(sim.heights().values()) + 3)
     sim.check_safety()
+    assert sim.stats["torn_crashes"] >= 6  # most rounds cut an action list short
+    assert sum(sim.node(i).counters["crashes"] for i in range(4)) >= 6
 
 
 def test_the_network_drops_30_percent_of_messages() -> None:
@@ -186,6 +218,8 @@ def test_the_network_drops_30_percent_of_messages() -> None:
     sim.set_network(loss=0.3)
     sim.run_until(height=10, within_ms=30_000)
     sim.check_safety()
+    lost, sent = sim.network.counts["lost"], sim.stats["sent"]
+    assert 0.25 < lost / sent < 0.35, f"{lost} of {sent} lost"
 
 
 def test_duplicating_reordering_network() -> None:
@@ -193,12 +227,17 @@ def test_duplicating_reordering_network() -> None:
     sim.set_network(duplicate=0.3, delay_max_ms=80, spike=0.1)
     sim.run_until(height=10, within_ms=30_000)
     sim.check_safety()
+    sent = sim.stats["sent"]
+    assert sim.network.counts["duplicated"] > 0.3 * sent
+    assert sim.network.counts["spiked"] > 0.05 * sent
+    assert sim.stats["overtaken"] > 0.05 * sent  # later sends arrived before earlier ones
 
 
 def test_replayed_old_messages_change_nothing() -> None:
     sim = Simulator(seed=12, byzantine={2: "replay"})
     sim.run_until(height=12, within_ms=30_000)
     sim.check_safety()
+    assert acts(sim, 2)["replayed"] > 10
 
 
 def test_garbage_and_forged_signatures_are_dropped() -> None:
@@ -206,24 +245,24 @@ def test_garbage_and_forged_signatures_are_dropped() -> None:
     sim.run_until(height=12, within_ms=30_000)
     sim.check_safety()
     dropped = sum(sim.node(i).counters["undecodable"] for i in sim.honest)
-    rejected = sum(
-        n for i in sim.honest for k, n in sim.replica(i).counters.items()
-        if k.startswith("invalid_message")
-    )  # fmt: skip
+    assert acts(sim, 1)["forged"] > 0
     assert dropped > 0
-    assert rejected > 0
+    assert invalid_messages(sim) > 0
 
 
 def test_forged_primary_cannot_commit_a_forged_tx() -> None:
     sim = Simulator(seed=14, byzantine={0: "forge"})
     sim.run_until(height=10, within_ms=30_000)
     sim.check_safety()  # the store's check_block would have refused any forged tx
+    assert acts(sim, 0)["invalid_proposal"] > 0
+    assert invalid_messages(sim) > 0
 
 
 def test_a_silent_replica_is_tolerated() -> None:
     sim = Simulator(seed=15, byzantine={3: "silent"})
     sim.run_until(height=10, within_ms=30_000)
     sim.check_safety()
+    assert acts(sim, 3)["withheld"] > 0
 
 
 def test_a_silent_primary_is_replaced() -> None:
@@ -231,16 +270,25 @@ def test_a_silent_primary_is_replaced() -> None:
     sim.run_until(height=5, within_ms=30_000)
     sim.check_safety()
     assert sim.primary != 0
+    assert acts(sim, 0)["withheld"] > 0
 
 
 def test_byzantine_peer_serving_forged_blocks_to_a_lagging_replica() -> None:
-    sim = Simulator(seed=17, byzantine={1: "forge"})
-    sim.run_until(height=3)
+    """n2 restarts far behind and hears heads only from n1 (the forger) and n3, so that the
+    forger is one of the two peers it may fetch from: it must refuse the forged answer and
+    catch up from n3."""
+    sim = Simulator(seed=19, byzantine={1: "forge"})
+    sim.run_until(height=4)
     sim.crash(2)
     sim.run_until(height=25, nodes={0, 1, 3})
+    sim.drop_messages(lambda sender, to, msg: (sender, to) == (0, 2) and isinstance(msg, m.Status))
     sim.restart(2)
+    sim.run_until(height=25, nodes={2})
+    sim.drop_messages(None)
     sim.run_until(height=28)
     sim.check_safety()
+    assert acts(sim, 1)["served_forged"] > 0
+    assert sim.replica(2).counters["fetch_invalid"] > 0  # what it was served, it refused
 
 
 def test_everyone_crashes_and_restarts_from_disk() -> None:
@@ -248,6 +296,7 @@ def test_everyone_crashes_and_restarts_from_disk() -> None:
     sim.run_until(height=6)
     for index in range(4):
         sim.crash(index)
+    assert not any(sim.node(i).up for i in range(4))
     sim.run_for(500)
     for index in range(4):
         sim.restart(index)
