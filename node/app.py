@@ -117,7 +117,7 @@ async def post_transactions(request: web.Request) -> web.StreamResponse:
     items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
     wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
     verdict = await rt.admission.admit(items, rt.clock())
-    taken = rt.shell.submit(verdict.accepted, relayed=False)  # right after admit: no await
+    taken = rt.shell.submit(verdict.admitted, relayed=False)
     rejected = _with_overflow(verdict, taken)
     for r in rejected:
         rt.metrics.txs_rejected.labels(r.reason).inc()
@@ -167,7 +167,7 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
         assert tx is not None
         auth.require_read(request, rt.identity.genesis, tx.key)
         return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
-    if rt.replica.has_pending(tx_id) or tx_id in rt.shell.unwritten:  # not durable yet
+    if rt.replica.has_pending(tx_id) or rt.shell.outbox.is_unwritten(tx_id):  # not durable yet
         return render(request, _tx_status(tx_id, None))
     raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is pending or committed here")
 

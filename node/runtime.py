@@ -30,6 +30,7 @@ from ledger.tx import Transaction
 from node.admission import Admission
 from node.config import Config, Identity, machine_cores
 from node.metrics import Metrics, Snapshot
+from node.ordering import Gate, peer_txs, relayer_ok
 from node.peers import PeerTransport
 from node.shell import Clock, Shell
 
@@ -94,27 +95,27 @@ class Runtime:
         txs this node has not admitted yet) are handled by tasks of their own, so that the
         votes behind them are not held up while the verify pool works (the transport may
         reorder anyway); at most `RECEIVE_TASKS_MAX` such tasks run, then the sender waits."""
-        chain_id = self.identity.genesis.chain_id
+        genesis, own_index = self.identity.genesis, self.identity.index
+        chain_id = genesis.chain_id
         for raw in envelopes:
             try:
                 msg = messages.decode_message(raw, chain_id, self._known_tx)
             except messages.InvalidMessage:
                 self.metrics.invalid_peer_messages.labels("malformed").inc()
                 continue
-            if isinstance(msg, messages.TxBatch):
-                await self._spawn(self._receive_txs(msg))
-            elif isinstance(msg, messages.PrePrepare) and self._unpooled(msg.block.txs):
-                await self._spawn(self._receive_proposal(msg))
-            else:
+            if isinstance(msg, messages.TxBatch) and not relayer_ok(msg, genesis, own_index):
+                self.metrics.invalid_peer_messages.labels("bad_signature").inc()
+                continue
+            fresh, forward = peer_txs(msg, self.replica.has_pending)  # node/ordering.py
+            if fresh:
+                await self._spawn(self._admit_then_forward(fresh, msg if forward else None))
+            elif forward:
                 self.shell.handle(Received(msg))
 
     def _known_tx(self, tx_id: bytes) -> Transaction | None:
         """A tx this node has decoded already (pooled, or being admitted): a proposed block's
         txs mostly are, and are then not parsed again."""
         return self.replica.pending_tx(tx_id) or self.admission.in_flight_tx(tx_id)
-
-    def _unpooled(self, block_txs: Sequence[Transaction]) -> bool:
-        return not all(map(self.replica.has_pending, (t.tx_id for t in block_txs)))
 
     async def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         while len(self.tasks) >= RECEIVE_TASKS_MAX:
@@ -128,26 +129,22 @@ class Runtime:
         if not task.cancelled() and task.exception() is not None:
             log.error("handling a peer message failed", exc_info=task.exception())
 
-    async def _receive_txs(self, batch: messages.TxBatch) -> None:
-        genesis = self.identity.genesis
-        if batch.sender == self.identity.index or not messages.verify_signature(batch, genesis):
-            self.metrics.invalid_peer_messages.labels("bad_signature").inc()
-            return
-        await self._admit_relayed(batch.txs)
-
-    async def _receive_proposal(self, pp: messages.PrePrepare) -> None:
-        """Admit the block's txs this node has not seen (as if relayed) before the replica
-        checks the block: their signatures are then checked once, on the verify pool, and not
-        by the replica on the event loop (it checks only txs it has not pooled)."""
-        await self._admit_relayed(pp.block.txs)
-        self.shell.handle(Received(pp))
+    async def _admit_then_forward(
+        self, fresh: Sequence[Transaction], msg: messages.Message | None
+    ) -> None:
+        """Admit a peer message's new txs (as if relayed), then hand the message itself (a
+        PrePrepare) to the replica: their signatures are then checked once, on the verify
+        pool, and not by the replica on the event loop (it checks only txs it has not pooled)."""
+        await self._admit_relayed(fresh)
+        if msg is not None:
+            self.shell.handle(Received(msg))
 
     async def _admit_relayed(self, batch: Sequence[Transaction]) -> None:
         await self.admission.settled(t.tx_id for t in batch)  # concurrent admissions first
         fresh = [t for t in batch if not self.admission.is_known(t.tx_id)]
         if fresh:
             verdict = await self.admission.admit(fresh, self.clock())
-            self.shell.submit(verdict.accepted, relayed=True)  # no await since admit: still new
+            self.shell.submit(verdict.admitted, relayed=True)
 
     async def close(self) -> None:
         """Stop the message tasks (the shell is closed first: they would change nothing)."""
@@ -203,6 +200,7 @@ def _build(
     executor, writer = executors
     head: ChainHead = store.head
     shell: Shell | None = None
+    gate = Gate()  # admission admits into it, the shell submits out of it
 
     def is_committed(tx_id: bytes) -> bool:
         # The shell's answer: the store may lag the replica's commits by the write under way.
@@ -229,9 +227,10 @@ def _build(
     shell = Shell(
         replica, store, transport, metrics, clock,
         fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
-        on_failure=on_failure, writer=writer,
+        on_failure=on_failure, gate=gate, writer=writer,
     )  # fmt: skip
     admission = Admission(
-        genesis, is_committed=is_committed, is_pending=replica.has_pending, executor=executor
-    )
+        genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,
+        executor=executor,
+    )  # fmt: skip
     return Runtime(config, identity, store, shell, admission, transport, metrics, clock)

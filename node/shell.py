@@ -1,15 +1,16 @@
 """The glue between the sans-I/O replica and the world: events in, actions carried out.
 
-This module owns the order of things. Every event goes through `Shell.handle`, which hands it
-to the replica with the current time. Timer actions take effect at once; every other action
-joins one queue, carried out strictly in order: a `Persist` or `CommitBlock` is durable before
-any action queued after it (a `Send` leaves, a fetch starts, a later write) takes effect, as
-consensus/events.py requires. Consecutive durable actions at the head of the queue, of one
-event or of several, go to the store as one synced LevelDB batch on the `writer` thread, so the
-event loop goes on (decoding, admitting, counting votes) during the fsync, and events arriving
-meanwhile share the next one (see `_pump` for why one batch is as safe as several); a node
-with one core has no writer thread and writes on the loop (node/runtime.py says why). The replica
-may thus be ahead of the store by the write under way: `is_committed` answers for both.
+This module carries out the order of things that node/ordering.py decides (the simulator runs
+the same rules). Every event goes through `Shell.handle`, which hands it to the replica with
+the current time. Timer actions take effect at once; every other action joins the `Outbox`,
+carried out strictly in order: a `Persist` or `CommitBlock` is durable before any action queued
+after it (a `Send` leaves, a fetch starts, a later write) takes effect. Each `Write` the outbox
+plans (consecutive durable actions, of one event or of several) goes to the store as one synced
+LevelDB batch on the `writer` thread, so the event loop goes on (decoding, admitting, counting
+votes) during the fsync, and events arriving meanwhile share the next one; a node with one core
+has no writer thread and writes on the loop (node/runtime.py says why). The replica may thus be
+ahead of the store by the write under way: `is_committed` answers for both. Txs reach the
+replica only through `submit`, which takes nothing but what the admission gate admitted.
 `handle` never awaits, so events are serial without a lock. Fetches are tasks whose answer
 comes back as a `BlocksFetched` event. An exception from the replica or the store is our bug
 or a broken disk: the shell stops feeding the replica and reports it (`failure`), loudly.
@@ -21,8 +22,7 @@ txs once their blocks are in the store.
 import asyncio
 import functools
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Final
 
@@ -46,8 +46,8 @@ from consensus.events import (
 from consensus.replica import Replica
 from ledger.block import Block
 from ledger.store import BlockStore, BlockWrite, PendingWrite, StateWrite, Step
-from ledger.tx import Transaction
 from node.metrics import Metrics
+from node.ordering import Admitted, Durable, Gate, Outbox, Write
 from node.peers import PeerTransport
 
 ADMITTED_TRACKED_MAX: Final = 200_000  # admission times kept for the commit-latency histogram
@@ -62,7 +62,7 @@ class Shell:
     def __init__(
         self, replica: Replica, store: BlockStore, transport: PeerTransport, metrics: Metrics,
         clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
-        writer: Executor | None = None,
+        gate: Gate, writer: Executor | None = None,
     ) -> None:  # fmt: skip
         """`writer`: the one thread that carries out the store's synced writes while the event
         loop goes on; None writes on the loop, blocking it (one-core nodes, tests, tools)."""
@@ -80,10 +80,8 @@ class Shell:
         self._admitted_ms: dict[bytes, int] = {}
         self._height_events: list[tuple[int, asyncio.Event]] = []
         self._writer = writer
-        self._outbox: deque[Action] = deque()  # actions waiting for a write ahead of them
-        self._writing = False  # a write is under way: the queue waits for it
-        # Tx ids of blocks the replica committed that are not in the store yet.
-        self.unwritten: set[bytes] = set()
+        self._gate = gate  # shared with admission: what it admitted, and nothing else, goes in
+        self.outbox = Outbox()
         self.failure: BaseException | None = None
         self.closed = False
 
@@ -98,13 +96,8 @@ class Shell:
         if self.closed:
             return
         try:
-            for action in self.replica.handle(event, self._clock()):
-                if isinstance(action, SetTimer | CancelTimer):
-                    self._execute(action)  # local: no order with writes or sends to keep
-                    continue
-                if isinstance(action, CommitBlock):
-                    self.unwritten.update(t.tx_id for t in action.block.txs)
-                self._outbox.append(action)
+            for action in self.outbox.push(self.replica.handle(event, self._clock())):
+                self._execute(action)  # timers: local, no order with writes or sends to keep
             self._pump()
         except Exception as exc:
             self._fail(exc)
@@ -118,67 +111,47 @@ class Shell:
 
     def is_committed(self, tx_id: bytes) -> bool:
         """Committed by the replica: in the store, or in a block on its way there."""
-        return tx_id in self.unwritten or self._store.has_tx(tx_id)
+        return self.outbox.is_unwritten(tx_id) or self._store.has_tx(tx_id)
 
     def _pump(self) -> None:
-        """Carry out queued actions in order until a write is under way (or none are left).
-
-        Consecutive Persist and CommitBlock actions at the front, of one event or of several,
-        go to the store as one synced batch; everything queued behind them waits for it. Safe
-        as one write: nothing in between left the node, a crash keeps all of them or none
-        (either is a state a crash between the separate writes could leave: each is a prefix
-        of the same sequence of writes), and the store sees them in the replica's order."""
-        while self._outbox and not self._writing and not self.closed:
-            if not isinstance(self._outbox[0], Persist | CommitBlock):
-                self._execute(self._outbox.popleft())
+        """Carry out what the outbox lets out, in order, until a write is under way (or nothing
+        is left); node/ordering.py says why one write for a run of durable actions is safe."""
+        while not self.closed and (step := self.outbox.next()) is not None:
+            if not isinstance(step, Write):
+                self._execute(step)
                 continue
-            group = self._take_durable()
-            pending = self._store.prepare([_step(a) for a in group])  # checked on the loop
+            pending = self._store.prepare([_step(a) for a in step.actions])  # checked on the loop
             if self._writer is None:
                 pending.write()
-                self._written(group, pending)
+                self._written(step, pending)
                 continue
-            self._writing = True
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._writer, pending.write)  # the fsync, off the loop
-            future.add_done_callback(functools.partial(self._write_done, group, pending))
+            future.add_done_callback(functools.partial(self._write_done, step, pending))
 
     def _write_done(
-        self,
-        group: list[Persist | CommitBlock],
-        pending: PendingWrite,
-        future: asyncio.Future[None],
+        self, write: Write, pending: PendingWrite, future: asyncio.Future[None]
     ) -> None:
-        self._writing = False
         if self.closed:
             return
         try:
             future.result()
-            self._written(group, pending)
+            self._written(write, pending)
             self._pump()
         except Exception as exc:  # noqa: BLE001 - the store or our bug: the node stops, loudly
             self._fail(exc)
 
-    def _take_durable(self) -> list[Persist | CommitBlock]:
-        group: list[Persist | CommitBlock] = []
-        while self._outbox:
-            action = self._outbox[0]
-            if not isinstance(action, Persist | CommitBlock):
-                break
-            group.append(action)
-            self._outbox.popleft()
-        return group
-
-    def _written(self, group: list[Persist | CommitBlock], pending: PendingWrite) -> None:
+    def _written(self, write: Write, pending: PendingWrite) -> None:
         self._store.advance(pending)
-        for action in group:
-            if isinstance(action, CommitBlock):
-                self._committed(action.block)
-                self.unwritten.difference_update(t.tx_id for t in action.block.txs)
+        self.outbox.written(write)
+        for action in write.blocks:
+            self._committed(action.block)
 
-    def submit(self, txs: Sequence[Transaction], *, relayed: bool) -> int:
-        """Hand admitted txs to the replica as far as its pool has room; return how many."""
-        taken = tuple(txs[: max(self.replica.pool_free, 0)])
+    def submit(self, admitted: Admitted, *, relayed: bool) -> int:
+        """Hand admitted txs to the replica as far as its pool has room; return how many (the
+        rest are turned away). The gate refuses anything it did not admit, or admitted and saw
+        submitted already."""
+        taken = self._gate.submit(admitted, self.replica.pool_free)
         if taken and not self.closed:
             if not relayed:
                 now = self._clock()
@@ -313,7 +286,7 @@ class Shell:
         self.wake_waiters()
 
 
-def _step(action: Persist | CommitBlock) -> Step:
+def _step(action: Durable) -> Step:
     if isinstance(action, Persist):
         return StateWrite(action.puts, action.deletes)
     return BlockWrite(action.block, action.certificate, action.txs_checked)

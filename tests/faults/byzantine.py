@@ -69,6 +69,8 @@ class Liar:
 
     def count(self, what: str) -> None:
         self.counts[what] += 1
+        if self.counts[what] == 1:  # the test reads from the log which faults fired
+            log.info("byzantine action", extra={"what": what})
         if sum(self.counts.values()) % 200 == 0:
             log.info("byzantine actions so far", extra={"counts": dict(self.counts)})
 

@@ -69,12 +69,19 @@ async def byzantine_run(clusters: ClusterFactory, root: Path, *, acks: int, seed
     view = head["view"]
     liar = [e for e in c.log_entries(BYZANTINE) if e.get("logger") == "cityledger.byzantine"]
     equivocated = sum(1 for e in liar if e.get("msg") == "equivocating")
+    fired = {str(e.get("what")) for e in liar if e.get("msg") == "byzantine action"}
     for i in HONEST:
         assert await c.stop(i) == 0
     await verify_data_dirs(c.net, HONEST)
+    # Each of its faults fired, and the honest nodes saw the kinds that reached them.
     assert equivocated > 0, "the Byzantine primary never equivocated"
+    missing = {"equivocating pre-prepare", "replayed", "forged: flipped signature",
+               "forged: random bytes", "forged: forged client signature"} - fired  # fmt: skip
+    assert not missing, f"these faults never fired: {sorted(missing)} (fired: {sorted(fired)})"
     assert bad_sigs > 0, "no forged signature was seen (and dropped)"
     assert malformed > 0, "no malformed envelope was seen (and dropped)"
+    if any(kind.startswith("served forged block") for kind in fired):
+        assert fetch_invalid > 0, "forged blocks were served, and no honest node refused one"
     report(
         f"byzantine node 0, {3 * acks} acknowledged commits",
         f"honest nodes on one chain (head {head['height']}, view {view}), verify OK; node 3 "

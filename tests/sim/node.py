@@ -1,10 +1,12 @@
 """One simulated validator: a replica, its durable state, and the node shell's input side.
 
 It owns what survives a crash (the block store and the entries of `Persist` actions) and what
-does not (the `Replica` object, its timers, its undelivered work), and turns raw peer bytes into
-replica events exactly as the node will: decode (an `InvalidMessage` is dropped and counted),
-and admission of relayed client txs (signature, client, namespace, time, duplicates; never trust
-a peer). It carries out no actions: the simulator does, so that it can crash a node between two.
+does not (the `Replica` object, its timers, its outbox and admission gate, its undelivered
+work), and turns raw peer bytes into replica events by the node's own rules (node/ordering.py,
+the same code the node runs): decode (an `InvalidMessage` is dropped and counted), which peer
+messages wait for admission, the admission rule order, admit then submit through the gate. It
+carries out no actions: the simulator does, through this node's `Outbox`, so that it can crash
+a node between two, or during a write.
 """
 
 from collections import Counter
@@ -18,7 +20,16 @@ from consensus.events import Action, ClientTxs, Event, Received, Timer
 from consensus.replica import Replica, ReplicaConfig
 from ledger import tx as txs
 from ledger.errors import InvalidTransaction
-from ledger.genesis import Genesis
+from ledger.genesis import Client, Genesis
+from node.ordering import (
+    Admitted,
+    Gate,
+    Outbox,
+    check_cheap,
+    peer_txs,
+    relayer_ok,
+    verify_signatures,
+)
 from tests.sim.byzantine import Behaviour
 from tests.sim.store import MemoryStore
 
@@ -72,10 +83,13 @@ class SimNode:
         self.persisted: dict[bytes, bytes] = {}
         # Volatile: gone on crash.
         self.replica: Replica | None = None
+        self.outbox = Outbox()  # actions waiting behind a write (node/ordering.py)
+        self.gate = Gate()  # txs admitted and not submitted yet
         self.incarnation = 0
         self.timers: dict[Timer, int] = {}  # timer -> token of the queued firing that counts
         self.crash_mid_handle = False  # crash part-way through the next action list
         self.crash_when: Callable[[Action], bool] | None = None  # ... that holds such an action
+        self.crash_budget: int | None = None  # torn: steps it carries out before the crash
         self.counters: Counter[str] = Counter()
 
     @property
@@ -91,12 +105,14 @@ class SimNode:
         assert self.replica is None
         self.incarnation += 1
         self.timers.clear()
+        self.outbox = Outbox()
+        self.gate = Gate()
         self.replica = Replica(
             self.genesis,
             self.index,
             self.key,
             self.store.head,
-            self.store.is_committed,
+            self.is_committed,
             persisted=dict(self.persisted),
             config=self.config,
             head_certificate=self.store.chain[-1][1] if self.store.chain else None,
@@ -109,7 +125,12 @@ class SimNode:
         self.timers.clear()
         self.crash_mid_handle = False
         self.crash_when = None
+        self.crash_budget = None
         self.counters["crashes"] += 1
+
+    def is_committed(self, tx_id: bytes) -> bool:
+        """In the store, or in a block the replica committed that is on its way there."""
+        return self.store.is_committed(tx_id) or self.outbox.is_unwritten(tx_id)
 
     def local_time(self, true_ms: int) -> int:
         return true_ms + self.clock_offset_ms
@@ -119,45 +140,59 @@ class SimNode:
 
     # --- input side of the shell -------------------------------------------------------------
 
-    def event_from_peer(
+    def events_from_peer(
         self, raw: bytes, now_local_ms: int, decoded: DecodeCache | None = None
-    ) -> Event | str:
-        """The replica event for `raw` bytes from a peer, or why the shell drops them."""
+    ) -> list[Event] | str:
+        """The replica events for `raw` bytes from a peer, or why the shell drops them."""
+        replica = self.replica
+        assert replica is not None
         msg = (decoded or DecodeCache(self.genesis.chain_id)).decode(raw)
         if msg is None:
             self.counters["undecodable"] += 1
             return f"dropped {len(raw)} undecodable bytes"
-        if isinstance(msg, m.TxBatch):
-            admitted = self.admit(msg.txs, now_local_ms)
-            if not admitted:
-                return f"admitted none of TxBatch({len(msg.txs)} txs from {msg.sender})"
-            return ClientTxs(admitted, relayed=True)
-        return Received(msg)
+        if isinstance(msg, m.TxBatch) and not relayer_ok(msg, self.genesis, self.index):
+            self.counters["bad_relayer"] += 1
+            return f"dropped TxBatch from {msg.sender}: not a valid relayer"
+        fresh, forward = peer_txs(msg, replica.has_pending)
+        events: list[Event] = []
+        if fresh:
+            taken = self.submit(self.admit(fresh, now_local_ms))
+            if taken:
+                events.append(ClientTxs(taken, relayed=True))
+        if forward:
+            events.append(Received(msg))
+        if not events:
+            return f"admitted none of {type(msg).__name__}({len(fresh)} new txs from {msg.sender})"
+        return events
 
-    def admit(
-        self, candidates: Iterable[txs.Transaction], now_local_ms: int
-    ) -> tuple[txs.Transaction, ...]:
-        """The txs the shell may hand the replica: valid, new, and only as many as fit."""
+    def admit(self, candidates: Iterable[txs.Transaction], now_local_ms: int) -> Admitted:
+        """The node's admission rules in the node's order; what passes stays in the gate."""
         replica = self.replica
         assert replica is not None
-        good: list[txs.Transaction] = []
-        ids: set[bytes] = set()
+        passed: list[tuple[txs.Transaction, Client]] = []
+        seen: set[bytes] = set()
         for tx in candidates:
-            if (
-                tx.tx_id in ids
-                or self.store.is_committed(tx.tx_id)
-                or replica.has_pending(tx.tx_id)
-            ):
-                self.counters["tx_duplicate"] += 1
-                continue
             try:
-                txs.validate(tx, self.genesis, now_local_ms)
+                client = check_cheap(
+                    tx, self.genesis, now_local_ms, seen=seen,
+                    is_committed=self.is_committed,
+                    is_known=lambda i: self.gate.is_held(i) or replica.has_pending(i),
+                )  # fmt: skip
             except InvalidTransaction as exc:
                 self.counters[f"tx_rejected:{exc.reason}"] += 1
                 continue
-            ids.add(tx.tx_id)
-            good.append(tx)
-        room = max(replica.pool_free, 0)
-        if len(good) > room:
-            self.counters["tx_pool_full"] += len(good) - room
-        return tuple(good[:room])
+            seen.add(tx.tx_id)
+            passed.append((tx, client))
+        claim = self.gate.claim([tx for tx, _ in passed])
+        valid = verify_signatures(passed)
+        self.counters["tx_rejected:bad_signature"] += valid.count(False)
+        return self.gate.admit(claim, valid)
+
+    def submit(self, admitted: Admitted) -> tuple[txs.Transaction, ...]:
+        """What of `admitted` the replica's pool has room for (the gate checks it admitted it)."""
+        replica = self.replica
+        assert replica is not None
+        taken = self.gate.submit(admitted, replica.pool_free)
+        if len(taken) < len(admitted.txs):
+            self.counters["tx_pool_full"] += len(admitted.txs) - len(taken)
+        return taken

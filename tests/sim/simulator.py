@@ -1,11 +1,14 @@
 """The deterministic simulator: N replicas in one process on a simulated millisecond clock.
 
 It owns the event queue (ordered by time, then by a sequence number), the one seeded
-`random.Random` every choice is drawn from, and the carrying-out of replica actions: messages
-leave as bytes through the simulated network (and the node's Byzantine behaviour, if any),
-`Persist` and `CommitBlock` are durable at once, timers are queue entries, fetches are served
-from the target peer's store. It never reads a wall clock and never sleeps. Safety is checked
-at every commit; `run_until` raises `Violation` when the target is not reached in time.
+`random.Random` every choice is drawn from, and the carrying-out of replica actions in the
+order the node's own outbox rules (node/ordering.py) let them out: messages leave as bytes
+through the simulated network (and the node's Byzantine behaviour, if any), each `Write` of
+`Persist` and `CommitBlock` actions takes 0 to `WRITE_MS_MAX` ms (meanwhile later events are
+handled and their actions queue behind it, as on the node; a crash during a write keeps all of
+it or none), timers are queue entries, fetches are served from the target peer's store. It
+never reads a wall clock and never sleeps. Safety is checked at every commit; `run_until`
+raises `Violation` when the target is not reached in time.
 
 Stories read like this::
 
@@ -34,7 +37,6 @@ from consensus.events import (
     Event,
     FetchBlocks,
     Persist,
-    Received,
     Send,
     SetTimer,
     Start,
@@ -42,6 +44,7 @@ from consensus.events import (
     Timer,
 )
 from consensus.replica import Replica, ReplicaConfig
+from node.ordering import Write
 from tests import factory
 from tests.sim.byzantine import BEHAVIOURS, FETCH_BLOCKS_MAX, Served, Wire
 from tests.sim.checker import SafetyChecker, Violation
@@ -55,6 +58,7 @@ FETCH_TIMEOUT_MS: Final = 300  # an unanswered fetch is answered "none" after th
 CRASH_MID_HANDLE_WAIT_MS: Final = 1000  # a pending mid-handle crash becomes a plain one after
 CLOCK_OFFSET_MS_MAX: Final = 20  # how far each node's clock may be from the true time
 RUN_UNTIL_MS_DEFAULT: Final = 60_000
+WRITE_MS_MAX: Final = 3  # a synced write takes 0..3 ms; 0 is drawn as often as each other value
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,13 @@ class _Fetched:
 
 
 @dataclass(frozen=True)
+class _Written:
+    node: int
+    incarnation: int
+    write: Write
+
+
+@dataclass(frozen=True)
 class _ClientTick:
     pass
 
@@ -98,7 +109,7 @@ class _Call:
     fn: Callable[[], None]
 
 
-_Item = _Deliver | _Fire | _Serve | _Fetched | _ClientTick | _Call
+_Item = _Deliver | _Fire | _Serve | _Fetched | _Written | _ClientTick | _Call
 DropRule = Callable[[int, int, m.Message], bool]  # (sender, receiver, message) -> drop it?
 
 
@@ -340,6 +351,11 @@ class Simulator:
                 node = self.nodes[item.node]
                 if node.up and node.incarnation == item.incarnation:
                     self._handle(node, BlocksFetched(item.peer, item.blocks))
+            case _Written():
+                node = self.nodes[item.node]
+                if node.up and node.incarnation == item.incarnation:
+                    self._written(node, item.write)
+                    self._pump(node)
             case _ClientTick():
                 self._client_tick()
             case _Call():
@@ -354,8 +370,14 @@ class Simulator:
         self._handle(node, Start())
 
     def _crash(self, node: SimNode, why: str) -> None:
+        write = node.outbox.writing
+        landed = write is not None and self.rng.random() < 0.5
+        if landed:
+            assert write is not None
+            self._apply(node, write)  # the write under way reached the disk before the crash
         node.crash()
-        self._note_fault(f"{why} n{node.index} at height {node.store.height}")
+        lost = " (the write under way lost)" if write is not None and not landed else ""
+        self._note_fault(f"{why} n{node.index} at height {node.store.height}{lost}")
 
     def _crash_if_pending(self, node: SimNode, incarnation: int) -> None:
         if node.up and node.incarnation == incarnation and node.crash_mid_handle:
@@ -381,26 +403,72 @@ class Simulator:
                 "replica raised", f"n{node.index} on {describe_event(event)}:\n{detail}"
             ) from exc
         self._carry_out(node, actions)
-        if node.replica is replica and replica.committed_height != node.store.height:
+        unwritten = node.outbox.blocks_unwritten
+        if node.replica is replica and replica.committed_height != node.store.height + unwritten:
             raise Violation(
                 "contract",
                 f"n{node.index} reports height {replica.committed_height}, "
-                f"its store holds {node.store.height}",
+                f"its store holds {node.store.height} and {unwritten} blocks on their way",
             )
 
     def _carry_out(self, node: SimNode, actions: list[Action]) -> None:
-        cut = len(actions)
         torn = node.crash_mid_handle and bool(actions)
         if torn and node.crash_when is not None:
             torn = any(node.crash_when(a) for a in actions)
-        if torn:
-            cut = self.rng.randrange(len(actions))  # at least the last action never happens
-        for action in actions[:cut]:
+        for action in node.outbox.push(actions):  # timers: at once, as the node does
             self.trace.note(self.now_ms, f"n{node.index}", action)
             self._do(node, action)
-        if torn:
-            self.stats["torn_crashes"] += 1
-            self._crash(node, f"crash after {cut} of {len(actions)} actions:")
+        if torn:  # crash once a random share of what is queued is out: at least one never is
+            queued = len(node.outbox)
+            node.crash_budget = self.rng.randrange(queued) if queued else 0
+        self._pump(node)
+
+    def _pump(self, node: SimNode) -> None:
+        """Carry out what the node's outbox lets out, until a write is under way (its end is
+        queued) or nothing is left; a pending torn crash happens once its budget is spent."""
+        while node.up and (step := node.outbox.next()) is not None:
+            size = len(step.actions) if isinstance(step, Write) else 1
+            budget = node.crash_budget
+            if budget is not None and budget < size:
+                self._torn(node, step if budget and isinstance(step, Write) else None)
+                return
+            if budget is not None:
+                node.crash_budget = budget - size
+            if not isinstance(step, Write):
+                self.trace.note(self.now_ms, f"n{node.index}", step)
+                self._do(node, step)
+                continue
+            delay = self.rng.randint(0, WRITE_MS_MAX)
+            if delay:
+                self._push(delay, _Written(node.index, node.incarnation, step))
+                return
+            self._written(node, step)
+        if node.up and node.crash_budget is not None and not len(node.outbox):
+            self._torn(node, None)  # all that was queued is out: the crash comes now
+
+    def _torn(self, node: SimNode, write: Write | None) -> None:
+        """The pending mid-handle crash, during `write` (which lands or not) or before the
+        step that would spend more than its budget."""
+        self.stats["torn_crashes"] += 1
+        if write is not None and self.rng.random() < 0.5:
+            self._apply(node, write)
+            node.outbox.written(write)
+        self._crash(node, "crash part-way through its actions:")
+
+    def _written(self, node: SimNode, write: Write) -> None:
+        self._apply(node, write)
+        node.outbox.written(write)
+
+    def _apply(self, node: SimNode, write: Write) -> None:
+        """Make `write` durable: the persisted entries and the blocks, in the replica's order."""
+        for action in write.actions:
+            self.trace.note(self.now_ms, f"n{node.index}", action)
+            if isinstance(action, Persist):
+                node.persisted.update(action.puts)
+                for key in action.deletes:
+                    node.persisted.pop(key, None)
+            else:
+                self._commit(node, action)
 
     def _do(self, node: SimNode, action: Action) -> None:
         behaviour = node.behaviour
@@ -411,12 +479,6 @@ class Simulator:
                 behaviour.outgoing([action.to], action.message)
             case Broadcast():
                 behaviour.outgoing([i for i in range(self.n) if i != node.index], action.message)
-            case Persist():
-                node.persisted.update(action.puts)
-                for key in action.deletes:
-                    node.persisted.pop(key, None)
-            case CommitBlock():
-                self._commit(node, action)
             case SetTimer():
                 self._seq += 1
                 node.timers[action.timer] = self._seq
@@ -474,21 +536,21 @@ class Simulator:
             self._link_delivered[link] = item.sent
         assert node.behaviour is not None
         node.behaviour.on_receive(item.raw)
-        local = factory.BASE_TIME_MS + node.local_time(self.now_ms)
-        event = node.event_from_peer(item.raw, local, self._decoded)
-        if (
-            self._drop_rule is not None
-            and isinstance(event, Received)
-            and self._drop_rule(item.sender, item.to, event.message)
-        ):
-            what = describe_message(event.message)
+        msg = self._decoded.decode(item.raw)
+        rule = self._drop_rule
+        if rule is not None and msg is not None and rule(item.sender, item.to, msg):
+            what = describe_message(msg)
             self.trace.note(self.now_ms, f"n{node.index}", f"dropped by rule: {what}")
             self.stats["dropped_by_rule"] += 1
             return
-        if isinstance(event, str):
-            self.trace.note(self.now_ms, f"n{node.index}", f"{event} (from {item.sender})")
+        local = factory.BASE_TIME_MS + node.local_time(self.now_ms)
+        events = node.events_from_peer(item.raw, local, self._decoded)
+        if isinstance(events, str):
+            self.trace.note(self.now_ms, f"n{node.index}", f"{events} (from {item.sender})")
             return
-        self._handle(node, event)
+        for event in events:
+            if node.up:  # a torn crash may come part-way
+                self._handle(node, event)
 
     def _fetch(self, node: SimNode, request: FetchBlocks) -> None:
         delays = self.network.delays(node.index, request.peer)
@@ -524,6 +586,6 @@ class Simulator:
             return
         batch = self.client.batch(self.now_ms)
         node = self.nodes[self.rng.choice(up)]
-        admitted = node.admit(batch, factory.BASE_TIME_MS + node.local_time(self.now_ms))
-        if admitted:
-            self._handle(node, ClientTxs(admitted))
+        taken = node.submit(node.admit(batch, factory.BASE_TIME_MS + node.local_time(self.now_ms)))
+        if taken:
+            self._handle(node, ClientTxs(taken))

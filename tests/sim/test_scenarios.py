@@ -237,7 +237,7 @@ def test_replayed_old_messages_change_nothing() -> None:
     sim = Simulator(seed=12, byzantine={2: "replay"})
     sim.run_until(height=12, within_ms=30_000)
     sim.check_safety()
-    assert acts(sim, 2)["replayed"] > 10
+    assert acts(sim, 2)["replayed"] > 0
 
 
 def test_garbage_and_forged_signatures_are_dropped() -> None:
