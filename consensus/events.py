@@ -15,6 +15,7 @@ duplicated or reordered; the replica recovers with its own timers.
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from ledger.block import Block, Certificate
 from ledger.tx import Transaction
@@ -120,9 +121,16 @@ class CancelTimer:
     timer: Timer
 
 
+# The block-fetch limit, one for the whole system: a FetchBlocks asks for at most this many
+# blocks, a node serves at most this many per answer (`/peer/v1/blocks`, also bounded by bytes),
+# and reads at most this many from an answer.
+FETCH_BLOCKS_MAX: Final = 64
+
+
 @dataclass(frozen=True)
 class FetchBlocks:
-    """Ask `peer` for certified blocks from_height..to_height; answer with `BlocksFetched`."""
+    """Ask `peer` for certified blocks from_height..to_height (at most `FETCH_BLOCKS_MAX`);
+    answer with `BlocksFetched`."""
 
     peer: int
     from_height: int

@@ -61,6 +61,7 @@ from ledger.genesis import Genesis
 
 from consensus import messages as m
 from consensus.events import (
+    FETCH_BLOCKS_MAX,
     Action,
     BlocksFetched,
     Broadcast,
@@ -108,13 +109,13 @@ class ReplicaConfig:
     window: int = 16  # heights above the committed head a replica takes part in
     retransmit_ms: int = 500
     fetch_timeout_ms: int = 2000
-    fetch_blocks_max: int = 64
+    fetch_blocks_max: int = FETCH_BLOCKS_MAX  # fewer per fetch is allowed, never more
     view_change_timeout_max_ms: int = 30_000  # the back-off cap
 
     def __post_init__(self) -> None:
         assert 1 <= self.pipeline_depth <= self.window <= m.PREPARED_MAX
         assert self.pool_capacity >= 1
-        assert self.fetch_blocks_max >= 1
+        assert 1 <= self.fetch_blocks_max <= FETCH_BLOCKS_MAX
 
 
 class Replica:

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from consensus.events import FETCH_BLOCKS_MAX
 from consensus.replica import ReplicaConfig
 from ledger import tx as txs
 from ledger.block import verify_certificate
@@ -26,7 +27,6 @@ from node.config import Config, Identity
 from node.metrics import CONTENT_TYPE
 from node.peers import (
     BLOCKS_PATH,
-    FETCH_BLOCKS_MAX,
     FETCH_BYTES_MAX,
     MESSAGES_PATH,
     decode_batch,

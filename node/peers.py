@@ -24,6 +24,7 @@ from typing import Final
 import aiohttp
 import msgpack
 
+from consensus.events import FETCH_BLOCKS_MAX
 from ledger.block import Block, Certificate, decode_block, decode_certificate
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
@@ -35,7 +36,6 @@ BLOCKS_PATH: Final = "/peer/v1/blocks"
 BATCH_MESSAGES_MAX: Final = 256  # messages in one POST
 POSTS_IN_FLIGHT_MAX: Final = 2  # POSTs to one peer under way at once (the transport may reorder)
 BATCH_BYTES_MAX: Final = 16 * 1024 * 1024  # soft bound: a POST stops growing past it
-FETCH_BLOCKS_MAX: Final = 256  # blocks in one fetch answer
 # Soft bound on one fetch answer (at least one block is sent, whatever its size). A node that
 # catches up holds one answer decoded at a time (several times its bytes in Python objects),
 # and the node serving it the answer's bytes twice: 4 MiB keeps both well inside the memory

@@ -21,7 +21,6 @@ from ledger import tx as txs
 from ledger.encoding import encode
 from ledger.genesis import Genesis
 
-FETCH_BLOCKS_MAX: Final = 64  # blocks one fetch answer carries at most (like the node's limit)
 REPLAY_POOL_MAX: Final = 256
 EQUIVOCATIONS_KEPT: Final = 64
 

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from consensus import messages as m
 from consensus.events import (
+    FETCH_BLOCKS_MAX,
     Action,
     BlocksFetched,
     Broadcast,
@@ -46,7 +47,7 @@ from consensus.events import (
 from consensus.replica import Replica, ReplicaConfig
 from node.ordering import Write
 from tests import factory
-from tests.sim.byzantine import BEHAVIOURS, FETCH_BLOCKS_MAX, Served, Wire
+from tests.sim.byzantine import BEHAVIOURS, Served, Wire
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.client import SimClient
 from tests.sim.network import CALM, NetParams, SimNetwork
