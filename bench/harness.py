@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from cli import network, processes  # noqa: E402
 from cli.api import NodeClient, NodeUnreachable, Refused, Signer  # noqa: E402
+from cli.ports import free_ports  # noqa: E402
 from ledger import crypto  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -57,20 +57,6 @@ def _nice_autogroup(pid: int) -> None:
 LOAD_READY_TIMEOUT_S = 900.0
 STATUS_TIMEOUT_S = 5.0
 POLL_S = 0.05
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` TCP ports free on loopback right now (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def cpu_seconds(pid: int) -> float:

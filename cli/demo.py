@@ -11,7 +11,6 @@ stopped by PID in a `finally`, whatever happens; the directory is deleted unless
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from cli.audit import export_bundle, verify_store, verify_stream
 from cli.cluster import status_row, status_table
 from cli.errors import Failed
 from cli.output import Progress, short, table
+from cli.ports import free_ports
 from cli.records import await_commit, block_lines, make_tx, send
 from ledger import crypto, proofs
 from ledger.encoding import decode, encode
@@ -152,15 +152,6 @@ AFTER_CRASH: Final[list[Record]] = [
         },
     ),
 ]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS has just handed out: free now, and the demo binds them within seconds."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 def heading(text: str) -> None:

@@ -5,9 +5,7 @@ real `cityledger` executable, free loopback ports, and a cluster that is always 
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,11 +18,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
+from cli.ports import free_base_port, free_ports
 from ledger import genesis as genesis_mod
 from ledger.store import BlockStore
 from node import codec, proofs
 from tests import factory
-from tests.faults.harness import PORT_HIGH, PORT_LOW
 
 COMMAND_TIMEOUT_S = 120.0
 BIN = Path(sys.executable).parent / "cityledger"
@@ -52,29 +50,9 @@ def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
 
-def free_base_port(count: int) -> int:
-    """A base port P such that P..P+count-1 are free on 127.0.0.1 right now, below the kernel's
-    ephemeral range: there, a node's own outgoing connection to a peer not yet up can take the
-    port of a node that has not bound it yet."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(PORT_LOW, PORT_HIGH - count)
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return base
-    raise AssertionError("no free port range found")
-
-
 def closed_port() -> int:
-    """A port nothing listens on (just released by the OS)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on."""
+    return free_ports(1)[0]
 
 
 # --- offline material ------------------------------------------------------------------------

@@ -15,10 +15,8 @@ import contextlib
 import inspect
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ from aiohttp import ClientMiddlewareType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.network import ORGANISATIONS, organisation_of
+from cli.ports import free_ports
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger import tx as txs
@@ -54,7 +53,6 @@ STOP_TIMEOUT_S: Final = 15.0
 POLL_S: Final = 0.05  # how often a readiness or convergence poll asks the nodes
 PROBE_TIMEOUT_S: Final = 2.0
 COMMAND_TIMEOUT_S: Final = 120.0
-PORT_LOW, PORT_HIGH = 20_000, 32_000  # below the kernel's ephemeral range (32768-60999)
 
 # Fast consensus for tests: short view-change timeout, small blocks come quickly.
 TEST_PARAMS: Final = {"block_interval_ms": 10, "view_change_timeout_ms": 1000}
@@ -69,25 +67,6 @@ def log_time_ms(entry: dict[str, Any]) -> int:
     stamp = str(entry["ts"])
     seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
     return seconds * 1000 + int(stamp[20:23])
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` ports free on `host` now, outside the ephemeral range (so no client socket of
-    another test takes one before our node binds it)."""
-    rng = random.Random()
-    out: list[int] = []
-    with contextlib.ExitStack() as stack:
-        for _ in range(2000):
-            if len(out) == count:
-                return out
-            port = rng.randrange(PORT_LOW, PORT_HIGH)
-            sock = stack.enter_context(socket.socket())
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            out.append(port)
-    raise AssertionError(f"no {count} free ports found")
 
 
 # --- The network on disk ---------------------------------------------------------------------

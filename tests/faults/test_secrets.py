@@ -9,11 +9,9 @@ leak in: the PEM text's lines, the raw 32-byte seed and the DER in hex (both cas
 """
 
 import base64
-import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,25 +20,14 @@ from typing import Final
 import aiohttp
 from cryptography.hazmat.primitives import serialization
 
+from cli.ports import free_base_port
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from node.auth_client import signer
 from tests.faults.figures import report
-from tests.faults.harness import PORT_HIGH, PORT_LOW, run_command
+from tests.faults.harness import run_command
 
 VALIDATORS: Final = 4
-
-
-def free_base_port(count: int) -> int:
-    for base in range(PORT_LOW + (os.getpid() % 500) * 20, PORT_HIGH - count, 37):
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + count):
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return base
-    raise AssertionError("no free port range")
 
 
 def leak_forms(pem_path: Path) -> Iterator[str]:
