@@ -195,7 +195,8 @@ class Cluster:
         self._tmp = None if keep else tempfile.TemporaryDirectory(prefix="cityledger-bench-")
         self.root = keep or Path(self._tmp.name) / "net"  # type: ignore[union-attr]
         params = {**PARAMS, **(params or {})}
-        self.net = network.init(self.root, ports=free_ports(nodes), params=params)
+        where = network.addresses("127.0.0.1", free_ports(nodes))
+        self.net = network.init(self.root, nodes=where, params=params)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rss_max: dict[str, int] = {}
 
@@ -221,14 +222,10 @@ class Cluster:
         return time.perf_counter() - started
 
     def _spawn(self, entry: network.NodeEntry) -> subprocess.Popen[bytes]:
-        log_path = self.net.log_file(entry.id)
-        log_path.parent.mkdir(exist_ok=True)
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                processes.node_command(entry.config.resolve()),
-                stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
-            )  # fmt: skip
+        proc = processes.spawn(
+            processes.node_command(entry.config.resolve()), self.net.log_file(entry.id),
+            banner=f"bench: starting {entry.id}", cwd=ROOT,
+        )  # fmt: skip
         _nice_autogroup(proc.pid)
         return proc
 

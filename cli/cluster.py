@@ -98,7 +98,9 @@ def init(
     )
     ports = [base_port + i for i in range(validators)]
     try:
-        net = network.init(directory, ports=ports, host=host, chain_id=chain_id, params=params)
+        net = network.init(
+            directory, nodes=network.addresses(host, ports), chain_id=chain_id, params=params
+        )
     except InvalidGenesis as exc:
         raise click.BadParameter("; ".join(exc.problems)) from None
     if as_json:

@@ -362,7 +362,7 @@ def temporary_network(keep: bool) -> Iterator[network.Network]:
     try:
         yield network.init(
             root / "net",
-            ports=free_ports(4),
+            nodes=network.addresses("127.0.0.1", free_ports(4)),
             chain_id="demo-city",
             params={"view_change_timeout_ms": VIEW_CHANGE_TIMEOUT_MS, "checkpoint_interval": 8},
         )

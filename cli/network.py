@@ -18,6 +18,7 @@ Reads: building permits are public records; the finance bureau also reads the in
 city's audit office has one auditor identity, `auditor`.
 """
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,20 @@ ORGANISATIONS: Final = (
     Organisation("Lakeside General Insurance", "insurer", "lakeside", INSURANCE),
     Organisation("City Water Utility", "municipal", "water", ("utilities/",)),
 )
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where one node binds (`listen`, host:port) and where its peers reach it (`url`, in the
+    genesis). The same place on a plain machine; not behind a relay or a network namespace."""
+
+    listen: str
+    url: str
+
+
+def addresses(host: str, ports: Sequence[int]) -> list[Address]:
+    """One address per port on `host`, each node reached where it binds."""
+    return [Address(f"{host}:{port}", f"http://{host}:{port}") for port in ports]
 
 
 @dataclass(frozen=True)
@@ -125,17 +140,21 @@ def is_initialised(root: Path) -> bool:
 def init(
     root: Path,
     *,
-    ports: Sequence[int],
-    host: str = "127.0.0.1",
+    nodes: Sequence[Address],
     chain_id: str = DEFAULT_CHAIN_ID,
     params: dict[str, int] | None = None,
+    log_level: str = "info",
+    cores: int | None = None,
+    settings: dict[str, str | int] | None = None,
 ) -> Network:
-    """Write keys, the genesis and one node config per validator (one per port) under `root`.
+    """Write keys, the genesis and one node config per validator (one per address) under
+    `root`. `cores`: each node's (None: this machine's, shared among them); `settings`: more
+    node config entries (name -> value), the same for every node.
 
     Raises `InvalidGenesis` if the options make no valid genesis (nothing is written then)."""
     assert not is_initialised(root)
-    node_keys = [crypto.generate_key() for _ in ports]
-    orgs = [organisation_of(i) for i in range(len(ports))]
+    node_keys = [crypto.generate_key() for _ in nodes]
+    orgs = [organisation_of(i) for i in range(len(nodes))]
     used = list(dict.fromkeys(org for org, _ in orgs))  # in validator order, once each
     client_keys = {f"{org.slug}-clerk": crypto.generate_key() for org in used}
     auditor_key = crypto.generate_key()
@@ -148,9 +167,9 @@ def init(
                 "organisation": org.name,
                 "kind": org.kind,
                 "public_key": crypto.public_key_bytes(key).hex(),
-                "url": f"http://{host}:{port}",
+                "url": address.url,
             }
-            for (org, node_id), key, port in zip(orgs, node_keys, ports, strict=True)
+            for (org, node_id), key, address in zip(orgs, node_keys, nodes, strict=True)
         ],
         "clients": [
             {
@@ -177,13 +196,14 @@ def init(
     genesis = genesis_mod.from_dict(doc)  # validate before writing anything
     root.mkdir(parents=True, exist_ok=True)
     (root / GENESIS_FILE).write_text(genesis_mod.dump_toml(genesis))
-    for (_, node_id), key, port in zip(orgs, node_keys, ports, strict=True):
+    node_cores = shared_cores(len(nodes)) if cores is None else cores
+    for (_, node_id), key, address in zip(orgs, node_keys, nodes, strict=True):
         folder = root / NODES_DIR / node_id
         folder.mkdir(parents=True)
         crypto.write_private_key(folder / KEY_FILE, key)
-        (folder / NODE_CONFIG).write_text(
-            node_config(node_id, host, port, shared_cores(len(ports)))
-        )
+        config = node_config(node_id, address.listen, node_cores, log_level)
+        config += "".join(f"{k} = {json.dumps(v)}\n" for k, v in (settings or {}).items())
+        (folder / NODE_CONFIG).write_text(config)
     (root / CLIENTS_DIR).mkdir()
     for client_id, key in [*client_keys.items(), (AUDITOR_ID, auditor_key)]:
         crypto.write_private_key(root / CLIENTS_DIR / f"{client_id}.pem", key)
@@ -206,7 +226,7 @@ def shared_cores(nodes: int) -> int:
     return max(machine_cores() // max(nodes, 1), 1)
 
 
-def node_config(node_id: str, host: str, port: int, cores: int) -> str:
+def node_config(node_id: str, listen: str, cores: int, log_level: str = "info") -> str:
     return (
         "\n".join(
             [
@@ -215,9 +235,9 @@ def node_config(node_id: str, host: str, port: int, cores: int) -> str:
                 f'node_id = "{node_id}"',
                 f'key_file = "{KEY_FILE}"          # the validator\'s private key: keep it secret',
                 'data_dir = "data"             # the LevelDB block store',
-                f'listen = "{host}:{port}"',
+                f'listen = "{listen}"',
                 'genesis = "../../genesis.toml"',
-                'log_level = "info"',
+                f'log_level = "{log_level}"',
                 "# The cluster's nodes share this machine: its cores, divided among them",
                 "# (0, the default, gives a node all of them).",
                 f"cores = {cores}",

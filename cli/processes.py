@@ -1,5 +1,9 @@
 """Node processes of a local cluster: started, awaited until healthy, stopped by PID.
 
+The one process-control module: `cluster up`, the demo, the fault tests (tests/faults/harness.py)
+and the benchmarks (bench/harness.py) all start a node with `spawn` and stop the processes they
+started with `stop` / `kill_child` / `stop_children`.
+
 Each node runs as `python -m cli.main node run nodes/<id>/node.toml` (the interpreter of this
 CLI), in its own session so that a terminal's Ctrl-C reaches only `cluster up`, which then stops
 them in order. Its stdout and stderr go to `logs/<id>.log`; its PID and config path to
@@ -16,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -149,22 +153,36 @@ def start(net: Network) -> dict[str, subprocess.Popen[bytes]]:
 
 
 def _start_one(net: Network, entry: NodeEntry) -> subprocess.Popen[bytes]:
-    log_path = net.log_file(entry.id)
+    proc = spawn(
+        node_command(entry.config.resolve()),
+        net.log_file(entry.id),
+        banner=f"cityledger cluster up: starting {entry.id}",
+    )
+    write_pid(net, entry.id, proc.pid, entry.config)
+    return proc
+
+
+def spawn(
+    command: Sequence[str], log_path: Path, *, banner: str, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one node process (`command`: `node_command`, or a wrapper of it) in a session of
+    its own, so that a terminal's Ctrl-C does not reach it; its output is appended to
+    `log_path` after a `# <time> <banner>` line."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        log.write(f"# {stamp} cityledger cluster up: starting {entry.id}\n".encode())
+        log.write(f"# {stamp} {banner}\n".encode())
         log.flush()
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            node_command(entry.config.resolve()),
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            list(command),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    write_pid(net, entry.id, proc.pid, entry.config)
-    return proc
 
 
 def probe(entry: NodeEntry, genesis_hash: bytes, timeout_s: float = PROBE_TIMEOUT_S) -> Health:
@@ -235,6 +253,27 @@ def last_log_line(net: Network, node_id: str) -> str:
 # --- Stopping --------------------------------------------------------------------------------
 
 
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+    """SIGTERM one process this program started and reap it: its exit code, or None if it
+    had to be killed after `timeout_s`."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_child(proc)
+        return None
+
+
+def kill_child(proc: subprocess.Popen[bytes]) -> int:
+    """SIGKILL one process this program started (a crash) and reap it: its exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    return proc.wait(timeout=STOP_TIMEOUT_S)
+
+
 def stop_children(net: Network, procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, str]:
     """Stop processes this CLI started (SIGTERM, then SIGKILL after a bound); reap them."""
     for proc in procs.values():
@@ -245,12 +284,9 @@ def stop_children(net: Network, procs: dict[str, subprocess.Popen[bytes]]) -> di
     outcome: dict[str, str] = {}
     for node_id, proc in procs.items():
         already = proc.returncode is not None
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        if stop(proc, max(0.0, deadline - time.monotonic())) is not None:
             outcome[node_id] = "was not running" if already else "stopped"
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        else:
             outcome[node_id] = "killed after the stop timeout"
         remove_pid(net, node_id)
     return outcome

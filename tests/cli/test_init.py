@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli import network
 from cli.main import cli
 from cli.network import ORGANISATIONS
 from ledger import crypto
@@ -195,3 +196,25 @@ def test_the_example_network_is_complete_and_holds_no_private_key() -> None:
 
 def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def test_init_takes_addresses_that_differ_from_where_peers_reach_a_node(tmp_path: Path) -> None:
+    """The one way a network is written (`cluster init`, the demo, the tests, the benchmarks):
+    a node may bind one address while its peers reach it at another (a relay, a namespace)."""
+    where = [network.Address(f"10.77.{i}.2:7001", f"http://10.77.{i}.1:7001") for i in range(4)]
+    net = network.init(
+        tmp_path / "net", nodes=where, chain_id="addrcity", params={"block_interval_ms": 10},
+        log_level="debug", cores=0, settings={"body_bytes_max": 65536},
+    )  # fmt: skip
+    assert [n.url for n in net.nodes] == [a.url for a in where]
+    assert [v.url for v in net.genesis.validators] == [a.url for a in where]
+    for entry, address in zip(net.nodes, where, strict=True):
+        config = node_config.load(entry.config)
+        assert f"{config.host}:{config.port}" == address.listen
+        assert config.log_level == "debug"
+        assert config.cores == 0
+        assert config.body_bytes_max == 65536
+    assert network.addresses("127.0.0.1", [7001, 7002]) == [
+        network.Address("127.0.0.1:7001", "http://127.0.0.1:7001"),
+        network.Address("127.0.0.1:7002", "http://127.0.0.1:7002"),
+    ]

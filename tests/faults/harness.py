@@ -14,9 +14,8 @@ import calendar
 import contextlib
 import inspect
 import json
-import os
 import shutil
-import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import msgpack
 from aiohttp import ClientMiddlewareType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.network import ORGANISATIONS, organisation_of
+from cli import network, processes
 from cli.ports import free_ports
 from ledger import crypto
 from ledger import genesis as genesis_mod
@@ -123,53 +122,22 @@ def write_network(
     params: dict[str, int] | None = None, log_level: str = "info",
     extra: dict[str, Any] | None = None,
 ) -> Network:  # fmt: skip
-    """A network like `cluster init` writes (same organisations, clerks and policies), with
-    the given peer URLs and listen addresses, and fast consensus parameters for tests."""
-    count = len(urls)
-    node_keys = [crypto.generate_key() for _ in range(count)]
-    orgs = [organisation_of(i) for i in range(count)]
-    used = list(dict.fromkeys(org for org, _ in orgs))
-    client_keys = {f"{org.slug}-clerk": crypto.generate_key() for org in used}
-    doc: dict[str, Any] = {
-        "chain_id": "faultcity",
-        "consensus": {**TEST_PARAMS, **(params or {})},
-        "validators": [
-            {"id": node_id, "organisation": org.name, "kind": org.kind,
-             "public_key": crypto.public_key_bytes(key).hex(), "url": url}
-            for (org, node_id), key, url in zip(orgs, node_keys, urls, strict=True)
-        ],
-        "clients": [
-            {"id": f"{org.slug}-clerk", "organisation": org.name,
-             "public_key": crypto.public_key_bytes(client_keys[f"{org.slug}-clerk"]).hex()}
-            for org in used
-        ],
-        "write_policies": [
-            {"organisation": org.name, "namespaces": list(org.namespaces)} for org in used
-        ],
-    }  # fmt: skip
-    genesis = genesis_mod.from_dict(doc)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "genesis.toml").write_text(genesis_mod.dump_toml(genesis))
-    nodes = []
-    for i, ((_, node_id), key) in enumerate(zip(orgs, node_keys, strict=True)):
-        spec = NodeSpec(i, node_id, urls[i], listens[i], (apis or urls)[i], root / node_id)
-        spec.folder.mkdir()
-        crypto.write_private_key(spec.key, key)
-        lines = [
-            f'node_id = "{node_id}"', 'key_file = "key.pem"', 'data_dir = "data"',
-            f'listen = "{listens[i]}"', 'genesis = "../genesis.toml"', f'log_level = "{log_level}"',
-        ]  # fmt: skip
-        lines += [f"{k} = {json.dumps(v)}" for k, v in (extra or {}).items()]
-        spec.config.write_text("\n".join(lines) + "\n")
-        nodes.append(spec)
-    (root / "clients").mkdir()
-    clients = {}
-    for client_id, key in client_keys.items():
-        path = root / "clients" / f"{client_id}.pem"
-        crypto.write_private_key(path, key)
-        org = next(o for o in ORGANISATIONS if f"{o.slug}-clerk" == client_id)
-        clients[client_id] = ClientSpec(client_id, org.namespaces, path)
-    return Network(root, genesis, nodes, clients, client_keys, node_keys)
+    """A network written by `cluster init`'s own code (cli/network.py: the same organisations,
+    clerks, policies and layout), with the given peer URLs and listen addresses, fast
+    consensus parameters for tests, and every node free to use all cores."""
+    where = [network.Address(listen, url) for listen, url in zip(listens, urls, strict=True)]
+    net = network.init(
+        root, nodes=where, chain_id="faultcity", params={**TEST_PARAMS, **(params or {})},
+        log_level=log_level, cores=0, settings=extra,
+    )  # fmt: skip
+    nodes = [
+        NodeSpec(i, entry.id, urls[i], listens[i], (apis or urls)[i], entry.config.parent)
+        for i, entry in enumerate(net.nodes)
+    ]
+    clients = {c.id: ClientSpec(c.id, c.namespaces, c.key) for c in net.clients}
+    client_keys = {c.id: crypto.load_private_key(c.key) for c in net.clients}
+    validator_keys = [crypto.load_private_key(entry.key) for entry in net.nodes]
+    return Network(root, net.genesis, nodes, clients, client_keys, validator_keys)
 
 
 def loopback_network(root: Path, validators: int = 4, **kw: Any) -> Network:
@@ -224,13 +192,9 @@ def build_chain(net: Network, blocks: int, into: Sequence[Path]) -> None:
 # --- Processes -------------------------------------------------------------------------------
 
 
-def node_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "node", "run", str(config)]
-
-
 @dataclass
 class Running:
-    proc: asyncio.subprocess.Process
+    proc: subprocess.Popen[bytes]
     started_s: float
 
 
@@ -273,20 +237,15 @@ class Cluster:
         return out
 
     def live(self) -> list[int]:
-        return sorted(i for i, r in self.procs.items() if r.proc.returncode is None)
+        return sorted(i for i, r in self.procs.items() if r.proc.poll() is None)
 
     async def start(self, i: int) -> None:
         assert i not in self.procs, f"node {i} runs already"
         spec = self.net.nodes[i]
-        self.logs.mkdir(exist_ok=True)
-        command = self.wrap(i, self.commands.get(i) or node_command(spec.config))
-        with self.log_file(i).open("ab") as log:
-            log.write(f"# {time.strftime('%H:%M:%S')} starting {spec.node_id}\n".encode())
-            log.flush()
-            proc = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=ROOT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
+        command = self.wrap(i, self.commands.get(i) or processes.node_command(spec.config))
+        proc = processes.spawn(
+            command, self.log_file(i), banner=f"starting {spec.node_id}", cwd=ROOT
+        )
         self.procs[i] = Running(proc, time.monotonic())
 
     async def start_all(self, indices: Sequence[int] | None = None) -> None:
@@ -298,22 +257,15 @@ class Cluster:
     async def kill(self, i: int) -> None:
         """kill -9, and reap it."""
         running = self.procs.pop(i)
-        with contextlib.suppress(ProcessLookupError):
-            running.proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(running.proc.wait(), STOP_TIMEOUT_S)
+        await asyncio.to_thread(processes.kill_child, running.proc)
 
     async def stop(self, i: int) -> int:
         """SIGTERM (a clean stop), SIGKILL after a bound; the exit code."""
         running = self.procs.pop(i)
-        with contextlib.suppress(ProcessLookupError):
-            running.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(running.proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            running.proc.kill()
-            await running.proc.wait()
-            message = f"node {i} did not stop on SIGTERM within {STOP_TIMEOUT_S} s"
-            raise AssertionError(message) from None
+        code = await asyncio.to_thread(processes.stop, running.proc, STOP_TIMEOUT_S)
+        if code is None:
+            raise AssertionError(f"node {i} did not stop on SIGTERM within {STOP_TIMEOUT_S} s")
+        return code
 
     async def close(self) -> None:
         """Stop everything this cluster started (the finally of every test)."""
@@ -324,7 +276,11 @@ class Cluster:
     async def exited(self, i: int) -> int:
         """The exit code of node `i`'s process once it has exited by itself (bounded)."""
         running = self.procs.pop(i)
-        return await asyncio.wait_for(running.proc.wait(), START_TIMEOUT_S)
+        try:
+            return await asyncio.to_thread(running.proc.wait, START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            processes.kill_child(running.proc)
+            raise TimeoutError(f"node {i} did not exit within {START_TIMEOUT_S} s") from None
 
     # --- HTTP --------------------------------------------------------------------------------
 
@@ -407,7 +363,7 @@ class Cluster:
         deadline = start + timeout_s
         while not await _holds(check):
             for i, running in self.procs.items():
-                assert running.proc.returncode is None, (
+                assert running.proc.poll() is None, (
                     f"node {i} exited (code {running.proc.returncode}) while waiting for {what}; "
                     f"log: {self.log_file(i)}"
                 )
