@@ -440,6 +440,7 @@ class Simulator:
                 self._do(node, step)
                 continue
             delay = self.rng.randint(0, WRITE_MS_MAX)
+            self.stats["writes"] += 1
             if delay:
                 self._push(delay, _Written(node.index, node.incarnation, step))
                 return
@@ -459,6 +460,10 @@ class Simulator:
     def _written(self, node: SimNode, write: Write) -> None:
         self._apply(node, write)
         node.outbox.written(write)
+        if len(node.outbox):
+            self.stats["released_by_a_write"] += 1  # actions waited for this write
+        if len(write.actions) > 1:
+            self.stats["grouped_writes"] += 1
 
     def _apply(self, node: SimNode, write: Write) -> None:
         """Make `write` durable: the persisted entries and the blocks, in the replica's order."""

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from consensus.events import Start
+from consensus.events import Persist, Start
 from ledger import block as blocks
 from tests import factory
 from tests.sim.__main__ import main
@@ -199,3 +199,42 @@ def test_command_line_takes_any_n_from_4(capsys: pytest.CaptureFixture[str]) -> 
     assert "nodes=10 faults=byzantine,crash seeds=0: 1 passed, 0 failed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--seeds", "0", "--nodes", "3"])
+
+
+def test_actions_wait_for_writes_and_writes_group_as_on_the_node() -> None:
+    """The simulator carries out actions through the node's outbox: with writes that take
+    time, sends wait behind them and runs of durable actions go out as one write."""
+    sim = Simulator(seed=31, client_txs_max=4, client_interval_ms=(1, 3))  # busy clients
+    sim.run_until(height=20, within_ms=20_000)
+    assert sim.stats["writes"] > 0
+    assert sim.stats["released_by_a_write"] > 0
+    assert sim.stats["grouped_writes"] > 0
+    for node in sim.nodes:  # the store lags the replica by the blocks on their way at most
+        replica = sim.replica(node.index)
+        assert replica.committed_height == node.store.height + node.outbox.blocks_unwritten
+
+
+def test_a_crash_during_a_write_keeps_all_of_it_or_none() -> None:
+    sim = Simulator(seed=32)
+    sim.run_until(height=3)
+    node = sim.node(1)
+    landed = lost = 0
+    for _ in range(20):
+        sim.run_until(until=lambda: node.outbox.writing is not None, within_ms=5_000)
+        write = node.outbox.writing
+        assert write is not None
+        height, persisted = node.store.height, dict(node.persisted)
+        sim.crash(1)
+        if (node.store.height, node.persisted) == (height, persisted):
+            lost += 1
+        else:  # all of it: its blocks, and its entries put and deleted
+            assert node.store.height == height + len(write.blocks)
+            for action in write.actions:
+                if isinstance(action, Persist):
+                    assert all(node.persisted.get(k) == v for k, v in action.puts)
+            landed += 1
+        sim.restart(1)
+    assert landed > 0
+    assert lost > 0
+    sim.run_until(height=max(sim.heights().values()) + 2)
+    sim.check_safety()
