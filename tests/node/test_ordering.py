@@ -1,5 +1,6 @@
 """The shell's order rules (node/ordering.py), one rule at a time, without asyncio or a clock."""
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -17,6 +18,7 @@ from consensus.events import (
 from ledger import block as blocks
 from ledger import tx as txs
 from ledger.errors import InvalidTransaction
+from node.admission import Admission
 from node.ordering import (
     Admitted,
     Gate,
@@ -210,3 +212,27 @@ def test_a_claim_ends_once() -> None:
     gate.admit(claim, [False])
     with pytest.raises(AssertionError, match="claim already ended"):
         gate.admit(claim, [True])
+
+
+# --- the node's admission holds what it admitted until the shell submits it -------------------
+
+
+async def test_an_await_between_admission_and_submission_lets_no_second_admission_through() -> None:
+    gate = Gate()
+    pooled: set[bytes] = set()
+    admission = Admission(
+        NET.genesis, gate=gate, is_committed=lambda _: False, is_pending=pooled.__contains__,
+        executor=None,
+    )  # fmt: skip
+    t = tx(14)
+    first = await admission.admit([t], NOW)
+    assert first.accepted == (t,)
+    await asyncio.sleep(0)  # what the old comment-held rule forbade: harmless now
+    second = await admission.admit([t], NOW)
+    assert second.accepted == ()
+    assert [r.reason for r in second.rejected] == [txs.DUPLICATE]
+    assert admission.is_known(t.tx_id)
+    assert gate.submit(first.admitted, room=10) == (t,)
+    pooled.add(t.tx_id)  # the replica pooled it
+    assert not gate.is_held(t.tx_id)
+    assert admission.is_known(t.tx_id)
