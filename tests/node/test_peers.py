@@ -8,6 +8,8 @@ import msgpack
 import pytest
 from aiohttp import web
 
+from consensus.events import FETCH_BLOCKS_MAX
+from consensus.replica import ReplicaConfig
 from ledger import genesis as genesis_mod
 from node.peers import MESSAGES_PATH, PeerTransport, decode_batch, decode_blocks
 from tests import factory
@@ -93,3 +95,14 @@ def test_batches_and_block_answers_from_peers_are_decoded_or_refused() -> None:
     assert len(decode_blocks(msgpack.packb(broken))) == 2  # the decodable prefix
     assert decode_blocks(b"\xc1") == ()
     assert decode_blocks(msgpack.packb({"x": 1})) == ()
+
+
+def test_one_block_fetch_limit_bounds_the_request_and_the_answer_read() -> None:
+    """FETCH_BLOCKS_MAX is the one limit: a replica asks for no more, a node serves no more
+    (node/app.py clips the range to it) and reads no more of an answer."""
+    net = factory.network(4)
+    pairs = [(b.encode(), c.encode()) for b, c in factory.chain(net, FETCH_BLOCKS_MAX + 3, 1)]
+    assert len(decode_blocks(msgpack.packb(pairs))) == FETCH_BLOCKS_MAX
+    assert ReplicaConfig().fetch_blocks_max == FETCH_BLOCKS_MAX
+    with pytest.raises(AssertionError):
+        ReplicaConfig(fetch_blocks_max=FETCH_BLOCKS_MAX + 1)
