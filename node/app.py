@@ -20,7 +20,7 @@ from ledger.block import verify_certificate
 from ledger.errors import InvalidBlock, StoreError
 from ledger.primitives import RECORD_KEY_BYTES_MAX
 from ledger.store import RECORD_VERSIONS_MAX
-from node import auth, auth_sessions, codec, openapi, proofs
+from node import auth, auth_sessions, codec, openapi, proofs, tls_sites
 from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
@@ -371,7 +371,9 @@ def create_app(
     limit = max(config.body_bytes_max, config.peer_body_bytes_max)
     gate = auth.Gate(identity.genesis, clock, config.body_bytes_max)
     app = web.Application(client_max_size=limit)
-    app.middlewares.extend([errors, auth.middleware(gate, add_routes(app))])
+    app[tls_sites.LISTENERS] = {}
+    guard = tls_sites.make_guard(config.insecure)
+    app.middlewares.extend([guard, errors, auth.middleware(gate, add_routes(app))])
     auth_sessions.install(app, gate, clock)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:

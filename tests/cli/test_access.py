@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import Browser, chromium_path
+from tests.browser import Browser, chromium_path, node_certificates, trust_certificates
 from tests.cli.conftest import RunningCluster, no_traceback, run, running_cluster
 
 RECORDS = {  # clerk -> a record it writes
@@ -158,7 +158,8 @@ async def test_a_browser_signs_in_with_a_key_file_and_reads_what_it_may(
     cluster: RunningCluster, tx_ids: dict[str, str]
 ) -> None:
     assert tx_ids
-    browser = await Browser.start()
+    # Over TLS: the browser trusts the cluster's node certificates by their keys.
+    browser = await Browser.start(trust_certificates(node_certificates(cluster.root)))
     try:
         assert await sign_in(browser, cluster, "finance-clerk") == "signed in"
         who = await browser.evaluate("document.getElementById('who').textContent")
