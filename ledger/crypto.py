@@ -3,12 +3,21 @@
 Every signature CityLedger makes or checks is over `domain || payload`, where each domain is a
 distinct NUL-terminated tag and every payload carries the chain id: a transaction signature can
 never be replayed as a vote, nor anything on another chain.
+
+Ed25519 here is strict (docs/protocol.md section 3): a public key must be the canonical encoding
+of a point of the curve that is not of small order, checked once when the key is loaded
+(`load_public_key` is the only way to make one); a signature's R must be the canonical encoding
+of a point that is not of small order and its S below the group order L, checked before
+OpenSSL's cofactorless equation. These are libsodium's rules, so a chain one accepts the other
+accepts. Without them the small-order key `01 00..00` with the signature R = `01 00..00`, S = 0
+would verify for every message under OpenSSL alone.
 """
 
 import enum
 import hashlib
 import os
 from pathlib import Path
+from typing import Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +27,15 @@ from ledger.errors import LedgerError
 from ledger.primitives import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 
 PEM_BYTES_MAX = 4096
+
+FIELD_PRIME: Final = 2**255 - 19  # p
+GROUP_ORDER: Final = 2**252 + 27742317777372353535851937790883648493  # L
+_EDWARDS_D: Final = -121665 * pow(121666, FIELD_PRIME - 2, FIELD_PRIME) % FIELD_PRIME
+_Y_MASK: Final = (1 << 255) - 1  # an encoding is y (255 bits, little-endian) and x's sign bit
+_Y_ORDER_8: Final = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+# The y of every point of order 1, 2, 4 or 8 (the points whose multiple by 8 is the identity):
+# the identity (y = 1), (0, -1), the two points with y = 0, and four with y = +-_Y_ORDER_8.
+SMALL_ORDER_Y: Final = frozenset({0, 1, FIELD_PRIME - 1, _Y_ORDER_8, FIELD_PRIME - _Y_ORDER_8})
 
 
 class Domain(enum.Enum):
@@ -44,10 +62,56 @@ def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
 
 
-def load_public_key(raw: bytes) -> Ed25519PublicKey:
+class WeakKey(LedgerError):
+    """A public key that strict Ed25519 refuses; `reason` is one of `KEY_DEFECTS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+KEY_DEFECTS: Final = ("length", "non_canonical", "not_on_curve", "small_order")
+SIGNATURE_DEFECTS: Final = ("length", "r_non_canonical", "r_small_order", "s_not_below_l")
+
+
+def check_public_key(raw: bytes) -> None:
+    """Raise `WeakKey` unless `raw` is a strict public key: 32 bytes, y < p, a point of the
+    curve, x's sign bit clear when x = 0, and not of small order (section 3)."""
     if len(raw) != PUBLIC_KEY_BYTES:
-        raise LedgerError(f"a public key is {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+        raise WeakKey("length", f"a public key is {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+    y = int.from_bytes(raw, "little") & _Y_MASK
+    if y >= FIELD_PRIME:
+        raise WeakKey("non_canonical", "not a canonical point encoding (y is not below p)")
+    p = FIELD_PRIME
+    x_squared = (y * y - 1) * pow(_EDWARDS_D * y * y + 1, p - 2, p) % p
+    if x_squared != 0 and pow(x_squared, (p - 1) // 2, p) != 1:  # Euler's criterion
+        raise WeakKey("not_on_curve", "not a point of the curve")
+    if x_squared == 0 and raw[-1] >> 7:
+        raise WeakKey("non_canonical", "not a canonical point encoding (x = 0, sign bit set)")
+    if y in SMALL_ORDER_Y:
+        raise WeakKey("small_order", "a point of small order (a weak key that some signatures "
+                      "match for every message)")  # fmt: skip
+
+
+def load_public_key(raw: bytes) -> Ed25519PublicKey:
+    """The only way to make a public key that `verify` accepts: checked strictly, once."""
+    check_public_key(raw)
     return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def signature_defect(signature: bytes) -> str | None:
+    """Why strict Ed25519 refuses `signature` before its equation is checked, else None: an
+    integer compare for R's y and for S, and one set lookup (the hot path stays cheap)."""
+    if len(signature) != SIGNATURE_BYTES:
+        return "length"
+    r_y = int.from_bytes(signature[:32], "little") & _Y_MASK
+    if r_y >= FIELD_PRIME:
+        return "r_non_canonical"
+    if r_y in SMALL_ORDER_Y:  # x = 0 with a sign bit (non-canonical) has y = +-1: here too
+        return "r_small_order"
+    if int.from_bytes(signature[32:], "little") >= GROUP_ORDER:
+        return "s_not_below_l"
+    return None
 
 
 def sign(key: Ed25519PrivateKey, domain: Domain, payload: bytes) -> bytes:
@@ -55,10 +119,16 @@ def sign(key: Ed25519PrivateKey, domain: Domain, payload: bytes) -> bytes:
 
 
 def verify(public_key: Ed25519PublicKey, domain: Domain, payload: bytes, signature: bytes) -> bool:
-    if len(signature) != SIGNATURE_BYTES:
+    """Strict Ed25519 over `domain || payload`; `public_key` was checked by `load_public_key`."""
+    return verify_message(public_key, domain.value + payload, signature)
+
+
+def verify_message(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
+    """Strict Ed25519 of a whole message: section 3's rule (also what the edge vectors sign)."""
+    if signature_defect(signature) is not None:
         return False
     try:
-        public_key.verify(signature, domain.value + payload)
+        public_key.verify(signature, message)
     except InvalidSignature:
         return False
     return True

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger import crypto
 from ledger.encoding import encode
-from ledger.errors import InvalidGenesis, LedgerError
+from ledger.errors import InvalidGenesis
 from ledger.primitives import (
     BLOCK_BYTES_MAX,
     BLOCK_TXS_MAX,
@@ -261,7 +261,13 @@ def _key(raw: Any, where: str, problems: list[str]) -> tuple[bytes, Ed25519Publi
         # exactly 64 digits: bytes.fromhex alone would also accept spaces between bytes
         public = bytes.fromhex(raw) if isinstance(raw, str) and len(raw) == 64 else b""
         return public, crypto.load_public_key(public)
-    except (ValueError, LedgerError):
+    except crypto.WeakKey as exc:
+        if exc.reason == "length":
+            problems.append(f"{where}.public_key: expected 64 hex digits of an Ed25519 public key")
+        else:  # strict Ed25519 (docs/protocol.md section 3)
+            problems.append(f"{where}.public_key: refused Ed25519 public key: {exc}")
+        return None
+    except ValueError:
         problems.append(f"{where}.public_key: expected 64 hex digits of an Ed25519 public key")
         return None
 
