@@ -16,3 +16,13 @@ class Failed(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+class BadSetup(click.ClickException):
+    """A file or setting the command needs cannot be used: a key file, its passphrase, a node
+    config. Exit 2 like a usage error, in one line: the usage text would not help."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
 
 from cli.api import NodeClient, NodeUnreachable, Refused, Signer
@@ -38,6 +38,8 @@ STOP_TIMEOUT_S: Final = 15.0
 POLL_INTERVAL_S: Final = 0.1
 PROBE_TIMEOUT_S: Final = 2.0
 LOG_LINE_CHARS_MAX: Final = 300
+LOG_FILE_MODE: Final = 0o600
+PRIVATE_DIR_MODE: Final = 0o700  # logs/ and pids/
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def node_command(config: Path) -> list[str]:
 
 def write_pid(net: Network, node_id: str, pid: int, config: Path) -> None:
     path = net.pid_file(node_id)
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
     path.write_text(json.dumps({"pid": pid, "config": str(config.resolve())}) + "\n")
 
 
@@ -141,8 +143,8 @@ def check_ports_free(net: Network) -> None:
 
 def start(net: Network) -> dict[str, subprocess.Popen[bytes]]:
     """Start every node of `net`; return the processes by node id."""
-    (net.root / LOGS_DIR).mkdir(exist_ok=True)
-    (net.root / PIDS_DIR).mkdir(exist_ok=True)
+    (net.root / LOGS_DIR).mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    (net.root / PIDS_DIR).mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for entry in net.nodes:
@@ -151,6 +153,13 @@ def start(net: Network) -> dict[str, subprocess.Popen[bytes]]:
         stop_children(net, procs)
         raise Failed(f"cannot start the nodes: {exc.strerror or exc}") from None
     return procs
+
+
+def _open_log(path: Path) -> BinaryIO:
+    """A node's log, appended to and readable by its owner only (logs can name records)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_FILE_MODE)
+    os.fchmod(fd, LOG_FILE_MODE)  # also a log left by an older version with a wider mode
+    return os.fdopen(fd, "ab")
 
 
 def _start_one(net: Network, entry: NodeEntry) -> subprocess.Popen[bytes]:
@@ -169,8 +178,8 @@ def spawn(
     """Start one node process (`command`: `node_command`, or a wrapper of it) in a session of
     its own, so that a terminal's Ctrl-C does not reach it; its output is appended to
     `log_path` after a `# <time> <banner>` line."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    log_path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    with _open_log(log_path) as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         log.write(f"# {stamp} {banner}\n".encode())
         log.flush()

@@ -10,6 +10,7 @@ from typing import Any, Final
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cli import keyfile
 from cli.api import (
     CHAIN_ID_PATH,
     CLIENT_ENV,
@@ -29,10 +30,9 @@ from cli.options import (
     trust_option,
 )
 from cli.output import compact, echo_json, fields, table, timestamp
-from ledger import crypto
 from ledger import tx as txs
 from ledger.encoding import check_plain
-from ledger.errors import InvalidEncoding, InvalidTransaction, LedgerError
+from ledger.errors import InvalidEncoding, InvalidTransaction
 from ledger.genesis import Genesis
 from ledger.primitives import BODY_BYTES_MAX
 
@@ -109,11 +109,9 @@ def _read_body(body_json: str) -> str:
         raise click.BadParameter("the body on stdin is not UTF-8", param_hint="BODY_JSON") from None
 
 
-def load_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        return crypto.load_private_key(path)
-    except LedgerError as exc:
-        raise click.BadParameter(str(exc), param_hint="--key") from None
+def load_key(path: Path, passphrase_file: Path | None = None) -> Ed25519PrivateKey:
+    """The key of `--key` (encrypted ones too); a mistake is one line and exit 2."""
+    return keyfile.load_key(path, passphrase_file)
 
 
 def check_locally(tx: txs.Transaction, genesis: Genesis) -> None:
@@ -208,8 +206,9 @@ def await_commit(client: NodeClient, tx_id: str, deadline: float) -> dict[str, A
     envvar=KEY_ENV,
     metavar="PEM",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The client's private key.",
+    help="The client's private key (PKCS#8 PEM, mode 0600; encrypted or not).",
 )
+@keyfile.passphrase_file_option(keyfile.KEY_PASSPHRASE_HELP)
 @click.argument("record_key")
 @click.argument("record_type", metavar="TYPE")
 @click.argument("body_json")
@@ -232,6 +231,7 @@ def submit(
     node_url: str,
     client_id: str,
     key_path: Path,
+    passphrase_file: Path | None,
     record_key: str,
     record_type: str,
     body_json: str,
@@ -245,7 +245,7 @@ def submit(
     RECORD_KEY is the record's path, e.g. fiscal/budget/2025/roads; TYPE names its kind, e.g.
     budget.allocation; BODY_JSON is a JSON object of plain values (no floats), or - for stdin.
     """
-    key = load_key(key_path)
+    key = load_key(key_path, passphrase_file)
     body = parse_body(_read_body(body_json))
     # The ledger's own rules on key, type and body size, before anything goes on the wire.
     fields_ = {"client_id": client_id, "record_key": record_key, "record_type": record_type}

@@ -16,6 +16,7 @@ would verify for every message under OpenSSL alone.
 import enum
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +28,8 @@ from ledger.errors import LedgerError
 from ledger.primitives import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 
 PEM_BYTES_MAX = 4096
+PASSPHRASE_BYTES_MAX: Final = 1024
+ENCRYPTED_PEM_LABEL: Final = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 FIELD_PRIME: Final = 2**255 - 19  # p
 GROUP_ORDER: Final = 2**252 + 27742317777372353535851937790883648493  # L
@@ -134,31 +137,87 @@ def verify_message(public_key: Ed25519PublicKey, message: bytes, signature: byte
     return True
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write `key` as unencrypted PKCS#8 PEM, readable by its owner only (mode 0600)."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+def write_private_key(path: Path, key: Ed25519PrivateKey, pem: bytes | None = None) -> None:
+    """Write `key` as unencrypted PKCS#8 PEM (or the given PEM text of it, e.g. an encrypted
+    one), readable by its owner only (mode 0600), never over an existing file."""
+    if pem is None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load an Ed25519 PEM key; every failure is a `LedgerError` naming the file, not the key."""
+class PassphraseNeeded(LedgerError):
+    """The key file is encrypted and no passphrase was given (callers say where to give one)."""
+
+
+def read_private(path: Path, what: str, size_max: int) -> bytes:
+    """Read at most `size_max` bytes of a secret file, refusing one that group or others may
+    use (any of the mode bits 077, as OpenSSH does; only for regular files: a pipe or device
+    has no mode of its own). Errors name the file, never its content."""
     try:
-        with path.open("rb") as file:  # read one byte past the limit: never all of a huge file
-            data = file.read(PEM_BYTES_MAX + 1)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise LedgerError(f"cannot read key file {path}: {exc.strerror}") from None
-    if len(data) > PEM_BYTES_MAX:
-        raise LedgerError(f"key file {path} is too large to be a key")
+        raise LedgerError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise LedgerError(f"cannot read {what} {path}: it is a directory")
+        if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+            raise LedgerError(
+                f"{what} {path} is open to group or others (mode {stat.S_IMODE(mode):04o}): "
+                "make it private with chmod 600"
+            )
+        data = _read_at_most(fd, size_max + 1)  # one byte past the limit: never a huge file
+    except OSError as exc:
+        raise LedgerError(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > size_max:
+        raise LedgerError(f"{what} {path} is too large to be a {what}")
+    return data
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    """Load an Ed25519 PKCS#8 PEM key, encrypted (then `passphrase` decrypts it) or not (then
+    `passphrase` is not used). Every failure is a `LedgerError` naming the file, not the key."""
+    data = read_private(path, "key file", PEM_BYTES_MAX)
+    encrypted = ENCRYPTED_PEM_LABEL in data
+    if encrypted and passphrase is None:
+        raise PassphraseNeeded(f"key file {path} is encrypted and no passphrase was given")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise LedgerError(f"key file {path} is not an unencrypted PEM private key") from None
+        if encrypted:
+            raise LedgerError(
+                f"cannot decrypt key file {path}: wrong passphrase, or the file is damaged"
+            ) from None
+        raise LedgerError(f"key file {path} is not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise LedgerError(f"key file {path} does not hold an Ed25519 key")
     return key
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    """A passphrase kept in a file: its bytes less one trailing newline; private like a key."""
+    data = read_private(path, "passphrase file", PASSPHRASE_BYTES_MAX)
+    passphrase = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not passphrase:
+        raise LedgerError(f"passphrase file {path} is empty")
+    return passphrase

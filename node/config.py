@@ -7,7 +7,9 @@ sockets, no store.
 
 ```toml
 node_id = "node0"              # this validator's id in the genesis
-key_file = "key.pem"           # its Ed25519 private key (PKCS#8 PEM)
+key_file = "key.pem"           # its Ed25519 private key (PKCS#8 PEM, mode 0600)
+# key_passphrase_file = "pass"  # if key_file is encrypted: a file (mode 0600) with the passphrase,
+# key_passphrase_env = "NODE0_KEY_PASSPHRASE"  # or the environment variable that holds it
 data_dir = "data"              # the LevelDB block store
 listen = "127.0.0.1:7001"      # host:port of the client API (and of the peer endpoints, unless
                                # peer_listen is set)
@@ -33,6 +35,7 @@ cores = 0                      # cores this node may use (0: all of the machine'
 """
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,7 @@ from ledger import genesis as genesis_mod
 from ledger.errors import LedgerError
 
 CONFIG_BYTES_MAX: Final = 64 * 1024
+DATA_DIR_MODE: Final = 0o700  # a data directory the node creates is its owner's only
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 PORT_MAX: Final = 65535
 
@@ -61,6 +65,8 @@ _LIMITS: Final = {
 _REQUIRED: Final = ("node_id", "key_file", "data_dir", "listen", "genesis")
 _OPTIONAL_STRINGS: Final = ("peer_listen", "metrics_listen", "tls_cert_file", "tls_key_file")
 DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:0"
+_PASSPHRASE: Final = ("key_passphrase_file", "key_passphrase_env")
+_ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class ConfigError(Exception):
@@ -92,6 +98,8 @@ class Config:
     metrics_listen: tuple[str, int] = ("127.0.0.1", 0)
     tls_cert_file: Path | None = None  # a CA-issued certificate for the client listener
     tls_key_file: Path | None = None
+    key_passphrase_file: Path | None = None
+    key_passphrase_env: str | None = None
     path: Path = Path("node.toml")  # the file this config came from, for messages
 
 
@@ -146,10 +154,19 @@ def from_dict(doc: dict[str, Any], path: Path) -> Config:
     host, port = _listen(strings.get("listen"), problems)
     limits = _limits(doc, problems)
     transport = _transport(doc, base, problems)
-    extra = set(doc) - {*_REQUIRED, "log_level", *_LIMITS, *_OPTIONAL_STRINGS, "insecure"}
+    passphrase = _passphrase(doc, problems)
+    extra = set(doc) - {
+        *_REQUIRED,
+        "log_level",
+        *_LIMITS,
+        *_OPTIONAL_STRINGS,
+        "insecure",
+        *_PASSPHRASE,
+    }
     problems.extend(f"{name}: unknown field" for name in sorted(extra))
     if problems:
         raise ConfigError(path, problems)
+    passphrase_file = passphrase.get("key_passphrase_file")
     return Config(
         node_id=strings["node_id"],
         key_file=base / strings["key_file"],
@@ -158,6 +175,8 @@ def from_dict(doc: dict[str, Any], path: Path) -> Config:
         port=port,
         genesis=base / strings["genesis"],
         log_level=strings["log_level"].lower(),
+        key_passphrase_file=None if passphrase_file is None else base / passphrase_file,
+        key_passphrase_env=passphrase.get("key_passphrase_env"),
         path=path,
         **limits,
         **transport,
@@ -204,6 +223,24 @@ def _transport(doc: dict[str, Any], base: Path, problems: list[str]) -> dict[str
     return out
 
 
+def _passphrase(doc: dict[str, Any], problems: list[str]) -> dict[str, str]:
+    """Where an encrypted key's passphrase is: a file, or an environment variable (not both)."""
+    out: dict[str, str] = {}
+    for name in _PASSPHRASE:
+        value = doc.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            problems.append(f"{name}: expected a non-empty string")
+        elif name == "key_passphrase_env" and not _ENV_NAME_RE.fullmatch(value):
+            problems.append(f"{name}: expected an environment variable name such as KEY_PASS")
+        else:
+            out[name] = value
+    if len(out) == len(_PASSPHRASE):
+        problems.append("key_passphrase_file, key_passphrase_env: give one of them, not both")
+    return out
+
+
 def _limits(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     out: dict[str, int] = {}
     for name, (default, low, high) in _LIMITS.items():
@@ -226,10 +263,7 @@ def load_identity(config: Config) -> Identity:
     if validator is None:
         ids = ", ".join(v.id for v in genesis.validators)
         raise ConfigError(origin, [f"node_id: {config.node_id!r} is not a validator ({ids})"])
-    try:
-        key = crypto.load_private_key(config.key_file)
-    except LedgerError as exc:
-        raise ConfigError(origin, [f"key_file: {exc}"]) from None
+    key = load_key(config)
     if crypto.public_key_bytes(key) != validator.public_key:
         raise ConfigError(
             origin, [f"key_file: {config.key_file} is not the key of validator {validator.id!r}"]
@@ -240,3 +274,30 @@ def load_identity(config: Config) -> Identity:
         problem = f"genesis: validator {validator.id!r} has url {validator.url}, but {why}"
         raise ConfigError(origin, [f"{problem}: its url must start with {scheme}://"])
     return Identity(genesis, int(validator.index), key)
+
+
+def load_key(config: Config) -> Ed25519PrivateKey:
+    """The node's private key, decrypted with the passphrase its config points to (read even
+    when the key turns out not to be encrypted, so a wrong setting is found at once)."""
+    origin = config.path
+    passphrase: bytes | None = None
+    if config.key_passphrase_file is not None:
+        try:
+            passphrase = crypto.read_passphrase_file(config.key_passphrase_file)
+        except LedgerError as exc:
+            raise ConfigError(origin, [f"key_passphrase_file: {exc}"]) from None
+    if config.key_passphrase_env is not None:
+        value = os.environ.get(config.key_passphrase_env, "")
+        if not value:
+            name = config.key_passphrase_env
+            problem = f"the environment variable {name} is not set or empty"
+            raise ConfigError(origin, [f"key_passphrase_env: {problem}"])
+        passphrase = value.encode()
+    try:
+        return crypto.load_private_key(config.key_file, passphrase)
+    except crypto.PassphraseNeeded as exc:
+        raise ConfigError(origin, [
+            f"key_file: {exc}: name its passphrase with key_passphrase_file or key_passphrase_env"
+        ]) from None  # fmt: skip
+    except LedgerError as exc:
+        raise ConfigError(origin, [f"key_file: {exc}"]) from None

@@ -29,7 +29,7 @@ from ledger.store import BlockStore
 from ledger.tx import Transaction
 from node import tls
 from node.admission import Admission
-from node.config import Config, Identity, machine_cores
+from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
 from node.metrics import Metrics, Snapshot
 from node.ordering import Gate, peer_txs, relayer_ok
 from node.peers import PeerTransport
@@ -162,7 +162,7 @@ async def open_runtime(
     on_failure: Callable[[BaseException], None] = lambda _: None,
 ) -> AsyncIterator[Runtime]:  # fmt: skip
     genesis = identity.genesis
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)  # owner only
     store = BlockStore.open(config.data_dir, genesis)
     executor, writer = _executors(config.cores or machine_cores())
     runtime: Runtime | None = None

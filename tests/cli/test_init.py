@@ -41,7 +41,7 @@ def test_keys_new_writes_a_private_key_and_prints_the_public_one(tmp_path: Path)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     second = invoke("keys", "new", str(tmp_path / "j.pem"), "--json")
     doc = json.loads(second.stdout)
-    assert set(doc) == {"path", "public_key"}
+    assert set(doc) == {"path", "public_key", "encrypted"}
     assert len(doc["public_key"]) == 64
 
 

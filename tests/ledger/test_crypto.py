@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
 
+from cli import keyfile
 from ledger import crypto
 from ledger.crypto import Domain
 from ledger.errors import LedgerError
@@ -144,6 +145,13 @@ def test_key_file_is_never_overwritten(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
+def write_0600(path: Path, content: bytes) -> None:
+    """A key file as its owner keeps it (load_private_key refuses any other mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(content)
+
+
 def _pkcs8(key: object) -> bytes:
     assert hasattr(key, "private_bytes")
     pem: bytes = key.private_bytes(
@@ -219,7 +227,7 @@ def _assert_names_file_not_key(error: LedgerError, path: Path, content: bytes) -
 def test_bad_key_file(tmp_path: Path, make: Callable[[], bytes]) -> None:
     path = tmp_path / "client.pem"
     content = make()
-    path.write_bytes(content)
+    write_0600(path, content)
     with pytest.raises(LedgerError) as info:
         crypto.load_private_key(path)
     _assert_names_file_not_key(info.value, path, content)
@@ -229,7 +237,7 @@ def test_bad_key_file(tmp_path: Path, make: Callable[[], bytes]) -> None:
 def test_non_ed25519_key_file(tmp_path: Path, make: Callable[[], bytes]) -> None:
     path = tmp_path / "other.pem"
     content = make()
-    path.write_bytes(content)
+    write_0600(path, content)
     with pytest.raises(LedgerError, match="does not hold an Ed25519 key") as info:
         crypto.load_private_key(path)
     _assert_names_file_not_key(info.value, path, content)
@@ -237,7 +245,7 @@ def test_non_ed25519_key_file(tmp_path: Path, make: Callable[[], bytes]) -> None
 
 def test_oversize_key_file_is_not_read_whole(tmp_path: Path) -> None:
     path = tmp_path / "big.pem"
-    path.write_bytes(b"x" * (crypto.PEM_BYTES_MAX + 1))
+    write_0600(path, b"x" * (crypto.PEM_BYTES_MAX + 1))
     with pytest.raises(LedgerError, match="too large"):
         crypto.load_private_key(path)
     if Path("/dev/zero").exists():  # endless: only a bounded read returns at all
@@ -257,5 +265,123 @@ def test_key_file_at_the_size_limit_loads(tmp_path: Path) -> None:
     pem = _pkcs8(SECRET)
     path = tmp_path / "padded.pem"
     # PEM readers skip text around the armour, so padding up to the limit stays a valid key.
-    path.write_bytes(pem + b"\n" * (crypto.PEM_BYTES_MAX - len(pem)))
+    write_0600(path, pem + b"\n" * (crypto.PEM_BYTES_MAX - len(pem)))
     assert crypto.public_key_bytes(crypto.load_private_key(path)) == crypto.public_key_bytes(SECRET)
+
+
+# --- Key custody: modes, encrypted keys, passphrase files ------------------------------------
+
+PASSPHRASE = b"grand canal 1889"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602, 0o620, 0o601, 0o666])
+def test_a_key_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "k.pem"
+    write_0600(path, _pkcs8(SECRET))
+    path.chmod(mode)
+    with pytest.raises(LedgerError) as info:
+        crypto.load_private_key(path)
+    assert str(info.value) == (
+        f"key file {path} is open to group or others (mode {mode:04o}): make it private with "
+        "chmod 600"
+    )
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_key_file_of_its_owner_only_loads(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "k.pem"
+    write_0600(path, _pkcs8(SECRET))
+    path.chmod(mode)
+    assert crypto.public_key_bytes(crypto.load_private_key(path)) == crypto.public_key_bytes(SECRET)
+
+
+def _encrypted_by_library(key: ed25519.Ed25519PrivateKey, passphrase: bytes) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase))  # fmt: skip
+
+
+ENCRYPTERS: dict[str, Callable[[ed25519.Ed25519PrivateKey, bytes], bytes]] = {
+    "ours (600 000 PBKDF2 rounds)": keyfile.encrypted_pem,
+    "the library's": _encrypted_by_library,
+}
+
+
+@pytest.mark.parametrize("encrypt", ENCRYPTERS.values(), ids=ENCRYPTERS.keys())
+def test_encrypted_key_files(tmp_path: Path, encrypt: Callable[..., bytes]) -> None:
+    path = tmp_path / "k.pem"
+    crypto.write_private_key(path, SECRET, encrypt(SECRET, PASSPHRASE))
+    assert path.read_bytes().startswith(crypto.ENCRYPTED_PEM_LABEL + b"\n")
+    loaded = crypto.load_private_key(path, PASSPHRASE)
+    assert crypto.public_key_bytes(loaded) == crypto.public_key_bytes(SECRET)
+    with pytest.raises(crypto.PassphraseNeeded) as needed:
+        crypto.load_private_key(path)
+    assert str(needed.value) == f"key file {path} is encrypted and no passphrase was given"
+    for wrong in (b"grand canal 1888", PASSPHRASE + b"\n", b"x"):
+        with pytest.raises(LedgerError) as info:
+            crypto.load_private_key(path, wrong)
+        assert str(info.value) == (
+            f"cannot decrypt key file {path}: wrong passphrase, or the file is damaged"
+        )
+        _assert_names_file_not_key(info.value, path, path.read_bytes())
+
+
+def test_our_encryption_is_pbes2_with_600000_rounds_and_fresh_salts() -> None:
+    first, second = (keyfile.encrypted_pem(SECRET, PASSPHRASE) for _ in range(2))
+    assert first != second  # a new salt and IV each time
+    der = base64.b64decode(b"".join(first.splitlines()[1:-1]))
+    assert bytes.fromhex("2a864886f70d01050d") in der  # PBES2
+    assert bytes.fromhex("02030927c0") in der  # INTEGER 600000
+    assert bytes.fromhex("60864801650304012a") in der  # AES-256-CBC
+
+
+def test_a_passphrase_for_an_unencrypted_key_is_not_used(tmp_path: Path) -> None:
+    path = tmp_path / "k.pem"
+    crypto.write_private_key(path, SECRET)
+    assert crypto.public_key_bytes(crypto.load_private_key(path, PASSPHRASE)) == (
+        crypto.public_key_bytes(SECRET)
+    )
+
+
+def test_a_damaged_encrypted_key_is_refused(tmp_path: Path) -> None:
+    pem = keyfile.encrypted_pem(SECRET, PASSPHRASE)
+    lines = pem.splitlines(keepends=True)
+    lines[2] = lines[2][:10] + (b"A" if lines[2][10:11] != b"A" else b"B") + lines[2][11:]
+    path = tmp_path / "k.pem"
+    write_0600(path, b"".join(lines))
+    with pytest.raises(LedgerError, match="cannot decrypt key file"):
+        crypto.load_private_key(path, PASSPHRASE)
+
+
+@pytest.mark.parametrize(
+    ("content", "passphrase"),
+    [(b"secret words\n", b"secret words"), (b"secret words\r\n", b"secret words"),
+     (b"secret words", b"secret words"), (b"two\n\n", b"two\n"), (b" spaced ", b" spaced ")],
+)  # fmt: skip
+def test_passphrase_files_lose_one_trailing_newline(
+    tmp_path: Path, content: bytes, passphrase: bytes
+) -> None:
+    path = tmp_path / "pass"
+    write_0600(path, content)
+    assert crypto.read_passphrase_file(path) == passphrase
+
+
+def test_bad_passphrase_files(tmp_path: Path) -> None:
+    path = tmp_path / "pass"
+    for content, says in ((b"", "is empty"), (b"\n", "is empty"),
+                          (b"x" * (crypto.PASSPHRASE_BYTES_MAX + 1), "too large")):  # fmt: skip
+        write_0600(path, content)
+        with pytest.raises(LedgerError, match=says):
+            crypto.read_passphrase_file(path)
+    write_0600(path, b"secret words\n")
+    path.chmod(0o644)
+    with pytest.raises(LedgerError) as info:
+        crypto.read_passphrase_file(path)
+    assert str(info.value) == (
+        f"passphrase file {path} is open to group or others (mode 0644): make it private with "
+        "chmod 600"
+    )
+    assert "secret" not in str(info.value)
+    with pytest.raises(LedgerError, match=f"cannot read passphrase file {tmp_path}: it is a dir"):
+        crypto.read_passphrase_file(tmp_path)
+    with pytest.raises(LedgerError, match="No such file"):
+        crypto.read_passphrase_file(tmp_path / "missing")
