@@ -138,7 +138,7 @@ def passphrase_file_option(help_text: str) -> Callable[[F], F]:
             "--passphrase-file",
             "passphrase_file",
             metavar="FILE",
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=click.Path(path_type=Path),  # checked when read: a mistake is one line
             help=help_text,
         )(f)
 

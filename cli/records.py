@@ -205,7 +205,7 @@ def await_commit(client: NodeClient, tx_id: str, deadline: float) -> dict[str, A
     required=True,
     envvar=KEY_ENV,
     metavar="PEM",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # checked when read: a mistake is one line
     help="The client's private key (PKCS#8 PEM, mode 0600; encrypted or not).",
 )
 @keyfile.passphrase_file_option(keyfile.KEY_PASSPHRASE_HELP)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from node.config import Config, load, load_identity
+from node.config import Config, Identity, load, load_identity
 from node.service import Node
 
 _STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -65,9 +65,9 @@ def setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, identity: Identity | None = None) -> None:
     """Run one node until SIGTERM/SIGINT (clean stop) or a failure (stop, then raise)."""
-    node = Node(config, load_identity(config))
+    node = Node(config, identity or load_identity(config))
     await node.start()
     tune_collector()
     loop = asyncio.get_running_loop()
@@ -91,5 +91,6 @@ async def serve(config: Config) -> None:
 def run(config_path: Path) -> None:
     """Blocking entry point for `cityledger node run` (raises `ConfigError` on a bad config)."""
     config = load(config_path)
+    identity = load_identity(config)  # a key or passphrase mistake stops it before any log line
     setup_logging(config.log_level)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, identity))

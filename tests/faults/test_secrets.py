@@ -3,9 +3,12 @@
 A network made by the real `cityledger cluster init`, run by `cluster up --detach` at log level
 debug, is driven through the CLI and the HTTP API the way people do (records submitted and
 refused, every read route, a node killed with -9, `cluster down`), and nodes are started on
-wrong, damaged and truncated key files. Every byte the run produced (the node logs, every CLI
-stdout and stderr, every API answer) is searched for every private key in every form it could
-leak in: the PEM text's lines, the raw 32-byte seed and the DER in hex (both cases) and base64.
+wrong, damaged and truncated key files. One validator and one clerk use encrypted keys (their
+passphrase in a file), and nodes and the CLI are also started on every passphrase mistake (none,
+wrong, a file open to others, a key file open to others). Every byte the run produced (the node
+logs, every CLI stdout and stderr, every API answer) is searched for every private key in every
+form it could leak in (the PEM text's lines, the raw 32-byte seed and the DER in hex, both cases,
+and base64) and for the passphrase.
 """
 
 import base64
@@ -22,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cli import keyfile
 from cli.ports import free_base_port
 from ledger import crypto
 from ledger import genesis as genesis_mod
@@ -31,12 +35,15 @@ from tests.faults.figures import report
 from tests.faults.harness import run_command
 
 VALIDATORS: Final = 4
+PASSPHRASE: Final = "harbour lights at dusk"
+ENCRYPTED: Final = ("nodes/finance/key.pem", "clients/finance-clerk.pem")
 
 
-def leak_forms(pem_path: Path) -> Iterator[str]:
+def leak_forms(pem_path: Path, passphrase: bytes | None = None) -> Iterator[str]:
     """Every form in which the private key of `pem_path` could show up in text."""
     pem = pem_path.read_bytes()
-    key = serialization.load_pem_private_key(pem, password=None)
+    password = passphrase if crypto.ENCRYPTED_PEM_LABEL in pem else None
+    key = serialization.load_pem_private_key(pem, password=password)
     if isinstance(key, ec.EllipticCurvePrivateKey):  # a node's TLS key: its private scalar
         raw = key.private_numbers().private_value.to_bytes(32, "big")
     else:
@@ -53,6 +60,11 @@ def leak_forms(pem_path: Path) -> Iterator[str]:
         yield base64.b64encode(blob).decode()
         yield base64.urlsafe_b64encode(blob).decode().rstrip("=")
     yield repr(raw)[2:-1]  # bytes as Python prints them
+
+
+def passphrase_of(net: Path, pem: Path) -> bytes | None:
+    encrypted = {net / name for name in ENCRYPTED} | {net / "extra-encrypted.pem"}
+    return PASSPHRASE.encode() if pem in encrypted else None
 
 
 class Transcript:
@@ -72,7 +84,8 @@ class Transcript:
 
 async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession) -> None:
     url = f"https://127.0.0.1:{base}"
-    clerk = ["--client", "finance-clerk", "--key", str(net / "clients" / "finance-clerk.pem")]
+    clerk = ["--client", "finance-clerk", "--key", str(net / "clients" / "finance-clerk.pem"),
+             "--passphrase-file", str(net / "pass")]  # fmt: skip
     wrong = ["--client", "finance-clerk", "--key", str(net / "clients" / "planning-clerk.pem")]
     auditor = ["--client", "auditor", "--key", str(net / "clients" / "auditor.pem")]
     code, out, _ = await t.cli("submit", "--node", url, *clerk, "fiscal/secrets/1", "budget",
@@ -85,6 +98,13 @@ async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession
         ["submit", "--node", url, "--client", "finance-clerk", "--key",
          str(net / "nodes" / "finance" / "node.toml"), "fiscal/x", "budget", "{}"],
         ["keys", "new", str(net / "clients" / "finance-clerk.pem")],
+        ["keys", "new", str(net / "extra-encrypted.pem"), "--encrypt", "--passphrase-file",
+         str(net / "pass")],
+        ["submit", "--node", url, "--client", "finance-clerk", "--key",
+         str(net / "clients" / "finance-clerk.pem"), "fiscal/x", "budget", "{}"],
+        ["submit", "--node", url, "--client", "finance-clerk", "--key",
+         str(net / "clients" / "finance-clerk.pem"), "--passphrase-file",
+         str(net / "nodes" / "planning" / "key.pem"), "fiscal/x", "budget", "{}"],
         ["verify", "--node", url, *auditor, "--genesis", str(net / "genesis.toml")],
         ["proof", "--node", url, *auditor, tx_id],
         ["proof", "--node", url, tx_id],  # anonymous: refused
@@ -106,25 +126,54 @@ async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession
         t.add("POST /peer/v1/messages", await r.text())
 
 
+def private(path: Path, text: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    path.chmod(mode)
+
+
+def encrypt_keys(net: Path) -> None:
+    """Finance's validator and clerk keys encrypted; the node reads its passphrase from a file."""
+    private(net / "pass", PASSPHRASE + "\n")
+    for name in ENCRYPTED:
+        path = net / name
+        key = crypto.load_private_key(path)
+        path.unlink()
+        crypto.write_private_key(path, key, keyfile.encrypted_pem(key, PASSPHRASE.encode()))
+    with (net / "nodes" / "finance" / "node.toml").open("a") as config:
+        config.write('key_passphrase_file = "../../pass"\n')
+
+
 async def key_mistakes(net: Path, t: Transcript) -> None:
-    """A node run on another validator's key, on a damaged key file, on a public key."""
+    """A node run on another validator's key, on a damaged key file, on a public key, and on
+    every passphrase mistake: each refused, the passphrase ones in one line with exit code 2."""
     finance = net / "nodes" / "finance"
     other = net / "mistakes"
     other.mkdir()
+    private(net / "wrong-pass", "harbour lights at dawn")
+    private(net / "loose-pass", PASSPHRASE, 0o644)
     config = (finance / "node.toml").read_text()
-    for name, key_text in (
-        ("other-validator", (net / "nodes" / "planning" / "key.pem").read_text()),
-        ("damaged", (finance / "key.pem").read_text().replace("A", "B", 3)),
-        ("truncated", (finance / "key.pem").read_text()[:60]),
+    plain = config.replace('key_passphrase_file = "../../pass"\n', "")
+    encrypted = (finance / "key.pem").read_text()
+    for name, key_text, node_toml, mode in (
+        ("other-validator", (net / "nodes" / "planning" / "key.pem").read_text(), plain, 0o600),
+        ("damaged", encrypted.replace("A", "B", 3), config, 0o600),
+        ("truncated", encrypted[:60], config, 0o600),
+        ("no-passphrase", encrypted, plain, 0o600),
+        ("wrong-passphrase", encrypted, config.replace("../../pass", "../../wrong-pass"), 0o600),
+        ("loose-passphrase", encrypted, config.replace("../../pass", "../../loose-pass"), 0o600),
+        ("loose-key", encrypted, config, 0o644),
     ):
         folder = other / name
         folder.mkdir()
-        fd = os.open(folder / "key.pem", os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(key_text)
-        (folder / "node.toml").write_text(config)  # paths stay right: same depth as nodes/x
+        private(folder / "key.pem", key_text, mode)
+        (folder / "node.toml").write_text(node_toml)  # paths stay right: same depth as nodes/x
         code, _, err = await t.cli("node", "run", str(folder / "node.toml"))
         assert code != 0, err
+        if name not in ("other-validator", "truncated"):
+            assert code == 2, err
+            assert len(err.strip().splitlines()) == 1, err
 
 
 async def test_keys_are_0600_and_never_leak(
@@ -136,6 +185,7 @@ async def test_keys_are_0600_and_never_leak(
     code, out, err = await t.cli("cluster", "init", str(net), "--base-port", str(base))
     assert code == 0, out + err
     monkeypatch.setenv("CITYLEDGER_GENESIS", str(net / "genesis.toml"))  # for the CLI commands
+    encrypt_keys(net)
     pems = sorted([*net.glob("nodes/*/key.pem"), *net.glob("clients/*.pem")])
     code, _, _ = await t.cli("keys", "new", str(tmp_path / "extra.pem"))
     assert code == 0
@@ -160,9 +210,14 @@ async def test_keys_are_0600_and_never_leak(
     finally:
         await t.cli("cluster", "down", str(net))
     await key_mistakes(net, t)
+    pems.append(net / "extra-encrypted.pem")  # written by `keys new --encrypt` in `drive`
+    assert stat.S_IMODE(pems[-1].stat().st_mode) == 0o600
     for log in sorted(net.glob("logs/*.log")):
         t.add(str(log.relative_to(tmp_path)), log.read_text(errors="replace"))
-    forms = {str(p.relative_to(tmp_path)): list(leak_forms(p)) for p in pems}
+    forms = {
+        str(p.relative_to(tmp_path)): [*leak_forms(p, passphrase_of(net, p)), PASSPHRASE]
+        for p in pems
+    }
     for p in pems:  # the search finds a key where there is one
         assert any(needle in p.read_text() for needle in forms[str(p.relative_to(tmp_path))])
     leaks = [(where, key) for where, text in t.texts for key, needles in forms.items()
@@ -172,7 +227,8 @@ async def test_keys_are_0600_and_never_leak(
     report(
         "secrets",
         f"{len(pems)} key files all mode 0600; {len(forms) * len(forms[next(iter(forms))])} "
-        f"needles (PEM lines, raw/DER in hex, base64) searched in {len(t.texts)} outputs "
-        f"({searched / 1e6:.1f} MB: node logs at debug, CLI output and errors, API answers, "
-        f"key mistakes): no private key material",
+        f"needles (PEM lines, raw/DER in hex, base64, the passphrase of the {len(ENCRYPTED) + 1} "
+        f"encrypted keys) searched in {len(t.texts)} outputs ({searched / 1e6:.1f} MB: node "
+        f"logs at debug, CLI output and errors, API answers, key and passphrase mistakes): no "
+        f"private key material, no passphrase",
     )
