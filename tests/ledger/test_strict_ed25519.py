@@ -267,12 +267,13 @@ def test_txs_blocks_and_certificates_refuse_strictly_bad_signatures() -> None:
     for index in range(net.genesis.quorums.commit):
         forged = small_order_r_signature(net.validator_keys[index], message)
         assert openssl_accepts(net.genesis.validators[index].public_key, message, forged)
-        votes = tuple((i, forged if i == index else s) for i, s in cert.votes)
-        with pytest.raises(InvalidBlock):
-            blocks.verify_certificate(
-                blocks.Certificate(cert.height, cert.block_hash, cert.view, votes),
-                block, net.genesis,
-            )  # fmt: skip
+        for bad in (forged, IDENTITY + bytes(32)):
+            votes = tuple((i, bad if i == index else s) for i, s in cert.votes)
+            with pytest.raises(InvalidBlock):
+                blocks.verify_certificate(
+                    blocks.Certificate(cert.height, cert.block_hash, cert.view, votes),
+                    block, net.genesis,
+                )  # fmt: skip
 
 
 # --- the same verdicts as libsodium on many more signatures ----------------------------------
