@@ -4,11 +4,12 @@ The twelve vectors of "Taming the Many EdDSAs" (vectors/ed25519_speccheck.json, 
 source) each get the verdict the rule specifies, the same as libsodium's through PyNaCl, at the
 crypto layer and in genesis loading; signatures that OpenSSL alone would accept (a small-order R
 made with the real private key, the identity key's universal signature) are refused by tx
-checking, block checking and certificate checking too. Chain verification and node admission
+checking, block, certificate and peer message checking too. Chain verification and node admission
 with real stores and nodes are in tests/cli/test_verify_offline.py and
 tests/node/test_strict_signatures.py.
 """
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from consensus import messages as m
 from ledger import block as blocks
 from ledger import crypto, genesis
 from ledger import tx as txs
@@ -325,3 +327,15 @@ def test_keys_that_are_no_point_or_not_canonical_agree_with_libsodium() -> None:
         assert not libsodium_accepts(public, message, signature)
     with pytest.raises(crypto.WeakKey, match="32 bytes"):
         crypto.load_public_key(bytes(31))
+
+
+def test_peer_messages_refuse_small_order_r_from_a_real_validator() -> None:
+    net = factory.network()
+    status = m.Status(0, 5, 2)
+    good = m.sign(status, net.validator_keys[2], net.genesis.chain_id)
+    assert m.verify_signature(good, net.genesis)
+    domain, payload = m.signed_payload(status, net.genesis.chain_id)
+    forged = small_order_r_signature(net.validator_keys[2], domain.value + payload)
+    assert openssl_accepts(net.genesis.validators[2].public_key, domain.value + payload, forged)
+    for bad in (forged, IDENTITY + bytes(32), s_plus_l(good.signature)):
+        assert not m.verify_signature(dataclasses.replace(status, signature=bad), net.genesis)
