@@ -5,7 +5,7 @@ source) each get the verdict the rule specifies, the same as libsodium's through
 crypto layer and in genesis loading; signatures that OpenSSL alone would accept (a small-order R
 made with the real private key, the identity key's universal signature) are refused by tx
 checking, block, certificate and peer message checking too. Chain verification and node admission
-with real stores and nodes are in tests/cli/test_verify_offline.py and
+with real stores and nodes are in tests/cli/test_verify_strict.py and
 tests/node/test_strict_signatures.py.
 """
 
