@@ -12,15 +12,21 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Final
 
 import pytest
 
 from cli import keyfile
+from cli.api import NodeClient, Refused
 from ledger import crypto
+from ledger import genesis as genesis_mod
+from ledger import tx as txs
+from tests import factory
 from tests.cli.conftest import free_base_port, kill_all, no_traceback, run
 from tests.faults.test_secrets import leak_forms
+from tests.ledger.test_strict_ed25519 import BAD_SIGNATURE_KINDS, bad_tx_signatures, with_signature
 
 PASSPHRASE: Final = "correct horse battery staple"
 WRONG: Final = "incorrect horse battery staple"
@@ -135,6 +141,8 @@ def test_nodes_and_clients_work_with_encrypted_keys(net: Path) -> None:
         for result in (by_env, by_file):
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["status"] == "committed"
+        refused = strict_admission(net)
+        assert refused == dict.fromkeys(BAD_SIGNATURE_KINDS, (401, "bad_signature"))
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (net / "logs").iterdir()}
         assert set(modes.values()) == {0o600}, modes
         assert stat.S_IMODE((net / "logs").stat().st_mode) == 0o700
@@ -147,6 +155,26 @@ def test_nodes_and_clients_work_with_encrypted_keys(net: Path) -> None:
         kill_all(pids)
     logs = "".join(p.read_text(errors="replace") for p in (net / "logs").iterdir())
     assert PASSPHRASE not in logs
+
+
+def strict_admission(net: Path) -> dict[str, tuple[int, str]]:
+    """What the running node answers to txs whose signatures strict Ed25519 refuses (one that
+    OpenSSL alone would accept among them), signed with the clerk's real (encrypted) key."""
+    genesis = genesis_mod.load(net / "genesis.toml")
+    key = crypto.load_private_key(net / "clients" / "finance-clerk.pem", PASSPHRASE.encode())
+    now = int(time.time() * 1000)
+    good = txs.create(key, chain_id=genesis.chain_id, client_id="finance-clerk", nonce=now,
+                      timestamp_ms=now, key="fiscal/strict", type_="budget",
+                      body={"n": 1})  # fmt: skip
+    one = factory.Network(genesis, [], {"finance-clerk": key})
+    answers: dict[str, tuple[int, str]] = {}
+    with NodeClient(_first_url(net)) as client:
+        for kind, signature in bad_tx_signatures(one, good).items():
+            try:
+                client.post("/v1/transactions", {"raw": with_signature(good, signature).raw.hex()})
+            except Refused as exc:
+                answers[kind] = (exc.status, exc.code)
+    return answers
 
 
 def _first_url(net: Path) -> str:

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from ledger import block as blocks
+from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger.store import BlockStore
 from tests import factory
-from tests.cli.conftest import invoke, no_traceback
+from tests.cli.conftest import invoke, no_traceback, run
 from tests.ledger.test_strict_ed25519 import (
     BAD_SIGNATURE_KINDS,
     IDENTITY,
@@ -68,3 +69,26 @@ def test_verify_refuses_a_genesis_with_a_weak_key(tmp_path: Path, public: bytes)
     assert result.exit_code == 2, result.output
     assert "validators[3].public_key: refused Ed25519 public key" in result.output
     no_traceback(result.output)
+
+
+def test_a_node_process_and_verify_refuse_the_identity_key_in_one_line(tmp_path: Path) -> None:
+    net = factory.network()
+    weak = net.genesis.to_dict()["clients"][1]["public_key"]
+    path = tmp_path / "genesis.toml"
+    path.write_text(genesis_mod.dump_toml(net.genesis).replace(weak, IDENTITY.hex()))
+    crypto.write_private_key(tmp_path / "key.pem", net.validator_keys[0])
+    (tmp_path / "node.toml").write_text(
+        'node_id = "node0"\nkey_file = "key.pem"\ndata_dir = "data"\n'
+        'listen = "127.0.0.1:7001"\ngenesis = "genesis.toml"\n'
+    )
+    (tmp_path / "store").mkdir()
+    node = run("node", "run", str(tmp_path / "node.toml"))
+    verify = run("verify", "--data-dir", str(tmp_path / "store"), "--genesis", str(path))
+    assert len(node.stderr.strip().splitlines()) == 1, node.stderr
+    for result in (node, verify):
+        assert result.returncode == 2, result.stdout + result.stderr
+        no_traceback(result.stderr)
+        assert "clients[1].public_key: refused Ed25519 public key: a point of small order" in (
+            result.stderr
+        )
+    assert not (tmp_path / "data").exists()  # the node stopped before it opened a store
