@@ -1,10 +1,12 @@
 """node.toml: a good file loads into one frozen Config; every mistake names its field."""
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
 
+from cli import keyfile
 from ledger import crypto, genesis
 from node.config import Config, ConfigError, load, load_identity
 from tests import factory
@@ -67,6 +69,10 @@ def test_a_good_config_loads_with_paths_beside_it(folder: Path) -> None:
         (GOOD + "pool_capacity = 'many'\n", "pool_capacity"),
         (GOOD + "cores = -1\n", "cores"),
         (GOOD + "colour = 'blue'\n", "colour"),
+        (GOOD + "key_passphrase_file = ''\n", "key_passphrase_file"),
+        (GOOD + "key_passphrase_env = 'NOT A NAME'\n", "key_passphrase_env"),
+        (GOOD + "key_passphrase_env = 7\n", "key_passphrase_env"),
+        (GOOD + "key_passphrase_file = 'p'\nkey_passphrase_env = 'P'\n", "not both"),
         ("node_id = [", "TOML"),
     ],
 )
@@ -141,3 +147,26 @@ def test_every_transport_mistake_names_its_field(folder: Path, extra: str, field
 def test_the_genesis_url_scheme_must_match_insecure(folder: Path) -> None:
     with pytest.raises(ConfigError, match="must start with http://"):
         load_identity(load(write(folder, GOOD + "insecure = true\n")))
+
+
+def test_an_encrypted_key_with_its_passphrase_from_a_file_or_the_environment(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = crypto.load_private_key(folder / "key.pem")
+    (folder / "key.pem").unlink()
+    crypto.write_private_key(folder / "key.pem", key, keyfile.encrypted_pem(key, b"port of call"))
+    fd = os.open(folder / "pass", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"port of call\n")
+    os.close(fd)
+    by_file = load(write(folder, GOOD + 'key_passphrase_file = "pass"\n'))
+    assert by_file.key_passphrase_file == folder / "pass"
+    assert load_identity(by_file).index == 1
+    monkeypatch.setenv("NODE1_PASS", "port of call")
+    by_env = load(write(folder, GOOD + 'key_passphrase_env = "NODE1_PASS"\n'))
+    assert by_env.key_passphrase_env == "NODE1_PASS"
+    assert load_identity(by_env).index == 1
+    with pytest.raises(ConfigError, match=r"key_file: key file .* is encrypted and no passphrase"):
+        load_identity(load(write(folder, GOOD)))
+    monkeypatch.setenv("NODE1_PASS", "port of cal")
+    with pytest.raises(ConfigError, match="wrong passphrase"):
+        load_identity(by_env)
