@@ -2,14 +2,14 @@
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 
+from cli import keyfile
 from cli.api import CLIENT_ENV, DEFAULT_NODE, GENESIS_ENV, KEY_ENV, NODE_ENV, Signer, check_url
-from ledger import crypto
 from ledger import genesis as genesis_mod
-from ledger.errors import InvalidGenesis, LedgerError
+from ledger.errors import InvalidGenesis
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,13 +71,28 @@ def genesis_option(*, required: bool, help_text: str) -> Callable[[F], F]:
     return decorate
 
 
+_PASSPHRASE_FILE: Final = "cityledger.passphrase_file"  # noqa: S105 - a context key, no secret
+
+
+def _remember_passphrase_file(
+    ctx: click.Context, _param: click.Parameter, value: Path | None
+) -> None:
+    """Keep --passphrase-file for `signer_of`, so that commands need no parameter for it."""
+    ctx.meta[_PASSPHRASE_FILE] = value
+
+
 def identity_options(f: F) -> F:
     """`--client ID --key PEM` (else $CITYLEDGER_CLIENT, $CITYLEDGER_KEY): who signs the
     requests. Optional: without them the node answers only what it serves anonymously."""
     f = click.option(
+        "--passphrase-file", metavar="FILE", type=click.Path(path_type=Path),
+        expose_value=False, callback=_remember_passphrase_file,
+        help=keyfile.KEY_PASSPHRASE_HELP,
+    )(f)  # fmt: skip
+    f = click.option(
         "--key", "key_path", envvar=KEY_ENV, metavar="PEM",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help=f"The private key of --client (default: ${KEY_ENV}).",
+        type=click.Path(path_type=Path),  # checked when read: a mistake is one line
+        help=f"The private key of --client, mode 0600, encrypted or not (default: ${KEY_ENV}).",
     )(f)  # fmt: skip
     return click.option(
         "--client", "client_id", envvar=CLIENT_ENV, metavar="ID",
@@ -95,10 +110,8 @@ def signer_of(
     if client_id is None or key_path is None:
         raise click.UsageError("--client and --key go together (or $CITYLEDGER_CLIENT and "
                                "$CITYLEDGER_KEY)")  # fmt: skip
-    try:
-        key = crypto.load_private_key(key_path)
-    except LedgerError as exc:
-        raise click.BadParameter(str(exc), param_hint="--key") from None
+    passphrase_file = click.get_current_context().meta.get(_PASSPHRASE_FILE)
+    key = keyfile.load_key(key_path, passphrase_file)  # a mistake: one line, exit 2
     return Signer(client_id, key, None if genesis is None else genesis.chain_id)
 
 

@@ -19,7 +19,7 @@ from typing import Final
 import pytest
 
 from cli import keyfile
-from cli.api import NodeClient, Refused
+from cli.api import NodeClient, Refused, Signer
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger import tx as txs
@@ -141,6 +141,14 @@ def test_nodes_and_clients_work_with_encrypted_keys(net: Path) -> None:
         for result in (by_env, by_file):
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["status"] == "committed"
+        reader = ["get", "--node", _first_url(net), "--client", "finance-clerk", "--key", str(key)]
+        by_file_args = ["--passphrase-file", str(pass_file)]
+        for args, read_env in (([], {ENV: PASSPHRASE}), (by_file_args, {})):
+            read = run(*reader, *args, "fiscal/custody/1", "--json", **read_env)
+            assert read.returncode == 0, read.stderr
+            assert json.loads(read.stdout)["value"] == {"amount": 1}
+        wrong = run(*reader, "fiscal/custody/1", **{ENV: WRONG})
+        one_line_error(wrong, says="wrong passphrase", secrets=[PASSPHRASE, WRONG])
         refused = strict_admission(net)
         assert refused == dict.fromkeys(BAD_SIGNATURE_KINDS, (401, "bad_signature"))
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (net / "logs").iterdir()}
@@ -168,7 +176,8 @@ def strict_admission(net: Path) -> dict[str, tuple[int, str]]:
                       body={"n": 1})  # fmt: skip
     one = factory.Network(genesis, [], {"finance-clerk": key})
     answers: dict[str, tuple[int, str]] = {}
-    with NodeClient(_first_url(net)) as client:
+    signer = Signer("finance-clerk", key, genesis.chain_id)  # the request is signed correctly
+    with NodeClient(_first_url(net), signer=signer) as client:
         for kind, signature in bad_tx_signatures(one, good).items():
             try:
                 client.post("/v1/transactions", {"raw": with_signature(good, signature).raw.hex()})
