@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.genesis import Genesis
+from node.config import DATA_DIR_MODE
 
 ANCHOR_ORGANISATION: Final = "CityLedger validator"
 CERT_DAYS: Final = 397  # validity of a node certificate: the longest browsers accept
@@ -187,7 +188,7 @@ def node_identity(
     """The bound identity a node presents: its TLS key (`TLS_KEY_FILE`, created if missing) and
     a certificate for it issued now by the validator's key, written to `TLS_CERT_FILE` (both
     in the data directory; the certificate is public: browsers pin its key)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)  # owner only
     key_path = data_dir / TLS_KEY_FILE
     tls_key = load_or_create_tls_key(key_path)
     cert = node_certificate(validator_key, genesis.chain_id, validator_id, tls_key, hosts)

@@ -26,7 +26,7 @@ from aiohttp.typedefs import Middleware
 from ledger.genesis import Genesis
 from node import codec, tls
 from node.codec import render
-from node.config import Config, ConfigError, Identity
+from node.config import DATA_DIR_MODE, Config, ConfigError, Identity
 
 log = logging.getLogger("cityledger.node")
 
@@ -69,7 +69,7 @@ def contexts(config: Config, identity: Identity) -> Contexts:
     operator certificate that does not load."""
     if config.insecure:
         return Contexts(None, None, None)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)  # owner only
     try:
         bound = tls.node_identity(
             identity.key, identity.genesis, config.node_id, config.data_dir,

@@ -144,10 +144,16 @@ def test_nodes_and_clients_work_with_encrypted_keys(net: Path) -> None:
         reader = ["get", "--node", _first_url(net), "--client", "finance-clerk", "--key", str(key)]
         by_file_args = ["--passphrase-file", str(pass_file)]
         for args, read_env in (([], {ENV: PASSPHRASE}), (by_file_args, {})):
-            read = run(*reader, *args, "fiscal/custody/1", "--json", **read_env)
+            trust = {"CITYLEDGER_GENESIS": str(net / "genesis.toml")}
+            read = run(*reader, *args, "fiscal/custody/1", "--json", **trust, **read_env)
             assert read.returncode == 0, read.stderr
             assert json.loads(read.stdout)["value"] == {"amount": 1}
-        wrong = run(*reader, "fiscal/custody/1", **{ENV: WRONG})
+        wrong = run(
+            *reader,
+            "fiscal/custody/1",
+            CITYLEDGER_GENESIS=str(net / "genesis.toml"),
+            **{ENV: WRONG},
+        )
         one_line_error(wrong, says="wrong passphrase", secrets=[PASSPHRASE, WRONG])
         refused = strict_admission(net)
         assert refused == dict.fromkeys(BAD_SIGNATURE_KINDS, (401, "bad_signature"))
@@ -177,7 +183,7 @@ def strict_admission(net: Path) -> dict[str, tuple[int, str]]:
     one = factory.Network(genesis, [], {"finance-clerk": key})
     answers: dict[str, tuple[int, str]] = {}
     signer = Signer("finance-clerk", key, genesis.chain_id)  # the request is signed correctly
-    with NodeClient(_first_url(net), signer=signer) as client:
+    with NodeClient(_first_url(net), signer=signer, genesis=genesis) as client:
         for kind, signature in bad_tx_signatures(one, good).items():
             try:
                 client.post("/v1/transactions", {"raw": with_signature(good, signature).raw.hex()})
@@ -189,7 +195,7 @@ def strict_admission(net: Path) -> dict[str, tuple[int, str]]:
 def _first_url(net: Path) -> str:
     config = (net / "nodes" / "finance" / "node.toml").read_text()
     listen = next(ln for ln in config.splitlines() if ln.startswith("listen"))
-    return "http://" + listen.split('"')[1]
+    return "https://" + listen.split('"')[1]
 
 
 # --- every key mistake: one line, exit 2 -----------------------------------------------------
@@ -198,8 +204,9 @@ def _first_url(net: Path) -> str:
 def submit(
     net: Path, key: Path, *extra: str, record: str = "fiscal/mistake", **env: str
 ) -> subprocess.CompletedProcess[str]:
+    trust = {"CITYLEDGER_GENESIS": str(net / "genesis.toml")}  # the nodes' TLS identities
     return run("submit", "--node", _first_url(net), "--client", "finance-clerk", "--key",
-               str(key), *extra, record, "budget", '{"amount": 1}', **env)  # fmt: skip
+               str(key), *extra, record, "budget", '{"amount": 1}', **trust, **env)  # fmt: skip
 
 
 def test_every_client_key_mistake_is_one_line_and_exit_2(net: Path, tmp_path: Path) -> None:
