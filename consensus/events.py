@@ -26,6 +26,7 @@ from consensus.messages import Message
 class Timer(enum.Enum):
     PROPOSE = "propose"  # the primary's next block is due
     PROGRESS = "progress"  # pending work has waited too long: ask for a view change
+    CENSORSHIP = "censorship"  # a pooled tx was passed over by blocks with room for it
     VIEW_CHANGE = "view_change"  # the new view did not start in time: try the next one
     RETRANSMIT = "retransmit"  # re-send own latest votes and status (messages may be lost)
     FETCH = "fetch"  # a block fetch went unanswered: ask another peer
@@ -137,4 +138,15 @@ class FetchBlocks:
     to_height: int
 
 
-Action = Send | Broadcast | Persist | CommitBlock | SetTimer | CancelTimer | FetchBlocks
+@dataclass(frozen=True)
+class TxsExpired:
+    """These pooled txs left the pool unproposed: their timestamp fell out of the time-to-live
+    (`tx_ttl_ms`), so no block of this replica's will carry them. The shell answers whoever
+    waits for them; a tx may still commit if a block holding it was prepared elsewhere."""
+
+    tx_ids: tuple[bytes, ...]
+
+
+Action = (
+    Send | Broadcast | Persist | CommitBlock | SetTimer | CancelTimer | FetchBlocks | TxsExpired
+)

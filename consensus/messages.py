@@ -39,8 +39,32 @@ def _body_digest_field() -> Any:
 _SIGNATURE_SUFFIX_BYTES: Final = 2 + SIGNATURE_BYTES  # bin8 header and the signature
 
 
+class Reason(enum.StrEnum):
+    """Why a peer message was dropped: stable codes, used as metric labels as they are."""
+
+    MALFORMED = "malformed"  # not the canonical encoding of a message
+    WRONG_CHAIN = "wrong_chain"
+    SENDER = "sender"  # from ourselves, or from no validator
+    BAD_SIGNATURE = "bad_signature"
+    NOT_PRIMARY = "not_primary"  # a pre-prepare or new-view not from its view's primary
+    BLOCK_MISMATCH = "block_mismatch"  # a pre-prepare whose block names another view or height
+    STAMP = "stamp"  # a block stamped outside the bounds of the replica's clock and its parent
+    INVALID_BLOCK = "invalid_block"  # a proposed block that does not extend its parent validly
+    CHECKPOINT_HEIGHT = "checkpoint_height"
+    VIEW_CHANGE = "view_change"  # a view change whose head or prepared proofs do not hold
+    PREPARED_PROOF = "prepared_proof"
+    NEW_VIEW = "new_view"  # a new-view without a valid quorum of view changes for its view
+    NOT_FOR_REPLICA = "not_for_replica"  # tx batches go through the shell's admission
+
+
 class InvalidMessage(LedgerError):
-    """A consensus message from outside that must be dropped (and counted), with a reason."""
+    """A consensus message from outside that must be dropped (and counted): `reason` is a
+    stable code for counting, `detail` prose for a log line (never parsed)."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason = reason
+        self.detail = detail
 
 
 class Kind(enum.IntEnum):
@@ -229,7 +253,7 @@ def decode_message(raw: bytes, chain_id: str, known: txs.KnownTx | None = None) 
         items = expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "message")
         msg = _parse(items, chain_id, known)
     except (InvalidEncoding, InvalidBlock, InvalidTransaction) as exc:
-        raise InvalidMessage(f"malformed message: {exc}") from None
+        raise InvalidMessage(Reason.MALFORMED, str(exc)) from None
     _keep_body_digest(msg, raw, chain_id)
     return msg
 
@@ -248,7 +272,7 @@ def _keep_body_digest(msg: Message, raw: bytes, chain_id: str) -> None:
 def _parse(items: list[Any], chain_id: str, known: txs.KnownTx | None = None) -> Message:
     kind = expect_int(items[0], 1, len(Kind), "kind")
     if expect_str(items[1], ID_BYTES_MAX, "chain_id") != chain_id:
-        raise InvalidMessage(f"message for chain {items[1]!r}, this is {chain_id!r}")
+        raise InvalidMessage(Reason.WRONG_CHAIN, f"chain {items[1]!r}, this is {chain_id!r}")
     sender = expect_int(items[2], 0, VALIDATORS_MAX - 1, "sender")
     sig = expect_bytes(items[4], SIGNATURE_BYTES, "signature")
     b = items[3]
@@ -293,7 +317,7 @@ def _parse(items: list[Any], chain_id: str, known: txs.KnownTx | None = None) ->
 def _nested_view_change(raw: bytes, chain_id: str, known: txs.KnownTx | None) -> ViewChange:
     msg = _parse(expect_list(decode(raw, MESSAGE_BYTES_MAX), 5, "view change"), chain_id, known)
     if not isinstance(msg, ViewChange):
-        raise InvalidMessage("a new-view may only carry view changes")
+        raise InvalidMessage(Reason.MALFORMED, "a new-view may only carry view changes")
     _keep_body_digest(msg, raw, chain_id)
     return msg
 

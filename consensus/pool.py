@@ -5,6 +5,7 @@ change loses none: whichever replica becomes primary proposes what is still pend
 the pool when they commit or when their timestamp falls out of the time-to-live.
 """
 
+import itertools
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
@@ -50,11 +51,20 @@ class TxPool:
     def oldest_arrival_ms(self) -> int | None:
         return next(iter(self._arrival_ms.values()), None)
 
-    def drop_expired(self, oldest_timestamp_ms: int) -> int:
-        """Forget txs stamped before `oldest_timestamp_ms`: no block may include them any more."""
-        expired = [i for i, t in self._txs.items() if t.timestamp_ms < oldest_timestamp_ms]
-        self.remove(expired)
-        return len(expired)
+    def drop_expired(self, oldest_timestamp_ms: int, keep: Set[bytes]) -> tuple[bytes, ...]:
+        """Forget txs stamped before `oldest_timestamp_ms` (no new block may include them)
+        except those in `keep` (in blocks already under way); return the ids forgotten."""
+        expired = tuple(
+            i
+            for i, t in self._txs.items()
+            if t.timestamp_ms < oldest_timestamp_ms and i not in keep
+        )
+        self.remove(list(expired))
+        return expired
+
+    def oldest(self, exclude: Set[bytes], limit: int) -> tuple[Transaction, ...]:
+        """At most `limit` pending txs not in `exclude`, oldest first."""
+        return tuple(itertools.islice(self.candidates(exclude), limit))
 
     def candidates(self, exclude: Set[bytes]) -> Iterator[Transaction]:
         """Pending txs in arrival order, skipping those in `exclude` (already in flight)."""

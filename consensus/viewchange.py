@@ -21,7 +21,7 @@ from ledger import crypto
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
 
-from consensus.messages import InvalidMessage, PreparedProof, ViewChange, prepare_payload
+from consensus.messages import InvalidMessage, PreparedProof, Reason, ViewChange, prepare_payload
 
 
 @dataclass(frozen=True)
@@ -36,42 +36,44 @@ def check_view_change(vc: ViewChange, genesis: Genesis, window: int) -> None:
     """Raise `InvalidMessage` unless `vc`'s content is valid (its signature is checked apart)."""
     if vc.certificate is None:
         if vc.committed_height != 0 or vc.committed_hash != genesis.hash:
-            raise InvalidMessage("view-change: a head above genesis needs its certificate")
+            raise InvalidMessage(Reason.VIEW_CHANGE, "a head above genesis needs its certificate")
     else:
         cert = vc.certificate
         if cert.height != vc.committed_height or cert.block_hash != vc.committed_hash:
-            raise InvalidMessage("view-change: certificate does not match the claimed head")
+            raise InvalidMessage(Reason.VIEW_CHANGE, "certificate does not match the claimed head")
         try:
             blocks.verify_certificate_votes(cert, genesis)
         except InvalidBlock as exc:
-            raise InvalidMessage(f"view-change: {exc}") from None
+            raise InvalidMessage(Reason.VIEW_CHANGE, str(exc)) from None
     heights = [p.height for p in vc.prepared]
     if heights != sorted(set(heights)):
-        raise InvalidMessage("view-change: prepared proofs not in strictly increasing height")
+        raise InvalidMessage(
+            Reason.VIEW_CHANGE, "prepared proofs not in strictly increasing height"
+        )
     for proof in vc.prepared:
         if not vc.committed_height < proof.height <= vc.committed_height + window:
-            raise InvalidMessage("view-change: prepared proof outside the watermark window")
+            raise InvalidMessage(Reason.VIEW_CHANGE, "prepared proof outside the watermark window")
         if proof.view >= vc.new_view:
-            raise InvalidMessage("view-change: prepared proof from a view not yet left")
+            raise InvalidMessage(Reason.VIEW_CHANGE, "prepared proof from a view not yet left")
         check_prepared_proof(proof, genesis)
 
 
 def check_prepared_proof(proof: PreparedProof, genesis: Genesis) -> None:
     if proof.block.height != proof.height:
-        raise InvalidMessage("prepared proof: block height mismatch")
+        raise InvalidMessage(Reason.PREPARED_PROOF, "block height mismatch")
     senders = [s for s, _ in proof.prepares]
     if senders != sorted(set(senders)) or len(senders) < genesis.quorums.commit:
-        raise InvalidMessage("prepared proof: needs a quorum of distinct sorted senders")
+        raise InvalidMessage(Reason.PREPARED_PROOF, "needs a quorum of distinct sorted senders")
     for sender, signature in proof.prepares:
         if sender >= len(genesis.validators):
-            raise InvalidMessage("prepared proof: unknown sender")
+            raise InvalidMessage(Reason.PREPARED_PROOF, "unknown sender")
         payload = prepare_payload(
             genesis.chain_id, sender, proof.view, proof.height, proof.block.hash
         )
         if not crypto.verify(
             genesis.validators[sender].key, crypto.Domain.PEER, payload, signature
         ):
-            raise InvalidMessage("prepared proof: bad prepare signature")
+            raise InvalidMessage(Reason.PREPARED_PROOF, "bad prepare signature")
 
 
 def select(view_changes: Sequence[ViewChange], window: int) -> Selection:

@@ -131,15 +131,17 @@ async def post_transactions(request: web.Request) -> web.StreamResponse:
         if first.reason == POOL_FULL:
             error.headers["Retry-After"] = RETRY_AFTER_S
         raise error
-    located: dict[bytes, tuple[int, int]] = {}
+    located: dict[bytes, tuple[int, int] | None] = {}
     if wait:
         located = await rt.shell.wait_committed(
             [t.tx_id for t in accepted], rt.config.wait_timeout_ms / 1000
         )
-    statuses = [_tx_status(t.tx_id, located.get(t.tx_id)) for t in accepted]
+    statuses = [
+        _tx_status(t.tx_id, located.get(t.tx_id), expired=t.tx_id in located) for t in accepted
+    ]
     body: dict[str, Any] = {} if is_batch else dict(statuses[0])
     body |= {"accepted": statuses, "rejected": [_rejection_view(r) for r in rejected]}
-    all_committed = wait and len(located) == len(accepted)
+    all_committed = wait and all(located.get(t.tx_id) is not None for t in accepted)
     return render(request, body, 200 if all_committed else 202)
 
 
@@ -152,9 +154,13 @@ def _with_overflow(verdict: Verdict, taken: int) -> list[Rejection]:
     return sorted([*verdict.rejected, *overflow], key=lambda r: r.index)
 
 
-def _tx_status(tx_id: bytes, location: tuple[int, int] | None) -> dict[str, Any]:
+def _tx_status(
+    tx_id: bytes, location: tuple[int, int] | None, *, expired: bool = False
+) -> dict[str, Any]:
+    """`expired`: it left the pool at its time-to-live, unproposed (if not committed)."""
     if location is None:
-        return {"tx_id": tx_id, "status": "pending", "height": None, "index": None}
+        status = "expired" if expired else "pending"
+        return {"tx_id": tx_id, "status": status, "height": None, "index": None}
     return {"tx_id": tx_id, "status": "committed", "height": location[0], "index": location[1]}
 
 
@@ -169,6 +175,8 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
         return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
     if rt.replica.has_pending(tx_id) or rt.shell.outbox.is_unwritten(tx_id):  # not durable yet
         return render(request, _tx_status(tx_id, None))
+    if tx_id in rt.shell.expired:
+        return render(request, _tx_status(tx_id, None, expired=True))
     raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is pending or committed here")
 
 

@@ -47,7 +47,7 @@ def _array(items: dict[str, Any]) -> dict[str, Any]:
 def _tx_schemas() -> dict[str, Any]:
     status = _obj(
         ["tx_id", "status", "height", "index"], tx_id=_HASH,
-        status={"type": "string", "enum": ["pending", "committed"]},
+        status={"type": "string", "enum": ["pending", "committed", "expired"]},
         height={"type": ["integer", "null"]}, index={"type": ["integer", "null"]},
     )  # fmt: skip
     batch = _array(_ref("TransactionIn")) | {"minItems": 1, "maxItems": 10000}

@@ -101,13 +101,19 @@ class Runtime:
         for raw in envelopes:
             try:
                 msg = messages.decode_message(raw, chain_id, self._known_tx)
-            except messages.InvalidMessage:
-                self.metrics.invalid_peer_messages.labels("malformed").inc()
+            except messages.InvalidMessage as exc:
+                self.metrics.invalid_peer_messages.labels(exc.reason).inc()
                 continue
             if isinstance(msg, messages.TxBatch) and not relayer_ok(msg, genesis, own_index):
-                self.metrics.invalid_peer_messages.labels("bad_signature").inc()
+                self.metrics.invalid_peer_messages.labels(messages.Reason.BAD_SIGNATURE).inc()
                 continue
             fresh, forward = peer_txs(msg, self.replica.has_pending)  # node/ordering.py
+            if (
+                fresh
+                and isinstance(msg, messages.PrePrepare)
+                and not self.replica.screen_pre_prepare(msg)
+            ):
+                continue  # its own signature (one check) before its txs' (hundreds); counted
             if fresh:
                 await self._spawn(self._admit_then_forward(fresh, msg if forward else None))
             elif forward:

@@ -22,6 +22,7 @@ txs once their blocks are in the store.
 import asyncio
 import functools
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Final
@@ -42,6 +43,7 @@ from consensus.events import (
     Start,
     Timeout,
     Timer,
+    TxsExpired,
 )
 from consensus.replica import Replica
 from ledger.block import Block
@@ -51,6 +53,7 @@ from node.ordering import Admitted, Durable, Gate, Outbox, Write
 from node.peers import PeerTransport
 
 ADMITTED_TRACKED_MAX: Final = 200_000  # admission times kept for the commit-latency histogram
+EXPIRED_KEPT: Final = 10_000  # ids of txs that expired here, remembered for their status
 
 log = logging.getLogger("cityledger.node.shell")
 
@@ -76,7 +79,9 @@ class Shell:
         self._chain_id = replica.genesis.chain_id
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._fetches: set[asyncio.Task[None]] = set()
-        self._waiters: dict[bytes, list[asyncio.Future[tuple[int, int]]]] = {}
+        # Each waiter learns where its tx committed, or None if it expired from the pool.
+        self._waiters: dict[bytes, list[asyncio.Future[tuple[int, int] | None]]] = {}
+        self.expired: OrderedDict[bytes, None] = OrderedDict()  # recent, for the tx status
         self._admitted_ms: dict[bytes, int] = {}
         self._height_events: list[tuple[int, asyncio.Event]] = []
         self._writer = writer
@@ -177,10 +182,24 @@ class Shell:
                 handle = self._timers.pop(timer, None)
                 if handle is not None:
                     handle.cancel()
+            case TxsExpired(tx_ids=tx_ids):
+                self._expired(tx_ids)
             case FetchBlocks(peer=peer, from_height=low, to_height=high):
                 task = asyncio.get_running_loop().create_task(self._fetch(peer, low, high))
                 self._fetches.add(task)
                 task.add_done_callback(self._fetches.discard)
+
+    def _expired(self, tx_ids: Iterable[bytes]) -> None:
+        """These txs left the pool at their time-to-live: answer their waiters now."""
+        for tx_id in tx_ids:
+            self._admitted_ms.pop(tx_id, None)
+            self.expired[tx_id] = None
+            self.expired.move_to_end(tx_id)
+            for future in self._waiters.pop(tx_id, ()):
+                if not future.done():
+                    future.set_result(None)
+        while len(self.expired) > EXPIRED_KEPT:
+            self.expired.popitem(last=False)
 
     def _committed(self, block: Block) -> None:
         """`block` is in the store: answer its waiters, count it."""
@@ -228,11 +247,12 @@ class Shell:
 
     async def wait_committed(
         self, tx_ids: Iterable[bytes], timeout_s: float
-    ) -> dict[bytes, tuple[int, int]]:
-        """Where each tx got committed, for those committed within `timeout_s`."""
+    ) -> dict[bytes, tuple[int, int] | None]:
+        """Where each tx got committed, for those committed within `timeout_s`; None for those
+        that expired from the pool meanwhile (they will not be proposed)."""
         loop = asyncio.get_running_loop()
-        done: dict[bytes, tuple[int, int]] = {}
-        mine: dict[bytes, asyncio.Future[tuple[int, int]]] = {}
+        done: dict[bytes, tuple[int, int] | None] = {}
+        mine: dict[bytes, asyncio.Future[tuple[int, int] | None]] = {}
         for tx_id in tx_ids:
             location = self._store.tx_location(tx_id)
             if location is not None:
@@ -250,7 +270,7 @@ class Shell:
                 self._forget_waiter(tx_id, future)
         return done
 
-    def _forget_waiter(self, tx_id: bytes, future: asyncio.Future[tuple[int, int]]) -> None:
+    def _forget_waiter(self, tx_id: bytes, future: asyncio.Future[tuple[int, int] | None]) -> None:
         futures = self._waiters.get(tx_id)
         if futures is not None and future in futures:
             futures.remove(future)

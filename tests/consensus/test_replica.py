@@ -1,19 +1,25 @@
 """Replica unit tests that need no simulated network: one replica talking to itself."""
 
+from dataclasses import replace
+
+import pytest
+
 from consensus import events as ev
 from consensus import messages as m
+from consensus.blocktime import BLOCK_STAMP_AHEAD_MS_MAX, BLOCK_STAMP_BEHIND_MS_MAX
 from consensus.replica import Replica
-from ledger.block import ChainHead, verify_certificate
+from ledger import crypto
+from ledger.block import ChainHead, make_block, verify_certificate
 from tests import factory
 
 
-def _replica(net: factory.Network) -> Replica:
-    """Validator 0 of `net`, started, over an empty store."""
+def _replica(net: factory.Network, index: int = 0) -> Replica:
+    """Validator `index` of `net`, started, over an empty store."""
     committed: set[bytes] = set()
     replica = Replica(
         net.genesis,
-        0,
-        net.validator_keys[0],
+        index,
+        net.validator_keys[index],
         ChainHead.genesis(net.genesis),
         committed.__contains__,
     )
@@ -82,3 +88,77 @@ def test_a_vote_outside_the_window_is_dropped_without_a_signature_check() -> Non
     for msg in (stale, future, current):
         replica.handle(ev.Received(msg), factory.BASE_TIME_MS + 1)
     assert replica.counters["invalid_message:bad_signature"] == 1
+
+
+def _forged_pre_prepare(net: factory.Network, txs_count: int) -> m.PrePrepare:
+    """A PrePrepare claiming the primary of view 0, with a valid block but a forged signature."""
+    head = ChainHead.genesis(net.genesis)
+    body = tuple(
+        net.tx("fiscal-clerk0", f"fiscal/f/{i}", {"i": i}, factory.BASE_TIME_MS)
+        for i in range(txs_count)
+    )
+    block = make_block(head, body, factory.BASE_TIME_MS, 0, 0)
+    return m.PrePrepare(0, 1, block, 0, b"\x00" * 64)
+
+
+def test_a_forged_pre_prepare_costs_one_signature_check_not_one_per_tx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = factory.network(4)
+    replica = _replica(net, index=1)
+    forged = _forged_pre_prepare(net, 50)
+    checks: list[bytes] = []
+    real_verify = crypto.verify
+
+    def counting(key: bytes, domain: crypto.Domain, payload: bytes, sig: bytes) -> bool:
+        checks.append(sig)
+        return real_verify(key, domain, payload, sig)
+
+    monkeypatch.setattr(crypto, "verify", counting)
+    assert not replica.screen_pre_prepare(forged)  # what the node asks before admitting txs
+    assert len(checks) == 1  # the node drops it here: its txs are never looked at
+    checks.clear()
+    replica.handle(ev.Received(forged), factory.BASE_TIME_MS + 1)
+    assert len(checks) == 1  # handed in directly: the same single check
+    assert replica.counters["invalid_message:bad_signature"] == 2
+    genuine = m.sign(forged, net.validator_keys[0], net.genesis.chain_id)
+    checks.clear()
+    assert replica.screen_pre_prepare(genuine)
+    assert len(checks) == 1
+
+
+def test_a_pre_prepare_from_another_than_the_primary_is_dropped_before_its_signature() -> None:
+    net = factory.network(4)
+    replica = _replica(net, index=1)
+    forged = replace(_forged_pre_prepare(net, 1), sender=2)
+    assert not replica.screen_pre_prepare(forged)
+    assert replica.counters["invalid_message:not_primary"] == 1
+    assert replica.counters["invalid_message:bad_signature"] == 0
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "accepted"),
+    [
+        (0, True),
+        (BLOCK_STAMP_AHEAD_MS_MAX, True),
+        (BLOCK_STAMP_AHEAD_MS_MAX + 1, False),  # a primary's clock may not run the chain ahead
+        (29_000, False),  # within the clients' skew, which no longer bounds a block's stamp
+        (-BLOCK_STAMP_BEHIND_MS_MAX, True),
+        (-BLOCK_STAMP_BEHIND_MS_MAX - 1, False),  # nor may it freeze the chain's time
+    ],
+)
+def test_a_proposal_is_prepared_only_if_stamped_near_the_replicas_own_clock(
+    offset_ms: int, accepted: bool
+) -> None:
+    net = factory.network(4)
+    now = factory.BASE_TIME_MS + 100_000
+    replica = _replica(net, index=1)
+    tx = net.tx("fiscal-clerk0", "fiscal/t/1", {"i": 1}, now - 100_000)
+    head = ChainHead.genesis(net.genesis)
+    block = make_block(head, (tx,), now + offset_ms, 0, 0)
+    pp = m.sign(m.PrePrepare(0, 1, block, 0), net.validator_keys[0], net.genesis.chain_id)
+    actions = replica.handle(ev.Received(pp), now)
+    prepared = [a for a in actions if isinstance(a, ev.Broadcast)
+                and isinstance(a.message, m.Prepare)]  # fmt: skip
+    assert bool(prepared) == accepted
+    assert replica.counters["invalid_message:stamp"] == (0 if accepted else 1)

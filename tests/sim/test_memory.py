@@ -10,7 +10,7 @@ grow between the first and the last sample once the caches are warm.
 from collections import deque
 from typing import Final
 
-from consensus import replica as replica_module
+from consensus import signatures, viewstate
 from consensus.replica import Replica, ReplicaConfig
 from ledger.genesis import Genesis
 from tests.sim.fastcrypto import memoized_verify
@@ -30,8 +30,8 @@ def log_bound(config: ReplicaConfig, n: int) -> int:
         window * per_height  # instances in the watermark window
         + 2 * window  # prepared proofs and waiting pre-prepares
         + (window + 1) * n  # checkpoint votes and own checkpoints in the window
-        + replica_module.VIEW_AHEAD_MAX * n  # ViewChanges for views ahead
-        + replica_module.VERIFIED_CACHE_MAX  # the signature cache
+        + viewstate.VIEW_AHEAD_MAX * n  # ViewChanges for views ahead
+        + signatures.VERIFIED_CACHE_MAX  # the signature cache
     )
 
 

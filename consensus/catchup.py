@@ -1,0 +1,108 @@
+"""Catch-up (state transfer): what peers report, which peer to fetch blocks from, and whether a
+fetched block may be applied.
+
+Owns the peers' reported views and heads, the fetch under way and the peers that answered
+badly. A replica that learns that f+1 peers (so one honest peer at least) are ahead fetches
+certified blocks from one of them; a block is applied only if it extends the head and its
+certificate verifies (`check_certified`). This object returns the fetch to make; the replica
+emits it, applies the blocks and arms the timer (`deadline_ms`).
+"""
+
+from dataclasses import dataclass
+
+from ledger.block import Block, Certificate, ChainHead, check_body, verify_certificate
+from ledger.errors import InvalidBlock
+from ledger.genesis import Genesis
+
+from consensus.events import FetchBlocks
+
+
+@dataclass(frozen=True)
+class Fetching:
+    peer: int
+    since_ms: int
+
+
+class CatchUp:
+    def __init__(self, index: int, weak_quorum: int, blocks_max: int, timeout_ms: int) -> None:
+        self._index = index
+        self._weak = weak_quorum
+        self._blocks_max = blocks_max
+        self._timeout_ms = timeout_ms
+        self.peer_status: dict[int, tuple[int, int]] = {}  # peer -> (view, committed height)
+        self.fetching: Fetching | None = None
+        self._bad_peers: set[int] = set()
+
+    def note(self, peer: int, view: int | None, height: int) -> None:
+        old_view, old_height = self.peer_status.get(peer, (0, 0))
+        self.peer_status[peer] = (old_view if view is None else view, max(old_height, height))
+
+    def peers_ahead(self) -> int:
+        """The highest head that f+1 peers (so one honest peer at least) report: 0 if unknown."""
+        heights = sorted((h for _, h in self.peer_status.values()), reverse=True)
+        return heights[self._weak - 1] if len(heights) >= self._weak else 0
+
+    def deadline_ms(self) -> int | None:
+        return None if self.fetching is None else self.fetching.since_ms + self._timeout_ms
+
+    def catch_up(self, height: int, now_ms: int) -> FetchBlocks | None:
+        """The fetch to make if f+1 peers are ahead of `height` and none is under way."""
+        target = self.peers_ahead()
+        if target <= height or self.fetching is not None:
+            return None
+        ahead = [p for p, (_, h) in sorted(self.peer_status.items()) if h >= target]
+        fresh = [p for p in ahead if p not in self._bad_peers]
+        if not fresh:
+            self._bad_peers.clear()  # every peer ahead failed once: give them all a new chance
+            fresh = ahead
+        return self.fetch(fresh[height % len(fresh)], height, target, now_ms)
+
+    def fetch(self, peer: int, height: int, target: int, now_ms: int) -> FetchBlocks | None:
+        """Ask `peer` for the blocks above `height` up to `target` (a bounded number)."""
+        if self.fetching is not None or peer == self._index:
+            return None
+        self.fetching = Fetching(peer, now_ms)
+        return FetchBlocks(peer, height + 1, min(target, height + self._blocks_max))
+
+    def answered(self, peer: int) -> bool:
+        """The fetch from `peer` is answered (or gave up on); False if we no longer wait."""
+        if self.fetching is None or self.fetching.peer != peer:
+            return False
+        self.fetching = None
+        return True
+
+    def certified(
+        self, peer: int, fetched: tuple[tuple[Block, Certificate], ...], head: ChainHead,
+        genesis: Genesis,
+    ) -> tuple[list[tuple[Block, Certificate]], int]:  # fmt: skip
+        """The fetched blocks that may be applied, in order, and 1 if `peer` sent a forgery.
+
+        A peer whose answer gave nothing to apply is asked last next time."""
+        good: list[tuple[Block, Certificate]] = []
+        forged = 0
+        for block, cert in fetched:
+            if block.height <= head.height:
+                continue
+            try:
+                check_certified(block, cert, head, genesis)
+            except InvalidBlock:
+                forged = 1
+                break
+            good.append((block, cert))
+            head = head.advance(block)
+        if good:
+            self._bad_peers.discard(peer)
+        else:
+            self._bad_peers.add(peer)
+        return good, forged
+
+
+def check_certified(block: Block, cert: Certificate, head: ChainHead, genesis: Genesis) -> None:
+    """A fetched block is trusted only if it extends our head and carries a valid certificate."""
+    header = block.header
+    if header.height != head.height + 1 or header.prev_hash != head.hash:
+        raise InvalidBlock("fetched block does not extend the head")
+    if header.history_root != head.history.root():
+        raise InvalidBlock("fetched block has a wrong history root")
+    check_body(block)
+    verify_certificate(cert, block, genesis)

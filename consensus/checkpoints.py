@@ -1,0 +1,49 @@
+"""Checkpoints: every `checkpoint_interval` blocks, a quorum agreeing on the chain so far.
+
+Owns the checkpoint votes inside the watermark window and the stable checkpoint. A checkpoint
+becomes stable when a quorum of validators signed the same block hash at its height *and* this
+replica committed that block itself (its own vote is among them); everything at or below it is
+then void and may be forgotten. The replica sends its own checkpoints and carries out the
+forgetting (`Journal.collect`); this object only counts.
+"""
+
+from consensus import messages as m
+
+
+class Checkpoints:
+    def __init__(self, interval: int, quorum: int) -> None:
+        assert interval >= 1
+        assert quorum >= 1
+        self.interval = interval
+        self._quorum = quorum
+        self.stable = 0  # height of the last stable checkpoint (0: the genesis)
+        self._votes: dict[int, dict[int, tuple[bytes, bytes]]] = {}  # height -> sender -> vote
+        self._own: dict[int, bytes] = {}  # height -> hash of the block this replica committed
+
+    def is_due(self, height: int) -> bool:
+        return height % self.interval == 0
+
+    def own(self, cp: m.Checkpoint, limit: int) -> int | None:
+        """Record this replica's own checkpoint; the newly stable height, if one is."""
+        self._own[cp.height] = cp.block_hash
+        return self.record(cp, limit)
+
+    def record(self, cp: m.Checkpoint, limit: int) -> int | None:
+        """Count a vote (signature already checked) at a height up to `limit`; return the
+        height that became stable by it, if one did."""
+        if not self.stable < cp.height <= limit:
+            return None
+        votes = self._votes.setdefault(cp.height, {})
+        votes.setdefault(cp.sender, (cp.block_hash, cp.signature))
+        own = self._own.get(cp.height)
+        matching = sum(1 for digest, _ in votes.values() if digest == own)
+        if own is None or matching < self._quorum:
+            return None
+        self.stable = cp.height
+        for table in (self._votes, self._own):
+            for h in [h for h in table if h <= cp.height]:
+                del table[h]
+        return cp.height
+
+    def size(self) -> int:
+        return sum(len(v) for v in self._votes.values()) + len(self._own)

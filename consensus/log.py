@@ -1,0 +1,122 @@
+"""The replica's log: the consensus instances of the heights in flight, in the current view.
+
+Owns, for the heights above the committed head and within the watermark window, the instance
+of each height (its accepted block and votes, `consensus/instance.py`), the prepared proofs
+(kept across views: a ViewChange carries them) and the pre-prepares that wait for their parent.
+It answers questions about the chain of accepted blocks above the head (the parent of a height,
+the tip, the txs already in flight) and forgets what a commit or a view change makes void. It
+never signs, sends or persists: the replica does, from what this returns.
+"""
+
+from collections.abc import Callable, Iterator
+
+from ledger.block import Block, ChainHead
+
+from consensus import messages as m
+from consensus.instance import Instance
+
+
+class Log:
+    def __init__(self) -> None:
+        self.slots: dict[int, Instance] = {}
+        self.prepared: dict[int, m.PreparedProof] = {}  # kept across views until committed
+        self.waiting: dict[int, m.PrePrepare] = {}  # pre-prepares whose parent is not here yet
+
+    def slot(self, height: int, view: int) -> Instance:
+        return self.slots.setdefault(height, Instance(height, view))
+
+    def accepted(self, height: int) -> Block | None:
+        slot = self.slots.get(height)
+        return None if slot is None else slot.block
+
+    def restore(self, head: ChainHead, view: int, chain: tuple[Block, ...]) -> None:
+        """Accept again the blocks accepted before a restart (each on the last, from `head`)."""
+        parent = head
+        for block in chain:
+            slot = self.slot(block.height, view)
+            slot.accept(block, parent)
+            assert slot.head_after is not None
+            parent = slot.head_after
+
+    def parent(self, height: int, head: ChainHead) -> ChainHead | None:
+        """The head a block at `height` extends: the committed head, or the block below."""
+        if height == head.height + 1:
+            return head
+        below = self.slots.get(height - 1)
+        return below.head_after if below is not None else None
+
+    def tip(self, head: ChainHead) -> ChainHead:
+        """The head after every block accepted in this view, in order."""
+        tip = head
+        while (slot := self.slots.get(tip.height + 1)) is not None and slot.head_after:
+            tip = slot.head_after
+        return tip
+
+    def blocks_in_flight(self) -> Iterator[tuple[int, bytes, frozenset[bytes]]]:
+        """(height, hash, tx ids) of every accepted block above the head."""
+        return ((h, s.block.hash, s.tx_ids) for h, s in self.slots.items() if s.block is not None)
+
+    def seen_below(
+        self, height: int, committed: Callable[[bytes], bool]
+    ) -> Callable[[bytes], bool]:
+        """Is a tx committed, or in an accepted block below `height` (so not again)?"""
+        earlier = [s.tx_ids for h, s in self.slots.items() if h < height and s.block]
+
+        def seen(tx_id: bytes) -> bool:
+            return committed(tx_id) or any(tx_id in ids for ids in earlier)
+
+        return seen
+
+    def newly_prepared(self, quorum: int) -> list[m.PreparedProof]:
+        """Proofs of the instances that reached a quorum of Prepares just now (kept here)."""
+        proofs = []
+        for height in sorted(self.slots):
+            slot = self.slots[height]
+            if slot.reaches_prepared(quorum):
+                proof = slot.prepared_proof(quorum)
+                self.prepared[height] = proof
+                proofs.append(proof)
+        return proofs
+
+    def committed(self, block: Block) -> None:
+        """`block` is the new head: forget its height and below, and votes it made void."""
+        for table in (self.slots, self.prepared, self.waiting):
+            for height in [h for h in table if h <= block.height]:
+                del table[height]
+        nxt = self.slots.get(block.height + 1)
+        if nxt is not None and nxt.block is not None and nxt.block.header.prev_hash != block.hash:
+            self.slots.clear()  # built on a block that lost: those votes are void
+
+    def new_view(self) -> None:
+        """Instances belong to a view: a new one starts empty (prepared proofs stay)."""
+        self.slots.clear()
+        self.waiting.clear()
+
+    def take_waiting(self, view: int) -> list[m.PrePrepare]:
+        """The buffered pre-prepares of `view`, lowest height first (the buffer empties)."""
+        waiting = [pp for _, pp in sorted(self.waiting.items()) if pp.view == view]
+        self.waiting.clear()
+        return waiting
+
+    def own_messages(self) -> Iterator[m.Message]:
+        """This replica's own messages of the heights in flight, to send again."""
+        for height in sorted(self.slots):
+            slot = self.slots[height]
+            for msg in (slot.own_pre_prepare, slot.own_prepare, slot.own_commit):
+                if msg is not None:
+                    yield msg
+
+    def within(self, low: int, high: int) -> bool:
+        """Every entry lies above `low`, instances and waiting pre-prepares up to `high`."""
+        return (
+            all(low < h <= high for h in self.slots)
+            and all(low < h <= high for h in self.waiting)
+            and all(h > low for h in self.prepared)
+        )
+
+    def size(self) -> int:
+        return (
+            sum(1 + s.vote_count() for s in self.slots.values())
+            + len(self.prepared)
+            + len(self.waiting)
+        )

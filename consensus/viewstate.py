@@ -1,0 +1,128 @@
+"""The view and the view change under way: the state beside the pure rules of viewchange.py.
+
+Owns the current view, whether a view change is under way, the ViewChanges received for this
+view and the views just above it, this replica's own ViewChange (re-sent while no NewView
+comes), the NewView that installed the view (handed to replicas left behind), the selection
+still waiting for missing blocks, and the back-off of repeated attempts. It decides nothing
+about blocks and emits nothing: the replica asks it, and sends what it returns.
+"""
+
+from dataclasses import dataclass
+from typing import Final
+
+from ledger.genesis import Genesis
+
+from consensus import messages as m
+from consensus.signatures import SignatureCache
+from consensus.viewchange import Selection, check_view_change
+
+VIEW_AHEAD_MAX: Final = 64  # ViewChanges kept for views at most this far above ours
+BACKOFF_DOUBLINGS_MAX: Final = 16
+
+
+@dataclass(frozen=True)
+class Sent:
+    """This replica's ViewChange for the current view, and when it (last) went out."""
+
+    message: m.ViewChange
+    at_ms: int
+    patience_ms: int  # how long to wait for the NewView before trying again
+
+
+class ViewState:
+    def __init__(self, genesis: Genesis, index: int, timeout_max_ms: int) -> None:
+        self._genesis = genesis
+        self._index = index
+        self._n = len(genesis.validators)
+        self._quorum = genesis.quorums.commit
+        self._weak = genesis.quorums.weak
+        self._timeout_max_ms = timeout_max_ms
+        self.view = 0
+        self.in_view_change = False
+        self.votes: dict[int, dict[int, m.ViewChange]] = {}  # view -> sender -> ViewChange
+        self.sent: Sent | None = None
+        self.new_view: m.NewView | None = None  # the one that installed `view`, if any
+        self.deferred: Selection | None = None  # installed once the head reaches its base
+        self._attempts = 0  # view changes since the last commit (the back-off exponent)
+
+    @property
+    def primary(self) -> int:
+        return self.view % self._n
+
+    def start(self, new_view: int) -> None:
+        assert new_view > self.view or (new_view == self.view and self.in_view_change)
+        self.view = new_view
+        self.in_view_change = True
+        self.deferred = None
+        self.new_view = None
+
+    def own(self, vc: m.ViewChange, now_ms: int) -> None:
+        """Our ViewChange for the current view goes out (again): wait longer each attempt."""
+        assert vc.new_view == self.view
+        assert vc.sender == self._index
+        base = self._genesis.params.view_change_timeout_ms
+        patience = min(base << min(self._attempts, BACKOFF_DOUBLINGS_MAX), self._timeout_max_ms)
+        self._attempts += 1
+        self.sent = Sent(vc, now_ms, patience)
+        self.votes.setdefault(self.view, {})[self._index] = vc
+
+    def deadline_ms(self) -> int | None:
+        if not self.in_view_change or self.sent is None:
+            return None
+        return self.sent.at_ms + self.sent.patience_ms
+
+    def committed(self) -> None:
+        self._attempts = 0
+
+    def is_stale(self, view: int) -> bool:
+        """A ViewChange or NewView for `view` asks for nothing new."""
+        return view < self.view or (view == self.view and not self.in_view_change)
+
+    def add(self, vc: m.ViewChange, window: int) -> int | None:
+        """Count a peer's ViewChange (signature checked); the view to join, if f+1 want one
+        above ours (at least one honest replica does: join the lowest of them)."""
+        assert not self.is_stale(vc.new_view)
+        if vc.new_view > self.view + VIEW_AHEAD_MAX:
+            return None
+        check_view_change(vc, self._genesis, window)
+        self.votes.setdefault(vc.new_view, {})[vc.sender] = vc
+        above = {s for v, d in self.votes.items() if v > self.view for s in d}
+        if len(above) < self._weak:
+            return None
+        return min(v for v, d in self.votes.items() if v > self.view and d)
+
+    def quorum_for_new_view(self) -> tuple[m.ViewChange, ...] | None:
+        """The ViewChanges for our NewView, if we are the new primary and have a quorum."""
+        votes = self.votes.get(self.view, {})
+        if self.primary != self._index or not self.in_view_change or len(votes) < self._quorum:
+            return None
+        return tuple(votes[s] for s in sorted(votes)[: self._quorum])
+
+    def has_quorum_support(self) -> bool:
+        """A quorum asked for this view or a later one (so its primary, not we, failed)."""
+        support = {s for v, d in self.votes.items() if v >= self.view for s in d}
+        return len(support) >= self._quorum
+
+    def check_new_view(self, nv: m.NewView, signatures: SignatureCache, window: int) -> None:
+        """Raise `InvalidMessage` unless `nv` is a valid NewView (its own signature apart)."""
+        if nv.sender != nv.view % self._n:
+            raise m.InvalidMessage(m.Reason.NOT_PRIMARY, "not from the primary of that view")
+        senders = [vc.sender for vc in nv.view_changes]
+        if len(set(senders)) != len(senders) or len(senders) < self._quorum:
+            raise m.InvalidMessage(m.Reason.NEW_VIEW, "needs view changes of a quorum")
+        for vc in nv.view_changes:
+            if vc.new_view != nv.view or not 0 <= vc.sender < self._n:
+                raise m.InvalidMessage(m.Reason.NEW_VIEW, "a view change for another view")
+            if not signatures.verify(vc):
+                raise m.InvalidMessage(m.Reason.NEW_VIEW, "a view change's bad signature")
+            check_view_change(vc, self._genesis, window)
+
+    def install(self, nv: m.NewView) -> None:
+        self.view = nv.view
+        self.in_view_change = False
+        self.new_view = nv
+        for v in [v for v in self.votes if v <= nv.view]:
+            del self.votes[v]
+
+    def size(self) -> int:
+        return sum(len(v) for v in self.votes.values())
