@@ -16,7 +16,11 @@ for peer messages (`Runtime.receive`, to collect messages to replay) and the blo
   validator as sender, envelopes for another chain, truncated envelopes, random bytes, and tx
   batches holding a tx with a forged client signature;
 - serve-forged: blocks it serves for state transfer carry broken certificates (a flipped vote,
-  a certificate signed by itself alone, or a real certificate under another block).
+  a certificate signed by itself alone, or a real certificate under another block);
+- censor (not among the default behaviours): it never admits the txs of one client
+  (`--victim`, by default the first of the genesis by id) that other validators relay to it,
+  so as primary it proposes every client's txs but that one's and otherwise follows the
+  protocol (its own API, which the tests' clients do not use, is left as it is).
 
 What it did is logged (logger `cityledger.byzantine`), counted per kind every 200 actions.
 """
@@ -45,7 +49,8 @@ from node import main as node_main
 from node.config import Identity, load, load_identity
 from node.peers import PeerTransport
 
-BEHAVIOURS: Final = ("equivocate", "replay", "forge", "serve-forged")
+BEHAVIOURS: Final = ("equivocate", "replay", "forge", "serve-forged", "censor")
+DEFAULT_BEHAVIOURS: Final = ("equivocate", "replay", "forge", "serve-forged")
 REPLAY_POOL_MAX: Final = 512
 REPLAY_ODDS: Final = 0.5  # per message sent: also send one old envelope
 FORGE_ODDS: Final = 0.3  # per message sent: also send one forged envelope
@@ -56,7 +61,9 @@ log = logging.getLogger("cityledger.byzantine")
 class Liar:
     """Everything the Byzantine node holds: its key, the chain, a seeded rng, what it saw."""
 
-    def __init__(self, identity: Identity, rng: random.Random, behaviours: set[str]) -> None:
+    def __init__(
+        self, identity: Identity, rng: random.Random, behaviours: set[str], victim: str = ""
+    ) -> None:
         self.identity = identity
         self.chain_id = identity.genesis.chain_id
         self.n = len(identity.genesis.validators)
@@ -66,6 +73,7 @@ class Liar:
         self.seen_count = 0
         self.counts: Counter[str] = Counter()
         self.shown: dict[tuple[int, int], tuple[Block, frozenset[int]]] = {}  # (view, h) -> alt
+        self.victim = victim or min(identity.genesis.clients)  # whose txs the censor keeps out
 
     def count(self, what: str) -> None:
         self.counts[what] += 1
@@ -164,6 +172,14 @@ class Liar:
             key="fiscal/forged", type_="forged", body={"forged": True},
         )  # fmt: skip
 
+    def censored(self, batch: Sequence[txs.Transaction]) -> list[txs.Transaction]:
+        """`batch` without the victim's txs (every other tx goes through as usual)."""
+        kept = [t for t in batch if t.client_id != self.victim]
+        if len(kept) < len(batch):
+            self.count("censored a relayed tx")
+            log.info("censoring", extra={"client": self.victim, "txs": len(batch) - len(kept)})
+        return kept
+
     # --- what it serves -----------------------------------------------------------------------
 
     def forged_blocks(self, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -211,6 +227,11 @@ def install(liar: Liar) -> None:
             liar.remember(raw)
         await honest_receive(self, envelopes)
 
+    honest_admit = node.runtime.Runtime._admit_relayed
+
+    async def admit_relayed(self: node.runtime.Runtime, batch: Sequence[txs.Transaction]) -> None:
+        await honest_admit(self, liar.censored(batch))
+
     honest_blocks = node.app.get_peer_blocks
 
     async def get_peer_blocks(request: web.Request) -> web.StreamResponse:
@@ -225,19 +246,22 @@ def install(liar: Liar) -> None:
     node.runtime.Runtime.receive = receive  # type: ignore[method-assign]
     if "serve-forged" in liar.behaviours:
         node.app.get_peer_blocks = get_peer_blocks
+    if "censor" in liar.behaviours:
+        node.runtime.Runtime._admit_relayed = admit_relayed  # type: ignore[method-assign]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.faults.byzantine")
     parser.add_argument("config", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
+    parser.add_argument("--behaviours", default=",".join(DEFAULT_BEHAVIOURS))
+    parser.add_argument("--victim", default="", help="the client whose txs `censor` keeps out")
     args = parser.parse_args(argv)
     behaviours = {b for b in args.behaviours.split(",") if b}
     assert behaviours <= set(BEHAVIOURS), f"unknown behaviours: {behaviours - set(BEHAVIOURS)}"
     config = load(args.config)
     node_main.setup_logging(config.log_level)
-    liar = Liar(load_identity(config), random.Random(args.seed), behaviours)
+    liar = Liar(load_identity(config), random.Random(args.seed), behaviours, args.victim)
     install(liar)
     log.info("byzantine node", extra={"behaviours": sorted(behaviours), "seed": args.seed})
     asyncio.run(node_main.serve(config))

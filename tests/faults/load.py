@@ -30,6 +30,7 @@ class Ack:
     height: int
     index: int
     node: int
+    client: str = ""  # the client that signed the tx
 
 
 @dataclass
@@ -79,7 +80,9 @@ class Load:
             self.outcomes[f"no answer ({type(exc).__name__})"] += 1
             return
         if status == 200 and body.get("status") == "committed":
-            self.acked[tx.tx_id] = Ack(time.monotonic(), body["height"], body["index"], node)
+            self.acked[tx.tx_id] = Ack(
+                time.monotonic(), body["height"], body["index"], node, tx.client_id
+            )
             self.outcomes["committed"] += 1
         else:
             self.outcomes[f"{status} {body.get('status') or body.get('error')}"] += 1

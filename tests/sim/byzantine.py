@@ -70,6 +70,10 @@ class Behaviour:
         """What this node answers to a block fetch whose honest answer is `served`."""
         return served
 
+    def admits(self, tx: txs.Transaction) -> bool:  # noqa: ARG002
+        """Whether this node's shell lets `tx` into its replica's pool at all."""
+        return True
+
 
 Honest = Behaviour
 
@@ -325,7 +329,30 @@ def _with_forged_tx(msg: m.PrePrepare) -> m.PrePrepare:
     return dataclasses.replace(msg, block=blocks.Block(header, body, header.hash()), signature=b"")
 
 
+class Censor(Behaviour):
+    """Never lets one client's txs into its pool (the first client of the genesis, by id), so
+    as primary it proposes every client's txs but that one's, and otherwise follows the
+    protocol: the primary that commits other work while one client waits forever."""
+
+    name = "censor"
+    honest = False
+
+    def __init__(self, wire: Wire) -> None:
+        super().__init__(wire)
+        self.victim = min(wire.genesis.clients)
+        self.censored = 0  # the victim's txs it kept out of its pool
+
+    def admits(self, tx: txs.Transaction) -> bool:
+        if tx.client_id != self.victim:
+            return True
+        self.censored += 1
+        return False
+
+
 BEHAVIOURS: Final[dict[str, type[Behaviour]]] = {
-    b.name: b for b in (Honest, Silent, Equivocator, Replayer, Forger)
+    b.name: b for b in (Honest, Silent, Equivocator, Replayer, Forger, Censor)
 }
-BYZANTINE_KINDS: Final = tuple(name for name, b in BEHAVIOURS.items() if not b.honest)
+# The kinds the `byzantine` fault family draws from; `censor` is a fault family of its own.
+BYZANTINE_KINDS: Final = tuple(
+    name for name, b in BEHAVIOURS.items() if not b.honest and name != Censor.name
+)

@@ -23,7 +23,7 @@ from tests.sim.network import NetParams
 from tests.sim.simulator import Simulator
 
 FAULT_CLASSES: Final = (
-    "loss", "duplicate", "reorder", "partition", "filter", "crash", "byzantine",
+    "loss", "duplicate", "reorder", "partition", "filter", "crash", "byzantine", "censor",
 )  # fmt: skip
 # `filter` drops one kind of consensus message towards some nodes for a while: the precise,
 # adversarial losses (e.g. Commits reach only one replica) that random loss rarely produces.
@@ -122,6 +122,12 @@ def make_plan(seed: int, nodes: int, faults: Iterable[str]) -> Plan:
         if who and 0 not in who and rng.random() < 0.5:
             who[0] = 0  # the primary of view 0: equivocation needs a primary
         byzantine = {i: rng.choice(BYZANTINE_KINDS) for i in sorted(who)}
+    if "censor" in chosen and len(byzantine) < f:
+        # Its own rng, so that adding the family left every other draw of a plan as it was.
+        censor_rng = random.Random(f"cityledger-sim-censor/{seed}/{nodes}")
+        free = [i for i in range(nodes) if i not in byzantine]
+        pick = 0 if 0 in free and censor_rng.random() < 0.5 else censor_rng.choice(free)
+        byzantine[pick] = "censor"
     honest = [i for i in range(nodes) if i not in byzantine]
     steps: list[Step] = []
     down: list[int] = []

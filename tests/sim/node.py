@@ -181,6 +181,8 @@ class SimNode:
             except InvalidTransaction as exc:
                 self.counters[f"tx_rejected:{exc.reason}"] += 1
                 continue
+            if self.behaviour is not None and not self.behaviour.admits(tx):
+                continue
             seen.add(tx.tx_id)
             passed.append((tx, client))
         claim = self.gate.claim([tx for tx, _ in passed])

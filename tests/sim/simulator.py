@@ -43,6 +43,7 @@ from consensus.events import (
     Start,
     Timeout,
     Timer,
+    TxsExpired,
 )
 from consensus.replica import Replica, ReplicaConfig
 from node.ordering import Write
@@ -499,6 +500,8 @@ class Simulator:
             case FetchBlocks():
                 self._check_peer(node, action.peer, action)
                 self._fetch(node, action)
+            case TxsExpired():
+                node.counters["txs_expired"] += len(action.tx_ids)
             case _:
                 raise Violation("contract", f"n{node.index} returned {action!r}")
 
