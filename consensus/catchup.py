@@ -5,7 +5,8 @@ Owns the peers' reported views and heads, the fetch under way and the peers that
 badly. A replica that learns that f+1 peers (so one honest peer at least) are ahead fetches
 certified blocks from one of them; a block is applied only if it extends the head and its
 certificate verifies (`check_certified`). This object returns the fetch to make; the replica
-emits it, applies the blocks and arms the timer (`deadline_ms`).
+emits it, applies the blocks and arms the timer (`deadline_ms`). Status gossip on the
+retransmit timer tells each replica the others' views and heads.
 """
 
 from dataclasses import dataclass

@@ -22,6 +22,8 @@ from ledger.block import Block
 from ledger.genesis import ConsensusParams
 from ledger.primitives import TX_BYTES_MAX
 
+from consensus.pool import TxPool
+
 
 def has_room(block: Block, params: ConsensusParams) -> bool:
     """Could the proposer have added one more tx of any size to `block`?"""
@@ -40,3 +42,37 @@ def censorship_deadline(
     if roomy_commit_ms <= waiting_since + timeout_ms // 2:
         return None  # nothing with room committed since: an honest primary may be busy
     return waiting_since + timeout_ms
+
+
+class CensorshipWatch:
+    """What the rule needs to remember: when the current view began here, and when the last
+    block with room committed here through consensus."""
+
+    def __init__(self, params: ConsensusParams) -> None:
+        self._params = params
+        self._view_since_ms = 0
+        self._roomy_commit_ms: int | None = None
+
+    def new_view(self, now_ms: int) -> None:
+        self._view_since_ms = now_ms
+
+    def committed(self, block: Block, now_ms: int) -> None:
+        """`block` committed through consensus (never call it for state transfer)."""
+        if has_room(block, self._params):
+            self._roomy_commit_ms = now_ms
+
+    def deadline_ms(self, pool: TxPool) -> int | None:
+        return censorship_deadline(
+            pool.oldest_arrival_ms(), self._view_since_ms, self._roomy_commit_ms,
+            self._params.view_change_timeout_ms,
+        )  # fmt: skip
+
+    def passed_over(self, pool: TxPool, now_ms: int) -> bool:
+        """Blocks with room committed while our oldest tx waited a quarter of the timeout:
+        time to re-send it to the primary, before we hold the primary to it."""
+        oldest = pool.oldest_arrival_ms()
+        if oldest is None or self._roomy_commit_ms is None:
+            return False
+        since = max(oldest, self._view_since_ms)
+        patience = self._params.view_change_timeout_ms // 4
+        return self._roomy_commit_ms > since and now_ms - since >= patience

@@ -8,12 +8,15 @@ the tip, the txs already in flight) and forgets what a commit or a view change m
 never signs, sends or persists: the replica does, from what this returns.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 
-from ledger.block import Block, ChainHead
+from ledger.block import Block, ChainHead, check_block
+from ledger.errors import InvalidBlock
+from ledger.genesis import Genesis
 
 from consensus import messages as m
 from consensus.instance import Instance
+from consensus.journal import Restored
 
 
 class Log:
@@ -22,18 +25,19 @@ class Log:
         self.prepared: dict[int, m.PreparedProof] = {}  # kept across views until committed
         self.waiting: dict[int, m.PrePrepare] = {}  # pre-prepares whose parent is not here yet
 
-    def slot(self, height: int, view: int) -> Instance:
+    def slot(self, view: int, height: int) -> Instance:
         return self.slots.setdefault(height, Instance(height, view))
 
     def accepted(self, height: int) -> Block | None:
         slot = self.slots.get(height)
         return None if slot is None else slot.block
 
-    def restore(self, head: ChainHead, view: int, chain: tuple[Block, ...]) -> None:
-        """Accept again the blocks accepted before a restart (each on the last, from `head`)."""
+    def restore(self, head: ChainHead, restored: Restored) -> None:
+        """Take back the proofs, and accept again the blocks accepted, before a restart."""
+        self.prepared.update(restored.prepared)
         parent = head
-        for block in chain:
-            slot = self.slot(block.height, view)
+        for block in restored.accepted:
+            slot = self.slot(restored.view, block.height)
             slot.accept(block, parent)
             assert slot.head_after is not None
             parent = slot.head_after
@@ -66,6 +70,21 @@ class Log:
             return committed(tx_id) or any(tx_id in ids for ids in earlier)
 
         return seen
+
+    def checked_parent(
+        self, block: Block, head: ChainHead, genesis: Genesis, committed: Callable[[bytes], bool],
+        signatures_checked: Container[bytes],
+    ) -> ChainHead:  # fmt: skip
+        """The head `block` extends, once it passed every ledger rule against it (its txs new
+        to the chain and to the blocks below it here); raise `InvalidBlock` otherwise."""
+        parent = self.parent(block.height, head)
+        if parent is None:
+            raise InvalidBlock("the block below is not here")
+        check_block(
+            block, parent, genesis, is_committed=self.seen_below(block.height, committed),
+            signatures_checked=signatures_checked,
+        )  # fmt: skip
+        return parent
 
     def newly_prepared(self, quorum: int) -> list[m.PreparedProof]:
         """Proofs of the instances that reached a quorum of Prepares just now (kept here)."""

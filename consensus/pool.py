@@ -8,8 +8,11 @@ the pool when they commit or when their timestamp falls out of the time-to-live.
 import itertools
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
+from typing import Final
 
 from ledger.tx import Transaction
+
+RELAY_AGAIN_MAX: Final = 1000  # pending txs re-sent to the primary at once
 
 
 @dataclass

@@ -14,26 +14,11 @@ Contract with the shell (the node, or the simulator):
 - Read-only: `view`, `primary`, `committed_height`, `head`, `pending`, `pool_free`,
   `in_view_change`, `counters`, `has_pending(tx_id)`, `pending_tx(tx_id)`, `log_size()`.
 
-Protocol, per height h of the chain (the PBFT sequence number):
-- The primary of view v (validator v mod n) proposes a block in a PrePrepare; every replica,
-  the primary included, validates it in full (`ledger.block.check_block`, the block's stamp
-  against its own clock) and persists its acceptance before it sends Prepare.
-- On a quorum q of matching Prepares (q = 2f+1 when n = 3f+1; see `ledger.genesis.Quorums`)
-  the block is prepared (the proof is persisted); a replica sends
-  Commit for h only once it has sent Commit for h-1 in this view (or h-1 is committed). q
-  matching Commits form the block's certificate; blocks commit strictly in height order.
-- Up to `pipeline_depth` heights are in flight; messages beyond the `window` above the head are
-  ignored. Every `checkpoint_interval` blocks a signed Checkpoint; q make it stable and the
-  persisted promises below it are dropped. Memory is bounded by the window, not the chain.
-- No progress on pending work within the view-change timeout starts a view change; f+1
-  ViewChanges for later views make a replica join the lowest; the new primary sends NewView
-  with q ViewChanges and every replica recomputes what it re-proposes
-  (consensus/viewchange.py). A view change that gets no quorum is re-sent, not escalated,
-  so a lone replica cannot run ahead; one with a quorum whose primary fails moves on, with a
-  back-off capped at `view_change_timeout_max_ms`.
-- Status gossip on the retransmit timer re-sends own votes when stalled, hands a NewView to a
-  replica left in an older view, and starts state transfer when f+1 peers are ahead: certified
-  blocks are fetched and applied only if they extend the head and their certificate verifies.
+The protocol (PBFT with the block height as sequence number, docs/protocol.md section 13):
+this class runs the normal case, a block pre-prepared, prepared and committed in height order
+with up to `pipeline_depth` heights in flight within the `window` above the head; no progress,
+or a tx passed over by blocks with room (consensus/censorship.py), starts a view change
+(consensus/viewstate.py); a replica left behind catches up (consensus/catchup.py).
 
 This class owns the log of the heights in flight (instances, prepared proofs, pre-prepares
 waiting for their parent), the committed head and the pool; each other kind of state has its
@@ -44,18 +29,17 @@ Timers are not kept in fields: `_wanted_timers` derives every deadline from the 
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import tx as txs
-from ledger.block import Block, Certificate, ChainHead, check_block, make_block
+from ledger.block import Block, Certificate, ChainHead, make_block
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
 
 from consensus import messages as m
 from consensus.blocktime import stamp_in_bounds
 from consensus.catchup import CatchUp
-from consensus.censorship import censorship_deadline, has_room
+from consensus.censorship import CensorshipWatch
 from consensus.checkpoints import Checkpoints
 from consensus.config import ReplicaConfig
 from consensus.events import (
@@ -65,6 +49,7 @@ from consensus.events import (
     ClientTxs,
     CommitBlock,
     Event,
+    FetchBlocks,
     Received,
     Send,
     Start,
@@ -75,7 +60,7 @@ from consensus.events import (
 from consensus.instance import Instance
 from consensus.journal import Journal
 from consensus.log import Log
-from consensus.pool import TxPool
+from consensus.pool import RELAY_AGAIN_MAX, TxPool
 from consensus.proposer import Proposer
 from consensus.signatures import SignatureCache
 from consensus.timers import Timers
@@ -83,8 +68,6 @@ from consensus.viewchange import Selection, select
 from consensus.viewstate import ViewState
 
 __all__ = ["Replica", "ReplicaConfig"]
-
-RELAY_AGAIN_MAX: Final = 1000  # pending txs re-sent to the primary per stalled tick
 
 
 class Replica:
@@ -126,8 +109,7 @@ class Replica:
         self._last_progress_ms = 0  # the last commit, new view, or moment with nothing pending
         self._last_tick_ms: int | None = None  # the last retransmit tick (None before Start)
         self._tick_height = -1  # committed height at the last retransmit tick
-        self._view_since_ms = 0  # when the current view began here (or the replica started)
-        self._roomy_commit_ms: int | None = None  # the last block with room committed here
+        self.censorship = CensorshipWatch(genesis.params)
         self._timers = Timers()
         self._restore(persisted or {})
 
@@ -150,10 +132,6 @@ class Replica:
         return self.head.height
 
     @property
-    def stable_checkpoint(self) -> int:
-        return self.checkpoints.stable
-
-    @property
     def pending(self) -> int:
         return len(self.pool)
 
@@ -168,18 +146,20 @@ class Replica:
         """The pooled tx with this id (the shell decodes peer messages against the pool)."""
         return self.pool.get(tx_id)
 
-    def screen_pre_prepare(self, pp: m.PrePrepare) -> bool:
-        """The cheap checks of a PrePrepare, its own signature last: False if the replica
-        drops it (counted here, as `handle` would). The shell admits a block's unknown txs
-        (hundreds of client signature checks) only after this: a forgery costs one check."""
-        if not self._sender_ok(pp):
+    def screen(self, msg: m.Message) -> bool:
+        """The cheap checks of a peer message, its signature last: False if the replica drops
+        it (counted here, as `handle` would). The node screens a PrePrepare before it admits
+        the block's unknown txs (hundreds of client signatures): a forgery costs one check."""
+        if msg.sender == self.index or not 0 <= msg.sender < len(self.genesis.validators):
+            self._invalid(m.Reason.SENDER)
             return False
-        if not self._in_window(pp.view, pp.height):
-            return False  # not one we take part in, whatever its signature
-        if pp.sender != self.primary:
+        per_height = msg if isinstance(msg, m.PrePrepare | m.Prepare | m.Commit) else None
+        if per_height and not self._in_window(per_height.view, per_height.height):
+            return False  # not a height we take part in, whatever its signature
+        if isinstance(msg, m.PrePrepare) and msg.sender != self.primary:
             self._invalid(m.Reason.NOT_PRIMARY)
             return False
-        if not self.signatures.verify(pp):
+        if not self.signatures.verify(msg):
             self._invalid(m.Reason.BAD_SIGNATURE)
             return False
         return True
@@ -221,19 +201,17 @@ class Replica:
         assert committed == list(range(height_before + 1, low + 1)), "one block per height"
         assert self.log.within(low, high), "the log within the window"
 
-    # --- restart ----------------------------------------------------------------------------
-
     def _restore(self, persisted: Mapping[bytes, bytes]) -> None:
         """Rebuild what this replica promised before a restart, so it never votes otherwise."""
         restored = self.journal.restore(persisted, self.head, self.config.window)
         self.views.view, self.views.in_view_change = restored.view, restored.in_view_change
-        self.log.prepared.update(restored.prepared)
-        self.log.restore(self.head, restored.view, restored.accepted)
+        self.log.restore(self.head, restored)
 
     def _on_start(self) -> None:
-        self._last_progress_ms = self._view_since_ms = self._now
+        self._last_progress_ms = self._now
+        self.censorship.new_view(self._now)
         self._last_tick_ms = self._now
-        self._broadcast_status()
+        self._out.append(Broadcast(self._sign(m.Status(self.view, self.head.height, self.index))))
         if self.in_view_change:
             self._send_view_change()
             return
@@ -244,36 +222,24 @@ class Replica:
     # --- messages ---------------------------------------------------------------------------
 
     def _on_message(self, msg: m.Message) -> None:
-        if isinstance(msg, m.PrePrepare):
-            if not self.screen_pre_prepare(msg):
-                return
-        elif not self._sender_ok(msg):
-            return
-        elif isinstance(msg, m.Prepare | m.Commit) and not self._in_window(msg.view, msg.height):
-            return  # dropped unread whatever its signature (e.g. the vote after a quorum)
-        elif not self.signatures.verify(msg):
-            self._invalid(m.Reason.BAD_SIGNATURE)
+        if not self.screen(msg):
             return
         try:
             self._dispatch(msg)
         except m.InvalidMessage as exc:
             self._invalid(exc.reason)
 
-    def _sender_ok(self, msg: m.Message) -> bool:
-        if msg.sender == self.index or not 0 <= msg.sender < len(self.genesis.validators):
-            self._invalid(m.Reason.SENDER)
-            return False
-        return True
-
     def _dispatch(self, msg: m.Message) -> None:
         match msg:
             case m.PrePrepare():
                 self._on_pre_prepare(msg)
             case m.Prepare():
-                self._slot(msg.height).add_prepare(msg.sender, msg.block_hash, msg.signature)
+                slot = self.log.slot(self.view, msg.height)
+                slot.add_prepare(msg.sender, msg.block_hash, msg.signature)
                 self._progress()
             case m.Commit():
-                self._slot(msg.height).add_commit(msg.sender, msg.block_hash, msg.signature)
+                slot = self.log.slot(self.view, msg.height)
+                slot.add_commit(msg.sender, msg.block_hash, msg.signature)
                 self._progress()
             case m.Checkpoint():
                 if not self.checkpoints.is_due(msg.height):
@@ -286,8 +252,7 @@ class Replica:
                 self._on_new_view(msg)
             case m.Status():
                 self.catchup.note(msg.sender, msg.view, msg.committed_height)
-                if msg.view < self.view and self.views.new_view and not self.in_view_change:
-                    self._out.append(Send(msg.sender, self.views.new_view))
+                self._out += self.views.remind(msg.sender, msg.view)
             case m.TxBatch():
                 raise m.InvalidMessage(m.Reason.NOT_FOR_REPLICA)
 
@@ -303,9 +268,6 @@ class Replica:
             and not self.in_view_change
             and self.head.height < height <= self._window_top()
         )
-
-    def _slot(self, height: int) -> Instance:
-        return self.log.slot(height, self.view)
 
     def _sign(self, msg: m.M) -> m.M:
         return m.sign(msg, self._key, self.genesis.chain_id)
@@ -332,17 +294,18 @@ class Replica:
             self.log.waiting[pp.height] = pp
             return
         try:
-            check_block(
-                pp.block, parent, self.genesis,
-                is_committed=self.log.seen_below(pp.height, self._is_committed_in_store),
-                signatures_checked=self.pool,
-            )  # fmt: skip
+            self._checked_parent(pp.block)
         except InvalidBlock as exc:
             raise m.InvalidMessage(m.Reason.INVALID_BLOCK, str(exc)) from None
         self._accept(pp.block, parent, pp if own else None)
         follower = self.log.waiting.pop(pp.height + 1, None)
         if follower is not None and follower.view == self.view:
             self._on_buffered(follower)
+
+    def _checked_parent(self, block: Block) -> ChainHead:
+        return self.log.checked_parent(
+            block, self.head, self.genesis, self._is_committed_in_store, self.pool
+        )
 
     def _on_buffered(self, pp: m.PrePrepare) -> None:
         try:
@@ -352,7 +315,7 @@ class Replica:
 
     def _accept(self, block: Block, parent: ChainHead, own_pp: m.PrePrepare | None) -> None:
         """Pre-prepare `block`: persist the promise, then (primary) propose and vote Prepare."""
-        slot = self._slot(block.height)
+        slot = self.log.slot(self.view, block.height)
         slot.accept(block, parent)
         slot.checked = True  # every caller ran check_block on it against `parent`
         self._out.append(self.journal.accepted(self.view, block))
@@ -386,8 +349,7 @@ class Replica:
         ):
             assert first.block is not None
             cert = first.certificate(self._quorum)
-            if has_room(first.block, self.genesis.params):
-                self._roomy_commit_ms = self._now  # through consensus, not state transfer
+            self.censorship.committed(first.block, self._now)  # not by state transfer
             self._apply_commit(first.block, cert, txs_checked=first.checked)
 
     def _apply_commit(
@@ -480,8 +442,7 @@ class Replica:
     def _on_view_change(self, vc: m.ViewChange) -> None:
         self.catchup.note(vc.sender, None, vc.committed_height)
         if self.views.is_stale(vc.new_view):
-            if self.views.new_view is not None:
-                self._out.append(Send(vc.sender, self.views.new_view))  # it missed our NewView
+            self._out += self.views.remind(vc.sender, vc.new_view - 1)  # it missed our NewView
             return
         join = self.views.add(vc, self.config.window)
         if join is not None:
@@ -506,12 +467,14 @@ class Replica:
         self.views.install(nv)
         self.log.new_view()
         self._out.append(self.journal.view(self.view, in_view_change=False))
-        self._last_progress_ms = self._view_since_ms = self._now
+        self._last_progress_ms = self._now
+        self.censorship.new_view(self._now)
         self.counters["new_views"] += 1
         selection = select(nv.view_changes, self.config.window)
         if self.head.height < selection.base_height:
             self.views.deferred = selection
-            self._fetch(selection.base_sender, selection.base_height)
+            self._emit(self.catchup.fetch(selection.base_sender, self.head.height,
+                                          selection.base_height, self._now))  # fmt: skip
         else:
             self._install_selection(selection)
 
@@ -520,16 +483,8 @@ class Replica:
         for block in selection.blocks:
             if block.height <= self.head.height:
                 continue
-            parent = self.log.parent(block.height, self.head)
-            if parent is None or block.header.prev_hash != parent.hash:
-                self.counters["selection_mismatch"] += 1
-                return
             try:
-                check_block(
-                    block, parent, self.genesis,
-                    is_committed=self.log.seen_below(block.height, self._is_committed_in_store),
-                    signatures_checked=self.pool,
-                )  # fmt: skip
+                parent = self._checked_parent(block)
             except InvalidBlock:
                 self.counters["selection_invalid"] += 1
                 return
@@ -539,12 +494,9 @@ class Replica:
 
     # --- status, retransmission, state transfer --------------------------------------------
 
-    def _broadcast_status(self) -> None:
-        self._out.append(Broadcast(self._sign(m.Status(self.view, self.head.height, self.index))))
-
     def _on_retransmit(self) -> None:
         self._last_tick_ms = self._now
-        self._broadcast_status()
+        self._out.append(Broadcast(self._sign(m.Status(self.view, self.head.height, self.index))))
         oldest = self._now - self.genesis.params.tx_ttl_ms
         expired = self.pool.drop_expired(oldest, keep=self._in_flight())
         if expired:
@@ -553,7 +505,7 @@ class Replica:
         stalled = self.head.height == self._tick_height
         self._tick_height = self.head.height
         if not stalled:
-            if self._passed_over():
+            if self.censorship.passed_over(self.pool, self._now):
                 self._relay_to_primary()
             return
         if self.in_view_change and self.views.sent is not None:
@@ -561,7 +513,7 @@ class Replica:
         else:
             self._relay_to_primary()
         self._out += map(Broadcast, self.log.own_messages())
-        self._catch_up()
+        self._emit(self.catchup.catch_up(self.head.height, self._now))
 
     def _relay_to_primary(self) -> None:
         """A relay may have been lost: make sure the primary has what we are waiting for."""
@@ -570,23 +522,7 @@ class Replica:
             if oldest:
                 self._out.append(Send(self.primary, self._sign(m.TxBatch(oldest, self.index))))
 
-    def _passed_over(self) -> bool:
-        """Blocks with room commit while our oldest tx has waited a quarter of the censorship
-        timeout: re-send it to the primary before we hold the primary to it."""
-        oldest = self.pool.oldest_arrival_ms()
-        if oldest is None or self._roomy_commit_ms is None:
-            return False
-        since = max(oldest, self._view_since_ms)
-        patience = self.genesis.params.view_change_timeout_ms // 4
-        return self._roomy_commit_ms > since and self._now - since >= patience
-
-    def _catch_up(self) -> None:
-        fetch = self.catchup.catch_up(self.head.height, self._now)
-        if fetch is not None:
-            self._out.append(fetch)
-
-    def _fetch(self, peer: int, target: int) -> None:
-        fetch = self.catchup.fetch(peer, self.head.height, target, self._now)
+    def _emit(self, fetch: FetchBlocks | None) -> None:
         if fetch is not None:
             self._out.append(fetch)
 
@@ -603,9 +539,10 @@ class Replica:
             return
         deferred = self.views.deferred
         if deferred is not None and self.head.height < deferred.base_height:
-            self._fetch(deferred.base_sender, deferred.base_height)
+            self._emit(self.catchup.fetch(deferred.base_sender, self.head.height,
+                                          deferred.base_height, self._now))  # fmt: skip
         else:
-            self._catch_up()
+            self._emit(self.catchup.catch_up(self.head.height, self._now))
 
     # --- timers -----------------------------------------------------------------------------
 
@@ -614,23 +551,19 @@ class Replica:
 
     def _wanted_timers(self, propose_due: int | None) -> dict[Timer, int | None]:
         """Every deadline, derived from the state (the shell is told when one changes)."""
-        busy = self._is_busy() and not self.in_view_change
+        normal = not self.in_view_change
         timeout = self.genesis.params.view_change_timeout_ms
         tick = self._last_tick_ms
         return {
             Timer.PROPOSE: propose_due,
-            Timer.PROGRESS: self._last_progress_ms + timeout if busy else None,
-            Timer.CENSORSHIP: None if self.in_view_change else self._censorship_deadline(),
+            Timer.PROGRESS: self._last_progress_ms + timeout
+            if normal and self._is_busy()
+            else None,
+            Timer.CENSORSHIP: self.censorship.deadline_ms(self.pool) if normal else None,
             Timer.VIEW_CHANGE: self.views.deadline_ms(),
             Timer.RETRANSMIT: None if tick is None else tick + self.config.retransmit_ms,
             Timer.FETCH: self.catchup.deadline_ms(),
         }
-
-    def _censorship_deadline(self) -> int | None:
-        return censorship_deadline(
-            self.pool.oldest_arrival_ms(), self._view_since_ms, self._roomy_commit_ms,
-            self.genesis.params.view_change_timeout_ms,
-        )  # fmt: skip
 
     def _on_timeout(self, timer: Timer) -> None:
         """`timer`'s deadline, as last derived from the state, has come."""
@@ -646,24 +579,18 @@ class Replica:
                 if self.in_view_change or not self._is_busy():
                     return
                 if self.catchup.peers_ahead() > self.head.height:
-                    # We lag (one honest peer at least is ahead): catching up is what is
-                    # missing, not a primary. Asking alone for a view change would leave us
-                    # out of every quorum until the others change view.
+                    # We lag behind an honest peer: what is missing is catching up, not a
+                    # primary (alone in a later view we would be out of every quorum).
                     self._last_progress_ms = self._now
-                    self._catch_up()
-                    return
-                self._start_view_change(self.view + 1)
+                    self._emit(self.catchup.catch_up(self.head.height, self._now))
+                else:
+                    self._start_view_change(self.view + 1)
             case Timer.CENSORSHIP:
                 if not self.in_view_change:
                     self.counters["censorship_view_changes"] += 1
                     self._start_view_change(self.view + 1)
             case Timer.VIEW_CHANGE:
-                if not self.in_view_change:
-                    return
-                # A quorum asked for this view or a later one, yet no NewView came: its
-                # primary failed, move on. With less support, ask again rather than run ahead
-                # alone (a lone replica in a higher view helps no quorum).
-                if self.views.has_quorum_support():
-                    self._start_view_change(self.view + 1)
-                else:
-                    self._send_view_change()
+                if self.in_view_change and self.views.has_quorum_support():
+                    self._start_view_change(self.view + 1)  # its primary failed: move on
+                elif self.in_view_change:
+                    self._send_view_change()  # ask again rather than run ahead alone

@@ -5,6 +5,13 @@ view and the views just above it, this replica's own ViewChange (re-sent while n
 comes), the NewView that installed the view (handed to replicas left behind), the selection
 still waiting for missing blocks, and the back-off of repeated attempts. It decides nothing
 about blocks and emits nothing: the replica asks it, and sends what it returns.
+
+The rules: a replica whose pending work made no progress within the view-change timeout asks
+for the next view; f+1 ViewChanges for later views make a replica join the lowest of them (one
+honest replica at least wants it); the new primary sends NewView with a quorum of ViewChanges
+and every replica recomputes what it re-proposes (consensus/viewchange.py). A view change that
+gets no quorum is re-sent, not escalated, so a lone replica cannot run ahead; one with a quorum
+whose primary fails moves on, waiting twice as long each time up to a cap.
 """
 
 from dataclasses import dataclass
@@ -13,6 +20,7 @@ from typing import Final
 from ledger.genesis import Genesis
 
 from consensus import messages as m
+from consensus.events import Send
 from consensus.signatures import SignatureCache
 from consensus.viewchange import Selection, check_view_change
 
@@ -99,7 +107,9 @@ class ViewState:
         return tuple(votes[s] for s in sorted(votes)[: self._quorum])
 
     def has_quorum_support(self) -> bool:
-        """A quorum asked for this view or a later one (so its primary, not we, failed)."""
+        """A quorum asked for this view or a later one, yet no NewView came: its primary
+        failed. With less support a replica asks again rather than run ahead alone (a lone
+        replica in a later view helps no quorum)."""
         support = {s for v, d in self.votes.items() if v >= self.view for s in d}
         return len(support) >= self._quorum
 
@@ -116,6 +126,12 @@ class ViewState:
             if not signatures.verify(vc):
                 raise m.InvalidMessage(m.Reason.NEW_VIEW, "a view change's bad signature")
             check_view_change(vc, self._genesis, window)
+
+    def remind(self, peer: int, peer_view: int) -> list[Send]:
+        """Hand the NewView that installed our view to a replica left in an older one."""
+        if peer_view < self.view and self.new_view is not None and not self.in_view_change:
+            return [Send(peer, self.new_view)]
+        return []
 
     def install(self, nv: m.NewView) -> None:
         self.view = nv.view

@@ -108,11 +108,7 @@ class Runtime:
                 self.metrics.invalid_peer_messages.labels(messages.Reason.BAD_SIGNATURE).inc()
                 continue
             fresh, forward = peer_txs(msg, self.replica.has_pending)  # node/ordering.py
-            if (
-                fresh
-                and isinstance(msg, messages.PrePrepare)
-                and not self.replica.screen_pre_prepare(msg)
-            ):
+            if fresh and isinstance(msg, messages.PrePrepare) and not self.replica.screen(msg):
                 continue  # its own signature (one check) before its txs' (hundreds); counted
             if fresh:
                 await self._spawn(self._admit_then_forward(fresh, msg if forward else None))

@@ -115,7 +115,7 @@ def test_a_forged_pre_prepare_costs_one_signature_check_not_one_per_tx(
         return real_verify(key, domain, payload, sig)
 
     monkeypatch.setattr(crypto, "verify", counting)
-    assert not replica.screen_pre_prepare(forged)  # what the node asks before admitting txs
+    assert not replica.screen(forged)  # what the node asks before admitting txs
     assert len(checks) == 1  # the node drops it here: its txs are never looked at
     checks.clear()
     replica.handle(ev.Received(forged), factory.BASE_TIME_MS + 1)
@@ -123,7 +123,7 @@ def test_a_forged_pre_prepare_costs_one_signature_check_not_one_per_tx(
     assert replica.counters["invalid_message:bad_signature"] == 2
     genuine = m.sign(forged, net.validator_keys[0], net.genesis.chain_id)
     checks.clear()
-    assert replica.screen_pre_prepare(genuine)
+    assert replica.screen(genuine)
     assert len(checks) == 1
 
 
@@ -131,7 +131,7 @@ def test_a_pre_prepare_from_another_than_the_primary_is_dropped_before_its_signa
     net = factory.network(4)
     replica = _replica(net, index=1)
     forged = replace(_forged_pre_prepare(net, 1), sender=2)
-    assert not replica.screen_pre_prepare(forged)
+    assert not replica.screen(forged)
     assert replica.counters["invalid_message:not_primary"] == 1
     assert replica.counters["invalid_message:bad_signature"] == 0
 
