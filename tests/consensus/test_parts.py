@@ -8,6 +8,7 @@ import pytest
 from consensus import events as ev
 from consensus import messages as m
 from consensus.catchup import CatchUp
+from consensus.censorship import CensorshipWatch, censorship_deadline, has_room
 from consensus.checkpoints import Checkpoints
 from consensus.journal import (
     KEY_VIEW,
@@ -24,6 +25,7 @@ from consensus.timers import Timers
 from consensus.viewstate import VIEW_AHEAD_MAX, ViewState
 from ledger import block as blocks
 from ledger import crypto
+from ledger.primitives import TX_BYTES_MAX
 from tests import factory
 
 NET = factory.network(4)
@@ -322,3 +324,41 @@ def test_timers_tell_the_shell_only_what_changed() -> None:
     timers.update({ev.Timer.FETCH: 5})
     timers.fired(ev.Timer.FETCH)
     assert timers.update({ev.Timer.FETCH: 5}) == [ev.SetTimer(ev.Timer.FETCH, 5)]
+
+
+# --- censorship ------------------------------------------------------------------------------
+
+T = 1000  # the view-change timeout of these rules
+
+
+def test_a_tx_passed_over_by_a_block_with_room_is_censored_one_timeout_after_it_arrived() -> None:
+    assert censorship_deadline(100, 0, 100 + T // 2 + 1, T) == 100 + T
+    assert censorship_deadline(100, 0, 100 + T // 2, T) is None  # the block may predate it
+    assert censorship_deadline(100, 0, None, T) is None  # no block with room committed
+    assert censorship_deadline(None, 0, 5000, T) is None  # nothing waits
+    # The wait counts from the start of the view at the latest: a new primary gets its time.
+    assert censorship_deadline(100, 2000, 2000 + T // 2 + 1, T) == 2000 + T
+    assert censorship_deadline(100, 2000, 1900, T) is None
+
+
+def test_only_blocks_with_room_for_one_more_tx_count() -> None:
+    params = replace(G.params, block_txs_max=2)
+    one, two = CHAIN[0][0], replace(CHAIN[0][0], txs=CHAIN[0][0].txs * 2)
+    assert has_room(one, params)
+    assert not has_room(two, params)  # full by count: a busy primary, not a censor
+    tight = replace(G.params, block_bytes_max=TX_BYTES_MAX + len(one.txs[0].raw) - 1)
+    assert not has_room(one, tight)  # full by size
+
+
+def test_the_censorship_watch_counts_from_the_view_and_the_last_block_with_room() -> None:
+    watch = CensorshipWatch(G.params)
+    timeout = G.params.view_change_timeout_ms
+    pool = TxPool(10)
+    pool.add(CHAIN[1][0].txs[0], 100)
+    assert watch.deadline_ms(pool) is None
+    watch.committed(CHAIN[0][0], 100 + timeout)  # a block with room, long after it arrived
+    assert watch.deadline_ms(pool) == 100 + timeout
+    assert watch.passed_over(pool, 100 + timeout // 4)
+    assert not watch.passed_over(pool, 100 + timeout // 4 - 1)  # not yet a quarter
+    watch.new_view(5000)
+    assert watch.deadline_ms(pool) is None  # the new primary has not passed it over yet
