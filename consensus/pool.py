@@ -6,6 +6,7 @@ the pool when they commit or when their timestamp falls out of the time-to-live.
 """
 
 import itertools
+from collections import deque
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from typing import Final
@@ -13,6 +14,7 @@ from typing import Final
 from ledger.tx import Transaction
 
 RELAY_AGAIN_MAX: Final = 1000  # pending txs re-sent to the primary at once
+ORDER_SLACK: Final = 128  # removed txs the arrival queue may hold beyond twice the pool
 
 
 @dataclass
@@ -20,6 +22,9 @@ class TxPool:
     capacity: int
     _txs: dict[bytes, Transaction] = field(default_factory=dict)  # insertion order = arrival
     _arrival_ms: dict[bytes, int] = field(default_factory=dict)
+    # (tx id, arrival) in arrival order, left behind by removals until they reach the front
+    # or the queue is compacted (a dict's first entry is slow to find after many removals).
+    _order: deque[tuple[bytes, int]] = field(default_factory=deque)
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -44,15 +49,22 @@ class TxPool:
             return False
         self._txs[tx.tx_id] = tx
         self._arrival_ms[tx.tx_id] = now_ms
+        self._order.append((tx.tx_id, now_ms))
         return True
 
     def remove(self, tx_ids: Iterator[bytes] | list[bytes]) -> None:
         for tx_id in tx_ids:
             self._txs.pop(tx_id, None)
             self._arrival_ms.pop(tx_id, None)
+        if len(self._order) > 2 * len(self._txs) + ORDER_SLACK:
+            self._order = deque(self._arrival_ms.items())  # so at most about twice the pool
 
     def oldest_arrival_ms(self) -> int | None:
-        return next(iter(self._arrival_ms.values()), None)
+        """When the oldest pending tx arrived (amortised constant time)."""
+        order = self._order
+        while order and self._arrival_ms.get(order[0][0]) != order[0][1]:
+            order.popleft()
+        return order[0][1] if order else None
 
     def drop_expired(self, oldest_timestamp_ms: int, keep: Set[bytes]) -> tuple[bytes, ...]:
         """Forget txs stamped before `oldest_timestamp_ms` (no new block may include them)

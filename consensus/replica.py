@@ -391,7 +391,7 @@ class Replica:
 
     def _maybe_propose(self) -> int | None:
         """Propose every block that is due; return when the next one will be (None: none)."""
-        if self.primary != self.index or self.in_view_change or self.views.deferred:
+        if self.primary != self.index or self.in_view_change or self.views.deferred is not None:
             return None
         while True:
             tip = self.log.tip(self.head)

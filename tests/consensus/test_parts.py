@@ -18,7 +18,7 @@ from consensus.journal import (
     height_key,
     parse_height_key,
 )
-from consensus.pool import TxPool
+from consensus.pool import ORDER_SLACK, TxPool
 from consensus.proposer import Proposer
 from consensus.signatures import SignatureCache
 from consensus.timers import Timers
@@ -362,3 +362,19 @@ def test_the_censorship_watch_counts_from_the_view_and_the_last_block_with_room(
     assert not watch.passed_over(pool, 100 + timeout // 4 - 1)  # not yet a quarter
     watch.new_view(5000)
     assert watch.deadline_ms(pool) is None  # the new primary has not passed it over yet
+
+
+def test_the_pool_knows_its_oldest_arrival_through_removals_and_stays_compact() -> None:
+    pool = TxPool(1000)
+    stamp = factory.BASE_TIME_MS
+    added = [NET.tx("fiscal-clerk0", f"fiscal/o/{i}", {"i": i}, stamp) for i in range(600)]
+    for i, tx in enumerate(added):
+        pool.add(tx, i)
+    assert pool.oldest_arrival_ms() == 0
+    pool.remove([t.tx_id for t in added[1:500]])  # all but the oldest of the first 500
+    assert pool.oldest_arrival_ms() == 0
+    pool.remove([added[0].tx_id])
+    assert pool.oldest_arrival_ms() == 500
+    assert len(pool._order) <= 2 * len(pool) + ORDER_SLACK
+    pool.remove([t.tx_id for t in added])
+    assert pool.oldest_arrival_ms() is None
