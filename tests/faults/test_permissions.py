@@ -124,7 +124,7 @@ async def peer_matrix(c: Cluster) -> list[str]:
          signed(m.Status(0, 10**6, 2), outsider), "invalid_message:bad_signature"),
         ("a real validator's message for another chain",
          signed(m.Status(0, 10**6, 2), c.net.validator_keys[2], "othercity"),
-         "malformed"),
+         "wrong_chain"),
     ]  # fmt: skip
     for _, envelope, _ in cases:
         assert await post_peer(c, 0, [envelope]) == 204
@@ -132,8 +132,8 @@ async def peer_matrix(c: Cluster) -> list[str]:
     after = await c.metrics(0)
     lines = []
     for case, _, reason in cases:
-        if reason == "malformed":
-            key = 'cityledger_invalid_peer_messages_total{why="malformed"}'
+        if reason == "wrong_chain":  # refused while decoding, before the replica
+            key = 'cityledger_invalid_peer_messages_total{why="wrong_chain"}'
             grew = after.get(key, 0) - before.get(key, 0)
         else:
             grew = events(after, reason) - events(before, reason)
