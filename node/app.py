@@ -16,9 +16,8 @@ from aiohttp import web
 from consensus.events import FETCH_BLOCKS_MAX
 from consensus.replica import ReplicaConfig
 from ledger import tx as txs
-from ledger.block import verify_certificate
+from ledger.block import HEIGHT_MAX, verify_certificate
 from ledger.errors import InvalidBlock, StoreError
-from ledger.primitives import RECORD_KEY_BYTES_MAX
 from ledger.store import RECORD_VERSIONS_MAX
 from node import auth, auth_sessions, codec, openapi, proofs
 from node.admission import Rejection, Verdict
@@ -32,13 +31,17 @@ from node.peers import (
     decode_batch,
     encode_blocks,
 )
+from node.reads import ReadPool, ReadsBusy
 from node.runtime import Runtime, open_runtime, wall_clock_ms
 from node.shell import Clock
 
 RUNTIME: Final = web.AppKey("runtime", Runtime)
+READS: Final = web.AppKey("reads", ReadPool)
 POOL_FULL: Final = "pool_full"
 RETRY_AFTER_S: Final = "1"
 HISTORY_LIMIT_DEFAULT: Final = 1000
+CURSOR_HEX_DIGITS: Final = 24  # a history cursor: height (8 bytes) and index (4), in hex
+VERSION_BYTES_OVERHEAD: Final = 256  # a version's JSON beyond twice its tx bytes (hex)
 STATUS_OF: Final = {
     txs.MALFORMED: 400,
     txs.TOO_LARGE: 413,
@@ -71,9 +74,18 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = exc.reason.lower().replace(" ", "_")
         headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
         return render(request, codec.error_body(code, exc.reason), exc.status, headers)
+    except ReadsBusy as exc:
+        headers = {"Retry-After": RETRY_AFTER_S}
+        return render(request, codec.error_body("busy", str(exc)), 503, headers)
     except StoreError as exc:
         request.app.logger.error("store error on %s: %s", request.path, exc)
         return render(request, codec.error_body("store_error", str(exc)), 500)
+
+
+async def _off_loop(request: web.Request, work: Callable[[], Any]) -> web.StreamResponse:
+    """`work()` (a read of the store, returning the answer's value) and its rendering, on the
+    read pool: never on the event loop that carries consensus."""
+    return await request.app[READS].run(lambda: render(request, work()))
 
 
 def _runtime(request: web.Request) -> Runtime:
@@ -161,12 +173,16 @@ def _tx_status(tx_id: bytes, location: tuple[int, int] | None) -> dict[str, Any]
 async def get_transaction(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
-    location = rt.store.tx_location(tx_id)
-    if location is not None:
-        tx = rt.store.tx(tx_id)
-        assert tx is not None
-        auth.require_read(request, rt.identity.genesis, tx.key)
-        return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
+    if rt.store.has_tx(tx_id):
+
+        def committed() -> dict[str, Any]:
+            location, tx = rt.store.tx_location(tx_id), rt.store.tx(tx_id)
+            assert location is not None
+            assert tx is not None
+            auth.require_read(request, rt.identity.genesis, tx.key)
+            return {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)}
+
+        return await _off_loop(request, committed)
     if rt.replica.has_pending(tx_id) or rt.shell.outbox.is_unwritten(tx_id):  # not durable yet
         return render(request, _tx_status(tx_id, None))
     raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is pending or committed here")
@@ -175,13 +191,17 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
 async def get_proof(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
-    tx = rt.store.tx(tx_id)
-    if tx is not None:  # a proof shows the tx: only for those who may read its record
-        auth.require_read(request, rt.identity.genesis, tx.key)
-    bundle = proofs.bundle(rt.store, tx_id)
-    if bundle is None:
-        raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
-    return render(request, bundle)
+
+    def bundle() -> dict[str, Any]:
+        tx = rt.store.tx(tx_id)
+        if tx is not None:  # a proof shows the tx: only for those who may read its record
+            auth.require_read(request, rt.identity.genesis, tx.key)
+        found = proofs.bundle(rt.store, tx_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
+        return found
+
+    return await _off_loop(request, bundle)
 
 
 # --- Blocks, records, proofs -----------------------------------------------------------------
@@ -198,21 +218,26 @@ async def get_block(request: web.Request) -> web.StreamResponse:
         height = int(which)
     else:
         raise ApiError(400, txs.MALFORMED, "height: expected an integer or 'latest'")
-    block, cert = rt.store.block(height), rt.store.certificate(height)
-    if block is None or cert is None:
-        raise ApiError(404, "not_found", f"no block at height {height} (head {rt.store.height})")
-    try:  # a damaged store is a 5xx naming the height, never a block served as valid
-        verify_certificate(cert, block, rt.identity.genesis)
-    except InvalidBlock as exc:
-        raise StoreError(f"stored block {height} is damaged: {exc}") from None
-    return render(request, codec.block_view(block, cert))
+
+    def view() -> dict[str, Any]:
+        block, cert = rt.store.block(height), rt.store.certificate(height)
+        if block is None or cert is None:
+            raise ApiError(404, "not_found", f"no block at {height} (head {rt.store.height})")
+        try:  # a damaged store is a 5xx naming the height, never a block served as valid
+            verify_certificate(cert, block, rt.identity.genesis)
+        except InvalidBlock as exc:
+            raise StoreError(f"stored block {height} is damaged: {exc}") from None
+        return codec.block_view(block, cert)
+
+    return await _off_loop(request, view)
 
 
 def _record_key(request: web.Request) -> str:
     """The route's record key, once the request's identity may read it."""
     key = request.match_info["key"]
-    if len(key.encode()) > RECORD_KEY_BYTES_MAX:
-        raise ApiError(400, txs.MALFORMED, f"key: at most {RECORD_KEY_BYTES_MAX} bytes")
+    problem = txs.key_problem(key)
+    if problem is not None:  # no tx can have this key: say so rather than 404
+        raise ApiError(400, txs.MALFORMED, problem)
     auth.require_read(request, request.app[RUNTIME].identity.genesis, key)
     return key
 
@@ -220,11 +245,15 @@ def _record_key(request: web.Request) -> str:
 async def get_record(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     key = _record_key(request)
-    latest = rt.store.latest_record(key)
-    if latest is None:
-        raise ApiError(404, "not_found", f"no record {key!r}")
-    height, index, tx = latest
-    return render(request, {"key": key, **_version(tx, height, index)})
+
+    def latest() -> dict[str, Any]:
+        found = rt.store.latest_record(key)
+        if found is None:
+            raise ApiError(404, "not_found", f"no record {key!r}")
+        height, index, tx = found
+        return {"key": key, **_version(tx, height, index)}
+
+    return await _off_loop(request, latest)
 
 
 def _version(tx: txs.Transaction, height: int, index: int) -> dict[str, Any]:
@@ -235,26 +264,56 @@ def _version(tx: txs.Transaction, height: int, index: int) -> dict[str, Any]:
 
 
 async def get_history(request: web.Request) -> web.StreamResponse:
+    """One page of a record's versions, oldest first: at most `limit` of them and about
+    `answer_bytes_max` bytes, after the version `cursor` names; `next_cursor` names the last
+    one when more follow. The versions come from the record and tx indexes, no block decoded."""
     rt = _runtime(request)
     key = _record_key(request)
     limit = _int_param(request, "limit", HISTORY_LIMIT_DEFAULT, 1, RECORD_VERSIONS_MAX)
-    entries = rt.store.record_versions(key, limit + 1)[: limit + 1]
-    if not entries:
-        raise ApiError(404, "not_found", f"no record {key!r}")
-    versions = []
-    for height, index, tx_id in entries[:limit]:
-        tx = rt.store.tx(tx_id)
-        if tx is None:
-            raise StoreError(f"record {key!r} names tx {tx_id.hex()}, which is not stored")
-        versions.append(_version(tx, height, index))
-    return render(request, {"key": key, "versions": versions, "truncated": len(entries) > limit})
+    after = _cursor(request.query.get("cursor"))
+    budget = rt.config.answer_bytes_max
+
+    def page() -> dict[str, Any]:
+        versions: list[dict[str, Any]] = []
+        size = 0
+        for height, index, tx in rt.store.record_version_txs(key, limit, after):
+            size += 2 * len(tx.raw) + VERSION_BYTES_OVERHEAD
+            if versions and size > budget:
+                break
+            versions.append(_version(tx, height, index))
+        if not versions and after is None:
+            raise ApiError(404, "not_found", f"no record {key!r}")
+        last = (versions[-1]["height"], versions[-1]["index"]) if versions else None
+        more = last is not None and bool(rt.store.record_versions(key, 1, last))
+        cursor = _cursor_text(*last) if more and last is not None else None
+        return {"key": key, "versions": versions, "next_cursor": cursor, "truncated": more}
+
+    return await _off_loop(request, page)
+
+
+def _cursor(text: str | None) -> tuple[int, int] | None:
+    if text is None or text == "":
+        return None
+    try:
+        raw = bytes.fromhex(text) if len(text) == CURSOR_HEX_DIGITS else b""
+    except ValueError:
+        raw = b""
+    height, index = int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
+    if not raw or height > HEIGHT_MAX:
+        raise ApiError(400, txs.MALFORMED, "cursor: expected a next_cursor this node answered")
+    return height, index
+
+
+def _cursor_text(height: int, index: int) -> str:
+    return (height.to_bytes(8, "big") + index.to_bytes(4, "big")).hex()
 
 
 async def get_checkpoint(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    if rt.store.height == 0:
+    height = rt.store.height
+    if height == 0:
         raise ApiError(404, "not_found", "no block is committed yet")
-    return render(request, proofs.checkpoint(rt.store, rt.store.height))
+    return await _off_loop(request, lambda: proofs.checkpoint(rt.store, height))
 
 
 async def get_consistency(request: web.Request) -> web.StreamResponse:
@@ -264,7 +323,7 @@ async def get_consistency(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", "no block is committed yet")
     new = _int_param(request, "to", head, 1, head)
     old = _int_param(request, "from", None, 1, new)
-    return render(request, proofs.consistency(rt.store, old, new))
+    return await _off_loop(request, lambda: proofs.consistency(rt.store, old, new))
 
 
 # --- Operations ------------------------------------------------------------------------------
@@ -379,7 +438,12 @@ def create_app(
             config, identity, clock=clock, replica_config=replica_config, on_failure=on_failure
         ) as runtime:
             app[RUNTIME] = runtime
-            yield
+            reads = ReadPool(queue_max=config.reads_queue_max, share=config.read_share_pct / 100)
+            app[READS] = reads
+            try:
+                yield
+            finally:
+                reads.close()  # before the runtime closes the store
 
     async def on_shutdown(app: web.Application) -> None:
         if RUNTIME in app:  # answer `?wait=true` requests now instead of at their timeout

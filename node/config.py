@@ -22,6 +22,10 @@ pool_capacity = 20000          # pending client txs the replica holds
 cores = 0                      # cores this node may use (0: all of the machine's). With 2 or
                                # more, signatures are checked on a pool of threads and writes
                                # synced on a thread of their own; with 1, the event loop does all
+reads_queue_max = 64           # store reads (history, lookups, blocks, proofs) queued or running
+                               # on the read thread; one more is answered 503 `busy`
+read_share_pct = 25            # the read thread's largest share of one core, in percent
+answer_bytes_max = 8388608     # about the largest history page (fewer versions, next_cursor)
 ```
 """
 
@@ -50,6 +54,9 @@ _LIMITS: Final = {
     "peer_timeout_ms": (5000, 100, 600_000),
     "pool_capacity": (20_000, 1, 1_000_000),
     "cores": (0, 0, 1024),
+    "reads_queue_max": (64, 1, 100_000),
+    "read_share_pct": (25, 1, 100),
+    "answer_bytes_max": (8 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
 }
 _REQUIRED: Final = ("node_id", "key_file", "data_dir", "listen", "genesis")
 
@@ -78,6 +85,9 @@ class Config:
     peer_timeout_ms: int = _LIMITS["peer_timeout_ms"][0]
     pool_capacity: int = _LIMITS["pool_capacity"][0]
     cores: int = _LIMITS["cores"][0]
+    reads_queue_max: int = _LIMITS["reads_queue_max"][0]
+    read_share_pct: int = _LIMITS["read_share_pct"][0]
+    answer_bytes_max: int = _LIMITS["answer_bytes_max"][0]
     path: Path = Path("node.toml")  # the file this config came from, for messages
 
 

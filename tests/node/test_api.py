@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
+import yarl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import genesis as genesis_mod
@@ -42,7 +43,7 @@ async def post(
         return r.status, await r.json(), r
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+async def get(http: aiohttp.ClientSession, url: str | yarl.URL) -> tuple[int, Any]:
     async with http.get(url) as r:
         return r.status, await r.json()
 
@@ -81,6 +82,20 @@ async def test_submit_json_wait_then_read_everything(cluster: Cluster, http) -> 
         (one["height"], one["index"]), (two["height"], two["index"]),
     ]  # fmt: skip
     assert history["truncated"] is False
+    assert history["next_cursor"] is None
+    # Paged: one version a page, the cursor leads to the next; the documented maximum works.
+    status, page = await get(http, c.url(3) + "/v1/history/fiscal/budget/2027?limit=1")
+    assert (status, [v["tx_id"] for v in page["versions"]]) == (200, [first.tx_id.hex()])
+    cursor = page["next_cursor"]
+    status, page = await get(http, c.url(3) + f"/v1/history/fiscal/budget/2027?cursor={cursor}")
+    assert (status, [v["tx_id"] for v in page["versions"]]) == (200, [second.tx_id.hex()])
+    assert page["next_cursor"] is None
+    status, page = await get(http, c.url(3) + "/v1/history/fiscal/budget/2027?limit=10000")
+    assert (status, len(page["versions"])) == (200, 2)
+    for bad in ("?limit=10001", "?cursor=zz", "?cursor=" + "f" * 24, "/../budget/2027"):
+        url = yarl.URL(c.url(3) + "/v1/history/fiscal/budget" + bad, encoded=True)  # as sent
+        status, refused = await get(http, url)
+        assert (status, refused["error"]) == (400, "malformed"), bad
     status, found = await get(http, c.url(2) + f"/v1/transactions/{first.tx_id.hex()}")
     assert status == 200
     assert (found["status"], found["height"], found["index"]) == (
