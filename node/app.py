@@ -222,7 +222,8 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     def view() -> dict[str, Any]:
         block, cert = rt.store.block(height), rt.store.certificate(height)
         if block is None or cert is None:
-            raise ApiError(404, "not_found", f"no block at {height} (head {rt.store.height})")
+            head = rt.store.height
+            raise ApiError(404, "not_found", f"no block at height {height} (head {head})")
         try:  # a damaged store is a 5xx naming the height, never a block served as valid
             verify_certificate(cert, block, rt.identity.genesis)
         except InvalidBlock as exc:
