@@ -17,12 +17,13 @@ from consensus.events import FETCH_BLOCKS_MAX
 from consensus.replica import ReplicaConfig
 from ledger import tx as txs
 from ledger.block import HEIGHT_MAX, verify_certificate
-from ledger.errors import InvalidBlock, StoreError
+from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.store import RECORD_VERSIONS_MAX
 from node import auth, auth_sessions, codec, openapi, proofs
 from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
+from node.limits import Slots
 from node.metrics import CONTENT_TYPE
 from node.peers import (
     BLOCKS_PATH,
@@ -37,8 +38,8 @@ from node.shell import Clock
 
 RUNTIME: Final = web.AppKey("runtime", Runtime)
 READS: Final = web.AppKey("reads", ReadPool)
+WAITERS: Final = web.AppKey("waiters", Slots)
 POOL_FULL: Final = "pool_full"
-RETRY_AFTER_S: Final = "1"
 HISTORY_LIMIT_DEFAULT: Final = 1000
 CURSOR_HEX_DIGITS: Final = 24  # a history cursor: height (8 bytes) and index (4), in hex
 VERSION_BYTES_OVERHEAD: Final = 256  # a version's JSON beyond twice its tx bytes (hex)
@@ -75,7 +76,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
         return render(request, codec.error_body(code, exc.reason), exc.status, headers)
     except ReadsBusy as exc:
-        headers = {"Retry-After": RETRY_AFTER_S}
+        headers = {"Retry-After": str(codec.RETRY_AFTER_S)}
         return render(request, codec.error_body("busy", str(exc)), 503, headers)
     except StoreError as exc:
         request.app.logger.error("store error on %s: %s", request.path, exc)
@@ -128,6 +129,21 @@ async def post_transactions(request: web.Request) -> web.StreamResponse:
     raw = await codec.read_body(request, rt.config.body_bytes_max)
     items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
     wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
+    waiters = request.app[WAITERS]
+    if wait and not waiters.take():  # refused before admission: nothing changes
+        busy = f"{waiters.capacity} requests wait already: retry later"
+        raise ApiError(503, "busy", busy).with_retry()
+    try:
+        return await _submit(request, rt, items, is_batch, wait=wait)
+    finally:
+        if wait:
+            waiters.give()
+
+
+async def _submit(
+    request: web.Request, rt: Runtime, items: list[bytes | InvalidTransaction], is_batch: bool,
+    *, wait: bool,
+) -> web.StreamResponse:  # fmt: skip
     verdict = await rt.admission.admit(items, rt.clock())
     taken = rt.shell.submit(verdict.admitted, relayed=False)
     rejected = _with_overflow(verdict, taken)
@@ -141,7 +157,7 @@ async def post_transactions(request: web.Request) -> web.StreamResponse:
             {"rejected": [_rejection_view(r) for r in rejected]},
         )  # fmt: skip
         if first.reason == POOL_FULL:
-            error.headers["Retry-After"] = RETRY_AFTER_S
+            error.with_retry()
         raise error
     located: dict[bytes, tuple[int, int]] = {}
     if wait:
@@ -431,6 +447,7 @@ def create_app(
     limit = max(config.body_bytes_max, config.peer_body_bytes_max)
     gate = auth.Gate(identity.genesis, clock, config.body_bytes_max)
     app = web.Application(client_max_size=limit)
+    app[WAITERS] = Slots(config.wait_requests_max)
     app.middlewares.extend([errors, auth.middleware(gate, add_routes(app))])
     auth_sessions.install(app, gate, clock)
 

@@ -28,6 +28,7 @@ _TX_FIELDS: Final = (
 )  # fmt: skip
 _READ_CHUNK_BYTES: Final = 64 * 1024
 BODY: Final = web.RequestKey("body", bytes)  # the body authentication already read
+RETRY_AFTER_S: Final = 1
 _HEX_RE: Final = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 
 
@@ -43,6 +44,11 @@ class ApiError(Exception):
         self.reason = reason
         self.extra = dict(extra or {})
         self.headers: dict[str, str] = {}
+
+    def with_retry(self, seconds: int = RETRY_AFTER_S) -> "ApiError":
+        """This error, telling the client when to try again (a 429 or 503)."""
+        self.headers["Retry-After"] = str(seconds)
+        return self
 
 
 # --- Rendering -------------------------------------------------------------------------------

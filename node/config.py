@@ -26,9 +26,24 @@ reads_queue_max = 64           # store reads (history, lookups, blocks, proofs) 
                                # on the read thread; one more is answered 503 `busy`
 read_share_pct = 25            # the read thread's largest share of one core, in percent
 answer_bytes_max = 8388608     # about the largest history page (fewer versions, next_cursor)
+# What a connection may cost before anyone knows who it is (node/limits.py):
+connections_max = 1024         # open connections in all (lowered to fit RLIMIT_NOFILE less
+                               # fd_reserve); at the cap a new one replaces the longest-stalled
+connections_per_source_max = 256  # open connections from one address; more are refused (503)
+header_timeout_ms = 10000      # a request's headers complete within this of their first byte
+idle_timeout_ms = 60000        # a keep-alive connection idle this long after an answer closes
+body_timeout_ms = 10000        # a body arrives within this, plus its length at body_rate_min
+body_rate_min = 1048576        # bytes/s
+handshake_timeout_ms = 10000   # the TLS handshake (TLS listeners)
+header_bytes_max = 32768       # a request's whole header block (431 beyond)
+header_line_bytes_max = 8190   # the request line and each header field
+headers_max = 64               # header fields in one request
+wait_requests_max = 256        # `?wait=true` requests waiting at once (503 beyond)
+fd_reserve = 256               # descriptors kept for the store, the peers and the logs
 ```
 """
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
@@ -40,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger.errors import LedgerError
+from node.limits import Limits
 
 CONFIG_BYTES_MAX: Final = 64 * 1024
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -57,6 +73,19 @@ _LIMITS: Final = {
     "reads_queue_max": (64, 1, 100_000),
     "read_share_pct": (25, 1, 100),
     "answer_bytes_max": (8 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
+    # What a connection may cost before anyone knows who it is (node.limits):
+    "connections_max": (1024, 16, 1_000_000),
+    "connections_per_source_max": (256, 1, 1_000_000),
+    "header_timeout_ms": (10_000, 100, 600_000),
+    "idle_timeout_ms": (60_000, 100, 3_600_000),
+    "body_timeout_ms": (10_000, 100, 600_000),
+    "body_rate_min": (1024 * 1024, 1024, 1024 * 1024 * 1024),
+    "handshake_timeout_ms": (10_000, 100, 600_000),
+    "header_bytes_max": (32 * 1024, 1024, 1024 * 1024),
+    "header_line_bytes_max": (8190, 256, 65_536),
+    "headers_max": (64, 8, 1024),
+    "wait_requests_max": (256, 1, 100_000),
+    "fd_reserve": (256, 16, 65_536),
 }
 _REQUIRED: Final = ("node_id", "key_file", "data_dir", "listen", "genesis")
 
@@ -88,7 +117,23 @@ class Config:
     reads_queue_max: int = _LIMITS["reads_queue_max"][0]
     read_share_pct: int = _LIMITS["read_share_pct"][0]
     answer_bytes_max: int = _LIMITS["answer_bytes_max"][0]
+    connections_max: int = _LIMITS["connections_max"][0]
+    connections_per_source_max: int = _LIMITS["connections_per_source_max"][0]
+    header_timeout_ms: int = _LIMITS["header_timeout_ms"][0]
+    idle_timeout_ms: int = _LIMITS["idle_timeout_ms"][0]
+    body_timeout_ms: int = _LIMITS["body_timeout_ms"][0]
+    body_rate_min: int = _LIMITS["body_rate_min"][0]
+    handshake_timeout_ms: int = _LIMITS["handshake_timeout_ms"][0]
+    header_bytes_max: int = _LIMITS["header_bytes_max"][0]
+    header_line_bytes_max: int = _LIMITS["header_line_bytes_max"][0]
+    headers_max: int = _LIMITS["headers_max"][0]
+    wait_requests_max: int = _LIMITS["wait_requests_max"][0]
+    fd_reserve: int = _LIMITS["fd_reserve"][0]
     path: Path = Path("node.toml")  # the file this config came from, for messages
+
+    def limits(self) -> Limits:
+        """The listener's limits (`node.limits`) as this config sets them."""
+        return Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
 
 
 @dataclass(frozen=True)

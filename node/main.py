@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from node.config import Config, load, load_identity
+from node.ratelog import RateLimit
 from node.service import Node
 
 _STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -59,6 +60,7 @@ def tune_collector() -> None:
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RateLimit())  # one line per cause per interval for warnings and errors
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
