@@ -23,7 +23,7 @@ from node import auth, auth_sessions, codec, openapi, proofs
 from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
-from node.limits import Slots
+from node.limits import ByteBudget, Slots
 from node.metrics import CONTENT_TYPE
 from node.peers import (
     BLOCKS_PATH,
@@ -39,6 +39,7 @@ from node.shell import Clock
 RUNTIME: Final = web.AppKey("runtime", Runtime)
 READS: Final = web.AppKey("reads", ReadPool)
 WAITERS: Final = web.AppKey("waiters", Slots)
+BODIES: Final = web.AppKey("bodies", ByteBudget)
 POOL_FULL: Final = "pool_full"
 HISTORY_LIMIT_DEFAULT: Final = 1000
 CURSOR_HEX_DIGITS: Final = 24  # a history cursor: height (8 bytes) and index (4), in hex
@@ -126,8 +127,8 @@ def _rejection_view(r: Rejection) -> dict[str, Any]:
 
 async def post_transactions(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    raw = await codec.read_body(request, rt.config.body_bytes_max)
-    items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
+    async with codec.body(request, rt.config.body_bytes_max, request.app[BODIES]) as raw:
+        items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
     wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
     waiters = request.app[WAITERS]
     if wait and not waiters.take():  # refused before admission: nothing changes
@@ -377,12 +378,12 @@ async def get_openapi(_request: web.Request) -> web.StreamResponse:
 
 async def post_peer_messages(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    raw = await codec.read_body(request, rt.config.peer_body_bytes_max)
-    try:
-        envelopes = decode_batch(raw)
-    except ValueError as exc:
-        raise ApiError(400, txs.MALFORMED, f"peer batch: {exc}") from None
-    await rt.receive(envelopes)
+    async with codec.body(request, rt.config.peer_body_bytes_max, request.app[BODIES]) as raw:
+        try:
+            envelopes = decode_batch(raw)
+        except ValueError as exc:
+            raise ApiError(400, txs.MALFORMED, f"peer batch: {exc}") from None
+        await rt.receive(envelopes)
     return web.Response(status=204)
 
 
@@ -443,11 +444,12 @@ def create_app(
     on_failure: Callable[[BaseException], None] = lambda _: None,
 ) -> web.Application:  # fmt: skip
     """The node as an aiohttp application; its runtime opens on startup, closes on cleanup."""
-    # aiohttp's own limit is a backstop: `codec.read_body` enforces the per-route limits.
+    # aiohttp's own limit is a backstop: `codec.body` enforces the per-route limits.
     limit = max(config.body_bytes_max, config.peer_body_bytes_max)
     gate = auth.Gate(identity.genesis, clock, config.body_bytes_max)
     app = web.Application(client_max_size=limit)
     app[WAITERS] = Slots(config.wait_requests_max)
+    app[BODIES] = ByteBudget(config.bodies_bytes_max)
     app.middlewares.extend([errors, auth.middleware(gate, add_routes(app))])
     auth_sessions.install(app, gate, clock)
 

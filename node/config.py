@@ -33,7 +33,8 @@ connections_per_source_max = 256  # open connections from one address; more are 
 header_timeout_ms = 10000      # a request's headers complete within this of their first byte
 idle_timeout_ms = 60000        # a keep-alive connection idle this long after an answer closes
 body_timeout_ms = 10000        # a body arrives within this, plus its length at body_rate_min
-body_rate_min = 1048576        # bytes/s
+body_rate_min = 4194304        # bytes/s
+bodies_bytes_max = 134217728   # request bodies being read at once, in all (503 beyond)
 handshake_timeout_ms = 10000   # the TLS handshake (TLS listeners)
 header_bytes_max = 32768       # a request's whole header block (431 beyond)
 header_line_bytes_max = 8190   # the request line and each header field
@@ -79,7 +80,8 @@ _LIMITS: Final = {
     "header_timeout_ms": (10_000, 100, 600_000),
     "idle_timeout_ms": (60_000, 100, 3_600_000),
     "body_timeout_ms": (10_000, 100, 600_000),
-    "body_rate_min": (1024 * 1024, 1024, 1024 * 1024 * 1024),
+    "body_rate_min": (4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    "bodies_bytes_max": (128 * 1024 * 1024, 1024 * 1024, 4 * 1024 * 1024 * 1024),
     "handshake_timeout_ms": (10_000, 100, 600_000),
     "header_bytes_max": (32 * 1024, 1024, 1024 * 1024),
     "header_line_bytes_max": (8190, 256, 65_536),
@@ -123,6 +125,7 @@ class Config:
     idle_timeout_ms: int = _LIMITS["idle_timeout_ms"][0]
     body_timeout_ms: int = _LIMITS["body_timeout_ms"][0]
     body_rate_min: int = _LIMITS["body_rate_min"][0]
+    bodies_bytes_max: int = _LIMITS["bodies_bytes_max"][0]
     handshake_timeout_ms: int = _LIMITS["handshake_timeout_ms"][0]
     header_bytes_max: int = _LIMITS["header_bytes_max"][0]
     header_line_bytes_max: int = _LIMITS["header_line_bytes_max"][0]

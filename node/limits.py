@@ -32,12 +32,13 @@ class Limits:
     header_timeout_ms: int = 10_000
     idle_timeout_ms: int = 60_000
     body_timeout_ms: int = 10_000
-    body_rate_min: int = 1024 * 1024  # bytes/s a body must at least arrive at, after the above
+    body_rate_min: int = 4 * 1024 * 1024  # bytes/s a body must at least arrive at, after the above
     handshake_timeout_ms: int = 10_000  # TLS listeners: the handshake's own deadline
     header_bytes_max: int = 32 * 1024  # a request's whole header block
     header_line_bytes_max: int = 8190  # the request line, and each header field
     headers_max: int = 64  # header fields in one request
     wait_requests_max: int = 256  # `?wait=true` requests waiting at once
+    bodies_bytes_max: int = 128 * 1024 * 1024  # request bodies being read, all requests together
     fd_reserve: int = 256  # descriptors kept for the store, peers, logs: not for connections
 
 
@@ -210,3 +211,22 @@ class Slots:
     def give(self) -> None:
         assert self.taken > 0
         self.taken -= 1
+
+
+class ByteBudget:
+    """Bytes reserved by the request bodies being read, with a ceiling in all: half-sent bodies
+    hold at most `capacity` bytes of memory together, however many connections send them."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.reserved = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.reserved + size > self.capacity:
+            return False
+        self.reserved += size
+        return True
+
+    def release(self, size: int) -> None:
+        assert 0 <= size <= self.reserved
+        self.reserved -= size
