@@ -9,6 +9,7 @@ transport) is opened and closed by the app's `cleanup_ctx`.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
 from node.limits import ByteBudget, Slots
+from node.listener import validator_addresses
 from node.metrics import CONTENT_TYPE
 from node.peers import (
     BLOCKS_PATH,
@@ -40,7 +42,16 @@ RUNTIME: Final = web.AppKey("runtime", Runtime)
 READS: Final = web.AppKey("reads", ReadPool)
 WAITERS: Final = web.AppKey("waiters", Slots)
 BODIES: Final = web.AppKey("bodies", ByteBudget)
+# The other validators' addresses, and the body budgets of peer requests from them and from
+# anywhere else: a flood of large bodies from elsewhere (before TLS tells who is who) takes
+# neither the memory the validators' own messages need nor that of the clients' requests.
+VALIDATOR_ADDRESSES: Final = web.AppKey("validator_addresses", frozenset[str])
+PEER_BODIES: Final = web.AppKey("peer_bodies", ByteBudget)
+STRANGER_BODIES: Final = web.AppKey("stranger_bodies", ByteBudget)
 POOL_FULL: Final = "pool_full"
+UNCHECKED: Final = "unchecked"
+SIGNATURE_PROBE_TXS: Final = 64  # a request's txs checked before the rest
+BAD_SIGNATURES_MAX: Final = 16  # bad signatures among those beyond which the rest go unchecked
 HISTORY_LIMIT_DEFAULT: Final = 1000
 CURSOR_HEX_DIGITS: Final = 24  # a history cursor: height (8 bytes) and index (4), in hex
 VERSION_BYTES_OVERHEAD: Final = 256  # a version's JSON beyond twice its tx bytes (hex)
@@ -55,6 +66,7 @@ STATUS_OF: Final = {
     txs.BAD_SIGNATURE: 401,
     txs.DUPLICATE: 409,
     POOL_FULL: 429,
+    UNCHECKED: 401,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -145,12 +157,9 @@ async def _submit(
     request: web.Request, rt: Runtime, items: list[bytes | InvalidTransaction], is_batch: bool,
     *, wait: bool,
 ) -> web.StreamResponse:  # fmt: skip
-    verdict = await rt.admission.admit(items, rt.clock())
-    taken = rt.shell.submit(verdict.admitted, relayed=False)
-    rejected = _with_overflow(verdict, taken)
+    accepted, rejected = await _admit_probed(rt, items)
     for r in rejected:
         rt.metrics.txs_rejected.labels(r.reason).inc()
-    accepted = verdict.accepted[:taken]
     if not accepted:
         first = rejected[0]
         error = ApiError(
@@ -170,6 +179,30 @@ async def _submit(
     body |= {"accepted": statuses, "rejected": [_rejection_view(r) for r in rejected]}
     all_committed = wait and len(located) == len(accepted)
     return render(request, body, 200 if all_committed else 202)
+
+
+async def _admit_probed(
+    rt: Runtime, items: list[bytes | InvalidTransaction]
+) -> tuple[list[txs.Transaction], list[Rejection]]:
+    """Admit a request's txs and hand them to the shell: the first `SIGNATURE_PROBE_TXS` first;
+    if more than `BAD_SIGNATURES_MAX` of those carry bad signatures, the rest are refused
+    unchecked (a flood of garbage-signed txs costs a few dozen checks a request, not one per
+    tx). The accepted txs in pool order, and every refusal, by request index."""
+    accepted: list[txs.Transaction] = []
+    rejected: list[Rejection] = []
+    probe = SIGNATURE_PROBE_TXS
+    for start, part in ((0, items[:probe]), (probe, items[probe:])):
+        if not part:
+            break
+        if sum(r.reason == txs.BAD_SIGNATURE for r in rejected) > BAD_SIGNATURES_MAX:
+            detail = f"not checked: the request carried over {BAD_SIGNATURES_MAX} bad signatures"
+            rejected += [Rejection(start + i, None, UNCHECKED, detail) for i in range(len(part))]
+            break
+        verdict = await rt.admission.admit(part, rt.clock())
+        taken = rt.shell.submit(verdict.admitted, relayed=False)
+        accepted += verdict.accepted[:taken]
+        rejected += [replace(r, index=start + r.index) for r in _with_overflow(verdict, taken)]
+    return accepted, rejected
 
 
 def _with_overflow(verdict: Verdict, taken: int) -> list[Rejection]:
@@ -378,7 +411,10 @@ async def get_openapi(_request: web.Request) -> web.StreamResponse:
 
 async def post_peer_messages(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    async with codec.body(request, rt.config.peer_body_bytes_max, request.app[BODIES]) as raw:
+    app = request.app
+    from_validator = request.remote in app[VALIDATOR_ADDRESSES]
+    budget = app[PEER_BODIES] if from_validator else app[STRANGER_BODIES]
+    async with codec.body(request, rt.config.peer_body_bytes_max, budget) as raw:
         try:
             envelopes = decode_batch(raw)
         except ValueError as exc:
@@ -450,6 +486,10 @@ def create_app(
     app = web.Application(client_max_size=limit)
     app[WAITERS] = Slots(config.wait_requests_max)
     app[BODIES] = ByteBudget(config.bodies_bytes_max)
+    app[PEER_BODIES] = ByteBudget(config.bodies_bytes_max)
+    app[STRANGER_BODIES] = ByteBudget(config.peer_body_bytes_max)  # one such body at a time
+    others = [v.url for v in identity.genesis.validators if v.index != identity.index]
+    app[VALIDATOR_ADDRESSES] = validator_addresses(others)
     app.middlewares.extend([errors, auth.middleware(gate, add_routes(app))])
     auth_sessions.install(app, gate, clock)
 

@@ -166,10 +166,10 @@ class Admission:
             return TOO_MANY_FROM_SOURCE, None
         victim = None
         if len(self._open) >= self.cap:
-            stalled = [(f.opened_ms, id(c), c) for c, (_, f) in self._open.items() if f.in_headers]
-            if not stalled:
+            # `_open` is in the order the connections came: the first stalled one is the oldest.
+            victim = next((c for c, (_, f) in self._open.items() if f.in_headers), None)
+            if victim is None:
                 return TOO_MANY, None
-            victim = min(stalled, key=lambda item: item[:2])[2]
             self.remove(victim)
         self._open[conn] = (source, framing)
         self._by_source[source] = self._by_source.get(source, 0) + 1

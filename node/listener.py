@@ -23,9 +23,11 @@ import ctypes
 import json
 import logging
 import resource
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -200,3 +202,19 @@ def _trim_heap() -> None:
     """Hand the C heap's free memory back to the system (glibc); elsewhere, nothing."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def validator_addresses(urls: list[str]) -> frozenset[str]:
+    """The IP addresses the other validators' URLs name (numeric hosts as they are, names as
+    the resolver answers at start; a name it cannot resolve gives none)."""
+    out: set[str] = set()
+    for url in urls:
+        host = urlsplit(url).hostname
+        if not host:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            continue
+        out.update(str(info[4][0]) for info in infos)
+    return frozenset(out)
