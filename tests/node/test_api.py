@@ -1,6 +1,7 @@
 """The client API over real HTTP on a 4-node loopback cluster: every route, both encodings, and
 every refusal with its status code, its reason, and nothing written."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from ledger import proofs
 from ledger import tx as txs
 from ledger.encoding import encode
 from node.app import STATUS_OF
-from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
+from tests.node.conftest import WAIT_S, Cluster, now_ms, start_cluster, stop_all, tx_json
 
 MSGPACK = "application/msgpack"
 
@@ -409,5 +410,48 @@ async def test_wait_is_bounded_and_a_pending_tx_is_a_duplicate(tmp_path: Path, h
         status, again, _ = await post(http, c.url(0) + "/v1/transactions", tx)
         assert (status, again["error"]) == (409, txs.DUPLICATE)
         assert "pending" in again["reason"]
+    finally:
+        await stop_all(c)
+
+
+async def test_a_request_of_bad_signatures_is_checked_only_in_its_probe(
+    cluster: Cluster, http
+) -> None:
+    c = cluster
+    before = written(c)
+    good = c.tx("fiscal/", "probe-good", {"v": 1})
+    forged = [
+        tx_json(txs.create(Ed25519PrivateKey.generate(), chain_id=c.genesis.chain_id,
+                           client_id="fiscal-clerk0", nonce=i, timestamp_ms=now_ms(),
+                           key=f"fiscal/probe-{i}", type_="record", body={"i": i}))
+        for i in range(100)
+    ]  # fmt: skip
+    status, body, _ = await post(http, c.url(1) + "/v1/transactions", {"transactions": forged})
+    assert (status, body["error"]) == (401, txs.BAD_SIGNATURE)
+    reasons = [r["error"] for r in body["rejected"]]
+    assert reasons == [txs.BAD_SIGNATURE] * 64 + ["unchecked"] * 36
+    assert written(c) == before
+    # A few bad ones among good txs are refused one by one, the rest admitted.
+    mixed = [tx_json(good), *forged[:3]]
+    status, body, _ = await post(http, c.url(1) + "/v1/transactions", {"transactions": mixed})
+    assert status == 202
+    assert [r["error"] for r in body["rejected"]] == [txs.BAD_SIGNATURE] * 3
+
+
+async def test_waiting_requests_are_capped(tmp_path: Path, http) -> None:
+    c = await start_cluster(tmp_path, 4, wait_requests_max=1, wait_timeout_ms=5000)
+    try:
+        url = c.url(0) + "/v1/transactions?wait=true"
+        for i in (1, 2):  # no quorum: the first request keeps waiting
+            await c.stop(i)
+        first = asyncio.ensure_future(post(http, url, tx_json(c.tx("fiscal/", "w1", {"v": 1}))))
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while c.node(0).runtime.replica.pending == 0:  # poll, bounded: the first one waits
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        status, body, r = await post(http, url, tx_json(c.tx("fiscal/", "w2", {"v": 2})))
+        assert (status, body["error"], r.headers["Retry-After"]) == (503, "busy", "1")
+        assert c.node(0).runtime.replica.pending == 1  # refused before admission
+        first.cancel()
     finally:
         await stop_all(c)
