@@ -23,6 +23,7 @@ import msgpack
 
 from ledger import tx as txs
 from ledger.encoding import encode
+from node import auth_request as wire
 from tests.faults.harness import Network, now_ms
 
 SOURCES: Final = tuple(f"127.0.0.{i}" for i in range(2, 42))  # 40 attacking addresses
@@ -251,14 +252,28 @@ def _garbage_batch(net: Network, rng: random.Random) -> bytes:
     return json.dumps({"transactions": [{"raw": r.hex()} for r in raws]}).encode()
 
 
-async def _post(target: Target, n: int, path: bytes, body: bytes, kind: bytes) -> str:
+def signed_headers(target: Target, method: str, path: bytes, body: bytes) -> bytes:
+    """The authentication headers of a request signed by the permits clerk (an insider: a
+    client of the chain, who may read and write `permits/`)."""
+    client = target.net.client_for("permits/")
+    headers = wire.sign_headers(
+        target.net.client_keys[client], chain_id=target.net.genesis.chain_id, identity=client,
+        method=method, target=path.decode(), body=body, now_ms=now_ms(),
+    )  # fmt: skip
+    return b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+
+
+async def _post(
+    target: Target, n: int, path: bytes, body: bytes, kind: bytes, *, signed: bool = False
+) -> str:
     opened = await _open(target, n)
     if opened is None:
         return "refused_at_connect"
     reader, writer = opened
     try:
         head = b"POST %s HTTP/1.1\r\nHost: node\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-        writer.write(head % (path, kind, len(body)) + b"Connection: close\r\n\r\n")
+        auth = signed_headers(target, "POST", path, body) if signed else b""
+        writer.write(head % (path, kind, len(body)) + auth + b"Connection: close\r\n\r\n")
         for at in range(0, len(body), CHUNK_BYTES):
             writer.write(body[at : at + CHUNK_BYTES])
             await asyncio.wait_for(writer.drain(), IO_TIMEOUT_S * 4)
@@ -271,14 +286,15 @@ async def _post(target: Target, n: int, path: bytes, body: bytes, kind: bytes) -
 
 
 async def _repeat(
-    target: Target, until_s: float, loops: int, make: Callable[[int], tuple[bytes, bytes, bytes]]
-) -> Counter[str]:
+    target: Target, until_s: float, loops: int, make: Callable[[int], tuple[bytes, bytes, bytes]],
+    *, signed: bool = False,
+) -> Counter[str]:  # fmt: skip
     seen: Counter[str] = Counter()
 
     async def loop(w: int) -> None:
         k = 0
         while time.monotonic() < until_s and k < OPENS_MAX // loops:
-            seen[await _post(target, w + loops * k, *make(k))] += 1
+            seen[await _post(target, w + loops * k, *make(k), signed=signed)] += 1
             k += 1
 
     await asyncio.gather(*(loop(w) for w in range(loops)))
@@ -286,9 +302,11 @@ async def _repeat(
 
 
 async def garbage_txs(target: Target, until_s: float) -> Counter[str]:
+    """Signed requests of a real client (anonymous ones stop at authentication, 401, before
+    any tx is read), each carrying txs with random signatures."""
     return await _repeat(target, until_s, 2, lambda k: (
         b"/v1/transactions", target.payloads[f"garbage{k % GARBAGE_BATCHES}"],
-        b"application/json"))  # fmt: skip
+        b"application/json"), signed=True)  # fmt: skip
 
 
 def forged_envelope(net: Network, size: int) -> bytes:
@@ -312,7 +330,9 @@ async def history_readers(target: Target, until_s: float) -> Counter[str]:
             return "refused_at_connect"
         reader, writer = opened
         try:
-            writer.write(b"GET %s HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n" % path)
+            auth = signed_headers(target, "GET", path, b"")  # a client reading its own records
+            writer.write(b"GET %s HTTP/1.1\r\nHost: node\r\n%sConnection: close\r\n\r\n"
+                         % (path, auth))  # fmt: skip
             # A page asked for before the time is up may finish a little after it, not long.
             left_s = max(0.0, until_s - time.monotonic())
             answer = await asyncio.wait_for(reader.read(), left_s + PAGE_GRACE_S)

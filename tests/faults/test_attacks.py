@@ -34,6 +34,7 @@ import pytest
 from ledger.block import ChainHead, make_block
 from ledger.store import BlockStore
 from ledger.tx import Transaction
+from node.auth_client import signer
 from node.ratelog import LOG_INTERVAL_S
 from tests.faults import figures
 from tests.faults.attacks import ATTACKS, Target, prepare
@@ -147,7 +148,10 @@ class Normal:
     async def _run(self) -> None:
         start = time.monotonic()
         k = 0
-        async with aiohttp.ClientSession() as http:
+        client = self.net.client_for("fiscal/")
+        me = signer(self.net.client_keys[client], chain_id=self.net.genesis.chain_id,
+                    identity=client)  # fmt: skip
+        async with aiohttp.ClientSession(middlewares=(me,)) as http:
             while not self._stop.is_set():
                 tx = make_tx(self.net, "fiscal/", f"normal/{self.tag}/{k}", {"k": k},
                              nonce=10**9 + k)  # fmt: skip

@@ -429,7 +429,7 @@ async def test_a_request_of_bad_signatures_is_checked_only_in_its_probe(
     status, body, _ = await post(http, c.url(1) + "/v1/transactions", {"transactions": forged})
     assert (status, body["error"]) == (401, txs.BAD_SIGNATURE)
     reasons = [r["error"] for r in body["rejected"]]
-    assert reasons == [txs.BAD_SIGNATURE] * 64 + ["unchecked"] * 36
+    assert reasons == [txs.BAD_SIGNATURE] * 16 + ["unchecked"] * 84
     assert written(c) == before
     # A few bad ones among good txs are refused one by one, the rest admitted.
     mixed = [tx_json(good), *forged[:3]]
