@@ -31,6 +31,7 @@ from typing import Final
 import aiohttp
 import pytest
 
+from cli.processes import node_command
 from ledger.block import ChainHead, make_block
 from ledger.store import BlockStore
 from ledger.tx import Transaction
@@ -45,7 +46,6 @@ from tests.faults.harness import (
     certify,
     loopback_network,
     make_tx,
-    node_command,
     now_ms,
     verify_data_dirs,
 )
