@@ -24,7 +24,7 @@ test: $(STAMP)
 	@# The network fault tests build namespaces with iproute2 (root only; they say why they skip).
 	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		apt-get install -y -qq iproute2 >/dev/null; } || echo "iproute2 not installed"
-	@# The browser tests drive Debian's Chromium over its DevTools protocol (root only to install).
+	@# The browser tests run Debian's Chromium headless, over TLS (root only to install).
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed"
 	$(PY) -m pytest

@@ -12,6 +12,7 @@ cores cannot commit more than cores x verify rate / nodes signed tx/s (the limit
     .venv/bin/python bench/cluster.py latency [--rate 200] [--seconds 30]
     .venv/bin/python bench/cluster.py sweep [--rates 500,1000,...] [--plots DIR]
     .venv/bin/python bench/cluster.py nodes [--nodes-list 4,7]
+    .venv/bin/python bench/cluster.py tls [--txs N]   # the same batched run, insecure then TLS
     .venv/bin/python bench/cluster.py all --plots docs/img     # every run above, with plots
 
 `throughput` runs batched submission (the headline figure: `tx_per_s`, `ratio`) and then
@@ -122,6 +123,23 @@ def throughput(
     return out
 
 
+def tls_cost(
+    nodes: int, txs: int, verify: dict[str, float], batch: tuple[int, int]
+) -> dict[str, Any]:
+    """The same batched run on two fresh clusters, one with `insecure = true` (plain HTTP),
+    one with TLS (the default): what TLS costs in committed tx/s and latency."""
+    limit = _limit(verify, nodes)
+    out: dict[str, Any] = {}
+    for transport in ("insecure", "tls"):
+        with harness.started_cluster(nodes, insecure=transport == "insecure") as cluster:
+            spec = harness.LoadSpec(txs, "batched", batch[0], batch[1], run_id=transport)
+            result, cpu = harness.run_load(cluster, spec, None)
+            out[transport] = _summary(result, cpu, limit, nodes)
+    plain, secure = out["insecure"]["tx_per_s"], out["tls"]["tx_per_s"]
+    out["tls_over_insecure"] = round(secure / plain, 3) if plain else None
+    return out
+
+
 def latency(nodes: int, rate: float, seconds: float) -> dict[str, Any]:
     """Single-tx submissions at a fixed offered rate (open loop)."""
     with harness.started_cluster(nodes) as cluster:
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "what", nargs="?", default="throughput",
-        choices=["throughput", "latency", "sweep", "nodes", "all"],
+        choices=["throughput", "latency", "sweep", "nodes", "tls", "all"],
     )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--txs", type=int, default=60_000, help="txs of the batched run")
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("sweep", "all"):
         rates = [float(r) for r in args.rates.split(",")]
         report["sweep"] = sweep(args.nodes, rates, min(args.seconds, 15.0), verify)
+    if args.what in ("tls", "all"):
+        report["tls_cost"] = tls_cost(args.nodes, args.txs, verify, (args.batch, args.concurrency))
     if args.what in ("nodes", "all"):
         report["nodes_scaling"] = [
             throughput(int(n), args.txs, 0, verify) | {"nodes": int(n)}
@@ -245,6 +265,14 @@ def _print(r: dict[str, Any]) -> None:
               f"{r['concurrency']} in flight): {r['txs']:,} txs committed")  # fmt: skip
         _print_run(r)
         print(f"  disk: {r['disk_bytes_per_tx']} bytes/tx per node; RSS max MB: {r['rss_mb_max']}")
+    if "tls_cost" in r:
+        t = r["tls_cost"]
+        print(f"\nTLS cost, the same batched run on fresh clusters: insecure (plain HTTP) "
+              f"{t['insecure']['tx_per_s']:,} tx/s, TLS {t['tls']['tx_per_s']:,} tx/s "
+              f"(TLS/insecure = {t['tls_over_insecure']})")  # fmt: skip
+        for name in ("insecure", "tls"):
+            print(f"  {name}:")
+            _print_run(t[name])
     if "single" in r:
         s = r["single"]
         print(f"\nsingle-tx submissions ({s['concurrency']} in flight): {s['txs']:,} txs")

@@ -190,13 +190,15 @@ class Cluster:
     """A fresh cluster in a temporary directory; a context manager that always stops it."""
 
     def __init__(
-        self, nodes: int, params: dict[str, int] | None = None, keep: Path | None = None
-    ) -> None:
+        self, nodes: int, params: dict[str, int] | None = None, keep: Path | None = None,
+        insecure: bool = False,
+    ) -> None:  # fmt: skip
+        """`insecure`: plain HTTP instead of TLS (to measure what TLS costs)."""
         self._tmp = None if keep else tempfile.TemporaryDirectory(prefix="cityledger-bench-")
         self.root = keep or Path(self._tmp.name) / "net"  # type: ignore[union-attr]
         params = {**PARAMS, **(params or {})}
-        where = network.addresses("127.0.0.1", free_ports(nodes))
-        self.net = network.init(self.root, nodes=where, params=params)
+        where = network.addresses("127.0.0.1", free_ports(nodes), insecure=insecure)
+        self.net = network.init(self.root, nodes=where, params=params, insecure=insecure)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rss_max: dict[str, int] = {}
 
@@ -240,7 +242,7 @@ class Cluster:
                 raise RuntimeError(
                     f"{node_id} exited: {processes.last_log_line(self.net, node_id)}"
                 )
-            if processes.probe(entry, self.net.genesis.hash, timeout_s=1.0).healthy:
+            if processes.probe(entry, self.net.genesis, timeout_s=1.0).healthy:
                 return time.perf_counter() - started
             time.sleep(0.01)
         raise RuntimeError(f"{node_id} not healthy within {timeout_s} s")
@@ -264,7 +266,7 @@ class Cluster:
     def status(self, node_id: str) -> dict[str, Any]:
         entry = self.net.node(node_id)  # asked as that validator (its own key signs)
         signer = Signer(node_id, crypto.load_private_key(entry.key), self.net.genesis.chain_id)
-        with NodeClient(entry.url, STATUS_TIMEOUT_S, signer) as client:
+        with NodeClient(entry.url, STATUS_TIMEOUT_S, signer, genesis=self.net.genesis) as client:
             value: dict[str, Any] = client.get("/v1/status")
             return value
 
@@ -430,8 +432,10 @@ def _await_line(proc: subprocess.Popen[bytes], cluster: Cluster, timeout_s: floa
 
 
 @contextlib.contextmanager
-def started_cluster(nodes: int, params: dict[str, int] | None = None) -> Iterator[Cluster]:
-    with Cluster(nodes, params) as cluster:
+def started_cluster(
+    nodes: int, params: dict[str, int] | None = None, insecure: bool = False
+) -> Iterator[Cluster]:
+    with Cluster(nodes, params, insecure=insecure) as cluster:
         cluster.start()
         yield cluster
 

@@ -22,6 +22,7 @@ The result is one JSON line on stdout (see `Result`); progress goes to stderr.
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,18 @@ class Result:
     load_cpu_s: float
     late_requests: int  # open loop: requests sent after their due time (too many in flight)
     errors: dict[str, int] = field(default_factory=dict)
+
+
+def _trusted_nodes(spec: Spec) -> ssl.SSLContext | bool:
+    """TLS nodes are trusted as the CLI trusts them: exactly the validators of the cluster's
+    genesis (never the system store); plain http:// (`insecure`) needs nothing."""
+    if not any(url.startswith("https://") for url in spec.urls):
+        return True
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ledger import genesis as genesis_mod
+    from node import tls
+
+    return tls.genesis_client_context(genesis_mod.load(Path(spec.dir) / "genesis.toml"))
 
 
 def _sign_all(spec: Spec) -> tuple[list[bytes], float, Any]:
@@ -128,7 +141,9 @@ class Runner:
 
     async def run(self) -> None:
         spec = self.spec
-        connector = aiohttp.TCPConnector(limit=spec.concurrency + 8, force_close=False)
+        connector = aiohttp.TCPConnector(
+            limit=spec.concurrency + 8, force_close=False, ssl=_trusted_nodes(spec)
+        )
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, middlewares=self.signing

@@ -6,13 +6,20 @@ every refusal into `Refused` with the node's `{"error", "reason"}`. Answers are 
 `Signer`, it signs every request with that identity (docs/protocol.md section 16), afresh for
 each attempt. It never verifies or retries anything but a GET on a keep-alive connection the
 server closed.
+
+An https:// node is reached over TLS 1.3 and trusted only if its certificate was issued by a
+validator of the genesis the client is given (`--genesis`, `$CITYLEDGER_GENESIS`): never the
+system's certificate store (docs/protocol.md section 17). http:// is for `insecure` nodes.
 """
 
 import http.client
 import json
+import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
@@ -20,13 +27,16 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.errors import Failed
-from node import auth_request
+from ledger import genesis as genesis_mod
+from ledger.errors import InvalidGenesis
+from node import auth_request, tls
 
-DEFAULT_NODE: Final = "http://127.0.0.1:7001"
+DEFAULT_NODE: Final = "https://127.0.0.1:7001"
 NODE_ENV: Final = "CITYLEDGER_NODE"
 CLIENT_ENV: Final = "CITYLEDGER_CLIENT"
 KEY_ENV: Final = "CITYLEDGER_KEY"
 CHAIN_ID_PATH: Final = "/v1/auth/challenge"  # anonymous; names the node's chain id
+GENESIS_ENV: Final = "CITYLEDGER_GENESIS"
 TIMEOUT_S: Final = 10.0
 RESPONSE_BYTES_MAX: Final = 256 * 1024 * 1024  # a block of the largest size, hex-encoded, twice
 JSON: Final = "application/json"
@@ -84,16 +94,39 @@ class Signer:
     chain_id: str | None = None
 
 
+def trusted_nodes(genesis: genesis_mod.Genesis | None) -> ssl.SSLContext | None:
+    """The TLS context that trusts exactly the validators of `genesis`, else of the genesis
+    named by `$CITYLEDGER_GENESIS`; None if there is neither."""
+    if genesis is None and os.environ.get(GENESIS_ENV):
+        path = Path(os.environ[GENESIS_ENV])
+        try:
+            genesis = genesis_mod.load(path)
+        except InvalidGenesis as exc:
+            raise Failed(f"${GENESIS_ENV}: {path} is not a valid genesis file: {exc}") from None
+    return None if genesis is None else tls.genesis_client_context(genesis)
+
+
 class NodeClient:
-    """One node's API. Use as a context manager, or call `close`."""
+    """One node's API. Use as a context manager, or call `close`.
+
+    `genesis`: the chain whose validators an https:// node must be one of (else the one
+    `$CITYLEDGER_GENESIS` names); an https:// node cannot be reached without one."""
 
     def __init__(
-        self, url: str, timeout_s: float = TIMEOUT_S, signer: Signer | None = None
-    ) -> None:
+        self, url: str, timeout_s: float = TIMEOUT_S, signer: Signer | None = None, *,
+        genesis: genesis_mod.Genesis | None = None,
+    ) -> None:  # fmt: skip
         self.url = check_url(url)
         self.signer = signer
         parts = urlsplit(self.url)
         self._https = parts.scheme == "https"
+        self._context = trusted_nodes(genesis) if self._https else None
+        if self._https and self._context is None:
+            raise Failed(
+                f"the node at {self.url} speaks TLS: pass --genesis GENESIS.toml (or set "
+                f"${GENESIS_ENV}) so that its certificate can be checked against the validators "
+                "of its chain"
+            )
         self._host = parts.hostname or ""
         self._port = parts.port
         self._prefix = parts.path
@@ -224,8 +257,12 @@ class NodeClient:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=timeout)
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=self._context
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         elif self._conn.sock is not None:
             self._conn.sock.settimeout(timeout)
         self._conn.timeout = timeout
@@ -239,6 +276,17 @@ class NodeClient:
             return NodeUnreachable(
                 f"cannot reach {where}: connection refused (is the node running? "
                 "pass --node URL or set CITYLEDGER_NODE)"
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return NodeUnreachable(
+                f"{where} is not a validator of the genesis: its TLS certificate was not issued "
+                "by any validator key of the genesis given (is --genesis the genesis of its "
+                "chain?)"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return NodeUnreachable(
+                f"{where} did not complete a TLS 1.3 handshake ({exc.reason or exc}); an "
+                "insecure node is reached with http://"
             )
         if isinstance(exc, socket.gaierror):
             return NodeUnreachable(f"cannot reach {where}: unknown host {self._host!r}")

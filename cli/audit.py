@@ -199,7 +199,7 @@ def verify(
             assert node_url is not None
             source = node_url
             signer = signer_of(client_id, key_path, genesis)
-            with NodeClient(node_url, FETCH_TIMEOUT_S, signer) as client:
+            with NodeClient(node_url, FETCH_TIMEOUT_S, signer, genesis=genesis) as client:
                 report, head = verify_stream(client, genesis, progress)
     if as_json:
         echo_json(
@@ -254,7 +254,11 @@ def export_bundle(client: NodeClient, tx_id: str) -> dict[str, Any]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the bundle to this file (default: print it).",
 )
-@genesis_option(required=False, help_text="Check the bundle against this genesis first.")
+@genesis_option(
+    required=False,
+    help_text="Check the bundle against this genesis first; trust the nodes of this genesis only "
+    "(default: $CITYLEDGER_GENESIS).",
+)
 @json_option
 def proof(
     node_url: str, client_id: str | None, key_path: Path | None, tx_id: str,
@@ -264,7 +268,7 @@ def proof(
     and which validators certified its block. Check it with `cityledger verify-proof`.
     The identity (--client/--key) must be one that may read the tx's record."""
     signer = signer_of(client_id, key_path, genesis)
-    with NodeClient(node_url, FETCH_TIMEOUT_S, signer) as client:
+    with NodeClient(node_url, FETCH_TIMEOUT_S, signer, genesis=genesis) as client:
         doc = export_bundle(client, tx_id)
     if genesis is not None:
         try:

@@ -72,6 +72,11 @@ def load_network(directory: Path) -> network.Network:
     default=None,
     help="How long backups wait for a slow primary before changing view.",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plain HTTP instead of TLS (for measuring what TLS costs; never for real use).",
+)
 @json_option
 def init(
     directory: Path,
@@ -80,6 +85,7 @@ def init(
     host: str,
     chain_id: str,
     view_change_timeout_ms: int | None,
+    insecure: bool,
     as_json: bool,
 ) -> None:
     """Write keys, genesis and node configs of a new network to DIR.
@@ -99,7 +105,11 @@ def init(
     ports = [base_port + i for i in range(validators)]
     try:
         net = network.init(
-            directory, nodes=network.addresses(host, ports), chain_id=chain_id, params=params
+            directory,
+            nodes=network.addresses(host, ports, insecure=insecure),
+            chain_id=chain_id,
+            params=params,
+            insecure=insecure,
         )
     except InvalidGenesis as exc:
         raise click.BadParameter("; ".join(exc.problems)) from None
@@ -124,6 +134,10 @@ def init(
         )
     )
     click.echo(f"\nStart it with: cityledger cluster up {directory}")
+    click.echo(
+        "The CLI checks every node against this genesis: "
+        f"export CITYLEDGER_GENESIS={directory / network.GENESIS_FILE}"
+    )
 
 
 def describe(net: network.Network) -> dict[str, Any]:
@@ -317,7 +331,7 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 
 
 def status_row(net: network.Network, entry: network.NodeEntry) -> dict[str, Any]:
-    health = processes.probe(entry, net.genesis.hash)
+    health = processes.probe(entry, net.genesis)
     s = health.status or {}
     role = None
     if health.status is not None:

@@ -172,7 +172,7 @@ class Demo:
     def submit(self, url: str, records: list[Record]) -> list[dict[str, Any]]:
         """Send records to the node at `url`, then wait until every one is committed."""
         rows, sent = [], []
-        with NodeClient(url, signer=self.signer) as client:
+        with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
             for org, key, type_, body in records:
                 clerk = f"{org}-clerk"
                 tx = make_tx(
@@ -202,7 +202,7 @@ class Demo:
 
     def show_blocks(self, url: str, low: int, high: int) -> None:
         names = {int(v.index): v.id for v in self.net.genesis.validators}
-        with NodeClient(url, signer=self.signer) as client:
+        with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
             for height in range(low, high + 1):
                 value = client.get(f"/v1/blocks/{height}")
                 click.echo("")
@@ -214,11 +214,11 @@ class Demo:
         return rows
 
     def height(self, url: str) -> int:
-        with NodeClient(url, signer=self.signer) as client:
+        with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
             return int(client.get("/v1/status")["height"])
 
     def crash_primary(self) -> str:
-        with NodeClient(self.live_url(), signer=self.signer) as client:
+        with NodeClient(self.live_url(), signer=self.signer, genesis=self.net.genesis) as client:
             primary = int(client.get("/v1/status")["primary"])
         victim = self.net.genesis.validators[primary]
         proc = self.procs[victim.id]
@@ -301,7 +301,10 @@ def auditor(net: network.Network) -> Signer:
 def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
     heading("5. Auditing the trail against nothing but the genesis")
     signer = auditor(net)
-    with Progress("verifying") as progress, NodeClient(survivor, signer=signer) as client:
+    with (
+        Progress("verifying") as progress,
+        NodeClient(survivor, signer=signer, genesis=net.genesis) as client,
+    ):
         report, head = verify_stream(client, net.genesis, progress)
     if not report.ok or head is None:
         raise Failed(
@@ -321,7 +324,7 @@ def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
         f"verify --data-dir of the crashed {victim}'s store (offline): OK, "
         f"{report.blocks_checked} blocks, every one it acknowledged survived kill -9"
     )
-    with NodeClient(survivor, signer=signer) as client:
+    with NodeClient(survivor, signer=signer, genesis=net.genesis) as client:
         history = client.get(f"/v1/history/{CLAIM}")
         tx_id = history["versions"][0]["tx_id"]
         doc = export_bundle(client, tx_id)

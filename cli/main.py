@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cli import audit, cluster, demo, keys, noderun, records
+from cli import anchors, audit, cluster, demo, keys, noderun, records
 from cli.errors import Failed
 from ledger.errors import LedgerError
 
@@ -50,6 +50,7 @@ cli.add_command(audit.verify)
 cli.add_command(audit.proof)
 cli.add_command(audit.verify_proof)
 cli.add_command(demo.demo)
+cli.add_command(anchors.tls_anchors)
 
 
 def main() -> None:

@@ -77,9 +77,11 @@ class Address:
     url: str
 
 
-def addresses(host: str, ports: Sequence[int]) -> list[Address]:
-    """One address per port on `host`, each node reached where it binds."""
-    return [Address(f"{host}:{port}", f"http://{host}:{port}") for port in ports]
+def addresses(host: str, ports: Sequence[int], *, insecure: bool = False) -> list[Address]:
+    """One address per port on `host`, each node reached where it binds: over TLS (https://)
+    unless `insecure`."""
+    scheme = "http" if insecure else "https"
+    return [Address(f"{host}:{port}", f"{scheme}://{host}:{port}") for port in ports]
 
 
 @dataclass(frozen=True)
@@ -146,10 +148,12 @@ def init(
     log_level: str = "info",
     cores: int | None = None,
     settings: dict[str, str | int] | None = None,
+    insecure: bool = False,
 ) -> Network:
     """Write keys, the genesis and one node config per validator (one per address) under
     `root`. `cores`: each node's (None: this machine's, shared among them); `settings`: more
-    node config entries (name -> value), the same for every node.
+    node config entries (name -> value), the same for every node. The nodes speak TLS unless
+    `insecure` (then `insecure = true`, and the addresses' URLs must be http://).
 
     Raises `InvalidGenesis` if the options make no valid genesis (nothing is written then)."""
     assert not is_initialised(root)
@@ -201,7 +205,7 @@ def init(
         folder = root / NODES_DIR / node_id
         folder.mkdir(parents=True)
         crypto.write_private_key(folder / KEY_FILE, key)
-        config = node_config(node_id, address.listen, node_cores, log_level)
+        config = node_config(node_id, address.listen, node_cores, log_level, insecure=insecure)
         config += "".join(f"{k} = {json.dumps(v)}\n" for k, v in (settings or {}).items())
         (folder / NODE_CONFIG).write_text(config)
     (root / CLIENTS_DIR).mkdir()
@@ -226,7 +230,15 @@ def shared_cores(nodes: int) -> int:
     return max(machine_cores() // max(nodes, 1), 1)
 
 
-def node_config(node_id: str, listen: str, cores: int, log_level: str = "info") -> str:
+def node_config(
+    node_id: str, listen: str, cores: int, log_level: str = "info", *, insecure: bool = False
+) -> str:
+    transport = (
+        ["# Plain HTTP, no TLS: for measurements only (the node warns at every start).",
+         "insecure = true"]
+        if insecure
+        else ["# TLS 1.3 on every listener, with a certificate issued by the validator's key."]
+    )  # fmt: skip
     return (
         "\n".join(
             [
@@ -236,6 +248,10 @@ def node_config(node_id: str, listen: str, cores: int, log_level: str = "info") 
                 f'key_file = "{KEY_FILE}"          # the validator\'s private key: keep it secret',
                 'data_dir = "data"             # the LevelDB block store',
                 f'listen = "{listen}"',
+                *transport,
+                "# /metrics has a listener of its own, on loopback (port 0: any free port, logged",
+                "# at start; give it a fixed port for Prometheus).",
+                'metrics_listen = "127.0.0.1:0"',
                 'genesis = "../../genesis.toml"',
                 f'log_level = "{log_level}"',
                 "# The cluster's nodes share this machine: its cores, divided among them",

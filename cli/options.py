@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.api import CLIENT_ENV, DEFAULT_NODE, KEY_ENV, NODE_ENV, Signer, check_url
+from cli.api import CLIENT_ENV, DEFAULT_NODE, GENESIS_ENV, KEY_ENV, NODE_ENV, Signer, check_url
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger.errors import InvalidGenesis, LedgerError
@@ -60,6 +60,7 @@ def genesis_option(*, required: bool, help_text: str) -> Callable[[F], F]:
         return click.option(
             "--genesis",
             "genesis",
+            envvar=GENESIS_ENV,
             required=required,
             metavar="GENESIS.toml",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -99,3 +100,10 @@ def signer_of(
     except LedgerError as exc:
         raise click.BadParameter(str(exc), param_hint="--key") from None
     return Signer(client_id, key, None if genesis is None else genesis.chain_id)
+
+
+TRUST_HELP = (
+    "The genesis of the node's chain: the node must present a TLS certificate issued by one "
+    f"of its validators (default: ${GENESIS_ENV})."
+)
+trust_option = genesis_option(required=False, help_text=TRUST_HELP)

@@ -31,6 +31,7 @@ from cli.errors import Failed
 from cli.network import LOGS_DIR, PIDS_DIR, Network, NodeEntry
 from ledger import crypto
 from ledger.errors import LedgerError
+from ledger.genesis import Genesis
 
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 15.0
@@ -185,15 +186,17 @@ def spawn(
         )
 
 
-def probe(entry: NodeEntry, genesis_hash: bytes, timeout_s: float = PROBE_TIMEOUT_S) -> Health:
+def probe(entry: NodeEntry, genesis: Genesis, timeout_s: float = PROBE_TIMEOUT_S) -> Health:
     """Ask one node's /v1/status (signed with that node's own key, a validator's identity);
-    healthy when it answers for this chain and is running."""
+    healthy when it answers for this chain and is running (over TLS: when it is the validator
+    of the genesis it claims to be)."""
+    genesis_hash = genesis.hash
     try:
         signer = Signer(entry.id, crypto.load_private_key(entry.key))
     except LedgerError as exc:
         return Health(entry.id, None, str(exc))
     try:
-        with NodeClient(entry.url, timeout_s, signer) as client:
+        with NodeClient(entry.url, timeout_s, signer, genesis=genesis) as client:
             status = client.get("/v1/status")
     except (NodeUnreachable, Refused) as exc:
         return Health(entry.id, None, str(exc))
@@ -220,7 +223,7 @@ def wait_healthy(
                     f"node {node_id} exited during start-up (code {code}): "
                     f"{last_log_line(net, node_id)} (log: {net.log_file(node_id)})"
                 )
-            health = probe(entry, net.genesis.hash, timeout_s=PROBE_TIMEOUT_S)
+            health = probe(entry, net.genesis, timeout_s=PROBE_TIMEOUT_S)
             if health.healthy:
                 del pending[node_id]
             elif health.status is not None and "another chain" in health.problem:

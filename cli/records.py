@@ -26,6 +26,7 @@ from cli.options import (
     json_option,
     node_option,
     signer_of,
+    trust_option,
 )
 from cli.output import compact, echo_json, fields, table, timestamp
 from ledger import crypto
@@ -223,8 +224,8 @@ def await_commit(client: NodeClient, tx_id: str, deadline: float) -> dict[str, A
 )
 @genesis_option(
     required=False,
-    help_text="Take the chain id from this genesis and check the "
-    "client, key and namespace before sending.",
+    help_text="Take the chain id from this genesis, check the client, key and namespace "
+    "before sending, and trust the nodes of this genesis only (default: $CITYLEDGER_GENESIS).",
 )
 @json_option
 def submit(
@@ -250,7 +251,7 @@ def submit(
     fields_ = {"client_id": client_id, "record_key": record_key, "record_type": record_type}
     make_tx(key, chain_id=genesis.chain_id if genesis else "check", body=body, **fields_)
     signer = Signer(client_id, key, None if genesis is None else genesis.chain_id)
-    with NodeClient(node_url, signer=signer) as client:
+    with NodeClient(node_url, signer=signer, genesis=genesis) as client:
         if signer.chain_id is None:  # learnt anonymously, before the first signed request
             signer.chain_id = str(client.get(CHAIN_ID_PATH, expect=("chain_id",))["chain_id"])
         chain_id = signer.chain_id
@@ -278,9 +279,14 @@ def submit(
 
 
 def fetch(
-    node_url: str, path: str, what: str, expect: tuple[str, ...], signer: Signer | None
+    node_url: str,
+    path: str,
+    what: str,
+    expect: tuple[str, ...],
+    signer: Signer | None,
+    genesis: Genesis | None,
 ) -> Any:
-    with NodeClient(node_url, signer=signer) as client:
+    with NodeClient(node_url, signer=signer, genesis=genesis) as client:
         try:
             return client.get(path, expect=expect)
         except Refused as exc:
@@ -293,17 +299,20 @@ def fetch(
 @node_option
 @identity_options
 @click.argument("record_key")
+@trust_option
 @json_option
 def get(
-    node_url: str, client_id: str | None, key_path: Path | None, record_key: str, as_json: bool
-) -> None:
+    node_url: str, client_id: str | None, key_path: Path | None, record_key: str,
+    genesis: Genesis | None, as_json: bool,
+) -> None:  # fmt: skip
     """Show the current value of a record."""
     value = fetch(
         node_url,
         "/v1/records/" + path_of(record_key),
         f"record {record_key}",
         RECORD_FIELDS,
-        signer_of(client_id, key_path),
+        signer_of(client_id, key_path, genesis),
+        genesis,
     )
     if as_json:
         echo_json(value)
@@ -328,17 +337,20 @@ def get(
 @node_option
 @identity_options
 @click.argument("record_key")
+@trust_option
 @json_option
 def history(
-    node_url: str, client_id: str | None, key_path: Path | None, record_key: str, as_json: bool
-) -> None:
+    node_url: str, client_id: str | None, key_path: Path | None, record_key: str,
+    genesis: Genesis | None, as_json: bool,
+) -> None:  # fmt: skip
     """Show every version of a record, oldest first."""
     value = fetch(
         node_url,
         "/v1/history/" + path_of(record_key),
         f"record {record_key}",
         ("key", "versions"),
-        signer_of(client_id, key_path),
+        signer_of(client_id, key_path, genesis),
+        genesis,
     )
     if as_json:
         echo_json(value)
@@ -372,13 +384,17 @@ TX_ID_ARG = click.argument("tx_id", callback=_tx_id)
 @node_option
 @identity_options
 @TX_ID_ARG
+@trust_option
 @json_option
 def tx_command(
-    node_url: str, client_id: str | None, key_path: Path | None, tx_id: str, as_json: bool
-) -> None:
+    node_url: str, client_id: str | None, key_path: Path | None, tx_id: str,
+    genesis: Genesis | None, as_json: bool,
+) -> None:  # fmt: skip
     """Show a transaction: its status and, once committed, where and what."""
-    signer = signer_of(client_id, key_path)
-    value = fetch(node_url, f"/v1/transactions/{tx_id}", f"tx {tx_id}", STATUS_FIELDS, signer)
+    signer = signer_of(client_id, key_path, genesis)
+    value = fetch(
+        node_url, f"/v1/transactions/{tx_id}", f"tx {tx_id}", STATUS_FIELDS, signer, genesis
+    )
     if as_json:
         echo_json(value)
         return
@@ -409,7 +425,7 @@ def _height(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 def signer_names(node_url: str, genesis: Genesis | None, signer: Signer | None) -> dict[int, str]:
     if genesis is not None:
         return {v.index: v.id for v in genesis.validators}
-    status = fetch(node_url, "/v1/status", "status", ("index", "node_id", "peers"), signer)
+    status = fetch(node_url, "/v1/status", "status", ("index", "node_id", "peers"), signer, genesis)
     names = {int(p["index"]): str(p["id"]) for p in status.get("peers", [])}
     names[int(status["index"])] = str(status["node_id"])
     return names
@@ -451,7 +467,11 @@ def block_lines(value: dict[str, Any], names: dict[int, str], n_validators: int)
 @node_option
 @identity_options
 @click.argument("height", metavar="HEIGHT|latest", callback=_height)
-@genesis_option(required=False, help_text="Name the signers from this genesis.")
+@genesis_option(
+    required=False,
+    help_text="Name the signers from this genesis; trust the nodes of this genesis only "
+    "(default: $CITYLEDGER_GENESIS).",
+)
 @json_option
 def block(
     node_url: str, client_id: str | None, key_path: Path | None, height: str,
@@ -460,7 +480,9 @@ def block(
     """Show a committed block: header, certificate signers, transactions (validators and
     auditors only)."""
     signer = signer_of(client_id, key_path, genesis)
-    value = fetch(node_url, f"/v1/blocks/{height}", f"block {height}", BLOCK_FIELDS, signer)
+    value = fetch(
+        node_url, f"/v1/blocks/{height}", f"block {height}", BLOCK_FIELDS, signer, genesis
+    )
     if as_json:
         echo_json(value)
         return

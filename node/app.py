@@ -20,7 +20,7 @@ from ledger import tx as txs
 from ledger.block import HEIGHT_MAX, verify_certificate
 from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.store import RECORD_VERSIONS_MAX
-from node import auth, auth_sessions, codec, openapi, proofs
+from node import auth, auth_sessions, codec, openapi, proofs, tls_sites
 from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
@@ -412,7 +412,11 @@ async def get_openapi(_request: web.Request) -> web.StreamResponse:
 async def post_peer_messages(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     app = request.app
-    from_validator = request.remote in app[VALIDATOR_ADDRESSES]
+    # Under TLS the guard let only validators' connections this far; in insecure mode the
+    # validators' addresses are all there is to tell them from strangers.
+    from_validator = (
+        tls_sites.is_validator_connection(request) or request.remote in app[VALIDATOR_ADDRESSES]
+    )
     budget = app[PEER_BODIES] if from_validator else app[STRANGER_BODIES]
     async with codec.body(request, rt.config.peer_body_bytes_max, budget) as raw:
         try:
@@ -490,7 +494,9 @@ def create_app(
     app[STRANGER_BODIES] = ByteBudget(config.peer_body_bytes_max)  # one such body at a time
     others = [v.url for v in identity.genesis.validators if v.index != identity.index]
     app[VALIDATOR_ADDRESSES] = validator_addresses(others)
-    app.middlewares.extend([errors, auth.middleware(gate, add_routes(app))])
+    app[tls_sites.LISTENERS] = {}
+    guard = tls_sites.make_guard(config.insecure)
+    app.middlewares.extend([guard, errors, auth.middleware(gate, add_routes(app))])
     auth_sessions.install(app, gate, clock)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -9,9 +9,16 @@ sockets, no store.
 node_id = "node0"              # this validator's id in the genesis
 key_file = "key.pem"           # its Ed25519 private key (PKCS#8 PEM)
 data_dir = "data"              # the LevelDB block store
-listen = "127.0.0.1:7001"      # host:port of the HTTP server (client API and peer endpoints)
+listen = "127.0.0.1:7001"      # host:port of the client API (and of the peer endpoints, unless
+                               # peer_listen is set)
 genesis = "../../genesis.toml"
 log_level = "info"             # debug | info | warning | error
+# optional transport settings, with their defaults (docs/protocol.md, "Transport"):
+peer_listen = ""               # host:port of a separate peer listener ("": the listen one)
+metrics_listen = "127.0.0.1:0" # host:port of the /metrics listener (port 0: any free port)
+insecure = false               # true: plain HTTP everywhere, no TLS (warned at every start)
+tls_cert_file = ""             # a CA-issued certificate (chain) for the client listener, and
+tls_key_file = ""              # its key; both or neither ("": the bound certificate only)
 # optional limits, with their defaults:
 body_bytes_max = 4194304       # largest client request body
 peer_body_bytes_max = 67108864 # largest peer request body
@@ -90,6 +97,8 @@ _LIMITS: Final = {
     "fd_reserve": (256, 16, 65_536),
 }
 _REQUIRED: Final = ("node_id", "key_file", "data_dir", "listen", "genesis")
+_OPTIONAL_STRINGS: Final = ("peer_listen", "metrics_listen", "tls_cert_file", "tls_key_file")
+DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:0"
 
 
 class ConfigError(Exception):
@@ -132,6 +141,11 @@ class Config:
     headers_max: int = _LIMITS["headers_max"][0]
     wait_requests_max: int = _LIMITS["wait_requests_max"][0]
     fd_reserve: int = _LIMITS["fd_reserve"][0]
+    insecure: bool = False
+    peer_listen: tuple[str, int] | None = None  # (host, port) of a separate peer listener
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 0)
+    tls_cert_file: Path | None = None  # a CA-issued certificate for the client listener
+    tls_key_file: Path | None = None
     path: Path = Path("node.toml")  # the file this config came from, for messages
 
     def limits(self) -> Limits:
@@ -189,7 +203,8 @@ def from_dict(doc: dict[str, Any], path: Path) -> Config:
         problems.append(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
     host, port = _listen(strings.get("listen"), problems)
     limits = _limits(doc, problems)
-    extra = set(doc) - {*_REQUIRED, "log_level", *_LIMITS}
+    transport = _transport(doc, base, problems)
+    extra = set(doc) - {*_REQUIRED, "log_level", *_LIMITS, *_OPTIONAL_STRINGS, "insecure"}
     problems.extend(f"{name}: unknown field" for name in sorted(extra))
     if problems:
         raise ConfigError(path, problems)
@@ -203,21 +218,51 @@ def from_dict(doc: dict[str, Any], path: Path) -> Config:
         log_level=strings["log_level"].lower(),
         path=path,
         **limits,
+        **transport,
     )
 
 
-def _listen(value: str | None, problems: list[str]) -> tuple[str, int]:
+def _listen(value: str | None, problems: list[str], name: str = "listen") -> tuple[str, int]:
     if value is None:
         return "", 0
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")  # an IPv6 address is written [::1]:7001
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= PORT_MAX:
-        problems.append(f"listen: expected HOST:PORT with a port in [0, {PORT_MAX}], got {value!r}")
+        problems.append(f"{name}: expected HOST:PORT with a port in [0, {PORT_MAX}], got {value!r}")
         return "", 0
     return host, int(port)
 
 
-def _limits(doc: dict[str, Any], problems: list[str]) -> dict[str, int]:
+def _transport(doc: dict[str, Any], base: Path, problems: list[str]) -> dict[str, Any]:
+    """The optional transport fields: listeners, `insecure`, a CA-issued certificate."""
+    values: dict[str, str] = {}
+    for name in _OPTIONAL_STRINGS:
+        value = doc.get(name, "")
+        if not isinstance(value, str):
+            problems.append(f"{name}: expected a string")
+        else:
+            values[name] = value
+    insecure = doc.get("insecure", False)
+    if not isinstance(insecure, bool):
+        problems.append("insecure: expected true or false")
+        insecure = False
+    out: dict[str, Any] = {"insecure": insecure}
+    if values.get("peer_listen"):
+        out["peer_listen"] = _listen(values["peer_listen"], problems, "peer_listen")
+    out["metrics_listen"] = _listen(
+        values.get("metrics_listen") or DEFAULT_METRICS_LISTEN, problems, "metrics_listen"
+    )
+    cert, key = values.get("tls_cert_file", ""), values.get("tls_key_file", "")
+    if bool(cert) != bool(key):
+        problems.append("tls_cert_file, tls_key_file: set both or neither")
+    elif cert and insecure:
+        problems.append("tls_cert_file: a certificate needs TLS, but insecure = true")
+    elif cert:
+        out["tls_cert_file"], out["tls_key_file"] = base / cert, base / key
+    return out
+
+
+def _limits(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     out: dict[str, int] = {}
     for name, (default, low, high) in _LIMITS.items():
         value = doc.get(name, default)
@@ -247,4 +292,9 @@ def load_identity(config: Config) -> Identity:
         raise ConfigError(
             origin, [f"key_file: {config.key_file} is not the key of validator {validator.id!r}"]
         )
+    scheme = "http" if config.insecure else "https"
+    if not validator.url.startswith(f"{scheme}://"):
+        why = "insecure = true serves plain HTTP" if config.insecure else "TLS is on"
+        problem = f"genesis: validator {validator.id!r} has url {validator.url}, but {why}"
+        raise ConfigError(origin, [f"{problem}: its url must start with {scheme}://"])
     return Identity(genesis, int(validator.index), key)

@@ -238,11 +238,12 @@ def _writes() -> dict[str, Any]:
         },
     }  # fmt: skip
     peer_batch = {
-        "summary": "Consensus messages from a validator (msgpack array of signed envelopes)",
+        "summary": "Consensus messages from a validator (msgpack array of signed envelopes); "
+        "over TLS, only a client certificate issued by a validator gets past 403",
         "requestBody": {"required": True, "content": {"application/msgpack": {"schema": {
             "type": "array", "items": {"type": "string", "format": "binary"}}}}},
         "responses": {"204": {"description": "taken (each message checked on its own)"},
-                      **_errors(400, 413, 503)},
+                      **_errors(400, 403, 413, 503)},
     }  # fmt: skip
     return {"/v1/transactions": {"post": submit}, "/peer/v1/messages": {"post": peer_batch}}
 
@@ -283,12 +284,13 @@ def _reads() -> dict[str, Any]:
     return paths | {
         "/v1/openapi.json": _get("This document", {"description": "OpenAPI 3.1",
                                                    "content": document}),
-        "/metrics": _get("Prometheus metrics", {"description": "text format", "content": text}),
+        "/metrics": _get("Prometheus metrics, on the metrics listener only (404 elsewhere)",
+                         {"description": "text format", "content": text}, 404),
         "/peer/v1/blocks": _get(
-            "Certified blocks for state transfer",
+            "Certified blocks for state transfer (validators only, as /peer/v1/messages)",
             {"description": "msgpack array of [block bytes, certificate bytes]",
              "content": blocks},
-            400, params=heights,
+            400, 403, params=heights,
         ),
     }  # fmt: skip
 

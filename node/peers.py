@@ -12,12 +12,15 @@ dead peer fills only its own queue (the oldest message is dropped and counted) a
 delays the others. Nothing here retries: consensus retransmits by its own timers. Nothing here
 trusts a peer either: fetched blocks are decoded and handed to the replica, which verifies them.
 Messages go out through `node.poster` (a minimal HTTP/1.1 client: the POSTs are frequent and
-small), block fetches through aiohttp.
+small), block fetches through aiohttp. To an https:// peer both go over mutual TLS 1.3: the
+peer must present a certificate issued by its own validator key, and this node presents its
+own (`node.tls.peer_client_context`).
 """
 
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Final
 
@@ -28,6 +31,7 @@ from consensus.events import FETCH_BLOCKS_MAX
 from ledger.block import Block, Certificate, decode_block, decode_certificate
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
+from node import tls
 from node.codec import MSGPACK
 from node.poster import Poster, PostFailed
 
@@ -93,10 +97,17 @@ class PeerTransport:
     def __init__(
         self, genesis: Genesis, index: int, *, queue_max: int, timeout_ms: int,
         body_bytes_max: int, send_failed: SendFailed,
+        tls_identity: tls.ServerIdentity | None = None,
     ) -> None:  # fmt: skip
-        self._urls: dict[int, str] = {
-            int(v.index): v.url.rstrip("/") for v in genesis.validators if v.index != index
-        }
+        """`tls_identity`: this node's certificate, presented to https:// peers."""
+        others = [v for v in genesis.validators if v.index != index]
+        self._urls: dict[int, str] = {int(v.index): v.url.rstrip("/") for v in others}
+        self._contexts: dict[int, ssl.SSLContext] = {}
+        if tls_identity is not None:
+            self._contexts = {
+                int(v.index): tls.peer_client_context(genesis, v.id, tls_identity)
+                for v in others if v.url.startswith("https://")
+            }  # fmt: skip
         self._queue_max = queue_max
         self._timeout_s = timeout_ms / 1000
         self._timeout = aiohttp.ClientTimeout(total=self._timeout_s)
@@ -120,8 +131,9 @@ class PeerTransport:
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         for peer, url in self._urls.items():
             self._posters[peer] = Poster(
-                url, timeout_s=self._timeout_s, connections_max=POSTS_IN_FLIGHT_MAX
-            )
+                url, timeout_s=self._timeout_s, connections_max=POSTS_IN_FLIGHT_MAX,
+                ssl_context=self._contexts.get(peer),
+            )  # fmt: skip
             self._queues[peer] = asyncio.Queue(self._queue_max)
             self._tasks.append(asyncio.create_task(self._sender(peer), name=f"peer-{peer}"))
 
@@ -201,8 +213,9 @@ class PeerTransport:
         headers = {"Accept": MSGPACK}
         try:
             async with self._session.get(
-                url + BLOCKS_PATH, params=params, headers=headers
-            ) as response:
+                url + BLOCKS_PATH, params=params, headers=headers,
+                ssl=self._contexts.get(peer, True),
+            ) as response:  # fmt: skip
                 if response.status != 200:
                     return ()
                 raw = await _read_limited(response, self._body_bytes_max)

@@ -39,11 +39,17 @@ class PostFailed(Exception):
 class Poster:
     """POSTs to one `http://` or `https://` origin; `close` ends its connections."""
 
-    def __init__(self, url: str, *, timeout_s: float, connections_max: int) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float, connections_max: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:  # fmt: skip
+        """`ssl_context`: what an https:// origin is checked with (the peer transport passes
+        one that accepts only that validator's certificate and presents the node's own)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self._https = parts.scheme == "https"
+        self._context = ssl_context
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
@@ -93,7 +99,7 @@ class Poster:
         return None
 
     async def _connect(self) -> Connection:
-        context = ssl.create_default_context() if self._https else None
+        context = (self._context or ssl.create_default_context()) if self._https else None
         return await asyncio.open_connection(
             self._host, self._port, ssl=context, server_hostname=self._host if context else None
         )

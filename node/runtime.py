@@ -28,7 +28,7 @@ from consensus.replica import Replica, ReplicaConfig
 from ledger.block import ChainHead
 from ledger.store import BlockStore
 from ledger.tx import Transaction
-from node import envelopes
+from node import envelopes, tls
 from node.admission import Admission
 from node.config import Config, Identity, machine_cores
 from node.metrics import Metrics, Snapshot
@@ -237,6 +237,7 @@ def _build(
         genesis, identity.index, queue_max=config.peer_queue_max,
         timeout_ms=config.peer_timeout_ms, body_bytes_max=config.peer_body_bytes_max,
         send_failed=send_failed,
+        tls_identity=None if config.insecure else tls.identity_files(config.data_dir),
     )  # fmt: skip
     shell = Shell(
         replica, store, transport, metrics, clock,

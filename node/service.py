@@ -12,6 +12,7 @@ from typing import Final
 from aiohttp import web
 
 from consensus.replica import ReplicaConfig
+from node import tls_sites
 from node.app import RUNTIME, create_app
 from node.config import Config, Identity, load_identity
 from node.listener import GuardedSite
@@ -46,6 +47,7 @@ class Node:
 
     async def start(self) -> None:
         identity = self._identity or load_identity(self.config)
+        contexts = tls_sites.contexts(self.config, identity)
         self._app = create_app(
             self.config, identity, clock=self._clock, replica_config=self._replica_config,
             on_failure=self._on_failure,
@@ -60,11 +62,9 @@ class Node:
         await runner.setup()  # opens the store and starts the replica (cleanup_ctx)
         self._runner = runner
         try:
-            site = GuardedSite(
-                runner, limits, host=self.config.host, port=self.config.port, sock=self._sock
+            self.site = await tls_sites.start_sites(
+                runner, self.config, contexts, self._sock, limits
             )
-            await site.start()
-            self.site = site
         except BaseException:
             await self.stop()
             raise
@@ -76,11 +76,16 @@ class Node:
 
     @property
     def port(self) -> int:
-        assert self._runner is not None, "the node is not started"
-        for address in self._runner.addresses:
-            if isinstance(address, tuple):
-                return int(address[1])
-        raise AssertionError("the node listens on no TCP address")
+        """The port of the client API listener."""
+        return self.port_of(tls_sites.API)
+
+    def port_of(self, listener: str) -> int:
+        """The port of listener `listener` (`tls_sites.API`, `PEER` or `METRICS`)."""
+        assert self._app is not None, "the node is not started"
+        for port, kind in self._app[tls_sites.LISTENERS].items():
+            if kind == listener:
+                return int(port)
+        raise AssertionError(f"the node has no {listener} listener")
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

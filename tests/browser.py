@@ -7,6 +7,7 @@ Every wait is bounded; the browser process is stopped by its PID in `close`.
 """
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -14,10 +15,13 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+
+from node import tls
 
 START_TIMEOUT_S: Final = 30.0
 CALL_TIMEOUT_S: Final = 30.0
@@ -27,6 +31,19 @@ CHROMIUM: Final = ("chromium", "chromium-browser", "google-chrome")
 
 def chromium_path() -> str | None:
     return next((p for name in CHROMIUM if (p := shutil.which(name))), None)
+
+
+def trust_certificates(cert_files: Iterable[Path]) -> str:
+    """The switch that makes Chromium accept these certificates' keys (and only these) for TLS:
+    nodes present certificates issued by their validator keys, which chain to no public CA
+    (docs/protocol.md 17.5). The pin is the base64 SHA-256 of each SubjectPublicKeyInfo."""
+    pins = [base64.b64encode(tls.spki_sha256(p.read_bytes())).decode() for p in cert_files]
+    return "--ignore-certificate-errors-spki-list=" + ",".join(pins)
+
+
+def node_certificates(root: Path) -> list[Path]:
+    """The node certificates of a `cluster init` network's running nodes."""
+    return sorted(root.glob(f"nodes/*/data/{tls.TLS_CERT_FILE}"))
 
 
 class BrowserError(Exception):
@@ -42,14 +59,15 @@ class Browser:
         self._ids = itertools.count(1)
 
     @classmethod
-    async def start(cls) -> "Browser":
+    async def start(cls, *flags: str) -> "Browser":
+        """`flags`: more command-line switches, e.g. `trust_certificates(...)`."""
         path = chromium_path()
         assert path is not None, "no chromium on this machine (make test installs it as root)"
         profile = Path(tempfile.mkdtemp(prefix="cityledger-chromium-"))
         proc = await asyncio.create_subprocess_exec(
             path, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
+            "--remote-debugging-port=0", f"--user-data-dir={profile}", *flags, "about:blank",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip

@@ -107,7 +107,7 @@ class RunningCluster:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.base_port}"
+        return f"https://127.0.0.1:{self.base_port}"
 
     @property
     def genesis(self) -> Path:
@@ -119,7 +119,8 @@ class RunningCluster:
     def env(self, name: str) -> dict[str, str]:
         """The environment that makes every command talk to this cluster as client `name`."""
         return {"CITYLEDGER_NODE": self.url, "CITYLEDGER_CLIENT": name,
-                "CITYLEDGER_KEY": str(self.root / "clients" / f"{name}.pem")}  # fmt: skip
+                "CITYLEDGER_KEY": str(self.root / "clients" / f"{name}.pem"),
+                "CITYLEDGER_GENESIS": str(self.genesis)}  # fmt: skip
 
     def pids(self) -> list[int]:
         out = []

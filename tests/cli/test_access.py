@@ -8,11 +8,14 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import Browser, chromium_path
+from ledger import genesis as genesis_mod
+from node import tls
+from tests.browser import Browser, chromium_path, node_certificates, trust_certificates
 from tests.cli.conftest import RunningCluster, no_traceback, run, running_cluster
 
 RECORDS = {  # clerk -> a record it writes
@@ -45,9 +48,11 @@ def tx_ids(cluster: RunningCluster) -> dict[str, str]:
     return out
 
 
-def anonymous_get(url: str) -> int:
+def anonymous_get(url: str, genesis: Path) -> int:
+    """The status of an anonymous GET (over TLS, trusting the genesis' validators only)."""
+    context = tls.genesis_client_context(genesis_mod.load(genesis))
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (our loopback node)
+        with urllib.request.urlopen(url, timeout=10, context=context) as answer:  # noqa: S310
             return int(answer.status)
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read())
@@ -66,9 +71,10 @@ def test_anonymous_requests_answer_401_except_the_public_ones(
         "/v1/records/permits/b/7": 200, "/v1/history/permits/b/7": 200,  # public records
         "/v1/openapi.json": 200, "/v1/auth/challenge": 200, "/explorer/": 200,
     }  # fmt: skip
-    got = {path: anonymous_get(cluster.url + path) for path in expected}
+    got = {path: anonymous_get(cluster.url + path, cluster.genesis) for path in expected}
     assert got == expected
-    no_identity = run("get", "fiscal/budget/2026/parks", CITYLEDGER_NODE=cluster.url)
+    no_identity = run("get", "fiscal/budget/2026/parks", CITYLEDGER_NODE=cluster.url,
+                      CITYLEDGER_GENESIS=str(cluster.genesis))  # fmt: skip
     assert no_identity.returncode == 1
     assert "pass --client and --key" in no_identity.stderr
 
@@ -158,7 +164,8 @@ async def test_a_browser_signs_in_with_a_key_file_and_reads_what_it_may(
     cluster: RunningCluster, tx_ids: dict[str, str]
 ) -> None:
     assert tx_ids
-    browser = await Browser.start()
+    # Over TLS: the browser trusts the cluster's node certificates by their keys.
+    browser = await Browser.start(trust_certificates(node_certificates(cluster.root)))
     try:
         assert await sign_in(browser, cluster, "finance-clerk") == "signed in"
         who = await browser.evaluate("document.getElementById('who').textContent")

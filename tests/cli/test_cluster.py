@@ -5,7 +5,9 @@ One cluster for the module, stopped by PID in the fixture's finally. Commits are
 `submit --wait`; nothing sleeps.
 """
 
+import http.client
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,12 +229,46 @@ def test_verify_data_dir_of_a_running_node_says_use_node(cluster: RunningCluster
     assert "--node URL" in result.stderr
 
 
-def test_verify_against_another_genesis(cluster: RunningCluster, tmp_path: Path) -> None:
+def test_the_cli_refuses_a_node_whose_certificate_is_not_bound_to_the_genesis_keys(
+    cluster: RunningCluster, tmp_path: Path
+) -> None:
+    """Another network with the same chain id and the same validator names, other keys: its
+    genesis does not vouch for these nodes, and the CLI sends them nothing."""
     other = tmp_path / "other"
-    assert run("cluster", "init", str(other), "--chain-id", "elsewhere").returncode == 0
-    result = cl(cluster, "verify", "--node", cluster.url, "--genesis", str(other / "genesis.toml"))
+    assert run("cluster", "init", str(other), "--base-port", str(cluster.base_port)).returncode == 0
+    for args in (["verify", "--node", cluster.url], ["get", "fiscal/x"]):
+        result = cl(cluster, *args, "--genesis", str(other / "genesis.toml"))
+        assert result.returncode == 1, result.stdout
+        assert "is not a validator of the genesis" in result.stderr, result.stderr
+    env_only = run("get", "fiscal/x", CITYLEDGER_NODE=cluster.url,
+                   CITYLEDGER_GENESIS=str(other / "genesis.toml"))  # fmt: skip
+    assert env_only.returncode == 1
+    assert "is not a validator of the genesis" in env_only.stderr
+    no_genesis = run("get", "fiscal/x", CITYLEDGER_NODE=cluster.url, CITYLEDGER_GENESIS="")
+    assert no_genesis.returncode == 1
+    assert "pass --genesis" in no_genesis.stderr
+
+
+def test_tls_anchors_let_an_ordinary_tls_client_check_the_nodes(
+    cluster: RunningCluster, tmp_path: Path
+) -> None:
+    anchors = tmp_path / "anchors.pem"
+    result = run("tls-anchors", "--genesis", str(cluster.genesis), "-o", str(anchors))
+    assert result.returncode == 0, result.stderr
+    context = ssl.create_default_context(cafile=str(anchors))  # host names checked as well
+    conn = http.client.HTTPSConnection("127.0.0.1", cluster.base_port, context=context)
+    try:
+        conn.request("GET", "/v1/openapi.json")  # public: no identity needed
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_plain_http_to_a_tls_node_gets_no_answer(cluster: RunningCluster) -> None:
+    plain = cluster.url.replace("https://", "http://")
+    result = run("get", "fiscal/x", CITYLEDGER_NODE=plain)
     assert result.returncode == 1
-    assert "not this genesis's chain" in result.stderr
+    assert "did not answer in HTTP" in result.stderr, result.stderr
 
 
 def test_zz_down_stops_every_node(cluster: RunningCluster) -> None:

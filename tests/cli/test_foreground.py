@@ -65,14 +65,15 @@ def test_ctrl_c_stops_every_node(tmp_path: Path, stop_signal: signal.Signals) ->
     try:
         seen: list[str] = []
         _await_line(_lines(proc), "Press Ctrl-C", seen)
-        assert f"http://127.0.0.1:{cluster.base_port}" in "".join(seen)
+        assert f"https://127.0.0.1:{cluster.base_port}" in "".join(seen)
         pids = cluster.pids()
         assert len(pids) == 4
         assert all(alive(p) for p in pids)
         status = run("cluster", "status", str(root), "--json")
         assert all(n["healthy"] for n in json.loads(status.stdout)["nodes"])
         submit = run("submit", *cluster.client("finance-clerk"), "fiscal/a", "t", "{}", "--wait",
-                     "--json", CITYLEDGER_NODE=cluster.url)  # fmt: skip
+                     "--json", CITYLEDGER_NODE=cluster.url,
+                     CITYLEDGER_GENESIS=str(cluster.genesis))  # fmt: skip
         assert json.loads(submit.stdout)["height"] == 1
         proc.send_signal(stop_signal)
         assert proc.wait(timeout=60) == 0
@@ -96,7 +97,7 @@ def test_a_taken_port_stops_cluster_up_before_it_starts(tmp_path: Path) -> None:
         squatter.listen(1)
         result = run("cluster", "up", str(root), "--detach")
     assert result.returncode == 1
-    assert f"something already listens at http://127.0.0.1:{base + 1}" in result.stderr
+    assert f"something already listens at https://127.0.0.1:{base + 1}" in result.stderr
     no_traceback(result.stderr)
     assert not (root / "pids").exists()  # nothing was started
 

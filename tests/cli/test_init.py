@@ -63,7 +63,8 @@ def test_cluster_init_writes_a_network_of_two_municipal_and_two_insurer_nodes(
     assert "cityledger cluster up" in result.output
     genesis = genesis_mod.load(root / "genesis.toml")
     assert [v.kind for v in genesis.validators] == ["municipal", "municipal", "insurer", "insurer"]
-    assert [v.url for v in genesis.validators] == [f"http://127.0.0.1:{9100 + i}" for i in range(4)]
+    urls = [f"https://127.0.0.1:{9100 + i}" for i in range(4)]
+    assert [v.url for v in genesis.validators] == urls
     by_org = {v.organisation: v for v in genesis.validators}
     assert genesis.policies["City Finance Bureau"] == ("fiscal/",)
     assert genesis.policies["City Planning Office"] == ("permits/",)
@@ -201,7 +202,7 @@ def _text(path: Path) -> str:
 def test_init_takes_addresses_that_differ_from_where_peers_reach_a_node(tmp_path: Path) -> None:
     """The one way a network is written (`cluster init`, the demo, the tests, the benchmarks):
     a node may bind one address while its peers reach it at another (a relay, a namespace)."""
-    where = [network.Address(f"10.77.{i}.2:7001", f"http://10.77.{i}.1:7001") for i in range(4)]
+    where = [network.Address(f"10.77.{i}.2:7001", f"https://10.77.{i}.1:7001") for i in range(4)]
     net = network.init(
         tmp_path / "net", nodes=where, chain_id="addrcity", params={"block_interval_ms": 10},
         log_level="debug", cores=0, settings={"body_bytes_max": 65536},
@@ -215,6 +216,9 @@ def test_init_takes_addresses_that_differ_from_where_peers_reach_a_node(tmp_path
         assert config.cores == 0
         assert config.body_bytes_max == 65536
     assert network.addresses("127.0.0.1", [7001, 7002]) == [
+        network.Address("127.0.0.1:7001", "https://127.0.0.1:7001"),
+        network.Address("127.0.0.1:7002", "https://127.0.0.1:7002"),
+    ]
+    assert network.addresses("127.0.0.1", [7001], insecure=True) == [
         network.Address("127.0.0.1:7001", "http://127.0.0.1:7001"),
-        network.Address("127.0.0.1:7002", "http://127.0.0.1:7002"),
     ]

@@ -9,6 +9,7 @@ catch-up rate, fuzz cases) is printed in pytest's terminal summary and so in `ma
 
 import contextlib
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from node import tls
 from tests.faults import figures
 from tests.faults.harness import Cluster, Network
 
@@ -53,8 +55,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=64)
+def client_tls() -> ssl.SSLContext:
+    """The `http` session's TLS context; each `Cluster` adds its network's validators to it."""
+    return tls.client_context("")
+
+
+@pytest.fixture
+async def http(client_tls: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=64, ssl=client_tls)
     async with aiohttp.ClientSession(connector=connector) as session:
         yield session
 
@@ -63,12 +71,14 @@ ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
-async def clusters(http: aiohttp.ClientSession, tmp_path: Path) -> AsyncIterator[ClusterFactory]:
+async def clusters(
+    http: aiohttp.ClientSession, client_tls: ssl.SSLContext, tmp_path: Path
+) -> AsyncIterator[ClusterFactory]:
     """Make clusters of node processes; every one is stopped when the test ends, pass or fail."""
     made: list[Cluster] = []
 
     def make(net: Network, **kw: Any) -> Cluster:
-        cluster = Cluster(net, http, tmp_path / f"logs{len(made)}", **kw)
+        cluster = Cluster(net, http, tmp_path / f"logs{len(made)}", tls=client_tls, **kw)
         made.append(cluster)
         return cluster
 

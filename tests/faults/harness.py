@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from ledger.block import (
     make_block,
 )
 from ledger.store import BlockStore
+from node import tls
 from node.auth_client import signer
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -120,7 +122,7 @@ class Network:
 def write_network(
     root: Path, *, urls: Sequence[str], listens: Sequence[str], apis: Sequence[str] | None = None,
     params: dict[str, int] | None = None, log_level: str = "info",
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, insecure: bool = False,
 ) -> Network:  # fmt: skip
     """A network written by `cluster init`'s own code (cli/network.py: the same organisations,
     clerks, policies and layout), with the given peer URLs and listen addresses, fast
@@ -128,7 +130,7 @@ def write_network(
     where = [network.Address(listen, url) for listen, url in zip(listens, urls, strict=True)]
     net = network.init(
         root, nodes=where, chain_id="faultcity", params={**TEST_PARAMS, **(params or {})},
-        log_level=log_level, cores=0, settings=extra,
+        log_level=log_level, cores=0, settings=extra, insecure=insecure,
     )  # fmt: skip
     nodes = [
         NodeSpec(i, entry.id, urls[i], listens[i], (apis or urls)[i], entry.config.parent)
@@ -140,10 +142,14 @@ def write_network(
     return Network(root, net.genesis, nodes, clients, client_keys, validator_keys)
 
 
-def loopback_network(root: Path, validators: int = 4, **kw: Any) -> Network:
+def loopback_network(
+    root: Path, validators: int = 4, *, insecure: bool = False, **kw: Any
+) -> Network:
     ports = free_ports(validators)
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    return write_network(root, urls=urls, listens=[f"127.0.0.1:{p}" for p in ports], **kw)
+    scheme = "http" if insecure else "https"
+    urls = [f"{scheme}://127.0.0.1:{p}" for p in ports]
+    listens = [f"127.0.0.1:{p}" for p in ports]
+    return write_network(root, urls=urls, listens=listens, insecure=insecure, **kw)
 
 
 def make_tx(
@@ -208,6 +214,21 @@ class Cluster:
     wrap: Callable[[int, list[str]], list[str]] = lambda _i, cmd: cmd  # e.g. `ip netns exec`
     procs: dict[int, Running] = field(default_factory=dict)
     commands: dict[int, list[str]] = field(default_factory=dict)  # per-node launcher override
+    tls: ssl.SSLContext | None = None  # the `http` session's: set up here for this network
+
+    def __post_init__(self) -> None:
+        """The test talks to the nodes as a validator would: it trusts the genesis' validators
+        and presents a certificate issued by validator 0's key (the peer endpoints accept
+        validators only)."""
+        if self.tls is not None:
+            self.tls.load_verify_locations(cadata=tls.anchors_pem(self.net.genesis))
+            folder = self.net.root / "test-tls"
+            folder.mkdir(exist_ok=True)
+            own = tls.node_identity(
+                self.net.validator_keys[0], self.net.genesis, self.net.nodes[0].node_id, folder,
+                ["127.0.0.1"],
+            )  # fmt: skip
+            self.tls.load_cert_chain(own.cert_file, own.key_file)
 
     @property
     def signing(self) -> tuple[ClientMiddlewareType, ...]:
@@ -343,9 +364,19 @@ class Cluster:
             low += len(pairs)
         return out
 
+    def metrics_port(self, i: int) -> int:
+        """The port of node `i`'s /metrics listener (loopback, any free port): its last start's
+        `listening` log line names it."""
+        line = next(e for e in reversed(self.log_entries(i)) if e.get("msg") == "listening")
+        return next(int(p) for p, kind in line["listeners"].items() if kind == "metrics")
+
     async def metrics(self, i: int) -> dict[str, float]:
         """Node `i`'s /metrics samples by full name, labels included (`a_total{why="x"}`)."""
-        _, text = await self.get(i, "/metrics")
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        scheme = self.net.nodes[i].url.split(":", 1)[0]  # the metrics listener's is the node's
+        url = f"{scheme}://127.0.0.1:{self.metrics_port(i)}/metrics"
+        async with self.http.get(url, timeout=timeout) as r:
+            text = await r.read()
         out = {}
         for line in bytes(text).decode().splitlines():
             if line and not line.startswith("#"):

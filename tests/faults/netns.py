@@ -9,7 +9,7 @@ Topology (every address is one of our own veths; nothing is routed anywhere else
     | 10.77.0.0/16 via .1        |             | 10.77.0.0/16 unreachable (a guard)  |
     +----------------------------+             +-------------------------------------+
 
-The genesis names node j by its relay address `http://10.77.<j+1>.1:PORT`, so every byte
+The genesis names node j by its relay address `https://10.77.<j+1>.1:PORT`, so every byte
 between two nodes crosses `relay.Relay` in this process (delay, connection loss, reordering:
 the kernel here has no netem qdisc). The test reaches node i directly at 10.77.<i+1>.2. A
 partition is kernel-level: blackhole routes inside the namespaces of both sides to the other

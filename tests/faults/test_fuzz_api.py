@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import pytest
 
+from node import tls
 from tests.faults.conftest import ClusterFactory
 from tests.faults.figures import report
 from tests.faults.harness import ROOT, Cluster, loopback_network, make_tx
@@ -68,6 +69,8 @@ async def schemathesis_run(c: Cluster, workdir: Path, max_examples: int) -> tupl
     tx_ids, keys = await seed_data(c)
     config = workdir / "schemathesis.toml"
     config.write_text(CONFIG.format(tx_ids=json.dumps(tx_ids), keys=json.dumps(keys)))
+    anchors = workdir / "anchors.pem"  # the genesis' validators: all it trusts (TLS)
+    anchors.write_text(tls.anchors_pem(c.net.genesis))
     command = [
         sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
         "--config-file", str(config), "run", c.api(0) + "/v1/openapi.json",
@@ -79,6 +82,7 @@ async def schemathesis_run(c: Cluster, workdir: Path, max_examples: int) -> tupl
         # A record key is a path of segments: most generated strings are not usable in the URL
         # path, and schemathesis would stop the operation for filtering too much.
         "--suppress-health-check", "filter_too_much",
+        "--tls-verify", str(anchors),
         "--workers", "1", "--report", "json,har", "--report-dir", str(workdir),
         "--report-json-path", str(workdir / "run.json"),
         "--report-har-path", str(workdir / "run.har"), "--output-truncate", "true",

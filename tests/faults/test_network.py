@@ -109,9 +109,9 @@ async def test_delay_loss_reordering_and_partitions_between_namespaces(
     try:
         net = write_network(
             tmp_path / "net",
-            urls=[f"http://{netns.relay_address(j)}:{PORT}" for j in range(4)],
+            urls=[f"https://{netns.relay_address(j)}:{PORT}" for j in range(4)],
             listens=[f"{netns.node_address(j)}:{PORT}" for j in range(4)],
-            apis=[f"http://{netns.node_address(j)}:{PORT}" for j in range(4)],
+            apis=[f"https://{netns.node_address(j)}:{PORT}" for j in range(4)],
         )
         c = clusters(net, wrap=lambda i, cmd: topology.exec_prefix(i) + cmd)
         await run_phases(c, topology, relay)

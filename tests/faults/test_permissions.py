@@ -27,6 +27,7 @@ from ledger import tx as txs
 from ledger.block import Block, Certificate, ChainHead, commit_payload, make_block
 from ledger.encoding import encode
 from ledger.verify import ChainVerifier
+from node import tls
 from tests.faults.conftest import ClusterFactory
 from tests.faults.figures import report
 from tests.faults.harness import Cluster, certify, loopback_network, make_tx, now_ms
@@ -213,7 +214,13 @@ async def forged_block_sync(c: Cluster, runners: list[web.AppRunner]) -> list[st
         await runner.setup()
         runners.append(runner)
         port = int(c.net.nodes[i].listen.rpartition(":")[2])
-        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+        # A Byzantine validator: it holds its key, so its certificate is a real one.
+        spec = c.net.nodes[i]
+        own = tls.node_identity(c.net.validator_keys[i], c.net.genesis, spec.node_id,
+                                c.net.root / f"fake-{spec.node_id}", ["127.0.0.1"])  # fmt: skip
+        context = tls.server_context(own, None, require_peer=False)
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context, reuse_address=True)
+        await site.start()
     before = events(await c.metrics(VICTIM), "fetch_invalid")
     claim = victim["height"] + 50
     for i in IMPERSONATED:

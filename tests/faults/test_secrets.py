@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Final
 
 import aiohttp
+import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cli.ports import free_base_port
 from ledger import crypto
 from ledger import genesis as genesis_mod
+from node import tls
 from node.auth_client import signer
 from tests.faults.figures import report
 from tests.faults.harness import run_command
@@ -33,9 +36,12 @@ VALIDATORS: Final = 4
 def leak_forms(pem_path: Path) -> Iterator[str]:
     """Every form in which the private key of `pem_path` could show up in text."""
     pem = pem_path.read_bytes()
-    key = crypto.load_private_key(pem_path)
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())  # fmt: skip
+    key = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):  # a node's TLS key: its private scalar
+        raw = key.private_numbers().private_value.to_bytes(32, "big")
+    else:
+        raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())  # fmt: skip
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())  # fmt: skip
     for line in pem.decode().splitlines():
@@ -65,7 +71,7 @@ class Transcript:
 
 
 async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession) -> None:
-    url = f"http://127.0.0.1:{base}"
+    url = f"https://127.0.0.1:{base}"
     clerk = ["--client", "finance-clerk", "--key", str(net / "clients" / "finance-clerk.pem")]
     wrong = ["--client", "finance-clerk", "--key", str(net / "clients" / "planning-clerk.pem")]
     auditor = ["--client", "auditor", "--key", str(net / "clients" / "auditor.pem")]
@@ -93,7 +99,7 @@ async def drive(net: Path, base: int, t: Transcript, http: aiohttp.ClientSession
                  "/v1/history/fiscal/secrets/1", "/v1/checkpoint", "/v1/openapi.json",
                  "/metrics", "/v1/blocks/999", "/v1/transactions/zz"):  # fmt: skip
         for port in range(base, base + VALIDATORS):  # as the auditor, who may read it all
-            async with http.get(f"http://127.0.0.1:{port}{path}", middlewares=reader) as r:
+            async with http.get(f"https://127.0.0.1:{port}{path}", middlewares=reader) as r:
                 t.add(f"GET {path} on {port}", await r.text())
     async with http.post(f"{url}/peer/v1/messages", data=b"\x91\xc4\x03abc",
                          headers={"Content-Type": "application/msgpack"}) as r:  # fmt: skip
@@ -121,12 +127,15 @@ async def key_mistakes(net: Path, t: Transcript) -> None:
         assert code != 0, err
 
 
-async def test_keys_are_0600_and_never_leak(tmp_path: Path) -> None:
+async def test_keys_are_0600_and_never_leak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     net = tmp_path / "net"
     base = free_base_port(VALIDATORS)
     t = Transcript()
     code, out, err = await t.cli("cluster", "init", str(net), "--base-port", str(base))
     assert code == 0, out + err
+    monkeypatch.setenv("CITYLEDGER_GENESIS", str(net / "genesis.toml"))  # for the CLI commands
     pems = sorted([*net.glob("nodes/*/key.pem"), *net.glob("clients/*.pem")])
     code, _, _ = await t.cli("keys", "new", str(tmp_path / "extra.pem"))
     assert code == 0
@@ -138,8 +147,14 @@ async def test_keys_are_0600_and_never_leak(tmp_path: Path) -> None:
     try:
         code, out, err = await t.cli("cluster", "up", str(net), "--detach")
         assert code == 0, out + err
-        async with aiohttp.ClientSession() as http:
+        context = tls.genesis_client_context(genesis_mod.load(net / "genesis.toml"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
             await drive(net, base, t, http)
+        tls_keys = sorted(net.glob("nodes/*/data/tls-key.pem"))  # written at the nodes' start
+        assert len(tls_keys) == VALIDATORS
+        pems += tls_keys
+        modes |= {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tls_keys}
+        assert set(modes.values()) == {0o600}, modes
         pid = json.loads((net / "pids" / "civic-shield.pid").read_text())["pid"]
         os.kill(pid, signal.SIGKILL)  # a crash: what gets logged around it is searched too
     finally:

@@ -8,6 +8,7 @@ it started. Every wait is bounded with `within`.
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import crypto, genesis
 from ledger import tx as txs
 from node import config as node_config
+from node import tls, tls_sites
 from node.auth_client import signer
 from node.service import Node
 from tests import factory
@@ -61,7 +63,15 @@ class Cluster:
         return self.net.genesis
 
     def url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.ports[i]}"
+        return f"https://127.0.0.1:{self.ports[i]}"
+
+    def metrics_url(self, i: int) -> str:
+        return f"https://127.0.0.1:{self.node(i).port_of(tls_sites.METRICS)}"
+
+    def peer_tls(self, i: int) -> ssl.SSLContext:
+        """A client context presenting validator `i`'s node certificate (as its peers do)."""
+        own = tls.identity_files(self.root / f"node{i}" / "data")
+        return tls.client_context(tls.anchors_pem(self.genesis), own)
 
     def node(self, i: int) -> Node:
         node = self.nodes[i]
@@ -121,7 +131,7 @@ async def start_cluster(
     net = factory.network(validators)
     doc = net.genesis.to_dict()
     for i, v in enumerate(doc["validators"]):
-        v["url"] = f"http://127.0.0.1:{ports[i]}"
+        v["url"] = f"https://127.0.0.1:{ports[i]}"
     doc["consensus"] |= {"block_interval_ms": 10, "view_change_timeout_ms": 1000} | (params or {})
     doc |= genesis_extra or {}
     net.genesis = genesis.from_dict(doc)
@@ -159,18 +169,32 @@ def signed_as(identity: str, key: Ed25519PrivateKey) -> tuple[ClientMiddlewareTy
 VALIDATOR0: Final = signed_as("node0", factory.seeded_key(f"{factory.CHAIN_ID}/validator/0"))
 
 
+# The test networks' validators (seeded keys: the same for every cluster of up to this many).
+TRUSTED_VALIDATORS = 7
+
+
+def client_tls() -> ssl.SSLContext:
+    """What a client of the test clusters connects with: it trusts exactly the validators of
+    the test networks (`factory.network`), as the CLI trusts those of its genesis."""
+    return tls.genesis_client_context(factory.network(TRUSTED_VALIDATORS).genesis)
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client session whose requests are signed by validator node0 (reads everything)."""
+    connector = aiohttp.TCPConnector(ssl=client_tls())
     timeout = aiohttp.ClientTimeout(total=WAIT_S)
-    async with aiohttp.ClientSession(timeout=timeout, middlewares=VALIDATOR0) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, middlewares=VALIDATOR0
+    ) as session:
         yield session
 
 
 @pytest.fixture
 async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(ssl=client_tls())
     timeout = aiohttp.ClientTimeout(total=WAIT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         yield session
 
 

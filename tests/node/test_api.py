@@ -278,7 +278,7 @@ async def test_every_rejection_reason_has_its_status_and_writes_nothing(
             assert answer["reason"]
             assert answer["rejected"][0]["error"] == reason
     assert written(c) == before
-    status, text = await http_text(http, c.url(0) + "/metrics")
+    status, text = await http_text(http, c.metrics_url(0) + "/metrics")
     for reason in cases:
         assert f'cityledger_txs_rejected_total{{reason="{reason}"}} 1.0' in text
 
@@ -381,19 +381,24 @@ async def test_peer_endpoints_refuse_garbage_and_serve_block_ranges(cluster: Clu
     for i in range(3):
         await submit_committed(c, http, c.tx("claims/", f"r{i}", {"i": i}))
     url = c.url(0) + "/peer/v1/messages"
+    peer = c.peer_tls(2)  # the peer endpoints answer validators only
+    async with http.post(url, data=b"\xc1", headers={"Content-Type": MSGPACK}) as r:
+        assert r.status == 403  # no client certificate
     for data in (b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"a": b""})):
-        async with http.post(url, data=data, headers={"Content-Type": MSGPACK}) as r:
+        async with http.post(url, data=data, headers={"Content-Type": MSGPACK}, ssl=peer) as r:
             assert r.status == 400
     async with http.post(
-        url, data=msgpack.packb([b"junk"]), headers={"Content-Type": MSGPACK}
+        url, data=msgpack.packb([b"junk"]), headers={"Content-Type": MSGPACK}, ssl=peer
     ) as r:
         assert r.status == 204  # dropped and counted: the transport contract is fire-and-forget
-    async with http.get(c.url(1) + "/peer/v1/blocks?from=1&to=2") as r:
+    async with http.get(c.url(1) + "/peer/v1/blocks?from=1&to=2", ssl=peer) as r:
         pairs = msgpack.unpackb(await r.read(), raw=False)
     assert len(pairs) == 2
     assert pairs[0][0] == c.node(1).runtime.store.raw_block(1)
-    async with http.get(c.url(1) + "/peer/v1/blocks?from=0") as r:
+    async with http.get(c.url(1) + "/peer/v1/blocks?from=0", ssl=peer) as r:
         assert r.status == 400
+    async with http.get(c.url(1) + "/peer/v1/blocks?from=1&to=2") as r:
+        assert r.status == 403
 
 
 async def test_wait_is_bounded_and_a_pending_tx_is_a_duplicate(tmp_path: Path, http) -> None:

@@ -21,6 +21,7 @@ from tests.node.conftest import (
     VALIDATOR0,
     WAIT_S,
     Cluster,
+    client_tls,
     now_ms,
     signed_as,
     start_cluster,
@@ -199,7 +200,10 @@ async def test_a_browser_session_reads_as_its_identity_and_writes_nothing(
     url = access.url(0)
     jar = aiohttp.CookieJar(unsafe=True)  # keep cookies of an IP address host (127.0.0.1)
     timeout = aiohttp.ClientTimeout(total=WAIT_S)
-    async with aiohttp.ClientSession(timeout=timeout, cookie_jar=jar) as browser:
+    connector = aiohttp.TCPConnector(ssl=client_tls())
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, cookie_jar=jar
+    ) as browser:
         await committed(access, browser)
         status, session, challenge = await sign_in(browser, url, FISCAL,
                                                    access.net.client_keys[FISCAL])  # fmt: skip

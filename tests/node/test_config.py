@@ -21,7 +21,10 @@ genesis = "../genesis.toml"
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     net = factory.network(4)
-    (tmp_path / "genesis.toml").write_text(genesis.dump_toml(net.genesis))
+    doc = net.genesis.to_dict()
+    for v in doc["validators"]:  # the nodes speak TLS
+        v["url"] = v["url"].replace("http://", "https://")
+    (tmp_path / "genesis.toml").write_text(genesis.dump_toml(genesis.from_dict(doc)))
     node = tmp_path / "node1"
     node.mkdir()
     crypto.write_private_key(node / "key.pem", net.validator_keys[1])
@@ -100,3 +103,41 @@ def test_files_that_do_not_fit_name_their_field(folder: Path, change: str, field
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "absent.toml")
+
+
+def test_transport_fields_load_with_their_defaults(folder: Path) -> None:
+    config = load(write(folder, GOOD))
+    assert (config.insecure, config.peer_listen, config.metrics_listen) == (
+        False, None, ("127.0.0.1", 0),
+    )  # fmt: skip
+    assert config.tls_cert_file is None
+    config = load(write(folder, GOOD + 'peer_listen = "127.0.0.1:8002"\n'
+                        'metrics_listen = "127.0.0.1:9002"\n'
+                        'tls_cert_file = "site.pem"\ntls_key_file = "site-key.pem"\n'))  # fmt: skip
+    assert config.peer_listen == ("127.0.0.1", 8002)
+    assert config.metrics_listen == ("127.0.0.1", 9002)
+    assert (config.tls_cert_file, config.tls_key_file) == (
+        folder / "site.pem",
+        folder / "site-key.pem",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('peer_listen = "nowhere"', "peer_listen"),
+        ('metrics_listen = "127.0.0.1:70000"', "metrics_listen"),
+        ("insecure = 1", "insecure"),
+        ('tls_cert_file = "site.pem"', "tls_cert_file, tls_key_file"),
+        ('insecure = true\ntls_cert_file = "a.pem"\ntls_key_file = "b.pem"', "tls_cert_file"),
+    ],
+)
+def test_every_transport_mistake_names_its_field(folder: Path, extra: str, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(folder, GOOD + extra + "\n"))
+    assert any(p.startswith(f"{field}:") for p in err.value.problems), err.value.problems
+
+
+def test_the_genesis_url_scheme_must_match_insecure(folder: Path) -> None:
+    with pytest.raises(ConfigError, match="must start with http://"):
+        load_identity(load(write(folder, GOOD + "insecure = true\n")))

@@ -29,7 +29,7 @@ async def test_status_metrics_and_openapi(tmp_path: Path, http) -> None:
         assert status["height"] >= 1
         assert [p["id"] for p in status["peers"]] == ["node1", "node2", "node3"]
 
-        async with http.get(c.url(0) + "/metrics") as r:
+        async with http.get(c.metrics_url(0) + "/metrics") as r:
             assert r.status == 200
             assert r.headers["Content-Type"].startswith("text/plain")
             families = {f.name: f for f in text_string_to_metric_families(await r.text())}
