@@ -1,6 +1,7 @@
 """The block store: certified blocks and their indexes in one LevelDB, one synced batch per block.
 
-This module owns everything CityLedger keeps on disk and is the only one that imports plyvel.
+This module owns everything CityLedger keeps on disk; it and `ledger.leveldb` (which opens the
+LevelDB) are the only ones that import plyvel.
 It must never accept a block that does not extend its head, never write part of a block, and
 never let a plyvel or decoding exception escape: the world's faults surface as `StoreError`
 (a damaged or foreign store) or `InvalidBlock` (a block that does not extend the head).
@@ -14,6 +15,7 @@ order is height order; every class of key has its own one-byte prefix or a fixed
     b"C" height(8)                       -> the exact bytes of `Certificate.encode()`
     b"H" block_hash(32)                  -> height(8)
     b"T" tx_id(32)                       -> height(8) || index(4)
+    b"X" tx_id(32)                       -> height(8) || index(4) || the tx's canonical bytes
     b"R" record_key b"\\x00" height index -> tx_id(32)
     b"N" level(1) index(8)               -> hash(32), a node of the history tree
     b"P" name                            -> the consensus replica's own state (not chain data)
@@ -24,7 +26,11 @@ version is the first entry of a reverse scan. `N` holds every perfect-subtree no
 `merkle.Frontier.append_with_nodes` reports: leaf i is block i's hash (leaf 0 the genesis hash,
 written with block 1), so any history proof for any size up to the head is O(log n) reads.
 
-Block h's batch holds: B, C, H of block h, T and R of each of its txs, the N nodes that appending
+Reads of one tx or of a record's versions never decode a block: `X` holds each committed tx's
+own bytes (a second copy of them, the price of history and tx lookups that cost a few point
+reads per version, whatever the size of the blocks they are in; format 2 added it).
+
+Block h's batch holds: B, C, H of block h, T, X and R of each of its txs, the N nodes that appending
 leaf h completes (plus leaf 0 for h = 1), and the new head pointer. LevelDB applies a batch
 atomically and replays its log on start, so after a crash (even kill -9) the store holds exactly
 the blocks whose `append` returned, plus possibly the one in flight, never half a block.
@@ -34,6 +40,7 @@ nodes, whatever the length of the chain. `BlockStore.open_for_audit` skips the h
 that `ledger.verify` can name the first bad height of a damaged store.
 """
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,21 +63,19 @@ from ledger.block import (
     decode_certificate,
     verify_certificate,
 )
-from ledger.encoding import decode, encode, expect_list
-from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction, LedgerError, StoreError
+from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.genesis import Genesis
-from ledger.primitives import BLOCK_BYTES_MAX, DIGEST_BYTES
+from ledger.leveldb import AUDIT_CACHE_BYTES, HEAD_KEY, init_or_check_meta, open_db
+from ledger.primitives import DIGEST_BYTES
 
-FORMAT_VERSION: Final = 1
-META_BYTES_MAX: Final = 256
-RECORD_VERSIONS_MAX: Final = 10_000  # one call's answer; callers page with `limit`
+RECORD_VERSIONS_MAX: Final = 10_000  # one call's answer; callers page with `after`
 
-_META: Final = b"meta"
-_HEAD: Final = b"head"
+_HEAD: Final = HEAD_KEY
 _BLOCK: Final = b"B"
 _CERT: Final = b"C"
 _HASH: Final = b"H"
 _TX: Final = b"T"
+_TX_BYTES: Final = b"X"
 _RECORD: Final = b"R"
 _NODE: Final = b"N"
 _RECORD_END: Final = b"\x00"
@@ -164,9 +169,9 @@ class BlockStore:
     def open(cls, path: Path, genesis: Genesis) -> "BlockStore":
         """Open (creating if missing) the store of `genesis`'s chain; check meta and the head."""
         existed = (path / "CURRENT").exists()  # a LevelDB was here: never start it afresh
-        db = _open_db(path, create=True)
+        db = open_db(path, create=True)
         try:
-            _init_or_check_meta(db, path, genesis, create=not existed)
+            init_or_check_meta(db, path, genesis, create=not existed)
             store = cls(db, path, genesis, None)
             store._head = store._load_head()
         except BaseException:
@@ -179,9 +184,9 @@ class BlockStore:
         """Open an existing store for `ledger.verify` without trusting its head: only the meta
         is checked, reads work, `head` and `append` refuse. A damaged head is then reported by
         `verify_chain` at its height instead of failing here."""
-        db = _open_db(path, create=False, cache_bytes=_AUDIT_CACHE_BYTES)
+        db = open_db(path, create=False, cache_bytes=AUDIT_CACHE_BYTES)
         try:
-            _init_or_check_meta(db, path, genesis, create=False)
+            init_or_check_meta(db, path, genesis, create=False)
         except BaseException:
             db.close()
             raise
@@ -358,6 +363,7 @@ class BlockStore:
         for index, t in enumerate(block.txs):
             location = _location_bytes(block.height, index)
             batch.put(_TX + t.tx_id, location)
+            batch.put(_TX_BYTES + t.tx_id, location + t.raw)
             batch.put(_record_prefix(t.key) + location, t.tx_id)
         for node in nodes:
             batch.put(_node_key(node.level, node.index), node.digest)
@@ -434,31 +440,53 @@ class BlockStore:
         return None if location is None else self._tx_at(*location, tx_id)
 
     def _tx_at(self, height: int, index: int, tx_id: bytes) -> txs.Transaction:
-        """One tx of a stored block, without validating the block's other txs."""
-        raw = self.raw_block(height)
-        if raw is None:
-            raise StoreError(f"{self._path}: tx {tx_id.hex()} points at missing block {height}")
+        """The committed tx `tx_id` at (height, index), from its `X` entry: pair-checked
+        against the location the caller read from another index and against its own id."""
+        key = _TX_BYTES + tx_id
+        value = self._get(key)
         found = None
-        try:
-            body = expect_list(decode(raw, BLOCK_BYTES_MAX), 2, "block")[1]
-            if isinstance(body, list) and index < len(body) and isinstance(body[index], bytes):
-                found = txs.decode_tx(body[index])
-        except (InvalidEncoding, InvalidTransaction):
-            pass
+        if value is not None and value[:_LOCATION_BYTES] == _location_bytes(height, index):
+            with contextlib.suppress(InvalidTransaction):
+                found = txs.decode_tx(value[_LOCATION_BYTES:])
         if found is None or found.tx_id != tx_id:
-            raise StoreError(f"{self._path}: tx {tx_id.hex()} is not at ({height}, {index})")
+            raise StoreError(f"{self._path}: the entry {key!r} is damaged")
         return found
 
-    def record_versions(self, key: str, limit: int) -> list[tuple[int, int, bytes]]:
-        """(height, index, tx id) of the first `limit` versions of record `key`, oldest first."""
+    def indexed_tx(self, tx_id: bytes) -> tuple[int, int, bytes] | None:
+        """The `X` entry of `tx_id` as stored, unchecked: (height, index, tx bytes); for
+        verifiers. None if there is none."""
+        value = self._get(_TX_BYTES + tx_id)
+        if value is None or len(value) < _LOCATION_BYTES:
+            return None if value is None else (-1, -1, value)
+        return (*_unpack_location(value[:_LOCATION_BYTES]), value[_LOCATION_BYTES:])
+
+    def record_versions(
+        self, key: str, limit: int, after: tuple[int, int] | None = None
+    ) -> list[tuple[int, int, bytes]]:
+        """(height, index, tx id) of the first `limit` versions of record `key` that come after
+        version `after` (a (height, index) from an earlier page; None: from the first), oldest
+        first. One index scan: no block is read."""
         if not 1 <= limit <= RECORD_VERSIONS_MAX:
             raise ValueError(f"limit must be in [1, {RECORD_VERSIONS_MAX}]")
         prefix = _lookup_prefix(key)
         if prefix is None:
             return []
+        start = prefix if after is None else prefix + _location_bytes(*after)
+        stop = prefix[:-1] + bytes([prefix[-1] + 1])  # just past every key with this prefix
+        try:
+            with self._db.iterator(start=start, stop=stop, include_start=after is None) as it:
+                items = [item for item, _ in zip(it, range(limit), strict=False)]
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: scan failed: {exc}") from None
+        return [self._record_entry(prefix, k, v) for k, v in items]
+
+    def record_version_txs(
+        self, key: str, limit: int, after: tuple[int, int] | None = None
+    ) -> list[tuple[int, int, txs.Transaction]]:
+        """`record_versions` with each version's tx (from the `X` index: no block decoded)."""
         return [
-            self._record_entry(prefix, k, v)
-            for k, v in self._items(prefix, reverse=False, limit=limit)
+            (height, index, self._tx_at(height, index, tx_id))
+            for height, index, tx_id in self.record_versions(key, limit, after)
         ]
 
     def latest_record(self, key: str) -> tuple[int, int, txs.Transaction] | None:
@@ -565,68 +593,3 @@ class BlockStore:
     ) -> None:
         """Delete then put replica state entries, in one synced batch."""
         self.write([StateWrite(tuple(puts), tuple(deletes))])
-
-
-# LevelDB tuning (none of it changes what is stored or how it reads back):
-# - a Bloom filter per table: most lookups are for tx ids that are not committed (every
-#   admission and block check asks), and without a filter each miss reads an index block of
-#   every level; with one, a miss costs a hash and a few bit tests;
-# - a larger memtable: fewer, larger compactions under a steady write load (at most two
-#   memtables in memory: 32 MiB); the block cache keeps LevelDB's default size (a node reads
-#   few data blocks: lookups of uncommitted ids stop at the filters).
-_BLOOM_FILTER_BITS: Final = 10
-_WRITE_BUFFER_BYTES: Final = 16 * 1024 * 1024
-_BLOCK_CACHE_BYTES: Final = 8 * 1024 * 1024
-# An audit reads every index entry once, in no useful order: with a cache this size each data
-# block of the indexes is read and decompressed about once rather than once per entry in it
-# (the cache fills only as far as the store is big).
-_AUDIT_CACHE_BYTES: Final = 256 * 1024 * 1024
-
-
-def _open_db(path: Path, *, create: bool, cache_bytes: int = _BLOCK_CACHE_BYTES) -> Any:
-    try:
-        return plyvel.DB(
-            str(path), create_if_missing=create, bloom_filter_bits=_BLOOM_FILTER_BITS,
-            write_buffer_size=_WRITE_BUFFER_BYTES, lru_cache_size=cache_bytes,
-        )  # fmt: skip
-    except plyvel.IOError as exc:
-        raise StoreError(
-            f"cannot open block store {path}: {exc} (is a node already running on it?)"
-        ) from None
-    except plyvel.Error as exc:
-        raise StoreError(f"cannot open block store {path}: {exc}") from None
-
-
-def _meta_value(genesis: Genesis) -> bytes:
-    return encode([FORMAT_VERSION, genesis.chain_id, genesis.hash])
-
-
-def _init_or_check_meta(db: Any, path: Path, genesis: Genesis, *, create: bool = True) -> None:
-    """Write the meta and an empty head to a new store, or check an existing store's meta."""
-    try:
-        raw = db.get(_META)
-        if raw is None:
-            with db.iterator(include_value=False) as it:
-                is_empty = next(it, None) is None
-            if not (create and is_empty):
-                raise StoreError(
-                    f"{path} is not a CityLedger block store, or a damaged one (no meta record)"
-                )
-            batch = db.write_batch(sync=True)
-            batch.put(_META, _meta_value(genesis))
-            batch.put(_HEAD, _height_bytes(0) + genesis.hash)
-            batch.write()
-            return
-    except plyvel.Error as exc:
-        raise StoreError(f"cannot read block store {path}: {exc}") from None
-    if raw == _meta_value(genesis):
-        return
-    try:
-        version, chain_id, genesis_hash = decode(raw, META_BYTES_MAX)
-        owner = f"chain {chain_id!r} (genesis {bytes(genesis_hash).hex()}, format {version})"
-    except (LedgerError, ValueError, TypeError):
-        raise StoreError(f"{path}: the store's meta record is damaged") from None
-    raise StoreError(
-        f"{path} belongs to {owner}, not to chain {genesis.chain_id!r} "
-        f"(genesis {genesis.hash.hex()}, format {FORMAT_VERSION})"
-    )

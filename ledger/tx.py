@@ -39,6 +39,9 @@ from ledger.primitives import (
 TX_VERSION: Final = 1
 TIMESTAMP_MS_MAX: Final = 2**53  # far beyond any real clock, within every JSON number
 _KEY_RE: Final = re.compile(r"^[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)*$")
+# A segment that is only dots: HTTP clients and proxies remove `.` and `..` segments from URL
+# paths, so `permits/../fiscal/x` would reach another record (RFC 3986, section 5.2.4).
+_DOT_SEGMENTS: Final = frozenset({".", ".."})
 _TYPE_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
 
 # Rejection reasons (stable codes: the API, metrics and docs use them).
@@ -141,6 +144,17 @@ def decode_known(raw: bytes, known: KnownTx) -> Transaction:
     return decode_tx(raw)
 
 
+def key_problem(key: str) -> str | None:
+    """What makes `key` no record key (section 4.2 of docs/protocol.md), or None."""
+    if len(key.encode()) > RECORD_KEY_BYTES_MAX:
+        return f"key: at most {RECORD_KEY_BYTES_MAX} bytes"
+    if not _KEY_RE.fullmatch(key):
+        return "key: segments of A-Z a-z 0-9 . _ : - separated by single '/'"
+    if "." in key and not _DOT_SEGMENTS.isdisjoint(key.split("/")):
+        return "key: no segment may be '.' or '..'"
+    return None
+
+
 def _parse(value: Any, raw: bytes) -> Transaction:
     items = expect_list(value, 9, "transaction")
     expect_int(items[0], TX_VERSION, TX_VERSION, "version")
@@ -149,8 +163,9 @@ def _parse(value: Any, raw: bytes) -> Transaction:
     nonce = expect_int(items[3], 0, NONCE_MAX, "nonce")
     timestamp_ms = expect_int(items[4], 0, TIMESTAMP_MS_MAX, "timestamp_ms")
     key = expect_str(items[5], RECORD_KEY_BYTES_MAX, "key")
-    if not _KEY_RE.fullmatch(key):
-        raise InvalidEncoding("key: segments of A-Z a-z 0-9 . _ : - separated by single '/'")
+    problem = key_problem(key)
+    if problem is not None:
+        raise InvalidEncoding(problem)
     type_ = expect_str(items[6], RECORD_TYPE_BYTES_MAX, "type")
     if not _TYPE_RE.fullmatch(type_):
         raise InvalidEncoding("type: a letter followed by letters, digits, '.', '_' or '-'")

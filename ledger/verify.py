@@ -195,6 +195,8 @@ def _verify_stored_block(
             raise InvalidBlock(f"the tx index entry of tx {index} is missing or wrong")
         if store.record_entry(t.key, height, index) != t.tx_id:
             raise InvalidBlock(f"the record index entry of tx {index} ({t.key}) is wrong")
+        if store.indexed_tx(t.tx_id) != (height, index, t.raw):
+            raise InvalidBlock(f"the tx bytes index entry of tx {index} is missing or wrong")
     for node in verified.history_nodes:
         if store.history_node(node.level, node.index) != node.digest:
             raise InvalidBlock(f"history node ({node.level}, {node.index}) is missing or wrong")

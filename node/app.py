@@ -9,6 +9,7 @@ transport) is opened and closed by the app's `cleanup_ctx`.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -16,14 +17,15 @@ from aiohttp import web
 from consensus.events import FETCH_BLOCKS_MAX
 from consensus.replica import ReplicaConfig
 from ledger import tx as txs
-from ledger.block import verify_certificate
-from ledger.errors import InvalidBlock, StoreError
-from ledger.primitives import RECORD_KEY_BYTES_MAX
+from ledger.block import HEIGHT_MAX, verify_certificate
+from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.store import RECORD_VERSIONS_MAX
 from node import auth, auth_sessions, codec, openapi, proofs, tls_sites
 from node.admission import Rejection, Verdict
 from node.codec import ApiError, render
 from node.config import Config, Identity
+from node.limits import ByteBudget, Slots
+from node.listener import validator_addresses
 from node.metrics import CONTENT_TYPE
 from node.peers import (
     BLOCKS_PATH,
@@ -32,13 +34,27 @@ from node.peers import (
     decode_batch,
     encode_blocks,
 )
+from node.reads import ReadPool, ReadsBusy
 from node.runtime import Runtime, open_runtime, wall_clock_ms
 from node.shell import Clock
 
 RUNTIME: Final = web.AppKey("runtime", Runtime)
+READS: Final = web.AppKey("reads", ReadPool)
+WAITERS: Final = web.AppKey("waiters", Slots)
+BODIES: Final = web.AppKey("bodies", ByteBudget)
+# The other validators' addresses, and the body budgets of peer requests from them and from
+# anywhere else: a flood of large bodies from elsewhere (before TLS tells who is who) takes
+# neither the memory the validators' own messages need nor that of the clients' requests.
+VALIDATOR_ADDRESSES: Final = web.AppKey("validator_addresses", frozenset[str])
+PEER_BODIES: Final = web.AppKey("peer_bodies", ByteBudget)
+STRANGER_BODIES: Final = web.AppKey("stranger_bodies", ByteBudget)
 POOL_FULL: Final = "pool_full"
-RETRY_AFTER_S: Final = "1"
+UNCHECKED: Final = "unchecked"
+SIGNATURE_PROBE_TXS: Final = 16  # a request's txs checked before the rest
+BAD_SIGNATURES_MAX: Final = 4  # bad signatures among those beyond which the rest go unchecked
 HISTORY_LIMIT_DEFAULT: Final = 1000
+CURSOR_HEX_DIGITS: Final = 24  # a history cursor: height (8 bytes) and index (4), in hex
+VERSION_BYTES_OVERHEAD: Final = 256  # a version's JSON beyond twice its tx bytes (hex)
 STATUS_OF: Final = {
     txs.MALFORMED: 400,
     txs.TOO_LARGE: 413,
@@ -50,6 +66,7 @@ STATUS_OF: Final = {
     txs.BAD_SIGNATURE: 401,
     txs.DUPLICATE: 409,
     POOL_FULL: 429,
+    UNCHECKED: 401,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,9 +88,18 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = exc.reason.lower().replace(" ", "_")
         headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
         return render(request, codec.error_body(code, exc.reason), exc.status, headers)
+    except ReadsBusy as exc:
+        headers = {"Retry-After": str(codec.RETRY_AFTER_S)}
+        return render(request, codec.error_body("busy", str(exc)), 503, headers)
     except StoreError as exc:
         request.app.logger.error("store error on %s: %s", request.path, exc)
         return render(request, codec.error_body("store_error", str(exc)), 500)
+
+
+async def _off_loop(request: web.Request, work: Callable[[], Any]) -> web.StreamResponse:
+    """`work()` (a read of the store, returning the answer's value) and its rendering, on the
+    read pool: never on the event loop that carries consensus."""
+    return await request.app[READS].run(lambda: render(request, work()))
 
 
 def _runtime(request: web.Request) -> Runtime:
@@ -113,15 +139,27 @@ def _rejection_view(r: Rejection) -> dict[str, Any]:
 
 async def post_transactions(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    raw = await codec.read_body(request, rt.config.body_bytes_max)
-    items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
+    async with codec.body(request, rt.config.body_bytes_max, request.app[BODIES]) as raw:
+        items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
     wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
-    verdict = await rt.admission.admit(items, rt.clock())
-    taken = rt.shell.submit(verdict.admitted, relayed=False)
-    rejected = _with_overflow(verdict, taken)
+    waiters = request.app[WAITERS]
+    if wait and not waiters.take():  # refused before admission: nothing changes
+        busy = f"{waiters.capacity} requests wait already: retry later"
+        raise ApiError(503, "busy", busy).with_retry()
+    try:
+        return await _submit(request, rt, items, is_batch, wait=wait)
+    finally:
+        if wait:
+            waiters.give()
+
+
+async def _submit(
+    request: web.Request, rt: Runtime, items: list[bytes | InvalidTransaction], is_batch: bool,
+    *, wait: bool,
+) -> web.StreamResponse:  # fmt: skip
+    accepted, rejected = await _admit_probed(rt, items)
     for r in rejected:
         rt.metrics.txs_rejected.labels(r.reason).inc()
-    accepted = verdict.accepted[:taken]
     if not accepted:
         first = rejected[0]
         error = ApiError(
@@ -129,7 +167,7 @@ async def post_transactions(request: web.Request) -> web.StreamResponse:
             {"rejected": [_rejection_view(r) for r in rejected]},
         )  # fmt: skip
         if first.reason == POOL_FULL:
-            error.headers["Retry-After"] = RETRY_AFTER_S
+            error.with_retry()
         raise error
     located: dict[bytes, tuple[int, int] | None] = {}
     if wait:
@@ -143,6 +181,30 @@ async def post_transactions(request: web.Request) -> web.StreamResponse:
     body |= {"accepted": statuses, "rejected": [_rejection_view(r) for r in rejected]}
     all_committed = wait and all(located.get(t.tx_id) is not None for t in accepted)
     return render(request, body, 200 if all_committed else 202)
+
+
+async def _admit_probed(
+    rt: Runtime, items: list[bytes | InvalidTransaction]
+) -> tuple[list[txs.Transaction], list[Rejection]]:
+    """Admit a request's txs and hand them to the shell: the first `SIGNATURE_PROBE_TXS` first;
+    if more than `BAD_SIGNATURES_MAX` of those carry bad signatures, the rest are refused
+    unchecked (a flood of garbage-signed txs costs a few dozen checks a request, not one per
+    tx). The accepted txs in pool order, and every refusal, by request index."""
+    accepted: list[txs.Transaction] = []
+    rejected: list[Rejection] = []
+    probe = SIGNATURE_PROBE_TXS
+    for start, part in ((0, items[:probe]), (probe, items[probe:])):
+        if not part:
+            break
+        if sum(r.reason == txs.BAD_SIGNATURE for r in rejected) > BAD_SIGNATURES_MAX:
+            detail = f"not checked: the request carried over {BAD_SIGNATURES_MAX} bad signatures"
+            rejected += [Rejection(start + i, None, UNCHECKED, detail) for i in range(len(part))]
+            break
+        verdict = await rt.admission.admit(part, rt.clock())
+        taken = rt.shell.submit(verdict.admitted, relayed=False)
+        accepted += verdict.accepted[:taken]
+        rejected += [replace(r, index=start + r.index) for r in _with_overflow(verdict, taken)]
+    return accepted, rejected
 
 
 def _with_overflow(verdict: Verdict, taken: int) -> list[Rejection]:
@@ -167,12 +229,16 @@ def _tx_status(
 async def get_transaction(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
-    location = rt.store.tx_location(tx_id)
-    if location is not None:
-        tx = rt.store.tx(tx_id)
-        assert tx is not None
-        auth.require_read(request, rt.identity.genesis, tx.key)
-        return render(request, {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)})
+    if rt.store.has_tx(tx_id):
+
+        def committed() -> dict[str, Any]:
+            location, tx = rt.store.tx_location(tx_id), rt.store.tx(tx_id)
+            assert location is not None
+            assert tx is not None
+            auth.require_read(request, rt.identity.genesis, tx.key)
+            return {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)}
+
+        return await _off_loop(request, committed)
     if rt.replica.has_pending(tx_id) or rt.shell.outbox.is_unwritten(tx_id):  # not durable yet
         return render(request, _tx_status(tx_id, None))
     if tx_id in rt.shell.expired:
@@ -183,13 +249,17 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
 async def get_proof(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     tx_id = _hex_id(request.match_info["tx_id"], "tx_id")
-    tx = rt.store.tx(tx_id)
-    if tx is not None:  # a proof shows the tx: only for those who may read its record
-        auth.require_read(request, rt.identity.genesis, tx.key)
-    bundle = proofs.bundle(rt.store, tx_id)
-    if bundle is None:
-        raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
-    return render(request, bundle)
+
+    def bundle() -> dict[str, Any]:
+        tx = rt.store.tx(tx_id)
+        if tx is not None:  # a proof shows the tx: only for those who may read its record
+            auth.require_read(request, rt.identity.genesis, tx.key)
+        found = proofs.bundle(rt.store, tx_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
+        return found
+
+    return await _off_loop(request, bundle)
 
 
 # --- Blocks, records, proofs -----------------------------------------------------------------
@@ -206,21 +276,27 @@ async def get_block(request: web.Request) -> web.StreamResponse:
         height = int(which)
     else:
         raise ApiError(400, txs.MALFORMED, "height: expected an integer or 'latest'")
-    block, cert = rt.store.block(height), rt.store.certificate(height)
-    if block is None or cert is None:
-        raise ApiError(404, "not_found", f"no block at height {height} (head {rt.store.height})")
-    try:  # a damaged store is a 5xx naming the height, never a block served as valid
-        verify_certificate(cert, block, rt.identity.genesis)
-    except InvalidBlock as exc:
-        raise StoreError(f"stored block {height} is damaged: {exc}") from None
-    return render(request, codec.block_view(block, cert))
+
+    def view() -> dict[str, Any]:
+        block, cert = rt.store.block(height), rt.store.certificate(height)
+        if block is None or cert is None:
+            head = rt.store.height
+            raise ApiError(404, "not_found", f"no block at height {height} (head {head})")
+        try:  # a damaged store is a 5xx naming the height, never a block served as valid
+            verify_certificate(cert, block, rt.identity.genesis)
+        except InvalidBlock as exc:
+            raise StoreError(f"stored block {height} is damaged: {exc}") from None
+        return codec.block_view(block, cert)
+
+    return await _off_loop(request, view)
 
 
 def _record_key(request: web.Request) -> str:
     """The route's record key, once the request's identity may read it."""
     key = request.match_info["key"]
-    if len(key.encode()) > RECORD_KEY_BYTES_MAX:
-        raise ApiError(400, txs.MALFORMED, f"key: at most {RECORD_KEY_BYTES_MAX} bytes")
+    problem = txs.key_problem(key)
+    if problem is not None:  # no tx can have this key: say so rather than 404
+        raise ApiError(400, txs.MALFORMED, problem)
     auth.require_read(request, request.app[RUNTIME].identity.genesis, key)
     return key
 
@@ -228,11 +304,15 @@ def _record_key(request: web.Request) -> str:
 async def get_record(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     key = _record_key(request)
-    latest = rt.store.latest_record(key)
-    if latest is None:
-        raise ApiError(404, "not_found", f"no record {key!r}")
-    height, index, tx = latest
-    return render(request, {"key": key, **_version(tx, height, index)})
+
+    def latest() -> dict[str, Any]:
+        found = rt.store.latest_record(key)
+        if found is None:
+            raise ApiError(404, "not_found", f"no record {key!r}")
+        height, index, tx = found
+        return {"key": key, **_version(tx, height, index)}
+
+    return await _off_loop(request, latest)
 
 
 def _version(tx: txs.Transaction, height: int, index: int) -> dict[str, Any]:
@@ -243,26 +323,56 @@ def _version(tx: txs.Transaction, height: int, index: int) -> dict[str, Any]:
 
 
 async def get_history(request: web.Request) -> web.StreamResponse:
+    """One page of a record's versions, oldest first: at most `limit` of them and about
+    `answer_bytes_max` bytes, after the version `cursor` names; `next_cursor` names the last
+    one when more follow. The versions come from the record and tx indexes, no block decoded."""
     rt = _runtime(request)
     key = _record_key(request)
     limit = _int_param(request, "limit", HISTORY_LIMIT_DEFAULT, 1, RECORD_VERSIONS_MAX)
-    entries = rt.store.record_versions(key, limit + 1)[: limit + 1]
-    if not entries:
-        raise ApiError(404, "not_found", f"no record {key!r}")
-    versions = []
-    for height, index, tx_id in entries[:limit]:
-        tx = rt.store.tx(tx_id)
-        if tx is None:
-            raise StoreError(f"record {key!r} names tx {tx_id.hex()}, which is not stored")
-        versions.append(_version(tx, height, index))
-    return render(request, {"key": key, "versions": versions, "truncated": len(entries) > limit})
+    after = _cursor(request.query.get("cursor"))
+    budget = rt.config.answer_bytes_max
+
+    def page() -> dict[str, Any]:
+        versions: list[dict[str, Any]] = []
+        size = 0
+        for height, index, tx in rt.store.record_version_txs(key, limit, after):
+            size += 2 * len(tx.raw) + VERSION_BYTES_OVERHEAD
+            if versions and size > budget:
+                break
+            versions.append(_version(tx, height, index))
+        if not versions and after is None:
+            raise ApiError(404, "not_found", f"no record {key!r}")
+        last = (versions[-1]["height"], versions[-1]["index"]) if versions else None
+        more = last is not None and bool(rt.store.record_versions(key, 1, last))
+        cursor = _cursor_text(*last) if more and last is not None else None
+        return {"key": key, "versions": versions, "next_cursor": cursor, "truncated": more}
+
+    return await _off_loop(request, page)
+
+
+def _cursor(text: str | None) -> tuple[int, int] | None:
+    if text is None or text == "":
+        return None
+    try:
+        raw = bytes.fromhex(text) if len(text) == CURSOR_HEX_DIGITS else b""
+    except ValueError:
+        raw = b""
+    height, index = int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
+    if not raw or height > HEIGHT_MAX:
+        raise ApiError(400, txs.MALFORMED, "cursor: expected a next_cursor this node answered")
+    return height, index
+
+
+def _cursor_text(height: int, index: int) -> str:
+    return (height.to_bytes(8, "big") + index.to_bytes(4, "big")).hex()
 
 
 async def get_checkpoint(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    if rt.store.height == 0:
+    height = rt.store.height
+    if height == 0:
         raise ApiError(404, "not_found", "no block is committed yet")
-    return render(request, proofs.checkpoint(rt.store, rt.store.height))
+    return await _off_loop(request, lambda: proofs.checkpoint(rt.store, height))
 
 
 async def get_consistency(request: web.Request) -> web.StreamResponse:
@@ -272,7 +382,7 @@ async def get_consistency(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", "no block is committed yet")
     new = _int_param(request, "to", head, 1, head)
     old = _int_param(request, "from", None, 1, new)
-    return render(request, proofs.consistency(rt.store, old, new))
+    return await _off_loop(request, lambda: proofs.consistency(rt.store, old, new))
 
 
 # --- Operations ------------------------------------------------------------------------------
@@ -309,12 +419,19 @@ async def get_openapi(_request: web.Request) -> web.StreamResponse:
 
 async def post_peer_messages(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    raw = await codec.read_body(request, rt.config.peer_body_bytes_max)
-    try:
-        envelopes = decode_batch(raw)
-    except ValueError as exc:
-        raise ApiError(400, txs.MALFORMED, f"peer batch: {exc}") from None
-    await rt.receive(envelopes)
+    app = request.app
+    # Under TLS the guard let only validators' connections this far; in insecure mode the
+    # validators' addresses are all there is to tell them from strangers.
+    from_validator = (
+        tls_sites.is_validator_connection(request) or request.remote in app[VALIDATOR_ADDRESSES]
+    )
+    budget = app[PEER_BODIES] if from_validator else app[STRANGER_BODIES]
+    async with codec.body(request, rt.config.peer_body_bytes_max, budget) as raw:
+        try:
+            envelopes = decode_batch(raw)
+        except ValueError as exc:
+            raise ApiError(400, txs.MALFORMED, f"peer batch: {exc}") from None
+        await rt.receive(envelopes)
     return web.Response(status=204)
 
 
@@ -375,10 +492,16 @@ def create_app(
     on_failure: Callable[[BaseException], None] = lambda _: None,
 ) -> web.Application:  # fmt: skip
     """The node as an aiohttp application; its runtime opens on startup, closes on cleanup."""
-    # aiohttp's own limit is a backstop: `codec.read_body` enforces the per-route limits.
+    # aiohttp's own limit is a backstop: `codec.body` enforces the per-route limits.
     limit = max(config.body_bytes_max, config.peer_body_bytes_max)
     gate = auth.Gate(identity.genesis, clock, config.body_bytes_max)
     app = web.Application(client_max_size=limit)
+    app[WAITERS] = Slots(config.wait_requests_max)
+    app[BODIES] = ByteBudget(config.bodies_bytes_max)
+    app[PEER_BODIES] = ByteBudget(config.bodies_bytes_max)
+    app[STRANGER_BODIES] = ByteBudget(config.peer_body_bytes_max)  # one such body at a time
+    others = [v.url for v in identity.genesis.validators if v.index != identity.index]
+    app[VALIDATOR_ADDRESSES] = validator_addresses(others)
     app[tls_sites.LISTENERS] = {}
     guard = tls_sites.make_guard(config.insecure)
     app.middlewares.extend([guard, errors, auth.middleware(gate, add_routes(app))])
@@ -389,7 +512,12 @@ def create_app(
             config, identity, clock=clock, replica_config=replica_config, on_failure=on_failure
         ) as runtime:
             app[RUNTIME] = runtime
-            yield
+            reads = ReadPool(queue_max=config.reads_queue_max, share=config.read_share_pct / 100)
+            app[READS] = reads
+            try:
+                yield
+            finally:
+                reads.close()  # before the runtime closes the store
 
     async def on_shutdown(app: web.Application) -> None:
         if RUNTIME in app:  # answer `?wait=true` requests now instead of at their timeout

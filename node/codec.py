@@ -7,9 +7,11 @@ which return a value or raise `ApiError` (a 4xx with a machine-readable code), n
 This module never touches the store or the replica.
 """
 
+import asyncio
+import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import msgpack
@@ -19,6 +21,7 @@ from ledger import tx as txs
 from ledger.block import Block, BlockHeader, Certificate
 from ledger.encoding import encode
 from ledger.errors import InvalidEncoding, InvalidTransaction
+from node.limits import ByteBudget
 
 MSGPACK: Final = "application/msgpack"
 JSON: Final = "application/json"
@@ -28,6 +31,7 @@ _TX_FIELDS: Final = (
 )  # fmt: skip
 _READ_CHUNK_BYTES: Final = 64 * 1024
 BODY: Final = web.RequestKey("body", bytes)  # the body authentication already read
+RETRY_AFTER_S: Final = 1
 _HEX_RE: Final = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 
 
@@ -43,6 +47,11 @@ class ApiError(Exception):
         self.reason = reason
         self.extra = dict(extra or {})
         self.headers: dict[str, str] = {}
+
+    def with_retry(self, seconds: int = RETRY_AFTER_S) -> "ApiError":
+        """This error, telling the client when to try again (a 429 or 503)."""
+        self.headers["Retry-After"] = str(seconds)
+        return self
 
 
 # --- Rendering -------------------------------------------------------------------------------
@@ -148,6 +157,32 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise ApiError(413, txs.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
     return bytes(body)
+
+
+@contextlib.asynccontextmanager
+async def body(request: web.Request, limit: int, budget: ByteBudget) -> AsyncIterator[bytes]:
+    """The whole body, for as long as the caller works on it: refused (413) when its
+    Content-Length exceeds `limit` bytes, and (503) when `budget` (the bytes that the bodies
+    being read or handled may hold together) cannot reserve it, both before reading anything.
+    A body without a Content-Length never gets here (`node.limits` answers it 411). A body
+    that authentication read already (a signed request's) is the one used."""
+    if BODY in request:
+        yield await read_body(request, limit)
+        return
+    size = request.content_length or 0
+    if size > limit:
+        raise ApiError(413, txs.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
+    if not budget.reserve(size):
+        busy = f"request bodies being read hold {budget.reserved} bytes: retry later"
+        raise ApiError(503, "busy", busy).with_retry()
+    try:
+        try:
+            raw = await request.content.readexactly(size) if size else b""
+        except (asyncio.IncompleteReadError, ConnectionError):  # the client went away
+            raise ApiError(400, txs.MALFORMED, "the body ended before its length") from None
+        yield raw
+    finally:
+        budget.release(size)
 
 
 def parse_body(request: web.Request, raw: bytes) -> Any:

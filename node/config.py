@@ -31,9 +31,29 @@ pool_capacity = 20000          # pending client txs the replica holds
 cores = 0                      # cores this node may use (0: all of the machine's). With 2 or
                                # more, signatures are checked on a pool of threads and writes
                                # synced on a thread of their own; with 1, the event loop does all
+reads_queue_max = 64           # store reads (history, lookups, blocks, proofs) queued or running
+                               # on the read thread; one more is answered 503 `busy`
+read_share_pct = 25            # the read thread's largest share of one core, in percent
+answer_bytes_max = 8388608     # about the largest history page (fewer versions, next_cursor)
+# What a connection may cost before anyone knows who it is (node/limits.py):
+connections_max = 1024         # open connections in all (lowered to fit RLIMIT_NOFILE less
+                               # fd_reserve); at the cap a new one replaces the longest-stalled
+connections_per_source_max = 256  # open connections from one address; more are refused (503)
+header_timeout_ms = 10000      # a request's headers complete within this of their first byte
+idle_timeout_ms = 60000        # a keep-alive connection idle this long after an answer closes
+body_timeout_ms = 10000        # a body arrives within this, plus its length at body_rate_min
+body_rate_min = 4194304        # bytes/s
+bodies_bytes_max = 134217728   # request bodies being read at once, in all (503 beyond)
+handshake_timeout_ms = 10000   # the TLS handshake (TLS listeners)
+header_bytes_max = 32768       # a request's whole header block (431 beyond)
+header_line_bytes_max = 8190   # the request line and each header field
+headers_max = 64               # header fields in one request
+wait_requests_max = 256        # `?wait=true` requests waiting at once (503 beyond)
+fd_reserve = 256               # descriptors kept for the store, the peers and the logs
 ```
 """
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -46,6 +66,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger.errors import LedgerError
+from node.limits import Limits
 
 CONFIG_BYTES_MAX: Final = 64 * 1024
 DATA_DIR_MODE: Final = 0o700  # a data directory the node creates is its owner's only
@@ -61,6 +82,23 @@ _LIMITS: Final = {
     "peer_timeout_ms": (5000, 100, 600_000),
     "pool_capacity": (20_000, 1, 1_000_000),
     "cores": (0, 0, 1024),
+    "reads_queue_max": (64, 1, 100_000),
+    "read_share_pct": (25, 1, 100),
+    "answer_bytes_max": (8 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
+    # What a connection may cost before anyone knows who it is (node.limits):
+    "connections_max": (1024, 16, 1_000_000),
+    "connections_per_source_max": (256, 1, 1_000_000),
+    "header_timeout_ms": (10_000, 100, 600_000),
+    "idle_timeout_ms": (60_000, 100, 3_600_000),
+    "body_timeout_ms": (10_000, 100, 600_000),
+    "body_rate_min": (4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    "bodies_bytes_max": (128 * 1024 * 1024, 1024 * 1024, 4 * 1024 * 1024 * 1024),
+    "handshake_timeout_ms": (10_000, 100, 600_000),
+    "header_bytes_max": (32 * 1024, 1024, 1024 * 1024),
+    "header_line_bytes_max": (8190, 256, 65_536),
+    "headers_max": (64, 8, 1024),
+    "wait_requests_max": (256, 1, 100_000),
+    "fd_reserve": (256, 16, 65_536),
 }
 _REQUIRED: Final = ("node_id", "key_file", "data_dir", "listen", "genesis")
 _OPTIONAL_STRINGS: Final = ("peer_listen", "metrics_listen", "tls_cert_file", "tls_key_file")
@@ -93,6 +131,22 @@ class Config:
     peer_timeout_ms: int = _LIMITS["peer_timeout_ms"][0]
     pool_capacity: int = _LIMITS["pool_capacity"][0]
     cores: int = _LIMITS["cores"][0]
+    reads_queue_max: int = _LIMITS["reads_queue_max"][0]
+    read_share_pct: int = _LIMITS["read_share_pct"][0]
+    answer_bytes_max: int = _LIMITS["answer_bytes_max"][0]
+    connections_max: int = _LIMITS["connections_max"][0]
+    connections_per_source_max: int = _LIMITS["connections_per_source_max"][0]
+    header_timeout_ms: int = _LIMITS["header_timeout_ms"][0]
+    idle_timeout_ms: int = _LIMITS["idle_timeout_ms"][0]
+    body_timeout_ms: int = _LIMITS["body_timeout_ms"][0]
+    body_rate_min: int = _LIMITS["body_rate_min"][0]
+    bodies_bytes_max: int = _LIMITS["bodies_bytes_max"][0]
+    handshake_timeout_ms: int = _LIMITS["handshake_timeout_ms"][0]
+    header_bytes_max: int = _LIMITS["header_bytes_max"][0]
+    header_line_bytes_max: int = _LIMITS["header_line_bytes_max"][0]
+    headers_max: int = _LIMITS["headers_max"][0]
+    wait_requests_max: int = _LIMITS["wait_requests_max"][0]
+    fd_reserve: int = _LIMITS["fd_reserve"][0]
     insecure: bool = False
     peer_listen: tuple[str, int] | None = None  # (host, port) of a separate peer listener
     metrics_listen: tuple[str, int] = ("127.0.0.1", 0)
@@ -101,6 +155,10 @@ class Config:
     key_passphrase_file: Path | None = None
     key_passphrase_env: str | None = None
     path: Path = Path("node.toml")  # the file this config came from, for messages
+
+    def limits(self) -> Limits:
+        """The listener's limits (`node.limits`) as this config sets them."""
+        return Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
 
 
 @dataclass(frozen=True)

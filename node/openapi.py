@@ -98,7 +98,8 @@ def _block_schemas() -> dict[str, Any]:
         ),
         "Record": version | {"properties": {"key": {"type": "string"}} | version["properties"]},
         "History": _obj(
-            ["key", "versions", "truncated"], key={"type": "string"}, versions=_array(version),
+            ["key", "versions", "next_cursor", "truncated"], key={"type": "string"},
+            versions=_array(version), next_cursor={"type": ["string", "null"]},
             truncated={"type": "boolean"},
         ),
     }  # fmt: skip
@@ -250,24 +251,27 @@ def _writes() -> dict[str, Any]:
 def _reads() -> dict[str, Any]:
     tx_id = [_param("tx_id", "path", _HASH)]
     key = _param("key", "path", {"type": "string"})
-    limit = _param("limit", "query", {"type": "integer", "minimum": 1}, required=False)
+    limit = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10_000},
+                   required=False)  # fmt: skip
+    cursor = _param("cursor", "query", {"type": "string"}, required=False)
     height = [_param("height", "path", {"type": "string", "pattern": "^([0-9]+|latest)$"})]
     heights = [_param("from", "query", _INT), _param("to", "query", _INT, required=False)]
     # path -> (summary, response schema, error statuses, parameters)
     table: dict[str, tuple[str, str, tuple[int, ...], list[Any]]] = {
         "/v1/transactions/{tx_id}": ("A tx's status (and the tx once committed)", "TxLookup",
-                                     (400, 401, 403, 404), tx_id),
+                                     (400, 401, 403, 404, 503), tx_id),
         "/v1/transactions/{tx_id}/proof": ("Proof bundle of a committed tx (docs/protocol.md)",
-                                           "ProofBundle", (400, 401, 403, 404), tx_id),
+                                           "ProofBundle", (400, 401, 403, 404, 503), tx_id),
         "/v1/blocks/{height}": ("A certified block, or 'latest': validators and auditors",
-                                "Block", (400, 401, 403, 404), height),
+                                "Block", (400, 401, 403, 404, 503), height),
         "/v1/records/{key}": ("Current value of a record (the key may contain /)", "Record",
-                              (400, 401, 403, 404), [key]),
-        "/v1/history/{key}": ("Every version of a record, oldest first", "History",
-                              (400, 401, 403, 404), [key, limit]),
-        "/v1/checkpoint": ("Latest certified head", "Checkpoint", (401, 404), []),
+                              (400, 401, 403, 404, 503), [key]),
+        "/v1/history/{key}": (("A page of a record's versions, oldest first; follow "
+                               "next_cursor"), "History", (400, 401, 403, 404, 503),
+                              [key, limit, cursor]),
+        "/v1/checkpoint": ("Latest certified head", "Checkpoint", (401, 404, 503), []),
         "/v1/consistency": ("Consistency proof between two certified heads", "Consistency",
-                            (400, 401, 404), heights),
+                            (400, 401, 404, 503), heights),
         "/v1/status": ("Node status", "Status", (401,), []),
     }  # fmt: skip
     paths = {

@@ -5,8 +5,9 @@ store and recovers from it in O(log n) reads whatever the chain length, rebuilds
 from the store's head and its persisted consensus state, starts the peer transport and sends
 the replica `Start()`. On exit it stops the replica first (no timer fires and nothing is
 committed after that), then the transport and the verify pool, and closes the store last.
-`Runtime.receive` is the way in for peer messages: `TxBatch`es go through admission like client
-txs (a peer is never trusted), everything else to the replica after decoding.
+`Runtime.receive` is the way in for peer messages: each envelope's sender and signature are
+checked first (`node.envelopes`, before its body is decoded); then `TxBatch`es go through
+admission like client txs (a peer is never trusted), everything else to the replica.
 """
 
 import asyncio
@@ -27,7 +28,7 @@ from consensus.replica import Replica, ReplicaConfig
 from ledger.block import ChainHead
 from ledger.store import BlockStore
 from ledger.tx import Transaction
-from node import tls
+from node import envelopes, tls
 from node.admission import Admission
 from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
 from node.metrics import Metrics, Snapshot
@@ -89,7 +90,7 @@ class Runtime:
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def receive(self, envelopes: Sequence[bytes]) -> None:
+    async def receive(self, batch: Sequence[bytes]) -> None:
         """Peer message envelopes in arrival order; bad ones are counted and dropped.
 
         Messages that need signature checks of client txs (a `TxBatch`, or a `PrePrepare` with
@@ -98,7 +99,12 @@ class Runtime:
         reorder anyway); at most `RECEIVE_TASKS_MAX` such tasks run, then the sender waits."""
         genesis, own_index = self.identity.genesis, self.identity.index
         chain_id = genesis.chain_id
-        for raw in envelopes:
+        for raw in batch:
+            # The envelope first: sender and signature before anything of the body is decoded.
+            refused = await self._check_envelope(raw)
+            if refused is not None:
+                self.metrics.invalid_peer_messages.labels(refused).inc()
+                continue
             try:
                 msg = messages.decode_message(raw, chain_id, self._known_tx)
             except messages.InvalidMessage as exc:
@@ -114,6 +120,13 @@ class Runtime:
                 await self._spawn(self._admit_then_forward(fresh, msg if forward else None))
             elif forward:
                 self.shell.handle(Received(msg))
+
+    async def _check_envelope(self, raw: bytes) -> str | None:
+        genesis, me = self.identity.genesis, self.identity.index
+        if len(raw) < envelopes.OFF_LOOP_BYTES_MIN:
+            return envelopes.check(raw, genesis, me)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, envelopes.check, raw, genesis, me)
 
     def _known_tx(self, tx_id: bytes) -> Transaction | None:
         """A tx this node has decoded already (pooled, or being admitted): a proposed block's

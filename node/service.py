@@ -15,6 +15,7 @@ from consensus.replica import ReplicaConfig
 from node import tls_sites
 from node.app import RUNTIME, create_app
 from node.config import Config, Identity, load_identity
+from node.listener import GuardedSite
 from node.runtime import Runtime, wall_clock_ms
 from node.shell import Clock
 
@@ -38,6 +39,7 @@ class Node:
         self._app: web.Application | None = None
         self.failed = asyncio.Event()  # set when the replica or the store failed: stop the node
         self.failure: BaseException | None = None
+        self.site: GuardedSite | None = None  # the listener, with its limits
 
     def _on_failure(self, exc: BaseException) -> None:
         self.failure = exc
@@ -50,13 +52,19 @@ class Node:
             self.config, identity, clock=self._clock, replica_config=self._replica_config,
             on_failure=self._on_failure,
         )  # fmt: skip
+        limits = self.config.limits()
         runner = web.AppRunner(
-            self._app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
-        )
+            self._app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None,
+            keepalive_timeout=limits.idle_timeout_ms / 1000,
+            max_line_size=limits.header_line_bytes_max,
+            max_field_size=limits.header_line_bytes_max, max_headers=limits.headers_max,
+        )  # fmt: skip
         await runner.setup()  # opens the store and starts the replica (cleanup_ctx)
         self._runner = runner
         try:
-            await tls_sites.start_sites(runner, self.config, contexts, self._sock)
+            self.site = await tls_sites.start_sites(
+                runner, self.config, contexts, self._sock, limits
+            )
         except BaseException:
             await self.stop()
             raise

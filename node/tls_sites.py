@@ -27,6 +27,8 @@ from ledger.genesis import Genesis
 from node import codec, tls
 from node.codec import render
 from node.config import DATA_DIR_MODE, Config, ConfigError, Identity
+from node.limits import Limits
+from node.listener import GuardedSite
 
 log = logging.getLogger("cityledger.node")
 
@@ -148,17 +150,20 @@ def _refuse(request: web.Request, status: int, code: str, reason: str) -> web.St
 
 
 async def start_sites(
-    runner: web.AppRunner, config: Config, ctx: Contexts, sock: socket.socket | None
-) -> None:
-    """Start the API, peer and metrics listeners and record which port is which."""
-    sites: list[tuple[str, web.BaseSite]] = []
-    if sock is not None:
-        sites.append((API, web.SockSite(runner, sock, ssl_context=ctx.api)))
-    else:
-        sites.append((API, _tcp(runner, (config.host, config.port), ctx.api)))
+    runner: web.AppRunner,
+    config: Config,
+    ctx: Contexts,
+    sock: socket.socket | None,
+    limits: Limits,
+) -> GuardedSite:
+    """Start the API, peer and metrics listeners, each with the connection `limits`
+    (node.listener), record which port is which, and return the API listener."""
+    api = GuardedSite(runner, limits, host=config.host, port=config.port, sock=sock,
+                      ssl_context=ctx.api)  # fmt: skip
+    sites: list[tuple[str, web.BaseSite]] = [(API, api)]
     if config.peer_listen is not None:
-        sites.append((PEER, _tcp(runner, config.peer_listen, ctx.peer)))
-    sites.append((METRICS, _tcp(runner, config.metrics_listen, ctx.metrics)))
+        sites.append((PEER, _tcp(runner, limits, config.peer_listen, ctx.peer)))
+    sites.append((METRICS, _tcp(runner, limits, config.metrics_listen, ctx.metrics)))
     ports = runner.app[LISTENERS]
     for kind, site in sites:
         await site.start()
@@ -172,9 +177,13 @@ async def start_sites(
         extra={"node_id": config.node_id, "tls": not config.insecure,
                "listeners": {str(p): k for p, k in ports.items()}},
     )  # fmt: skip
+    return api
 
 
 def _tcp(
-    runner: web.AppRunner, address: tuple[str, int], context: ssl.SSLContext | None
-) -> web.TCPSite:
-    return web.TCPSite(runner, address[0], address[1], ssl_context=context, reuse_address=True)
+    runner: web.AppRunner,
+    limits: Limits,
+    address: tuple[str, int],
+    context: ssl.SSLContext | None,
+) -> GuardedSite:
+    return GuardedSite(runner, limits, host=address[0], port=address[1], ssl_context=context)

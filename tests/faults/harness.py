@@ -122,7 +122,7 @@ class Network:
 def write_network(
     root: Path, *, urls: Sequence[str], listens: Sequence[str], apis: Sequence[str] | None = None,
     params: dict[str, int] | None = None, log_level: str = "info",
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, insecure: bool = False,
 ) -> Network:  # fmt: skip
     """A network written by `cluster init`'s own code (cli/network.py: the same organisations,
     clerks, policies and layout), with the given peer URLs and listen addresses, fast
@@ -130,7 +130,7 @@ def write_network(
     where = [network.Address(listen, url) for listen, url in zip(listens, urls, strict=True)]
     net = network.init(
         root, nodes=where, chain_id="faultcity", params={**TEST_PARAMS, **(params or {})},
-        log_level=log_level, cores=0, settings=extra,
+        log_level=log_level, cores=0, settings=extra, insecure=insecure,
     )  # fmt: skip
     nodes = [
         NodeSpec(i, entry.id, urls[i], listens[i], (apis or urls)[i], entry.config.parent)
@@ -142,10 +142,14 @@ def write_network(
     return Network(root, net.genesis, nodes, clients, client_keys, validator_keys)
 
 
-def loopback_network(root: Path, validators: int = 4, **kw: Any) -> Network:
+def loopback_network(
+    root: Path, validators: int = 4, *, insecure: bool = False, **kw: Any
+) -> Network:
     ports = free_ports(validators)
-    urls = [f"https://127.0.0.1:{p}" for p in ports]
-    return write_network(root, urls=urls, listens=[f"127.0.0.1:{p}" for p in ports], **kw)
+    scheme = "http" if insecure else "https"
+    urls = [f"{scheme}://127.0.0.1:{p}" for p in ports]
+    listens = [f"127.0.0.1:{p}" for p in ports]
+    return write_network(root, urls=urls, listens=listens, insecure=insecure, **kw)
 
 
 def make_tx(
@@ -369,7 +373,8 @@ class Cluster:
     async def metrics(self, i: int) -> dict[str, float]:
         """Node `i`'s /metrics samples by full name, labels included (`a_total{why="x"}`)."""
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-        url = f"https://127.0.0.1:{self.metrics_port(i)}/metrics"
+        scheme = self.net.nodes[i].url.split(":", 1)[0]  # the metrics listener's is the node's
+        url = f"{scheme}://127.0.0.1:{self.metrics_port(i)}/metrics"
         async with self.http.get(url, timeout=timeout) as r:
             text = await r.read()
         out = {}

@@ -157,6 +157,19 @@ def test_reads_of_what_is_not_there_return_none(
     assert read(store) is None
 
 
+def test_record_versions_page_after_a_version(store: BlockStore) -> None:
+    every = store.record_versions("fiscal/rec-8", 100)
+    pages, after = [], None
+    while page := store.record_versions("fiscal/rec-8", 3, after):
+        pages.append(page)
+        after = page[-1][:2]
+    assert [len(p) for p in pages] == [3, 1]
+    assert [v for p in pages for v in p] == every
+    assert store.record_versions("fiscal/rec-8", 10, (2**63 - 1, 2**32 - 1)) == []
+    txs_of = store.record_version_txs("fiscal/rec-8", 10, every[0][:2])
+    assert [(h, i, t.tx_id) for h, i, t in txs_of] == every[1:]
+
+
 def test_record_lookups_ignore_keys_no_tx_can_have(store: BlockStore) -> None:
     # "fiscal/rec-8\0..." would otherwise be a prefix of fiscal/rec-8's own versions.
     key = store.record_versions("fiscal/rec-8", 1)
@@ -304,18 +317,20 @@ def test_damaged_reads_are_store_errors(store: BlockStore, certified: Certified)
     path, genesis = store.path, store.genesis
     store.close()
     block = certified[1][0]
-    tx_id = block.txs[0].tx_id
     _damage(path, b"B" + (2).to_bytes(8, "big"), block.encode()[:-3])
     _damage(path, b"C" + (2).to_bytes(8, "big"), b"\xc1")
     _damage(path, b"H" + block.hash, b"\x00")
     _damage(path, b"T" + certified[2][0].txs[0].tx_id, (1).to_bytes(8, "big") + bytes(4))
+    other = certified[3][0].txs[0]  # its tx bytes entry holds another tx's bytes
+    _damage(path, b"X" + other.tx_id, (4).to_bytes(8, "big") + bytes(4) + block.txs[0].raw)
     with BlockStore.open(path, genesis) as damaged:  # the head is fine, so it opens
         for read in (
             lambda: damaged.block(2),
             lambda: damaged.certificate(2),
             lambda: damaged.height_of(block.hash),
-            lambda: damaged.tx(tx_id),
             lambda: damaged.tx(certified[2][0].txs[0].tx_id),  # index points at a wrong tx
+            lambda: damaged.tx(other.tx_id),
+            lambda: damaged.record_version_txs(other.key, 10),
             lambda: list(damaged.iter_certified(1, 3)),
         ):
             with pytest.raises(StoreError):

@@ -279,6 +279,9 @@ GOOD_KEYS = [
     "fiscal/A-Z_a.z:0-9",
     "fiscal/" + "k" * 249,
     "fiscal/x/y/z",
+    "fiscal/..x",
+    "fiscal/a./.b",
+    "fiscal/...",
 ]
 BAD_KEYS = [
     "",
@@ -294,6 +297,13 @@ BAD_KEYS = [
     "fiscal/a#b",
     "fiscal/a%2f",
     "fiscal/" + "k" * 250,
+    # dot segments: URL normalisation would turn these into other keys
+    "fiscal/../budget",
+    "fiscal/./a",
+    "fiscal/a/..",
+    "./fiscal/a",
+    "..",
+    ".",
 ]
 GOOD_TYPES = ["record", "R", "budget.line", "a1_b-c.d", "t" * 64]
 BAD_TYPES = [

@@ -81,7 +81,7 @@ def _owner_heights(chain: Chain) -> dict[str, dict[bytes, int]]:
     """Which height each indexed hash belongs to, from the chain itself (not the store)."""
     by_hash = {block.hash: block.height for block, _ in chain.certified}
     by_tx = {t.tx_id: block.height for block, _ in chain.certified for t in block.txs}
-    return {"H": by_hash, "T": by_tx}
+    return {"H": by_hash, "T": by_tx, "X": by_tx}
 
 
 def _expected_height(key: bytes, owners: dict[str, dict[bytes, int]]) -> int | None:
@@ -96,7 +96,7 @@ def _expected_height(key: bytes, owners: dict[str, dict[bytes, int]]) -> int | N
     prefix, rest = key[:1], key[1:]
     if prefix in (b"B", b"C"):
         return int.from_bytes(rest, "big")
-    if prefix in (b"H", b"T"):
+    if prefix in (b"H", b"T", b"X"):
         return owners[prefix.decode()][rest]
     if prefix == b"R":
         return int.from_bytes(rest[-12:-4], "big")
@@ -134,7 +134,7 @@ def _items(path: Path) -> list[tuple[bytes, bytes]]:
 def items(chain: Chain) -> list[tuple[bytes, bytes]]:
     found = _items(chain.path)
     kinds = {k[:1] for k, _ in found if k not in (b"meta", b"head")}
-    assert kinds == {b"B", b"C", b"H", b"T", b"R", b"N"}
+    assert kinds == {b"B", b"C", b"H", b"T", b"X", b"R", b"N"}
     return found
 
 
@@ -150,7 +150,7 @@ def _raw_db(store: BlockStore) -> Any:
     return store._db
 
 
-KINDS = ["head", "B", "C", "H", "T", "R", "N"]
+KINDS = ["head", "B", "C", "H", "T", "X", "R", "N"]
 
 
 def _kind(key: bytes) -> str:

@@ -1,6 +1,7 @@
 """The client API over real HTTP on a 4-node loopback cluster: every route, both encodings, and
 every refusal with its status code, its reason, and nothing written."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
+import yarl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import genesis as genesis_mod
@@ -16,7 +18,7 @@ from ledger import proofs
 from ledger import tx as txs
 from ledger.encoding import encode
 from node.app import STATUS_OF
-from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
+from tests.node.conftest import WAIT_S, Cluster, now_ms, start_cluster, stop_all, tx_json
 
 MSGPACK = "application/msgpack"
 
@@ -42,7 +44,7 @@ async def post(
         return r.status, await r.json(), r
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+async def get(http: aiohttp.ClientSession, url: str | yarl.URL) -> tuple[int, Any]:
     async with http.get(url) as r:
         return r.status, await r.json()
 
@@ -81,6 +83,20 @@ async def test_submit_json_wait_then_read_everything(cluster: Cluster, http) -> 
         (one["height"], one["index"]), (two["height"], two["index"]),
     ]  # fmt: skip
     assert history["truncated"] is False
+    assert history["next_cursor"] is None
+    # Paged: one version a page, the cursor leads to the next; the documented maximum works.
+    status, page = await get(http, c.url(3) + "/v1/history/fiscal/budget/2027?limit=1")
+    assert (status, [v["tx_id"] for v in page["versions"]]) == (200, [first.tx_id.hex()])
+    cursor = page["next_cursor"]
+    status, page = await get(http, c.url(3) + f"/v1/history/fiscal/budget/2027?cursor={cursor}")
+    assert (status, [v["tx_id"] for v in page["versions"]]) == (200, [second.tx_id.hex()])
+    assert page["next_cursor"] is None
+    status, page = await get(http, c.url(3) + "/v1/history/fiscal/budget/2027?limit=10000")
+    assert (status, len(page["versions"])) == (200, 2)
+    for bad in ("?limit=10001", "?cursor=zz", "?cursor=" + "f" * 24, "/../budget/2027"):
+        url = yarl.URL(c.url(3) + "/v1/history/fiscal/budget" + bad, encoded=True)  # as sent
+        status, refused = await get(http, url)
+        assert (status, refused["error"]) == (400, "malformed"), bad
     status, found = await get(http, c.url(2) + f"/v1/transactions/{first.tx_id.hex()}")
     assert status == 200
     assert (found["status"], found["height"], found["index"]) == (
@@ -307,12 +323,13 @@ async def test_oversize_body_is_refused_before_it_is_read(tmp_path: Path, http) 
             assert r.status == 413
             assert (await r.json())["error"] == "too_large"
 
-        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused mid-stream
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused at once
             for _ in range(100):
                 yield b" " * 1000
 
         async with http.post(url, data=chunks(), headers={"Content-Type": MSGPACK}) as r:
-            assert r.status == 413
+            assert r.status == 411
+            assert (await r.json())["error"] == "length_required"
     finally:
         await stop_all(c)
 
@@ -398,5 +415,48 @@ async def test_wait_is_bounded_and_a_pending_tx_is_a_duplicate(tmp_path: Path, h
         status, again, _ = await post(http, c.url(0) + "/v1/transactions", tx)
         assert (status, again["error"]) == (409, txs.DUPLICATE)
         assert "pending" in again["reason"]
+    finally:
+        await stop_all(c)
+
+
+async def test_a_request_of_bad_signatures_is_checked_only_in_its_probe(
+    cluster: Cluster, http
+) -> None:
+    c = cluster
+    before = written(c)
+    good = c.tx("fiscal/", "probe-good", {"v": 1})
+    forged = [
+        tx_json(txs.create(Ed25519PrivateKey.generate(), chain_id=c.genesis.chain_id,
+                           client_id="fiscal-clerk0", nonce=i, timestamp_ms=now_ms(),
+                           key=f"fiscal/probe-{i}", type_="record", body={"i": i}))
+        for i in range(100)
+    ]  # fmt: skip
+    status, body, _ = await post(http, c.url(1) + "/v1/transactions", {"transactions": forged})
+    assert (status, body["error"]) == (401, txs.BAD_SIGNATURE)
+    reasons = [r["error"] for r in body["rejected"]]
+    assert reasons == [txs.BAD_SIGNATURE] * 16 + ["unchecked"] * 84
+    assert written(c) == before
+    # A few bad ones among good txs are refused one by one, the rest admitted.
+    mixed = [tx_json(good), *forged[:3]]
+    status, body, _ = await post(http, c.url(1) + "/v1/transactions", {"transactions": mixed})
+    assert status == 202
+    assert [r["error"] for r in body["rejected"]] == [txs.BAD_SIGNATURE] * 3
+
+
+async def test_waiting_requests_are_capped(tmp_path: Path, http) -> None:
+    c = await start_cluster(tmp_path, 4, wait_requests_max=1, wait_timeout_ms=5000)
+    try:
+        url = c.url(0) + "/v1/transactions?wait=true"
+        for i in (1, 2):  # no quorum: the first request keeps waiting
+            await c.stop(i)
+        first = asyncio.ensure_future(post(http, url, tx_json(c.tx("fiscal/", "w1", {"v": 1}))))
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while c.node(0).runtime.replica.pending == 0:  # poll, bounded: the first one waits
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        status, body, r = await post(http, url, tx_json(c.tx("fiscal/", "w2", {"v": 2})))
+        assert (status, body["error"], r.headers["Retry-After"]) == (503, "busy", "1")
+        assert c.node(0).runtime.replica.pending == 1  # refused before admission
+        first.cancel()
     finally:
         await stop_all(c)

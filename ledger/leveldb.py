@@ -1,0 +1,88 @@
+"""Opening the block store's LevelDB: its tuning, and the meta record that names its chain.
+
+Split from `ledger.store` (which owns every key and value); like it, it lets no plyvel error
+escape: a store that cannot be opened, or belongs to another chain, is a `StoreError`.
+"""
+
+from pathlib import Path
+from typing import Any, Final
+
+import plyvel
+
+from ledger.encoding import decode, encode
+from ledger.errors import LedgerError, StoreError
+from ledger.genesis import Genesis
+
+FORMAT_VERSION: Final = 2  # 2: the X index of tx bytes (format 1 stores are refused)
+META_BYTES_MAX: Final = 256
+META_KEY: Final = b"meta"
+HEAD_KEY: Final = b"head"
+_HEIGHT_BYTES: Final = 8
+# Table files LevelDB keeps open (its default is 1,000): each is a descriptor, and the node's
+# descriptors are counted (node/limits.py keeps a reserve for the store out of its limit).
+FILES_OPEN_MAX: Final = 128
+
+# LevelDB tuning (none of it changes what is stored or how it reads back):
+# - a Bloom filter per table: most lookups are for tx ids that are not committed (every
+#   admission and block check asks), and without a filter each miss reads an index block of
+#   every level; with one, a miss costs a hash and a few bit tests;
+# - a larger memtable: fewer, larger compactions under a steady write load (at most two
+#   memtables in memory: 32 MiB); the block cache keeps LevelDB's default size (a node reads
+#   few data blocks: lookups of uncommitted ids stop at the filters).
+_BLOOM_FILTER_BITS: Final = 10
+_WRITE_BUFFER_BYTES: Final = 16 * 1024 * 1024
+BLOCK_CACHE_BYTES: Final = 8 * 1024 * 1024
+# An audit reads every index entry once, in no useful order: with a cache this size each data
+# block of the indexes is read and decompressed about once rather than once per entry in it
+# (the cache fills only as far as the store is big).
+AUDIT_CACHE_BYTES: Final = 256 * 1024 * 1024
+
+
+def open_db(path: Path, *, create: bool, cache_bytes: int = BLOCK_CACHE_BYTES) -> Any:
+    try:
+        return plyvel.DB(
+            str(path), create_if_missing=create, bloom_filter_bits=_BLOOM_FILTER_BITS,
+            write_buffer_size=_WRITE_BUFFER_BYTES, lru_cache_size=cache_bytes,
+            max_open_files=FILES_OPEN_MAX,
+        )  # fmt: skip
+    except plyvel.IOError as exc:
+        raise StoreError(
+            f"cannot open block store {path}: {exc} (is a node already running on it?)"
+        ) from None
+    except plyvel.Error as exc:
+        raise StoreError(f"cannot open block store {path}: {exc}") from None
+
+
+def _meta_value(genesis: Genesis) -> bytes:
+    return encode([FORMAT_VERSION, genesis.chain_id, genesis.hash])
+
+
+def init_or_check_meta(db: Any, path: Path, genesis: Genesis, *, create: bool = True) -> None:
+    """Write the meta and an empty head to a new store, or check an existing store's meta."""
+    try:
+        raw = db.get(META_KEY)
+        if raw is None:
+            with db.iterator(include_value=False) as it:
+                is_empty = next(it, None) is None
+            if not (create and is_empty):
+                raise StoreError(
+                    f"{path} is not a CityLedger block store, or a damaged one (no meta record)"
+                )
+            batch = db.write_batch(sync=True)
+            batch.put(META_KEY, _meta_value(genesis))
+            batch.put(HEAD_KEY, (0).to_bytes(_HEIGHT_BYTES, "big") + genesis.hash)
+            batch.write()
+            return
+    except plyvel.Error as exc:
+        raise StoreError(f"cannot read block store {path}: {exc}") from None
+    if raw == _meta_value(genesis):
+        return
+    try:
+        version, chain_id, genesis_hash = decode(raw, META_BYTES_MAX)
+        owner = f"chain {chain_id!r} (genesis {bytes(genesis_hash).hex()}, format {version})"
+    except (LedgerError, ValueError, TypeError):
+        raise StoreError(f"{path}: the store's meta record is damaged") from None
+    raise StoreError(
+        f"{path} belongs to {owner}, not to chain {genesis.chain_id!r} "
+        f"(genesis {genesis.hash.hex()}, format {FORMAT_VERSION})"
+    )
