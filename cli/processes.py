@@ -281,6 +281,12 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> in
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+    return _reap(proc, timeout_s)
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """Wait for a process already told to stop (never signal it twice: a second SIGTERM is
+    not a harder one); its exit code, or None if it had to be killed after `timeout_s`."""
     try:
         return proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -306,7 +312,7 @@ def stop_children(net: Network, procs: dict[str, subprocess.Popen[bytes]]) -> di
     outcome: dict[str, str] = {}
     for node_id, proc in procs.items():
         already = proc.returncode is not None
-        if stop(proc, max(0.0, deadline - time.monotonic())) is not None:
+        if _reap(proc, max(0.0, deadline - time.monotonic())) is not None:
             outcome[node_id] = "was not running" if already else "stopped"
         else:
             outcome[node_id] = "killed after the stop timeout"

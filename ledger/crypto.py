@@ -22,6 +22,7 @@ from typing import Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ledger.errors import LedgerError
@@ -137,9 +138,12 @@ def verify_message(public_key: Ed25519PublicKey, message: bytes, signature: byte
     return True
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey, pem: bytes | None = None) -> None:
-    """Write `key` as unencrypted PKCS#8 PEM (or the given PEM text of it, e.g. an encrypted
-    one), readable by its owner only (mode 0600), never over an existing file."""
+def write_private_key(
+    path: Path, key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey, pem: bytes | None = None
+) -> None:
+    """Write `key` (a signing key, or a node's TLS key) as unencrypted PKCS#8 PEM (or the given
+    PEM text of it, e.g. an encrypted one), readable by its owner only (mode 0600), never over
+    an existing file."""
     if pem is None:
         pem = key.private_bytes(
             serialization.Encoding.PEM,

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final
 
 from node.config import Config, Identity, load, load_identity
@@ -75,26 +76,51 @@ def setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+log = logging.getLogger("cityledger.node")
+
+
 async def serve(config: Config, identity: Identity | None = None) -> None:
-    """Run one node until SIGTERM/SIGINT (clean stop) or a failure (stop, then raise)."""
-    node = Node(config, identity or load_identity(config))
-    await node.start()
-    tune_collector()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    """Run one node until SIGTERM/SIGINT (clean stop) or a failure (stop, then raise). Meant
+    for a process's main thread: it owns the process's SIGTERM and SIGINT from here on.
+
+    The handlers are in place before the node starts, and a signal is never again left to its
+    default action: one during the start stops the node as soon as it has started; one during
+    the (bounded) graceful stop is logged and changes nothing; one after it is ignored while
+    the process exits. Were the default action back at any point, a repeated signal (a
+    supervisor repeating its SIGTERM, a second Ctrl-C) could kill the process halfway through
+    closing its store."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signal(sig: signal.Signals) -> None:
+        extra = {"node_id": config.node_id, "signal": sig.name}
+        log.info("already stopping" if stop.is_set() else "stopping", extra=extra)
+        stop.set()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:  # runs between bytecodes
+        loop.call_soon_threadsafe(on_signal, signal.Signals(signum))
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    node = Node(config, identity or load_identity(config))
     try:
+        await node.start()
+        tune_collector()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         stopped = asyncio.ensure_future(stop.wait())
         failed = asyncio.ensure_future(node.failed.wait())
         await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         failed.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await node.stop()
+        stop.set()  # from here on a signal only says that the node is already stopping
+        try:
+            await node.stop()
+        finally:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)  # stopped: the process only exits now
     if node.failure is not None:
         raise RuntimeError(f"node {config.node_id} failed: {node.failure!r}") from node.failure
 

@@ -14,7 +14,6 @@ It reads and writes the TLS key file only; no sockets.
 
 import datetime
 import ipaddress
-import os
 import socket
 import ssl
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ledger.crypto import write_private_key
 from ledger.genesis import Genesis
 from node.config import DATA_DIR_MODE
 
@@ -160,14 +160,7 @@ def load_or_create_tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """The node's ECDSA P-256 TLS key from `path`, created (mode 0600) if it does not exist."""
     if not path.exists():
         key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
+        write_private_key(path, key)
         return key
     try:
         with path.open("rb") as file:

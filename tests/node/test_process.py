@@ -132,3 +132,38 @@ async def test_a_bad_config_does_not_start(tmp_path: Path) -> None:
     text = " ".join(str(e.get("msg")) for e in child.lines)
     assert "listen" in text
     assert "key_file" in text
+
+
+async def test_a_second_signal_during_the_stop_changes_nothing(tmp_path: Path) -> None:
+    """A supervisor that repeats its SIGTERM, or a second Ctrl-C, while the node closes: the
+    node logs it and still finishes its clean stop (it is not killed by the default action).
+    A signal while the node is still starting stops it cleanly once it has started."""
+    c = await start_cluster(tmp_path, 4)
+    child: NodeProcess | None = None
+    try:
+        await c.stop(3)
+        config = c.write_config(3)
+        child = await NodeProcess.start(config)
+        await child.wait_log(lambda e: e.get("msg") == "listening")  # started: its last line
+        child.proc.send_signal(signal.SIGTERM)
+        first = await child.wait_log(lambda e: e.get("msg") == "stopping")
+        assert first["signal"] == "SIGTERM"
+        child.proc.send_signal(signal.SIGINT)
+        assert await child.exit_code() == 0
+        messages = [e.get("msg") for e in child.lines]
+        assert messages[-1] == "<eof>" and messages[-2] == "node stopped, store closed"
+        assert messages.count("stopping") == 1
+
+        child = await NodeProcess.start(config)
+        await child.wait_log(lambda e: e.get("msg") == "node started")  # not yet listening
+        child.proc.send_signal(signal.SIGTERM)
+        assert await child.exit_code() == 0
+        messages = [e.get("msg") for e in child.lines]
+        assert messages.count("stopping") == 1
+        assert messages[-2] == "node stopped, store closed"
+        child = None
+    finally:
+        if child is not None and child.proc.returncode is None:
+            child.proc.kill()
+            await child.exit_code()
+        await stop_all(c)
