@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +42,9 @@ TIMEOUT_S: Final = 10.0
 RESPONSE_BYTES_MAX: Final = 256 * 1024 * 1024  # a block of the largest size, hex-encoded, twice
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
+EVENT_STREAM: Final = "text/event-stream"
+STREAM_IDLE_S: Final = 60.0  # silence on an event stream (the node sends a comment each 15 s)
+STREAM_LINE_BYTES_MAX: Final = 1024 * 1024  # one line of an event stream
 _STALE: Final = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
@@ -199,6 +203,31 @@ class NodeClient:
             reason = str(body.get("reason", f"HTTP status {status}"))
             raise Refused(status, code, reason, body)
         return Answer(status, value)
+
+    def stream_lines(self, path: str, headers: dict[str, str] | None = None) -> Iterator[str]:
+        """GET `path` (an event stream) and yield its lines as they arrive, without their line
+        ends; raise `Refused` on an error status, `NodeUnreachable` when the connection fails
+        or stays silent for `STREAM_IDLE_S`. The connection is closed when the stream ends."""
+        signed = self._signed("GET", self._prefix + path, b"", self.timeout_s)
+        conn = self._connection(STREAM_IDLE_S)
+        try:
+            conn.request("GET", self._prefix + path,
+                         headers={"Accept": EVENT_STREAM, **(headers or {}), **signed})  # fmt: skip
+            response = conn.getresponse()
+            if response.status >= 400:
+                raw = response.read(RESPONSE_BYTES_MAX)
+                value = self._decode(path, response.getheader("Content-Type", ""), raw)
+                body = value if isinstance(value, dict) else {}
+                raise Refused(response.status, str(body.get("error", f"http_{response.status}")),
+                              str(body.get("reason", "")), body)  # fmt: skip
+            while line := response.readline(STREAM_LINE_BYTES_MAX + 1):
+                if len(line) > STREAM_LINE_BYTES_MAX:
+                    raise NodeUnreachable(f"the node at {self.url} sent too long a line")
+                yield line.decode("utf-8", "replace").rstrip("\r\n")
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc, STREAM_IDLE_S) from None
+        finally:
+            self.close()
 
     def _exchange(
         self, method: str, path: str, data: bytes | None, accept: str, timeout_s: float | None

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cli import anchors, audit, cluster, demo, keys, noderun, records
+from cli import anchors, audit, cluster, demo, follow, keys, noderun, records
 from cli.errors import Failed
 from ledger.errors import LedgerError
 
@@ -46,6 +46,8 @@ cli.add_command(records.get)
 cli.add_command(records.history)
 cli.add_command(records.tx_command)
 cli.add_command(records.block)
+cli.add_command(follow.query)
+cli.add_command(follow.events)
 cli.add_command(audit.verify)
 cli.add_command(audit.proof)
 cli.add_command(audit.verify_proof)

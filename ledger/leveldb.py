@@ -1,4 +1,5 @@
-"""Opening the block store's LevelDB: its tuning, and the meta record that names its chain.
+"""Opening the block store's LevelDB: its tuning, and the meta record that names its chain;
+and the ordered scan of record keys (`record_keys`).
 
 Split from `ledger.store` (which owns every key and value); like it, it lets no plyvel error
 escape: a store that cannot be opened, or belongs to another chain, is a `StoreError`.
@@ -86,3 +87,37 @@ def init_or_check_meta(db: Any, path: Path, genesis: Genesis, *, create: bool = 
         f"{path} belongs to {owner}, not to chain {genesis.chain_id!r} "
         f"(genesis {genesis.hash.hex()}, format {FORMAT_VERSION})"
     )
+
+
+# --- Record keys in order --------------------------------------------------------------------
+# The record index holds one entry per version, `b"R" key b"\x00" height index`. Listing the
+# records under a prefix reads the first entry of a record, then seeks just past the record's
+# last possible entry (`key b"\x01"`), so a page of n records costs n seeks however many
+# versions each has.
+
+_SEPARATOR = b"\x00"  # between a record key and a version's location (keys have no NUL)
+_PAST_VERSIONS = b"\x01"  # after the separator: just past every version of a key
+
+
+def record_keys(
+    db: Any, prefix: bytes, low: str, high: str | None, limit: int, path: Path
+) -> list[str]:
+    """Up to `limit` keys k of records with low <= k (and k < high unless `high` is None)."""
+    start = prefix + low.encode()
+    stop = prefix[:-1] + bytes([prefix[-1] + 1]) if high is None else prefix + high.encode()
+    keys: list[str] = []
+    if limit < 1 or start >= stop:
+        return keys
+    try:
+        with db.iterator(start=start, stop=stop, include_value=False) as it:
+            for entry in it:
+                end = entry.find(_SEPARATOR, len(prefix))
+                if end < 0:
+                    raise StoreError(f"{path}: the record entry {entry!r} is damaged")
+                keys.append(entry[len(prefix) : end].decode())
+                if len(keys) >= limit:
+                    break
+                it.seek(entry[:end] + _PAST_VERSIONS)
+    except (plyvel.Error, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: scanning the record index failed: {exc}") from None
+    return keys

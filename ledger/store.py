@@ -65,7 +65,7 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.genesis import Genesis
-from ledger.leveldb import AUDIT_CACHE_BYTES, HEAD_KEY, init_or_check_meta, open_db
+from ledger.leveldb import AUDIT_CACHE_BYTES, HEAD_KEY, init_or_check_meta, open_db, record_keys
 from ledger.primitives import DIGEST_BYTES
 
 RECORD_VERSIONS_MAX: Final = 10_000  # one call's answer; callers page with `after`
@@ -488,6 +488,10 @@ class BlockStore:
             (height, index, self._tx_at(height, index, tx_id))
             for height, index, tx_id in self.record_versions(key, limit, after)
         ]
+
+    def record_keys(self, low: str, high: str | None, limit: int) -> list[str]:
+        """Up to `limit` record keys k with low <= k (< high), in order: one seek per record."""
+        return record_keys(self._db, _RECORD, low, high, limit, self._path)
 
     def latest_record(self, key: str) -> tuple[int, int, txs.Transaction] | None:
         prefix = _lookup_prefix(key)

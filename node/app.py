@@ -20,8 +20,20 @@ from ledger import tx as txs
 from ledger.block import HEIGHT_MAX, verify_certificate
 from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.store import RECORD_VERSIONS_MAX
-from node import auth, auth_sessions, codec, openapi, proofs, tls_sites
+from node import (
+    appkeys,
+    auth,
+    auth_sessions,
+    codec,
+    events,
+    openapi,
+    probes,
+    proofs,
+    queries,
+    tls_sites,
+)
 from node.admission import Rejection, Verdict
+from node.appkeys import READS, RUNTIME
 from node.codec import ApiError, render
 from node.config import Config, Identity
 from node.limits import ByteBudget, Slots
@@ -38,8 +50,6 @@ from node.reads import ReadPool, ReadsBusy
 from node.runtime import Runtime, open_runtime, wall_clock_ms
 from node.shell import Clock
 
-RUNTIME: Final = web.AppKey("runtime", Runtime)
-READS: Final = web.AppKey("reads", ReadPool)
 WAITERS: Final = web.AppKey("waiters", Slots)
 BODIES: Final = web.AppKey("bodies", ByteBudget)
 # The other validators' addresses, and the body budgets of peer requests from them and from
@@ -96,17 +106,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return render(request, codec.error_body("store_error", str(exc)), 500)
 
 
-async def _off_loop(request: web.Request, work: Callable[[], Any]) -> web.StreamResponse:
-    """`work()` (a read of the store, returning the answer's value) and its rendering, on the
-    read pool: never on the event loop that carries consensus."""
-    return await request.app[READS].run(lambda: render(request, work()))
-
-
-def _runtime(request: web.Request) -> Runtime:
-    runtime = request.app[RUNTIME]
-    if runtime.shell.closed:
-        raise ApiError(503, "unavailable", "the node is shutting down or has failed")
-    return runtime
+_off_loop = appkeys.off_loop
+_runtime = appkeys.runtime
+_int_param = appkeys.int_param
 
 
 def _hex_id(text: str, what: str) -> bytes:
@@ -117,17 +119,6 @@ def _hex_id(text: str, what: str) -> bytes:
     if len(value) != 32:
         raise ApiError(400, txs.MALFORMED, f"{what}: expected 64 hex digits")
     return value
-
-
-def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        if default is None:
-            raise ApiError(400, txs.MALFORMED, f"?{name}= is required")
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ApiError(400, txs.MALFORMED, f"?{name}= expects an integer in [{low}, {high}]")
-    return int(text)
 
 
 # --- Transactions ----------------------------------------------------------------------------
@@ -391,17 +382,23 @@ async def get_consistency(request: web.Request) -> web.StreamResponse:
 async def get_status(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     r, genesis = rt.replica, rt.identity.genesis
+    up = rt.watch.peers_up()
     peers = [
-        {"index": v.index, "id": v.id, "url": v.url, "queued": rt.transport.queued(v.index)}
+        {"index": v.index, "id": v.id, "url": v.url, "queued": rt.transport.queued(v.index),
+         "up": up.get(v.id, False)}
         for v in genesis.validators
         if v.index != rt.identity.index
-    ]
+    ]  # fmt: skip
+    readiness = rt.watch.readiness(closed=rt.shell.closed)
     return render(request, {
         "node_id": rt.config.node_id, "index": rt.identity.index, "chain_id": genesis.chain_id,
         "genesis_hash": genesis.hash, "view": r.view, "primary": r.primary,
         "in_view_change": r.in_view_change, "height": rt.store.height,
         "head_hash": rt.store.head.hash, "mempool": r.pending, "mempool_free": r.pool_free,
         "peers": peers, "running": not rt.shell.closed,
+        "quorum": {"reachable": rt.watch.reachable(), "needed": genesis.quorums.commit},
+        "catching_up": rt.watch.catching_up, "ready": readiness.ready,
+        "not_ready": readiness.reason,
     })  # fmt: skip
 
 
@@ -460,13 +457,17 @@ ROUTES: Final = (
     ("GET", "/v1/transactions/{tx_id}", get_transaction, auth.MEMBER),
     ("GET", "/v1/transactions/{tx_id}/proof", get_proof, auth.MEMBER),
     ("GET", "/v1/blocks/{height}", get_block, auth.CHAIN),
+    ("GET", "/v1/records", queries.get_records, auth.KEYED),
     ("GET", "/v1/records/{key:.+}", get_record, auth.KEYED),
     ("GET", "/v1/history/{key:.+}", get_history, auth.KEYED),
     ("GET", "/v1/checkpoint", get_checkpoint, auth.MEMBER),
     ("GET", "/v1/consistency", get_consistency, auth.MEMBER),
     ("GET", "/v1/status", get_status, auth.MEMBER),
+    ("GET", "/v1/events", events.get_events, auth.KEYED),
     ("GET", "/v1/openapi.json", get_openapi, auth.OPEN),
     ("GET", "/metrics", get_metrics, auth.OPEN),  # loopback operators' scrape target
+    ("GET", "/healthz", probes.get_healthz, auth.OPEN),
+    ("GET", "/readyz", probes.get_readyz, auth.OPEN),
     ("POST", MESSAGES_PATH, post_peer_messages, auth.TRANSPORT),
     ("GET", BLOCKS_PATH, get_peer_blocks, auth.TRANSPORT),
     *auth_sessions.ROUTES,
@@ -522,6 +523,7 @@ def create_app(
     async def on_shutdown(app: web.Application) -> None:
         if RUNTIME in app:  # answer `?wait=true` requests now instead of at their timeout
             app[RUNTIME].shell.wake_waiters()
+            app[RUNTIME].events.close()  # and end the event streams
 
     app.cleanup_ctx.append(runtime_ctx)
     app.on_shutdown.append(on_shutdown)

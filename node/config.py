@@ -15,6 +15,7 @@ listen = "127.0.0.1:7001"      # host:port of the client API (and of the peer en
                                # peer_listen is set)
 genesis = "../../genesis.toml"
 log_level = "info"             # debug | info | warning | error
+access_log = false             # true: one INFO line per HTTP request (logger cityledger.access)
 # optional transport settings, with their defaults (docs/protocol.md, "Transport"):
 peer_listen = ""               # host:port of a separate peer listener ("": the listen one)
 metrics_listen = "127.0.0.1:0" # host:port of the /metrics listener (port 0: any free port)
@@ -148,6 +149,7 @@ class Config:
     wait_requests_max: int = _LIMITS["wait_requests_max"][0]
     fd_reserve: int = _LIMITS["fd_reserve"][0]
     insecure: bool = False
+    access_log: bool = False
     peer_listen: tuple[str, int] | None = None  # (host, port) of a separate peer listener
     metrics_listen: tuple[str, int] = ("127.0.0.1", 0)
     tls_cert_file: Path | None = None  # a CA-issued certificate for the client listener
@@ -219,6 +221,7 @@ def from_dict(doc: dict[str, Any], path: Path) -> Config:
         *_LIMITS,
         *_OPTIONAL_STRINGS,
         "insecure",
+        "access_log",
         *_PASSPHRASE,
     }
     problems.extend(f"{name}: unknown field" for name in sorted(extra))
@@ -265,7 +268,11 @@ def _transport(doc: dict[str, Any], base: Path, problems: list[str]) -> dict[str
     if not isinstance(insecure, bool):
         problems.append("insecure: expected true or false")
         insecure = False
-    out: dict[str, Any] = {"insecure": insecure}
+    access_log = doc.get("access_log", False)
+    if not isinstance(access_log, bool):
+        problems.append("access_log: expected true or false")
+        access_log = False
+    out: dict[str, Any] = {"insecure": insecure, "access_log": access_log}
     if values.get("peer_listen"):
         out["peer_listen"] = _listen(values["peer_listen"], problems, "peer_listen")
     out["metrics_listen"] = _listen(

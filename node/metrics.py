@@ -1,20 +1,35 @@
 """Prometheus metrics of one node, in a registry of its own (never the process-global one).
 
 Counters the node itself observes (txs committed and rejected, peer send failures, commit
-latency) are prometheus-client objects updated where things happen; everything the replica
-already counts (height, view, view changes, its own counters) is read from it at scrape time
-by a collector, so there is one source of truth for each number.
+latency, the operational events of node/health.py) are prometheus-client objects updated where
+things happen; what the replica already holds (height, view, its own counters) is read from it
+at scrape time by a collector. Each event is counted by one series only: the replica counters
+that the node counts itself (blocks and txs committed, view changes started and finished) are
+left out of `cityledger_replica_events`. Peers are labelled by validator id. The registry also
+carries prometheus-client's standard process and platform collectors and a build-info gauge.
 """
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# Replica counters a metric of the node's own counts already: not repeated in replica_events.
+COUNTED_BY_NODE: Final = frozenset({"blocks_committed", "txs_committed", "view_changes",
+                                    "new_views"})  # fmt: skip
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -44,21 +59,30 @@ class _ReplicaCollector(Collector):
             "cityledger_in_view_change", "1 while a view change is under way",
             value=int(s.in_view_change),
         )  # fmt: skip
-        yield CounterMetricFamily(
-            "cityledger_view_changes", "View changes this replica went through",
-            value=s.counters.get("view_changes", 0),
-        )  # fmt: skip
         events = CounterMetricFamily(
             "cityledger_replica_events", "Everything the replica counts", labels=["event"]
         )
         for name, value in sorted(s.counters.items()):
-            events.add_metric([name], value)
+            if name not in COUNTED_BY_NODE:
+                events.add_metric([name], value)
         yield events
 
 
 class Metrics:
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], version: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(PROCESS_COLLECTOR)
+        self.registry.register(PLATFORM_COLLECTOR)
+        Gauge(
+            "cityledger_build_info", "The node software's version (always 1)", ["version"],
+            registry=self.registry,
+        ).labels(version or package_version()).set(1)  # fmt: skip
+        self.last_commit = Gauge(
+            "cityledger_last_commit_timestamp_seconds",
+            "Wall-clock time this node last committed a block (Unix seconds; 0: none yet)",
+            registry=self.registry,
+        )  # fmt: skip
+        self._events(self.registry)
         self.txs_committed = Counter(
             "cityledger_txs_committed", "Transactions committed to the store",
             registry=self.registry,
@@ -72,7 +96,7 @@ class Metrics:
         )  # fmt: skip
         self.peer_send_failures = Counter(
             "cityledger_peer_send_failures", "Peer messages dropped or not delivered",
-            ["peer", "why"], registry=self.registry,
+            ["peer", "why"], registry=self.registry,  # peer: its validator id
         )  # fmt: skip
         self.invalid_peer_messages = Counter(
             "cityledger_invalid_peer_messages", "Peer messages dropped before the replica",
@@ -85,5 +109,46 @@ class Metrics:
         )  # fmt: skip
         self.registry.register(_ReplicaCollector(snapshot))
 
+    def _events(self, registry: CollectorRegistry) -> None:
+        """The gauges and counters of node/health.py: one counter per event it logs."""
+        self.peer_up = Gauge(
+            "cityledger_peer_up", "1 while the peer has been heard from lately", ["peer"],
+            registry=registry,
+        )  # fmt: skip
+        self.peer_downs = Counter(
+            "cityledger_peer_downs", "Times a peer went silent", ["peer"], registry=registry
+        )
+        self.quorum_reachable = Gauge(
+            "cityledger_quorum_reachable", "1 while this node and the peers up make a quorum",
+            registry=registry,
+        )  # fmt: skip
+        self.quorum_losses = Counter(
+            "cityledger_quorum_losses", "Times the reachable validators fell below a quorum",
+            registry=registry,
+        )  # fmt: skip
+        self.view_changes = Counter(
+            "cityledger_view_changes", "View changes started (one per view entered into)",
+            registry=registry,
+        )  # fmt: skip
+        self.new_views = Counter(
+            "cityledger_new_views", "View changes finished (a new view installed)",
+            registry=registry,
+        )  # fmt: skip
+        self.catch_ups = Counter(
+            "cityledger_catch_ups", "Catch-ups (state transfers) started", registry=registry
+        )
+        self.blocks_refused = Counter(
+            "cityledger_blocks_refused", "Proposed or fetched blocks refused, by reason",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.ready = Gauge("cityledger_ready", "1 while /readyz answers 200", registry=registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("cityledger")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -97,6 +97,13 @@ def _block_schemas() -> dict[str, Any]:
             certificate=_ref("Certificate"),
         ),
         "Record": version | {"properties": {"key": {"type": "string"}} | version["properties"]},
+        "RecordPage": _obj(
+            ["records", "next_cursor"],
+            records=_array(version | {"properties": {"key": {"type": "string"}}
+                                      | version["properties"]}),
+            next_cursor={"type": ["string", "null"],
+                         "description": "pass as ?cursor= for the next page; null: no more"},
+        ),
         "History": _obj(
             ["key", "versions", "next_cursor", "truncated"], key={"type": "string"},
             versions=_array(version), next_cursor={"type": ["string", "null"]},
@@ -133,13 +140,15 @@ def _proof_schemas() -> dict[str, Any]:
 
 def _status_schema() -> dict[str, Any]:
     peer = _obj(["index", "id", "url"], index=_INT, id={"type": "string"},
-                url={"type": "string"}, queued=_INT)  # fmt: skip
+                url={"type": "string"}, queued=_INT, up={"type": "boolean"})  # fmt: skip
     return _obj(
         ["node_id", "view", "primary", "height", "head_hash", "mempool", "peers"],
         node_id={"type": "string"}, index=_INT, chain_id={"type": "string"},
         genesis_hash=_HASH, view=_INT, primary=_INT, in_view_change={"type": "boolean"},
         height=_INT, head_hash=_HASH, mempool=_INT, mempool_free=_INT,
-        running={"type": "boolean"}, peers=_array(peer),
+        running={"type": "boolean"}, peers=_array(peer), ready={"type": "boolean"},
+        not_ready={"type": ["string", "null"]}, catching_up={"type": "boolean"},
+        quorum=_obj(["reachable", "needed"], reachable=_INT, needed=_INT),
     )  # fmt: skip
 
 
@@ -295,6 +304,59 @@ def _reads() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _operations() -> dict[str, Any]:
+    """Probes, the event stream and record queries (docs/protocol.md section 18)."""
+    text = {"type": "string"}
+    ready = {"application/json": {"schema": _obj(["ready", "detail"], ready={"const": True},
+                                                 detail=text)}}  # fmt: skip
+    not_ready = {"application/json": {"schema": _obj(
+        ["error", "reason", "ready"], ready={"const": False}, reason=text,
+        error={"enum": ["not_started", "stopped", "view_change", "no_quorum", "catching_up"]},
+    )}}  # fmt: skip
+    alive = {"application/json": {"schema": _obj(["status"], status={"const": "alive"})}}
+    stream = {
+        "text/event-stream": {
+            "schema": {
+                "type": "string",
+                "description": (
+                    "events `tx` (id H:I) and `block` (id H), data JSON; `dropped` ends a stream"
+                ),
+            }
+        }
+    }
+    optional = [
+        _param("from", "query", _INT | {"minimum": 1}, required=False),
+        _param("prefix", "query", text, required=False),
+        _param("Last-Event-ID", "header", text, required=False),
+    ]  # fmt: skip
+    page = [
+        _param("prefix", "query", text, required=False),
+        _param("type", "query", text, required=False),
+        _param("cursor", "query", text, required=False),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+               required=False),
+    ]  # fmt: skip
+    return {
+        "/healthz": _get("Liveness (anonymous)", {"description": "alive", "content": alive}),
+        "/readyz": {"get": {
+            "summary": "Readiness (anonymous): in a view, a quorum reachable, caught up",
+            "parameters": [],
+            "responses": {"200": {"description": "ready", "content": ready},
+                          "503": {"description": "not ready: why", "content": not_ready}},
+        }},
+        "/v1/records": _get(
+            "Current records by key prefix and type, a page at a time, in key order; only "
+            "namespaces the identity reads are listed", _json("RecordPage", "a page"),
+            400, 401, 403, 503, params=page,
+        ),
+        "/v1/events": _get(
+            "Server-Sent Events: committed txs the identity reads, and blocks; resumable",
+            {"description": "an event stream", "content": stream}, 400, 401, 503,
+            params=optional,
+        ),
+    }  # fmt: skip
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -304,7 +366,7 @@ def document() -> dict[str, Any]:
             "description": "JSON with hex-encoded bytes; msgpack (bytes as bin) when the "
             "request says application/msgpack. Errors are {error, reason}.",
         },
-        "paths": _writes() | _reads() | _auth_paths(),
+        "paths": _writes() | _reads() | _auth_paths() | _operations(),
         "components": {"schemas": _schemas(), "securitySchemes": _security()},
         # signed (all four headers), a browser session, or anonymous where the route allows
         "security": [

@@ -31,6 +31,8 @@ from ledger.tx import Transaction
 from node import envelopes, tls
 from node.admission import Admission
 from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
+from node.eventhub import EventHub
+from node.health import PEER_SILENCE_TICKS, Watch
 from node.metrics import Metrics, Snapshot
 from node.ordering import Gate, peer_txs, relayer_ok
 from node.peers import PeerTransport
@@ -83,12 +85,15 @@ class Runtime:
     transport: PeerTransport
     metrics: Metrics
     clock: Clock
+    watch: Watch
+    events: EventHub
 
     @property
     def replica(self) -> Replica:
         return self.shell.replica
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    ticker: asyncio.Task[None] | None = None  # `watch_peers`
 
     async def receive(self, batch: Sequence[bytes]) -> None:
         """Peer message envelopes in arrival order; bad ones are counted and dropped.
@@ -110,6 +115,7 @@ class Runtime:
             except messages.InvalidMessage as exc:
                 self.metrics.invalid_peer_messages.labels(exc.reason).inc()
                 continue
+            self.watch.heard(msg.sender)
             if isinstance(msg, messages.TxBatch) and not relayer_ok(msg, genesis, own_index):
                 self.metrics.invalid_peer_messages.labels(messages.Reason.BAD_SIGNATURE).inc()
                 continue
@@ -162,8 +168,20 @@ class Runtime:
             verdict = await self.admission.admit(fresh, self.clock())
             self.shell.submit(verdict.admitted, relayed=True)
 
+    async def watch_peers(self) -> None:
+        """Tell the watch that time passes (a silent peer is noticed only so), until cancelled."""
+        interval_s = self.replica.config.retransmit_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)  # a timer, not a wait for something
+            self.watch.tick()
+            self.metrics.ready.set(int(self.watch.readiness(closed=self.shell.closed).ready))
+
     async def close(self) -> None:
         """Stop the message tasks (the shell is closed first: they would change nothing)."""
+        if self.ticker is not None:
+            self.ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.ticker
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
@@ -187,6 +205,8 @@ async def open_runtime(
         )
         await runtime.transport.start()
         runtime.shell.start()
+        runtime.watch.started = True
+        runtime.ticker = asyncio.get_running_loop().create_task(runtime.watch_peers())
         log.info("node started", extra={
             "node_id": config.node_id, "chain_id": genesis.chain_id, "height": store.height,
             "view": runtime.replica.view, "listen": f"{config.host}:{config.port}",
@@ -231,9 +251,18 @@ def _build(
         head_certificate=store.certificate(head.height) if head.height else None,
     )  # fmt: skip
     metrics = Metrics(functools.partial(snapshot, replica))
+    silence_ms = PEER_SILENCE_TICKS * replica.config.retransmit_ms
+    watch = Watch(replica, metrics, clock, silence_ms=silence_ms)
+    ids = {int(v.index): v.id for v in genesis.validators}
+    for index, peer_id in ids.items():  # the known series exist from the start, at 0
+        for why in ("unreachable", "queue_full") if index != identity.index else ():
+            metrics.peer_send_failures.labels(peer_id, why)
+    for reason in messages.Reason:
+        metrics.invalid_peer_messages.labels(reason)
+    events = EventHub()
 
     def send_failed(peer: int, why: str) -> None:
-        metrics.peer_send_failures.labels(str(peer), why).inc()
+        metrics.peer_send_failures.labels(ids[peer], why).inc()
 
     transport = PeerTransport(
         genesis, identity.index, queue_max=config.peer_queue_max,
@@ -244,10 +273,13 @@ def _build(
     shell = Shell(
         replica, store, transport, metrics, clock,
         fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
-        on_failure=on_failure, gate=gate, writer=writer,
+        on_failure=on_failure, gate=gate, writer=writer, observe=watch.after_event,
+        on_commit=events.committed,
     )  # fmt: skip
     admission = Admission(
         genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,
         executor=executor,
     )  # fmt: skip
-    return Runtime(config, identity, store, shell, admission, transport, metrics, clock)
+    return Runtime(
+        config, identity, store, shell, admission, transport, metrics, clock, watch, events
+    )

@@ -6,20 +6,38 @@ requests finish (bounded by `SHUTDOWN_TIMEOUT_S`), then the runtime closes the s
 """
 
 import asyncio
+import logging
 import socket
 from typing import Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from consensus.replica import ReplicaConfig
 from node import tls_sites
-from node.app import RUNTIME, create_app
+from node.app import create_app
+from node.appkeys import RUNTIME
+from node.auth import PRINCIPAL
 from node.config import Config, Identity, load_identity
 from node.listener import GuardedSite
 from node.runtime import Runtime, wall_clock_ms
 from node.shell import Clock
 
 SHUTDOWN_TIMEOUT_S: Final = 5.0
+ACCESS_LOGGER: Final = "cityledger.access"
+
+
+class AccessLog(AbstractAccessLogger):
+    """One structured INFO line per request (`access_log = true` in node.toml): method, path
+    (no query), status, answer bytes, duration, remote address and the signed identity."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        principal = request.get(PRINCIPAL)
+        self.logger.info("request", extra={
+            "method": request.method, "path": request.path, "status": response.status,
+            "bytes": response.body_length, "duration_ms": round(time * 1000, 3),
+            "remote": request.remote, "identity": None if principal is None else principal.id,
+        })  # fmt: skip
 
 
 class Node:
@@ -54,7 +72,9 @@ class Node:
         )  # fmt: skip
         limits = self.config.limits()
         runner = web.AppRunner(
-            self._app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None,
+            self._app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            access_log=logging.getLogger(ACCESS_LOGGER) if self.config.access_log else None,
+            access_log_class=AccessLog,
             keepalive_timeout=limits.idle_timeout_ms / 1000,
             max_line_size=limits.header_line_bytes_max,
             max_field_size=limits.header_line_bytes_max, max_headers=limits.headers_max,

@@ -65,10 +65,13 @@ class Shell:
     def __init__(
         self, replica: Replica, store: BlockStore, transport: PeerTransport, metrics: Metrics,
         clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
-        gate: Gate, writer: Executor | None = None,
+        gate: Gate, writer: Executor | None = None, observe: Callable[[], None] = lambda: None,
+        on_commit: Callable[[Block], None] = lambda _block: None,
     ) -> None:  # fmt: skip
         """`writer`: the one thread that carries out the store's synced writes while the event
-        loop goes on; None writes on the loop, blocking it (one-core nodes, tests, tools)."""
+        loop goes on; None writes on the loop, blocking it (one-core nodes, tests, tools).
+        `observe` is called after every event the replica handled (node/health.py), and
+        `on_commit` with every block once it is in the store (node/events.py)."""
         self.replica = replica
         self._store = store
         self._transport = transport
@@ -86,6 +89,8 @@ class Shell:
         self._height_events: list[tuple[int, asyncio.Event]] = []
         self._writer = writer
         self._gate = gate  # shared with admission: what it admitted, and nothing else, goes in
+        self._observe = observe
+        self._on_commit = on_commit
         self.outbox = Outbox()
         self.failure: BaseException | None = None
         self.closed = False
@@ -104,6 +109,7 @@ class Shell:
             for action in self.outbox.push(self.replica.handle(event, self._clock())):
                 self._execute(action)  # timers: local, no order with writes or sends to keep
             self._pump()
+            self._observe()
         except Exception as exc:
             self._fail(exc)
             raise
@@ -213,6 +219,8 @@ class Shell:
                     future.set_result((block.height, index))
         self._metrics.txs_committed.inc(len(block.txs))
         self._metrics.blocks_committed.inc()
+        self._metrics.last_commit.set(now / 1000)
+        self._on_commit(block)
         remaining = []
         for height, event in self._height_events:
             if block.height >= height:

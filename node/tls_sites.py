@@ -9,7 +9,8 @@ library and the peers always do). The peer endpoints ask for a client certificat
 does not chain to a validator of the genesis fails the handshake; a connection without one
 (the client listener also serves browsers) is answered 403 on the peer routes before any body
 is read. The metrics listener speaks TLS with the bound certificate as well, and serves
-/metrics only. `insecure = true` turns all of it off: plain HTTP, and a warning at every start.
+/metrics and the probes (/healthz, /readyz) only. `insecure = true` turns all of it off: plain
+HTTP, and a warning at every start.
 """
 
 import logging
@@ -34,6 +35,7 @@ log = logging.getLogger("cityledger.node")
 
 PEER_PREFIX: Final = "/peer/"
 METRICS_PATH: Final = "/metrics"
+PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})  # served on the API and metrics listeners
 API: Final = "api"
 PEER: Final = "peer"
 METRICS: Final = "metrics"
@@ -124,7 +126,7 @@ def make_guard(insecure: bool) -> Middleware:
             return await handler(request)  # no such route or method: the router's 404 or 405
         kind = listener_of(request)
         path = request.path
-        if (kind == METRICS) != (path == METRICS_PATH):
+        if path not in PROBE_PATHS and (kind == METRICS) != (path == METRICS_PATH):
             return _refuse(request, 404, "not_found", "no such route on this listener")
         if path.startswith(PEER_PREFIX):
             if kind == API and PEER in request.app[LISTENERS].values():
