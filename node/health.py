@@ -25,12 +25,15 @@ from node.metrics import Metrics
 
 log = logging.getLogger("cityledger.node.health")
 
-PEER_SILENCE_TICKS: Final = 4  # retransmit intervals without a message before a peer is down
+# Retransmit intervals without a message before a peer is down: long enough that a loaded
+# machine's pauses do not make peers flap, short enough that /readyz says so within seconds.
+PEER_SILENCE_TICKS: Final = 6
 REFUSED_BLOCK_COUNTERS: Final = {  # replica counters that mean a block was refused, and why
     "invalid_message:invalid_block": "invalid_block",
     "invalid_message:block_mismatch": "block_mismatch",
     "invalid_message:stamp": "stamp",
     "fetch_invalid": "fetched_block_invalid",
+    "equivocation": "equivocation",  # a second, conflicting proposal for a height
 }
 
 # Reasons `/readyz` gives (stable codes)
@@ -217,10 +220,10 @@ class Watch:
             return STOPPED, "the node is shutting down or has failed"
         if not self.started:
             return NOT_STARTED, "the node is starting"
+        if reachable < self._quorum:  # first: without a quorum no view change can end
+            return NO_QUORUM, f"{reachable} of {n} validators reachable, a quorum is {self._quorum}"
         if r.in_view_change:
             return VIEW_CHANGE, f"a view change to view {r.view} is under way"
-        if reachable < self._quorum:
-            return NO_QUORUM, f"{reachable} of {n} validators reachable, a quorum is {self._quorum}"
         if self._catch_up is not None:
             target = self._catch_up.target
             return CATCHING_UP, f"catching up from height {r.committed_height} to {target}"

@@ -311,7 +311,7 @@ def _operations() -> dict[str, Any]:
                                                  detail=text)}}  # fmt: skip
     not_ready = {"application/json": {"schema": _obj(
         ["error", "reason", "ready"], ready={"const": False}, reason=text,
-        error={"enum": ["not_started", "stopped", "view_change", "no_quorum", "catching_up"]},
+        error={"enum": ["stopped", "not_started", "no_quorum", "view_change", "catching_up"]},
     )}}  # fmt: skip
     alive = {"application/json": {"schema": _obj(["status"], status={"const": "alive"})}}
     stream = {
