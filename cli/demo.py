@@ -21,10 +21,11 @@ from typing import Any, Final
 import click
 
 from cli import network, processes
-from cli.api import NodeClient, Signer
+from cli.api import NodeClient, NodeUnreachable, Refused, Signer
 from cli.audit import export_bundle, verify_store, verify_stream
 from cli.cluster import status_row, status_table
 from cli.errors import Failed
+from cli.follow import parse
 from cli.output import Progress, short, table
 from cli.ports import free_ports
 from cli.records import await_commit, block_lines, make_tx, send
@@ -289,7 +290,37 @@ def run_demo(net: network.Network, demo: Demo) -> None:
     views = {r["view"] for r in statuses if r["healthy"]}
     if not views or min(views) == 0:
         raise Failed("the surviving nodes did not change view")
+    show_operations(net, demo, survivor)
     verify_trail(net, survivor, victim)
+
+
+def show_operations(net: network.Network, demo: Demo, survivor: str) -> None:
+    """Readiness of every node, a query by prefix, and the event stream replayed from block 1."""
+    heading("5. What an operator and an integrator see")
+    for node in net.nodes:
+        try:
+            with NodeClient(node.url, genesis=net.genesis, timeout_s=2) as client:
+                ready = client.get("/readyz", expect=("ready",))
+            state = f"200 ready ({ready['detail']})"
+        except Refused as exc:
+            state = f"{exc.status} {exc.code}: {exc.reason}"
+        except NodeUnreachable:
+            state = "no answer (crashed)"
+        click.echo(f"GET {node.url}/readyz  {node.id}: {state}")
+    with NodeClient(survivor, signer=demo.signer, genesis=net.genesis) as client:
+        page = client.get("/v1/records?prefix=fiscal/&limit=10", expect=("records",))
+        click.echo(f"\ncityledger query --prefix fiscal/: {len(page['records'])} records")
+        rows = [[r["key"], r["type"], r["height"]] for r in page["records"]]
+        click.echo(table(["KEY", "TYPE", "BLOCK"], rows))
+        head = int(client.get("/v1/status")["height"])
+        click.echo(f"\ncityledger events --from 1 (replayed up to block {head}):")
+        for event in parse(client.stream_lines("/v1/events?from=1")):
+            if event.event == "tx":
+                click.echo(f"  tx    {event.id:<6} {event.data['key']}")
+            elif event.event == "block":
+                click.echo(f"  block {event.id:<6} {event.data['tx_count']} txs")
+                if event.data["height"] >= head:
+                    break
 
 
 def auditor(net: network.Network) -> Signer:
@@ -299,7 +330,7 @@ def auditor(net: network.Network) -> Signer:
 
 
 def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
-    heading("5. Auditing the trail against nothing but the genesis")
+    heading("6. Auditing the trail against nothing but the genesis")
     signer = auditor(net)
     with (
         Progress("verifying") as progress,

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,6 +38,7 @@ from ledger.genesis import Genesis
 from ledger.primitives import BODY_BYTES_MAX
 
 WAIT_TIMEOUT_S: Final = 60.0
+HISTORY_LIMIT_MAX: Final = 10_000  # the node's bound on one history page
 STATUS_FIELDS: Final = ("tx_id", "status", "height", "index")  # DESIGN.md: a tx status
 BLOCK_FIELDS: Final = ("height", "hash", "header", "txs", "certificate")
 RECORD_FIELDS: Final = ("key", "type", "value", "tx_id", "height", "index")
@@ -337,16 +339,19 @@ def get(
 @node_option
 @identity_options
 @click.argument("record_key")
+@click.option("--limit", type=click.IntRange(1, HISTORY_LIMIT_MAX), help="Versions on one page.")
+@click.option("--cursor", metavar="C", help="The next_cursor of the page before.")
 @trust_option
 @json_option
 def history(
     node_url: str, client_id: str | None, key_path: Path | None, record_key: str,
-    genesis: Genesis | None, as_json: bool,
+    limit: int | None, cursor: str | None, genesis: Genesis | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Show every version of a record, oldest first."""
+    """Show the versions of a record, oldest first (a page at a time: follow --cursor)."""
+    params = ({"limit": str(limit)} if limit else {}) | ({"cursor": cursor} if cursor else {})
     value = fetch(
         node_url,
-        "/v1/history/" + path_of(record_key),
+        "/v1/history/" + path_of(record_key) + (f"?{urlencode(params)}" if params else ""),
         f"record {record_key}",
         ("key", "versions"),
         signer_of(client_id, key_path, genesis),
@@ -366,8 +371,8 @@ def history(
         )
         click.echo(f"    tx     {v['tx_id']}")
         click.echo(f"    value  {compact(v['value'], chars=200)}")
-    if value.get("truncated"):
-        click.echo("\n(more versions exist: the node answered the first ones only)")
+    if value.get("next_cursor"):
+        click.echo(f"\nmore: --cursor {value['next_cursor']}")
 
 
 def _tx_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:

@@ -9,7 +9,8 @@ structured line whose `event` field names it, and counted once (node/metrics.py)
 logs or counts these events. It reads the replica and never changes it.
 
 A peer is up while it has been heard within `PEER_SILENCE_TICKS` retransmit intervals (every
-replica broadcasts its status at each interval, so a live peer is never silent that long). A
+replica broadcasts its status at each interval, so a live peer is never silent that long), or
+`PEER_UNREACHABLE_SILENCE_TICKS` once a message to it could not be delivered. A
 quorum is reachable while this node and the peers up make a commit quorum. The node is ready
 (`/readyz`) when it is in a view (no view change under way), a quorum is reachable, and it is
 not catching up.
@@ -28,6 +29,8 @@ log = logging.getLogger("cityledger.node.health")
 # Retransmit intervals without a message before a peer is down: long enough that a loaded
 # machine's pauses do not make peers flap, short enough that /readyz says so within seconds.
 PEER_SILENCE_TICKS: Final = 6
+# A peer that cannot be reached at all (a send failed) is down after this much silence already.
+PEER_UNREACHABLE_SILENCE_TICKS: Final = 2
 REFUSED_BLOCK_COUNTERS: Final = {  # replica counters that mean a block was refused, and why
     "invalid_message:invalid_block": "invalid_block",
     "invalid_message:block_mismatch": "block_mismatch",
@@ -59,13 +62,12 @@ class _CatchUp:
 
 
 class Watch:
-    def __init__(
-        self, replica: Replica, metrics: Metrics, clock: Callable[[], int], *, silence_ms: int,
-    ) -> None:  # fmt: skip
+    def __init__(self, replica: Replica, metrics: Metrics, clock: Callable[[], int]) -> None:
         self._replica = replica
         self._metrics = metrics
         self._clock = clock
-        self._silence_ms = silence_ms
+        self._silence_ms = PEER_SILENCE_TICKS * replica.config.retransmit_ms
+        self._unreachable_ms = PEER_UNREACHABLE_SILENCE_TICKS * replica.config.retransmit_ms
         genesis = replica.genesis
         self._ids = {int(v.index): v.id for v in genesis.validators}
         self._quorum = genesis.quorums.commit
@@ -93,6 +95,15 @@ class Watch:
         self._heard_ms[peer] = self._clock()
         if not self._up[peer]:
             self._set_peer(peer, up=True)
+            self._check_quorum()
+
+    def unreachable(self, peer: int) -> None:
+        """A message to `peer` could not be delivered: down, if it has been silent a while."""
+        if (
+            self._up.get(peer)
+            and self._clock() - self._heard_ms.get(peer, 0) > self._unreachable_ms
+        ):
+            self._set_peer(peer, up=False)
             self._check_quorum()
 
     def tick(self) -> None:

@@ -32,7 +32,7 @@ from node import envelopes, tls
 from node.admission import Admission
 from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
 from node.eventhub import EventHub
-from node.health import PEER_SILENCE_TICKS, Watch
+from node.health import Watch
 from node.metrics import Metrics, Snapshot
 from node.ordering import Gate, peer_txs, relayer_ok
 from node.peers import PeerTransport
@@ -251,8 +251,7 @@ def _build(
         head_certificate=store.certificate(head.height) if head.height else None,
     )  # fmt: skip
     metrics = Metrics(functools.partial(snapshot, replica))
-    silence_ms = PEER_SILENCE_TICKS * replica.config.retransmit_ms
-    watch = Watch(replica, metrics, clock, silence_ms=silence_ms)
+    watch = Watch(replica, metrics, clock)
     ids = {int(v.index): v.id for v in genesis.validators}
     for index, peer_id in ids.items():  # the known series exist from the start, at 0
         for why in ("unreachable", "queue_full") if index != identity.index else ():
@@ -263,6 +262,8 @@ def _build(
 
     def send_failed(peer: int, why: str) -> None:
         metrics.peer_send_failures.labels(ids[peer], why).inc()
+        if why == "unreachable":
+            watch.unreachable(peer)
 
     transport = PeerTransport(
         genesis, identity.index, queue_max=config.peer_queue_max,

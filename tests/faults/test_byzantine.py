@@ -63,6 +63,13 @@ async def byzantine_run(clusters: ClusterFactory, root: Path, *, acks: int, seed
     malformed = await counted(c, "cityledger_invalid_peer_messages_total")
     equivocations = await counted(c, 'cityledger_replica_events_total{event="equivocation"')
     fetch_invalid = await counted(c, 'cityledger_replica_events_total{event="fetch_invalid"')
+    # Each block an honest node refused is one INFO line and one count (nodes 1 and 2 ran
+    # throughout: their logs and their counters cover the same run).
+    refused_lines = refused_counts = 0.0
+    for i in (1, 2):
+        refused_lines += sum(1 for e in c.log_entries(i) if e.get("event") == "block_refused")
+        refused_counts += sum(v for k, v in (await c.metrics(i)).items()
+                              if k.startswith("cityledger_blocks_refused_total"))  # fmt: skip
     for i in HONEST:  # the txs it relayed with forged client signatures were never admitted
         code, _ = await c.get(i, "/v1/records/fiscal/forged")
         assert code == 404
@@ -80,6 +87,9 @@ async def byzantine_run(clusters: ClusterFactory, root: Path, *, acks: int, seed
     assert not missing, f"these faults never fired: {sorted(missing)} (fired: {sorted(fired)})"
     assert bad_sigs > 0, "no forged signature was seen (and dropped)"
     assert malformed > 0, "no malformed envelope was seen (and dropped)"
+    assert refused_lines == refused_counts
+    if equivocations > 0:
+        assert refused_lines > 0, "conflicting pre-prepares were seen, and no refusal logged"
     if any(kind.startswith("served forged block") for kind in fired):
         assert fetch_invalid > 0, "forged blocks were served, and no honest node refused one"
     report(

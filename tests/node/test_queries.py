@@ -1,12 +1,16 @@
-"""`GET /v1/records` (pages, filters, read policy, bad input) and the probes on a live node."""
+"""`GET /v1/records` (pages, filters, read policy, bad input), the probes and the access log
+on a live node."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from ledger import tx as txs
 from node import queries
+from node.service import ACCESS_LOGGER
 from tests.node.conftest import Cluster, now_ms, signed_as, start_cluster, stop_all
 
 FISCAL = "fiscal-clerk0"
@@ -109,3 +113,29 @@ async def test_probes_on_a_single_validator(single: Cluster, anonymous) -> None:
         body = await r.json()
         assert r.status == 200, body
         assert body["ready"] is True
+
+
+async def test_access_log_when_turned_on(
+    tmp_path: Path, http, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = await start_cluster(tmp_path, 1, access_log="true")
+    try:
+        with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+            async with http.get(c.url(0) + "/v1/records?prefix=fiscal/&limit=5") as r:
+                assert r.status == 200
+            async with http.get(c.url(0) + "/v1/records?limit=0") as r:
+                assert r.status == 400
+        lines = [rec for rec in caplog.records if rec.name == ACCESS_LOGGER]
+        assert [(rec.levelname, rec.path, rec.status) for rec in lines] == [  # type: ignore[attr-defined]
+            ("INFO", "/v1/records", 200), ("INFO", "/v1/records", 400),
+        ]  # fmt: skip
+        assert lines[0].identity == "node0"  # type: ignore[attr-defined]
+    finally:
+        await stop_all(c)
+
+
+async def test_no_access_log_by_default(single: Cluster, http, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        async with http.get(single.url(0) + "/v1/records") as r:
+            assert r.status == 200
+    assert not [rec for rec in caplog.records if rec.name == ACCESS_LOGGER]
