@@ -27,9 +27,11 @@ from node.appkeys import READS, runtime
 from node.codec import ApiError
 from node.eventhub import SLOW, Subscriber
 from node.queries import valid_prefix
+from node.reads import ReadsBusy
 from node.runtime import Runtime
 
 HEARTBEAT_S: Final = 15.0
+BUSY: Final = "busy"
 WRITE_TIMEOUT_S: Final = 10.0  # one event's write; a connection slower than that is dropped
 EVENT_STREAM: Final = "text/event-stream"
 _ID_RE: Final = re.compile(r"^([0-9]{1,19})(?::([0-9]{1,10}))?$")
@@ -141,6 +143,8 @@ async def _follow(stream: _Stream, sub: Subscriber, position: Position) -> None:
             height, index = height + 1, 0
     except TimeoutError:
         sub.drop(SLOW, f"an event took over {WRITE_TIMEOUT_S:g} s to send")
+    except ReadsBusy as exc:  # the store's readers are all taken: come back later
+        sub.drop(BUSY, str(exc))
     except ConnectionError:
         return
     reason = {"error": sub.dropped, "reason": sub.detail}
