@@ -151,7 +151,8 @@ async def test_a_second_signal_during_the_stop_changes_nothing(tmp_path: Path) -
         child.proc.send_signal(signal.SIGINT)
         assert await child.exit_code() == 0
         messages = [e.get("msg") for e in child.lines]
-        assert messages[-1] == "<eof>" and messages[-2] == "node stopped, store closed"
+        assert messages[-1] == "<eof>"
+        assert messages[-2] == "node stopped, store closed"
         assert messages.count("stopping") == 1
 
         child = await NodeProcess.start(config)
