@@ -69,7 +69,11 @@ def prepare(target: Target) -> None:
 Attack = Callable[[Target, float], Awaitable[Counter[str]]]
 
 
-async def _open(target: Target, n: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+async def _open(
+    target: Target, n: int, seen: Counter[str] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """Connection `n` from its source address; None (counted in `seen`) if the node refused
+    it or did not accept it in time."""
     source = SOURCES[n % len(SOURCES)]
     try:
         return await asyncio.wait_for(
@@ -77,6 +81,8 @@ async def _open(target: Target, n: int) -> tuple[asyncio.StreamReader, asyncio.S
             IO_TIMEOUT_S,
         )
     except (OSError, TimeoutError):
+        if seen is not None:
+            seen["refused_at_connect"] += 1
         return None
 
 
@@ -94,9 +100,7 @@ async def _status(reader: asyncio.StreamReader, seen: Counter[str]) -> None:
 
 async def _hold(target: Target, n: int, until_s: float, seen: Counter[str]) -> None:
     """One connection that never sends a byte, held until the node closes it or time is up."""
-    opened = await _open(target, n)
-    if opened is None:
-        seen["refused_at_connect"] += 1
+    if (opened := await _open(target, n, seen)) is None:
         return
     reader, writer = opened
     try:
@@ -132,9 +136,7 @@ async def idle(target: Target, until_s: float) -> Counter[str]:
 
 
 async def _trickle(target: Target, n: int, until_s: float, seen: Counter[str]) -> None:
-    opened = await _open(target, n)
-    if opened is None:
-        seen["refused_at_connect"] += 1
+    if (opened := await _open(target, n, seen)) is None:
         return
     reader, writer = opened
     try:
@@ -167,9 +169,7 @@ async def slowloris(target: Target, until_s: float) -> Counter[str]:
 
 
 async def _stuff(target: Target, n: int, seen: Counter[str]) -> None:
-    opened = await _open(target, n)
-    if opened is None:
-        seen["refused_at_connect"] += 1
+    if (opened := await _open(target, n, seen)) is None:
         return
     reader, writer = opened
     try:
@@ -203,9 +203,7 @@ async def header_stuffing(target: Target, until_s: float) -> Counter[str]:
 
 
 async def _half_body(target: Target, n: int, until_s: float, seen: Counter[str]) -> None:
-    opened = await _open(target, n)
-    if opened is None:
-        seen["refused_at_connect"] += 1
+    if (opened := await _open(target, n, seen)) is None:
         return
     reader, writer = opened
     chunk = bytes(CHUNK_BYTES)
@@ -266,8 +264,7 @@ def signed_headers(target: Target, method: str, path: bytes, body: bytes) -> byt
 async def _post(
     target: Target, n: int, path: bytes, body: bytes, kind: bytes, *, signed: bool = False
 ) -> str:
-    opened = await _open(target, n)
-    if opened is None:
+    if (opened := await _open(target, n)) is None:
         return "refused_at_connect"
     reader, writer = opened
     try:
@@ -325,8 +322,7 @@ async def history_readers(target: Target, until_s: float) -> Counter[str]:
     path = f"/v1/history/{target.hot_key}?limit=10000".encode()
 
     async def read(n: int) -> str:
-        opened = await _open(target, n)
-        if opened is None:
+        if (opened := await _open(target, n)) is None:
             return "refused_at_connect"
         reader, writer = opened
         try:
