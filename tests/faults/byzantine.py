@@ -5,7 +5,7 @@
 It is `cityledger node run` (node.main.serve) with three things swapped in this process only
 (nothing under node/ changes): the peer transport (`node.runtime.PeerTransport`), the way in
 for peer messages (`Runtime.receive`, to collect messages to replay) and the block-sync route
-(`node.app.get_peer_blocks`). It signs only with its own validator key. Behaviours:
+(`node.app.get_peer_blocks` in the route table). It signs only with its own validator key. Behaviours:
 
 - equivocate: as primary, every PrePrepare goes out as two different valid blocks for the same
   height and parent (one with a tx fewer and stamped 1 ms later), each to a random part of the
@@ -244,8 +244,11 @@ def install(liar: Liar) -> None:
 
     node.runtime.PeerTransport = LyingTransport  # type: ignore[misc]
     node.runtime.Runtime.receive = receive  # type: ignore[method-assign]
-    if "serve-forged" in liar.behaviours:
-        node.app.get_peer_blocks = get_peer_blocks
+    if "serve-forged" in liar.behaviours:  # the route table holds the handler itself
+        node.app.ROUTES = tuple(  # type: ignore[misc,assignment]
+            (method, path, get_peer_blocks if handler is honest_blocks else handler, rule)
+            for method, path, handler, rule in node.app.ROUTES
+        )
     if "censor" in liar.behaviours:
         node.runtime.Runtime._admit_relayed = admit_relayed  # type: ignore[method-assign]
 
