@@ -5,7 +5,8 @@
 It is `cityledger node run` (node.main.serve) with three things swapped in this process only
 (nothing under node/ changes): the peer transport (`node.runtime.PeerTransport`), the way in
 for peer messages (`Runtime.receive`, to collect messages to replay) and the block-sync route
-(`node.app.get_peer_blocks` in the route table). It signs only with its own validator key. Behaviours:
+(`node.app.get_peer_blocks` in the route table). It signs only with its own validator key.
+Behaviours:
 
 - equivocate: as primary, every PrePrepare goes out as two different valid blocks for the same
   height and parent (one with a tx fewer and stamped 1 ms later), each to a random part of the
