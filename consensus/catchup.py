@@ -9,6 +9,7 @@ emits it, applies the blocks and arms the timer (`deadline_ms`). Status gossip o
 retransmit timer tells each replica the others' views and heads.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 from ledger.block import Block, Certificate, ChainHead, check_body, verify_certificate
@@ -46,11 +47,11 @@ class CatchUp:
     def deadline_ms(self) -> int | None:
         return None if self.fetching is None else self.fetching.since_ms + self._timeout_ms
 
-    def catch_up(self, height: int, now_ms: int) -> FetchBlocks | None:
+    def catch_up(self, height: int, now_ms: int) -> list[FetchBlocks]:
         """The fetch to make if f+1 peers are ahead of `height` and none is under way."""
         target = self.peers_ahead()
         if target <= height or self.fetching is not None:
-            return None
+            return []
         ahead = [p for p, (_, h) in sorted(self.peer_status.items()) if h >= target]
         fresh = [p for p in ahead if p not in self._bad_peers]
         if not fresh:
@@ -58,12 +59,13 @@ class CatchUp:
             fresh = ahead
         return self.fetch(fresh[height % len(fresh)], height, target, now_ms)
 
-    def fetch(self, peer: int, height: int, target: int, now_ms: int) -> FetchBlocks | None:
-        """Ask `peer` for the blocks above `height` up to `target` (a bounded number)."""
+    def fetch(self, peer: int, height: int, target: int, now_ms: int) -> list[FetchBlocks]:
+        """Ask `peer` for the blocks above `height` up to `target` (a bounded number), unless a
+        fetch is under way."""
         if self.fetching is not None or peer == self._index:
-            return None
+            return []
         self.fetching = Fetching(peer, now_ms)
-        return FetchBlocks(peer, height + 1, min(target, height + self._blocks_max))
+        return [FetchBlocks(peer, height + 1, min(target, height + self._blocks_max))]
 
     def answered(self, peer: int) -> bool:
         """The fetch from `peer` is answered (or gave up on); False if we no longer wait."""
@@ -71,6 +73,19 @@ class CatchUp:
             return False
         self.fetching = None
         return True
+
+    def on_answer(
+        self, peer: int, fetched: tuple[tuple[Block, Certificate], ...], head: ChainHead,
+        genesis: Genesis, counts: Counter[str],
+    ) -> list[tuple[Block, Certificate]]:  # fmt: skip
+        """The blocks of `peer`'s answer (or of its time-out: none) to apply, in order; counts
+        a forged answer (`fetch_invalid`) and one with nothing to apply (`fetch_failures`)."""
+        if not self.answered(peer):
+            return []  # an answer we no longer wait for
+        certified, forged = self.certified(peer, fetched, head, genesis)
+        counts["fetch_invalid"] += forged
+        counts["fetch_failures"] += not certified
+        return certified
 
     def certified(
         self, peer: int, fetched: tuple[tuple[Block, Certificate], ...], head: ChainHead,

@@ -10,7 +10,20 @@ from dataclasses import dataclass, field
 
 from ledger.block import Block, Certificate, ChainHead
 
-from consensus.messages import Commit, Prepare, PreparedProof, PrePrepare
+from consensus.blocktime import stamp_in_bounds
+from consensus.messages import Commit, InvalidMessage, Prepare, PreparedProof, PrePrepare, Reason
+
+
+def check_proposal(pp: PrePrepare, primary: int, now_ms: int) -> None:
+    """Raise `InvalidMessage` unless `pp` is a proposal of `primary`'s own block for its view
+    and height, stamped within the bounds of our clock (consensus/blocktime.py)."""
+    header = pp.block.header
+    if pp.sender != primary or header.proposer != pp.sender:
+        raise InvalidMessage(Reason.NOT_PRIMARY, "pre-prepare")
+    if pp.block.height != pp.height or header.view != pp.view:
+        raise InvalidMessage(Reason.BLOCK_MISMATCH)
+    if not stamp_in_bounds(header.timestamp_ms, now_ms):
+        raise InvalidMessage(Reason.STAMP, f"{header.timestamp_ms} at {now_ms}")
 
 
 @dataclass
@@ -41,6 +54,11 @@ class Instance:
     def add_commit(self, sender: int, block_hash: bytes, signature: bytes) -> None:
         self._commit_by.setdefault(sender, (block_hash, signature))
 
+    def add_vote(self, vote: Prepare | Commit) -> None:
+        """A peer's Prepare or Commit (signature checked) for this height."""
+        add = self.add_prepare if isinstance(vote, Prepare) else self.add_commit
+        add(vote.sender, vote.block_hash, vote.signature)
+
     def _votes(self, by: dict[int, tuple[bytes, bytes]]) -> tuple[tuple[int, bytes], ...]:
         if self.block is None:
             return ()
@@ -61,7 +79,7 @@ class Instance:
         assert self.prepared
         assert self.block is not None
         return PreparedProof(
-            self.view, self.height, self.block, self._votes(self._prepare_by)[:quorum]
+            self.view, self.height, self.block.hash, self._votes(self._prepare_by)[:quorum]
         )
 
     def certificate(self, quorum: int) -> Certificate:

@@ -54,6 +54,7 @@ class Restored:
     in_view_change: bool
     prepared: dict[int, m.PreparedProof]
     accepted: tuple[Block, ...]  # heads+1, head+2, ...: accepted in `view`, each on the last
+    blocks: tuple[Block, ...]  # every block accepted above the head, in any view
 
 
 class Journal:
@@ -76,9 +77,9 @@ class Journal:
         )
 
     def prepared(self, proof: m.PreparedProof) -> Persist:
-        assert proof.block.hash in self._blocks, "a prepared block was accepted first"
+        assert proof.block_hash in self._blocks, "a prepared block was accepted first"
         votes = [list(v) for v in proof.prepares]
-        value = encode([proof.view, proof.block.hash, votes])
+        value = encode([proof.view, proof.block_hash, votes])
         return Persist(puts=((height_key(PREFIX_PREPARED, proof.height), value),))
 
     def collect(self, stable_height: int) -> Persist:
@@ -120,7 +121,7 @@ class Journal:
             if prefix == PREFIX_PREPARED:
                 p_view, digest, sigs = decode(value, STATE_BYTES_MAX)
                 votes = tuple((s, sig) for s, sig in sigs)
-                prepared[height] = m.PreparedProof(p_view, height, blocks[digest], votes)
+                prepared[height] = m.PreparedProof(p_view, height, digest, votes)
             else:
                 a_view, digest = decode(value, STATE_BYTES_MAX)
                 accepted[height] = (a_view, digest)
@@ -135,4 +136,6 @@ class Journal:
                 break
             chain.append(block)
             prev_hash = block.hash
-        return Restored(view, in_view_change, prepared, tuple(chain))
+        top = head.height + window
+        above = tuple(b for b in blocks.values() if head.height < b.height <= top)
+        return Restored(view, in_view_change, prepared, tuple(chain), above)

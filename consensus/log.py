@@ -2,13 +2,16 @@
 
 Owns, for the heights above the committed head and within the watermark window, the instance
 of each height (its accepted block and votes, `consensus/instance.py`), the prepared proofs
-(kept across views: a ViewChange carries them) and the pre-prepares that wait for their parent.
+(kept across views: a ViewChange carries them), the pre-prepares that wait for their parent,
+and the blocks behind those proofs by hash (accepted here in any view, or fetched for a NewView:
+a ViewChange names blocks by hash, and a peer that lacks one asks for it).
 It answers questions about the chain of accepted blocks above the head (the parent of a height,
 the tip, the txs already in flight) and forgets what a commit or a view change makes void. It
 never signs, sends or persists: the replica does, from what this returns.
 """
 
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
+from typing import Final
 
 from ledger.block import Block, ChainHead, check_block
 from ledger.errors import InvalidBlock
@@ -18,12 +21,37 @@ from consensus import messages as m
 from consensus.instance import Instance
 from consensus.journal import Restored
 
+# Blocks kept per height above the head: one per view that accepted one, the latest views first
+# (the one a prepared proof names is always kept).
+BLOCKS_PER_HEIGHT_MAX: Final = 4
+
 
 class Log:
     def __init__(self) -> None:
         self.slots: dict[int, Instance] = {}
         self.prepared: dict[int, m.PreparedProof] = {}  # kept across views until committed
         self.waiting: dict[int, m.PrePrepare] = {}  # pre-prepares whose parent is not here yet
+        self.blocks: dict[bytes, Block] = {}  # hash -> block, for the heights above the head
+
+    def accept(self, view: int, block: Block, parent: ChainHead) -> Instance:
+        """The instance of `block`'s height accepts it (held by hash too)."""
+        slot = self.slot(view, block.height)
+        slot.accept(block, parent)
+        self.keep(block)
+        return slot
+
+    def keep(self, block: Block) -> None:
+        """Hold `block` for a later NewView (ours or a peer's): a bounded number per height."""
+        self.blocks.pop(block.hash, None)
+        self.blocks[block.hash] = block  # the latest last
+        named = {p.block_hash for p in self.prepared.values()}
+        same = [d for d, b in self.blocks.items() if b.height == block.height and d not in named]
+        for digest in same[: max(0, len(same) - BLOCKS_PER_HEIGHT_MAX)]:
+            del self.blocks[digest]
+
+    def known(self, hashes: Iterable[bytes]) -> list[Block]:
+        """The blocks with these hashes that are here."""
+        return [self.blocks[d] for d in hashes if d in self.blocks]
 
     def slot(self, view: int, height: int) -> Instance:
         return self.slots.setdefault(height, Instance(height, view))
@@ -35,10 +63,11 @@ class Log:
     def restore(self, head: ChainHead, restored: Restored) -> None:
         """Take back the proofs, and accept again the blocks accepted, before a restart."""
         self.prepared.update(restored.prepared)
+        for block in restored.blocks:
+            self.keep(block)
         parent = head
         for block in restored.accepted:
-            slot = self.slot(restored.view, block.height)
-            slot.accept(block, parent)
+            slot = self.accept(restored.view, block, parent)
             assert slot.head_after is not None
             parent = slot.head_after
 
@@ -102,6 +131,8 @@ class Log:
         for table in (self.slots, self.prepared, self.waiting):
             for height in [h for h in table if h <= block.height]:
                 del table[height]
+        for digest in [d for d, b in self.blocks.items() if b.height <= block.height]:
+            del self.blocks[digest]
         nxt = self.slots.get(block.height + 1)
         if nxt is not None and nxt.block is not None and nxt.block.header.prev_hash != block.hash:
             self.slots.clear()  # built on a block that lost: those votes are void
@@ -131,6 +162,7 @@ class Log:
             all(low < h <= high for h in self.slots)
             and all(low < h <= high for h in self.waiting)
             and all(h > low for h in self.prepared)
+            and all(low < b.height <= high for b in self.blocks.values())
         )
 
     def size(self) -> int:
@@ -138,4 +170,5 @@ class Log:
             sum(1 + s.vote_count() for s in self.slots.values())
             + len(self.prepared)
             + len(self.waiting)
+            + len(self.blocks)
         )

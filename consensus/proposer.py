@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ledger import tx as txs
+from ledger.block import Block, ChainHead, make_block
 from ledger.genesis import ConsensusParams
 
+from consensus.log import Log
 from consensus.pool import TxPool
 
 
@@ -40,6 +42,24 @@ class Proposer:
             self._in_flight_key = key
             self._in_flight_ids = frozenset().union(*(ids for _, _, ids in listed))
         return self._in_flight_ids
+
+    def next_block(
+        self, pool: TxPool, log: Log, head: ChainHead, now_ms: int, view: int, index: int,
+        is_committed: Callable[[bytes], bool],
+    ) -> Block | int | None:  # fmt: skip
+        """The block to propose now, on the tip of the blocks in flight; else when one is due
+        (None: none is). The replica proposes it through a peer's path."""
+        tip = log.tip(head)
+        in_flight = self.in_flight(log.blocks_in_flight())
+        timing = self.timing(pool, in_flight, tip.height - head.height, now_ms)
+        if not timing.now:
+            return timing.due_ms
+        timestamp = max(now_ms, tip.timestamp_ms)
+        chosen = self.choose(pool, in_flight, timestamp, is_committed)
+        if not chosen:
+            return None
+        self.last_proposal_ms = now_ms
+        return make_block(tip, chosen, timestamp, view, index)
 
     def timing(self, pool: TxPool, in_flight: frozenset[bytes], blocks: int, now_ms: int) -> Timing:
         """`blocks` are in flight above the head."""

@@ -11,20 +11,20 @@ Contract with the shell (the node, or the simulator):
   its peers as a `TxBatch`, which the receiving shell admits itself and hands in with
   `relayed=True`. Every other peer message goes in as `Received` after `decode_message`; the
   replica checks signatures itself.
-- Read-only: `view`, `primary`, `committed_height`, `head`, `pending`, `pool_free`,
-  `in_view_change`, `counters`, `has_pending(tx_id)`, `pending_tx(tx_id)`, `log_size()`.
+- Read-only: the properties below, `head`, `counters`, `screen(msg)`, `log_size()`.
 
 The protocol (PBFT with the block height as sequence number, docs/protocol.md section 13):
 this class runs the normal case, a block pre-prepared, prepared and committed in height order
 with up to `pipeline_depth` heights in flight within the `window` above the head; no progress,
 or a tx passed over by blocks with room (consensus/censorship.py), starts a view change
-(consensus/viewstate.py); a replica left behind catches up (consensus/catchup.py).
+(consensus/viewstate.py); a NewView's re-proposed blocks that are missing here are asked for by
+hash (consensus/reproposal.py); a replica left behind catches up (consensus/catchup.py).
 
-This class owns the log of the heights in flight (instances, prepared proofs, pre-prepares
-waiting for their parent), the committed head and the pool; each other kind of state has its
-owner: `Journal` (what is persisted), `Proposer`, `Checkpoints`, `ViewState` (the view and the
-view change), `CatchUp`, `SignatureCache`. They return values; only this class emits actions.
-Timers are not kept in fields: `_wanted_timers` derives every deadline from the state.
+This class owns the committed head and the pool, and glues the owners of every other kind of
+state: `Log` (the heights in flight), `Journal` (what is persisted), `Proposer`, `Checkpoints`,
+`ViewState` (the view and the view change), `CatchUp`, `SignatureCache`, `CensorshipWatch`,
+`Ticker`. They return values; only this class signs and emits actions. Timers are not kept in
+fields: `_wanted_timers` derives every deadline from the state.
 """
 
 from collections import Counter
@@ -32,39 +32,23 @@ from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import tx as txs
-from ledger.block import Block, Certificate, ChainHead, make_block
+from ledger.block import Block, Certificate, ChainHead
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
 
+from consensus import events as ev
 from consensus import messages as m
-from consensus.blocktime import stamp_in_bounds
 from consensus.catchup import CatchUp
 from consensus.censorship import CensorshipWatch
 from consensus.checkpoints import Checkpoints
 from consensus.config import ReplicaConfig
-from consensus.events import (
-    Action,
-    BlocksFetched,
-    Broadcast,
-    ClientTxs,
-    CommitBlock,
-    Event,
-    FetchBlocks,
-    Received,
-    Send,
-    Start,
-    Timeout,
-    Timer,
-    TxsExpired,
-)
-from consensus.instance import Instance
+from consensus.instance import Instance, check_proposal
 from consensus.journal import Journal
 from consensus.log import Log
 from consensus.pool import RELAY_AGAIN_MAX, TxPool
 from consensus.proposer import Proposer
 from consensus.signatures import SignatureCache
-from consensus.timers import Timers
-from consensus.viewchange import Selection, select
+from consensus.timers import Ticker, Timers
 from consensus.viewstate import ViewState
 
 __all__ = ["Replica", "ReplicaConfig"]
@@ -74,16 +58,10 @@ class Replica:
     """One validator's PBFT replica. See the module docstring for the contract."""
 
     def __init__(
-        self,
-        genesis: Genesis,
-        index: int,
-        key: Ed25519PrivateKey,
-        head: ChainHead,
-        is_committed: Callable[[bytes], bool],
-        persisted: Mapping[bytes, bytes] | None = None,
-        config: ReplicaConfig | None = None,
-        head_certificate: Certificate | None = None,
-    ) -> None:
+        self, genesis: Genesis, index: int, key: Ed25519PrivateKey, head: ChainHead,
+        is_committed: Callable[[bytes], bool], persisted: Mapping[bytes, bytes] | None = None,
+        config: ReplicaConfig | None = None, head_certificate: Certificate | None = None,
+    ) -> None:  # fmt: skip
         assert 0 <= index < len(genesis.validators)
         assert (head_certificate is None) == (head.height == 0), "a head above 0 needs its cert"
         self.genesis = genesis
@@ -105,13 +83,15 @@ class Replica:
                                cfg.fetch_timeout_ms)  # fmt: skip
         self.signatures = SignatureCache(genesis)
         self._now = 0
-        self._out: list[Action] = []
+        self._out: list[ev.Action] = []
         self._last_progress_ms = 0  # the last commit, new view, or moment with nothing pending
-        self._last_tick_ms: int | None = None  # the last retransmit tick (None before Start)
-        self._tick_height = -1  # committed height at the last retransmit tick
+        self.ticker = Ticker(cfg.retransmit_ms)
         self.censorship = CensorshipWatch(genesis.params)
         self._timers = Timers()
-        self._restore(persisted or {})
+        # Rebuild what this replica promised before a restart, so it never votes otherwise.
+        restored = self.journal.restore(persisted or {}, head, cfg.window)
+        self.views.view, self.views.in_view_change = restored.view, restored.in_view_change
+        self.log.restore(head, restored)
 
     # --- read-only views for the shell ----------------------------------------------------
 
@@ -150,19 +130,19 @@ class Replica:
         """The cheap checks of a peer message, its signature last: False if the replica drops
         it (counted here, as `handle` would). The node screens a PrePrepare before it admits
         the block's unknown txs (hundreds of client signatures): a forgery costs one check."""
-        if msg.sender == self.index or not 0 <= msg.sender < len(self.genesis.validators):
-            self._invalid(m.Reason.SENDER)
-            return False
         per_height = msg if isinstance(msg, m.PrePrepare | m.Prepare | m.Commit) else None
-        if per_height and not self._in_window(per_height.view, per_height.height):
+        if msg.sender == self.index or not 0 <= msg.sender < len(self.genesis.validators):
+            reason = m.Reason.SENDER
+        elif per_height and not self._in_window(per_height.view, per_height.height):
             return False  # not a height we take part in, whatever its signature
-        if isinstance(msg, m.PrePrepare) and msg.sender != self.primary:
-            self._invalid(m.Reason.NOT_PRIMARY)
-            return False
-        if not self.signatures.verify(msg):
-            self._invalid(m.Reason.BAD_SIGNATURE)
-            return False
-        return True
+        elif isinstance(msg, m.PrePrepare) and msg.sender != self.primary:
+            reason = m.Reason.NOT_PRIMARY
+        elif not self.signatures.verify(msg):
+            reason = m.Reason.BAD_SIGNATURE
+        else:
+            return True
+        self._invalid(reason)
+        return False
 
     def log_size(self) -> int:
         """Entries in every per-height and per-view structure (bounded, whatever the length)."""
@@ -170,48 +150,42 @@ class Replica:
 
     # --- the one entry point --------------------------------------------------------------
 
-    def handle(self, event: Event, now_ms: int) -> list[Action]:
+    def handle(self, event: ev.Event, now_ms: int) -> list[ev.Action]:
         self._now = max(self._now, now_ms)
         height_before = self.head.height
         if not self._is_busy():
             self._last_progress_ms = self._now  # nothing waits, so nothing is late
         match event:
-            case Start():
+            case ev.Start():
                 self._on_start()
-            case Received(message=msg):
+            case ev.Received(message=msg):
                 self._on_message(msg)
-            case Timeout(timer=timer):
+            case ev.Timeout(timer=timer):
                 self._timers.fired(timer)
                 self._on_timeout(timer)
-            case ClientTxs(txs=batch, relayed=relayed):
+            case ev.ClientTxs(txs=batch, relayed=relayed):
                 self._on_client_txs(batch, relayed=relayed)
-            case BlocksFetched(peer=peer, blocks=fetched):
+            case ev.BlocksFetched(peer=peer, blocks=fetched):
                 self._on_blocks_fetched(peer, fetched)
         propose_due = self._maybe_propose()
         self._out += self._timers.update(self._wanted_timers(propose_due))
-        self._check_postconditions(height_before)
         out, self._out = self._out, []
+        self._check_postconditions(height_before, out)
         return out
 
-    def _check_postconditions(self, height_before: int) -> None:
+    def _check_postconditions(self, height_before: int, out: list[ev.Action]) -> None:
         """What the replica promises after every event (a failure is our bug, not the world's)."""
-        low, high = self.head.height, self.head.height + self.config.window
+        low, high = self.head.height, self._window_top()
         assert low >= height_before, "the committed height only grows"
-        committed = [a.block.height for a in self._out if isinstance(a, CommitBlock)]
+        committed = [a.block.height for a in out if isinstance(a, ev.CommitBlock)]
         assert committed == list(range(height_before + 1, low + 1)), "one block per height"
         assert self.log.within(low, high), "the log within the window"
-
-    def _restore(self, persisted: Mapping[bytes, bytes]) -> None:
-        """Rebuild what this replica promised before a restart, so it never votes otherwise."""
-        restored = self.journal.restore(persisted, self.head, self.config.window)
-        self.views.view, self.views.in_view_change = restored.view, restored.in_view_change
-        self.log.restore(self.head, restored)
 
     def _on_start(self) -> None:
         self._last_progress_ms = self._now
         self.censorship.new_view(self._now)
-        self._last_tick_ms = self._now
-        self._out.append(Broadcast(self._sign(m.Status(self.view, self.head.height, self.index))))
+        self.ticker.start(self._now)
+        self._broadcast(m.Status(self.view, self.head.height, self.index))
         if self.in_view_change:
             self._send_view_change()
             return
@@ -233,13 +207,8 @@ class Replica:
         match msg:
             case m.PrePrepare():
                 self._on_pre_prepare(msg)
-            case m.Prepare():
-                slot = self.log.slot(self.view, msg.height)
-                slot.add_prepare(msg.sender, msg.block_hash, msg.signature)
-                self._progress()
-            case m.Commit():
-                slot = self.log.slot(self.view, msg.height)
-                slot.add_commit(msg.sender, msg.block_hash, msg.signature)
+            case m.Prepare() | m.Commit():
+                self.log.slot(self.view, msg.height).add_vote(msg)
                 self._progress()
             case m.Checkpoint():
                 if not self.checkpoints.is_due(msg.height):
@@ -248,11 +217,23 @@ class Replica:
                 self._stabilise(self.checkpoints.record(msg, self._window_top()))
             case m.ViewChange():
                 self._on_view_change(msg)
-            case m.NewView():
-                self._on_new_view(msg)
+            case m.NewView() if not self.views.is_stale(msg.view):
+                self.views.check_new_view(msg, self.signatures, self.config.window)
+                self._install_new_view(msg)
             case m.Status():
                 self.catchup.note(msg.sender, msg.view, msg.committed_height)
                 self._out += self.views.remind(msg.sender, msg.view)
+            case m.BlockRequest():
+                for block in self.log.known(msg.hashes):
+                    self._send(msg.sender, m.BlockReply(block, self.index))
+            case m.BlockReply():
+                pending = self.views.reproposal
+                if pending and pending.wants(msg.block, self.head, self.log.blocks):
+                    self.counters["blocks_fetched_by_hash"] += 1
+                    self.log.keep(msg.block)
+                    self._repropose()
+                else:
+                    self.counters["blocks_unwanted"] += 1  # late, a second holder's, or forged
             case m.TxBatch():
                 raise m.InvalidMessage(m.Reason.NOT_FOR_REPLICA)
 
@@ -272,25 +253,27 @@ class Replica:
     def _sign(self, msg: m.M) -> m.M:
         return m.sign(msg, self._key, self.genesis.chain_id)
 
+    def _send(self, peer: int, msg: m.M) -> None:
+        self._out.append(ev.Send(peer, self._sign(msg)))
+
+    def _broadcast(self, msg: m.M) -> m.M:
+        signed = self._sign(msg)
+        self._out.append(ev.Broadcast(signed))
+        return signed
+
     # --- normal case ------------------------------------------------------------------------
 
     def _on_pre_prepare(self, pp: m.PrePrepare, *, own: bool = False) -> None:
         if not self._in_window(pp.view, pp.height):
             return
-        header = pp.block.header
-        if pp.sender != self.primary or header.proposer != pp.sender:
-            raise m.InvalidMessage(m.Reason.NOT_PRIMARY, "pre-prepare")
-        if pp.block.height != pp.height or header.view != pp.view:
-            raise m.InvalidMessage(m.Reason.BLOCK_MISMATCH)
-        if not stamp_in_bounds(header.timestamp_ms, self._now):
-            raise m.InvalidMessage(m.Reason.STAMP, f"{header.timestamp_ms} at {self._now}")
+        check_proposal(pp, self.primary, self._now)
         accepted = self.log.accepted(pp.height)
         if accepted is not None:
             if accepted.hash != pp.block.hash:
                 self.counters["equivocation"] += 1
             return
         parent = self.log.parent(pp.height, self.head)
-        if parent is None or self.views.deferred is not None:
+        if parent is None or self.views.reproposal is not None:
             self.log.waiting[pp.height] = pp
             return
         try:
@@ -315,22 +298,20 @@ class Replica:
 
     def _accept(self, block: Block, parent: ChainHead, own_pp: m.PrePrepare | None) -> None:
         """Pre-prepare `block`: persist the promise, then (primary) propose and vote Prepare."""
-        slot = self.log.slot(self.view, block.height)
-        slot.accept(block, parent)
+        slot = self.log.accept(self.view, block, parent)
         slot.checked = True  # every caller ran check_block on it against `parent`
         self._out.append(self.journal.accepted(self.view, block))
         if own_pp is not None:
             slot.own_pre_prepare = own_pp
-            self._out.append(Broadcast(own_pp))
+            self._out.append(ev.Broadcast(own_pp))
         self._vote_prepare(slot)
         self._progress()
 
     def _vote_prepare(self, slot: Instance) -> None:
         assert slot.block is not None
-        prepare = self._sign(m.Prepare(self.view, slot.height, slot.block.hash, self.index))
+        prepare = self._broadcast(m.Prepare(self.view, slot.height, slot.block.hash, self.index))
         slot.own_prepare = prepare
         slot.add_prepare(self.index, slot.block.hash, prepare.signature)
-        self._out.append(Broadcast(prepare))
 
     def _progress(self) -> None:
         """Prepared → send Commit (in height order) → commit, as far as the votes allow."""
@@ -339,10 +320,9 @@ class Replica:
         while (slot := self.log.slots.get(height)) is not None and slot.prepared:
             if slot.own_commit is None:
                 assert slot.block is not None
-                commit = self._sign(m.Commit(self.view, height, slot.block.hash, self.index))
+                commit = self._broadcast(m.Commit(self.view, height, slot.block.hash, self.index))
                 slot.own_commit = commit
                 slot.add_commit(self.index, slot.block.hash, commit.signature)
-                self._out.append(Broadcast(commit))
             height += 1
         while (first := self.log.slots.get(self.head.height + 1)) and first.can_commit(
             self._quorum
@@ -357,7 +337,7 @@ class Replica:
     ) -> None:
         """Append a certified block: the one way the head moves (consensus or state transfer)."""
         assert block.height == self.head.height + 1
-        self._out.append(CommitBlock(block, certificate, txs_checked))
+        self._out.append(ev.CommitBlock(block, certificate, txs_checked))
         self.head = self.head.advance(block)
         self._head_cert = certificate
         self.counters["blocks_committed"] += 1
@@ -367,13 +347,9 @@ class Replica:
         self._last_progress_ms = self._now
         self.views.committed()
         if self.checkpoints.is_due(block.height):
-            cp = self._sign(m.Checkpoint(block.height, block.hash, self.index))
-            self._out.append(Broadcast(cp))
+            cp = self._broadcast(m.Checkpoint(block.height, block.hash, self.index))
             self._stabilise(self.checkpoints.own(cp, self._window_top()))
-        deferred = self.views.deferred
-        if deferred is not None and self.head.height >= deferred.base_height:
-            self.views.deferred = None
-            self._install_selection(deferred)
+        self._repropose()
 
     def _stabilise(self, stable: int | None) -> None:
         """A quorum agrees on the block at `stable`: the persisted promises below are void."""
@@ -385,109 +361,92 @@ class Replica:
         added = tuple(t for t in batch if self.pool.add(t, self._now))
         self.counters["txs_pooled"] += len(added)
         if added and not relayed:
-            self._out.append(Broadcast(self._sign(m.TxBatch(added, self.index))))
+            self._broadcast(m.TxBatch(added, self.index))
 
     # --- proposing --------------------------------------------------------------------------
 
     def _maybe_propose(self) -> int | None:
         """Propose every block that is due; return when the next one will be (None: none)."""
-        if self.primary != self.index or self.in_view_change or self.views.deferred is not None:
+        if self.primary != self.index or self.in_view_change or self.views.reproposal is not None:
             return None
-        while True:
-            tip = self.log.tip(self.head)
-            in_flight = self._in_flight()
-            timing = self.proposer.timing(
-                self.pool, in_flight, tip.height - self.head.height, self._now
-            )
-            if not timing.now:
-                return timing.due_ms
-            if not self._propose(tip, in_flight):
-                return None
+        while isinstance(block := self.proposer.next_block(
+            self.pool, self.log, self.head, self._now, self.view, self.index,
+            self._is_committed_in_store,
+        ), Block):  # fmt: skip
+            # The primary's own proposal passes the same validation as a peer's.
+            self._on_pre_prepare(self._sign(m.PrePrepare(self.view, block.height, block,
+                                                         self.index)), own=True)  # fmt: skip
+            # Accepted, or (a single validator is its own quorum) already committed.
+            assert self.head.height >= block.height or self.log.accepted(block.height) == block
+        return block
 
     def _in_flight(self) -> frozenset[bytes]:
         """Tx ids of every block accepted above the head in this view."""
         return self.proposer.in_flight(self.log.blocks_in_flight())
 
-    def _propose(self, parent: ChainHead, in_flight: frozenset[bytes]) -> bool:
-        timestamp = max(self._now, parent.timestamp_ms)
-        chosen = self.proposer.choose(self.pool, in_flight, timestamp, self._is_committed_in_store)
-        if not chosen:
-            return False
-        block = make_block(parent, chosen, timestamp, self.view, self.index)
-        pp = self._sign(m.PrePrepare(self.view, block.height, block, self.index))
-        self.proposer.last_proposal_ms = self._now
-        # The primary's own proposal passes the same validation as a peer's.
-        self._on_pre_prepare(pp, own=True)
-        # Accepted, or (a single validator is its own quorum) already committed.
-        assert self.head.height >= block.height or self.log.accepted(block.height) == block
-        return True
-
-    # --- view change ------------------------------------------------------------------------
+    # --- view change (the rules in consensus/viewstate.py and viewchange.py) --------------
 
     def _start_view_change(self, new_view: int) -> None:
         self.views.start(new_view)
         self.counters["view_changes"] += 1
-        self.log.new_view()
-        self._out.append(self.journal.view(self.view, in_view_change=True))
+        self._enter_view()
         self._send_view_change()
         self._maybe_new_view()
 
+    def _enter_view(self) -> None:
+        """The old view's instances are void (its prepared proofs stay): persist where we are
+        before any vote of the new view leaves."""
+        self.log.new_view()
+        self._out.append(self.journal.view(self.view, in_view_change=self.in_view_change))
+
     def _send_view_change(self) -> None:
-        prepared = tuple(self.log.prepared[h] for h in sorted(self.log.prepared))
-        vc = self._sign(m.ViewChange(self.view, self.head.height, self.head.hash,
-                                     self._head_cert, prepared, self.index))  # fmt: skip
-        self.views.own(vc, self._now)
-        self._out.append(Broadcast(vc))
+        vc = self.views.view_change(self.head, self._head_cert, self.log.prepared)
+        self.views.own(self._broadcast(vc), self._now)
 
     def _on_view_change(self, vc: m.ViewChange) -> None:
         self.catchup.note(vc.sender, None, vc.committed_height)
-        if self.views.is_stale(vc.new_view):
-            self._out += self.views.remind(vc.sender, vc.new_view - 1)  # it missed our NewView
-            return
-        join = self.views.add(vc, self.config.window)
+        join, reminders = self.views.on_view_change(vc, self.config.window)
+        self._out += reminders
         if join is not None:
             self._start_view_change(join)
-        elif vc.new_view == self.view:
+        else:
             self._maybe_new_view()
 
     def _maybe_new_view(self) -> None:
         chosen = self.views.quorum_for_new_view()
         if chosen is not None:
-            nv = self._sign(m.NewView(self.view, chosen, self.index))
-            self._out.append(Broadcast(nv))
-            self._install_new_view(nv)
-
-    def _on_new_view(self, nv: m.NewView) -> None:
-        if self.views.is_stale(nv.view):
-            return
-        self.views.check_new_view(nv, self.signatures, self.config.window)
-        self._install_new_view(nv)
+            self._install_new_view(self._broadcast(m.NewView(self.view, chosen, self.index)))
 
     def _install_new_view(self, nv: m.NewView) -> None:
-        self.views.install(nv)
-        self.log.new_view()
-        self._out.append(self.journal.view(self.view, in_view_change=False))
+        self.views.install(nv, self.config.window)
+        self._enter_view()
         self._last_progress_ms = self._now
         self.censorship.new_view(self._now)
         self.counters["new_views"] += 1
-        selection = select(nv.view_changes, self.config.window)
-        if self.head.height < selection.base_height:
-            self.views.deferred = selection
-            self._emit(self.catchup.fetch(selection.base_sender, self.head.height,
-                                          selection.base_height, self._now))  # fmt: skip
-        else:
-            self._install_selection(selection)
+        self._repropose()
 
-    def _install_selection(self, selection: Selection) -> None:
-        """Treat the re-proposed blocks as pre-prepared in the new view, and vote for them."""
-        for block in selection.blocks:
-            if block.height <= self.head.height:
-                continue
+    def _repropose(self) -> None:
+        """Install the NewView's re-proposal once the head reached its base and its blocks are
+        here (accepted in the new view, and voted for); until then fetch what is missing."""
+        pending = self.views.reproposal
+        if pending is None:
+            return
+        if self.head.height < pending.base_height:
+            self._out += self.catchup.fetch(pending.selection.base_sender, self.head.height,
+                                            pending.base_height, self._now)  # fmt: skip
+            return
+        chain = pending.ready(self.head, self.log.blocks.get)
+        if chain is None:
+            for peer, hashes in pending.requests(self.head, self.log.blocks.get):
+                self._send(peer, m.BlockRequest(hashes, self.index))
+            return
+        self.views.reproposal = None
+        for block in chain:
             try:
                 parent = self._checked_parent(block)
             except InvalidBlock:
                 self.counters["selection_invalid"] += 1
-                return
+                break
             self._accept(block, parent, None)
         for pp in self.log.take_waiting(self.view):
             self._on_buffered(pp)
@@ -495,102 +454,82 @@ class Replica:
     # --- status, retransmission, state transfer --------------------------------------------
 
     def _on_retransmit(self) -> None:
-        self._last_tick_ms = self._now
-        self._out.append(Broadcast(self._sign(m.Status(self.view, self.head.height, self.index))))
+        self._broadcast(m.Status(self.view, self.head.height, self.index))
         oldest = self._now - self.genesis.params.tx_ttl_ms
         expired = self.pool.drop_expired(oldest, keep=self._in_flight())
         if expired:
             self.counters["txs_expired"] += len(expired)
-            self._out.append(TxsExpired(expired))
-        stalled = self.head.height == self._tick_height
-        self._tick_height = self.head.height
-        if not stalled:
+            self._out.append(ev.TxsExpired(expired))
+        if self.views.reproposal is not None:
+            self.views.reproposal.tick()
+            self._repropose()
+        if not self.ticker.tick(self._now, self.head.height):
             if self.censorship.passed_over(self.pool, self._now):
                 self._relay_to_primary()
             return
         if self.in_view_change and self.views.sent is not None:
-            self._out.append(Broadcast(self.views.sent.message))
+            self._out.append(ev.Broadcast(self.views.sent.message))
         else:
             self._relay_to_primary()
-        self._out += map(Broadcast, self.log.own_messages())
-        self._emit(self.catchup.catch_up(self.head.height, self._now))
+        self._out += map(ev.Broadcast, self.log.own_messages())
+        self._out += self.catchup.catch_up(self.head.height, self._now)
 
     def _relay_to_primary(self) -> None:
         """A relay may have been lost: make sure the primary has what we are waiting for."""
         if self.pool and self.primary != self.index and not self.in_view_change:
             oldest = self.pool.oldest(self._in_flight(), RELAY_AGAIN_MAX)
             if oldest:
-                self._out.append(Send(self.primary, self._sign(m.TxBatch(oldest, self.index))))
-
-    def _emit(self, fetch: FetchBlocks | None) -> None:
-        if fetch is not None:
-            self._out.append(fetch)
+                self._send(self.primary, m.TxBatch(oldest, self.index))
 
     def _on_blocks_fetched(self, peer: int, fetched: tuple[tuple[Block, Certificate], ...]) -> None:
-        if not self.catchup.answered(peer):
-            return  # an answer we no longer wait for
-        certified, forged = self.catchup.certified(peer, fetched, self.head, self.genesis)
-        self.counters["fetch_invalid"] += forged
+        certified = self.catchup.on_answer(peer, fetched, self.head, self.genesis, self.counters)
         for block, cert in certified:
-            if block.height > self.head.height:  # (a deferred selection may have committed it)
+            if block.height > self.head.height:  # (a re-proposal may have committed it)
                 self._apply_commit(block, cert)
-        if not certified:
-            self.counters["fetch_failures"] += 1
-            return
-        deferred = self.views.deferred
-        if deferred is not None and self.head.height < deferred.base_height:
-            self._emit(self.catchup.fetch(deferred.base_sender, self.head.height,
-                                          deferred.base_height, self._now))  # fmt: skip
-        else:
-            self._emit(self.catchup.catch_up(self.head.height, self._now))
+        if certified:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
+            self._out += self.catchup.catch_up(self.head.height, self._now)
 
     # --- timers -----------------------------------------------------------------------------
 
     def _is_busy(self) -> bool:
-        return bool(self.pool) or bool(self.log.slots) or self.views.deferred is not None
+        return bool(self.pool) or bool(self.log.slots) or self.views.reproposal is not None
 
-    def _wanted_timers(self, propose_due: int | None) -> dict[Timer, int | None]:
+    def _wanted_timers(self, propose_due: int | None) -> dict[ev.Timer, int | None]:
         """Every deadline, derived from the state (the shell is told when one changes)."""
         normal = not self.in_view_change
         timeout = self.genesis.params.view_change_timeout_ms
-        tick = self._last_tick_ms
+        progress = self._last_progress_ms + timeout if normal and self._is_busy() else None
         return {
-            Timer.PROPOSE: propose_due,
-            Timer.PROGRESS: self._last_progress_ms + timeout
-            if normal and self._is_busy()
-            else None,
-            Timer.CENSORSHIP: self.censorship.deadline_ms(self.pool) if normal else None,
-            Timer.VIEW_CHANGE: self.views.deadline_ms(),
-            Timer.RETRANSMIT: None if tick is None else tick + self.config.retransmit_ms,
-            Timer.FETCH: self.catchup.deadline_ms(),
+            ev.Timer.PROPOSE: propose_due,
+            ev.Timer.PROGRESS: progress,
+            ev.Timer.CENSORSHIP: self.censorship.deadline_ms(self.pool) if normal else None,
+            ev.Timer.VIEW_CHANGE: self.views.deadline_ms(),
+            ev.Timer.RETRANSMIT: self.ticker.deadline_ms(),
+            ev.Timer.FETCH: self.catchup.deadline_ms(),
         }
 
-    def _on_timeout(self, timer: Timer) -> None:
-        """`timer`'s deadline, as last derived from the state, has come."""
+    def _on_timeout(self, timer: ev.Timer) -> None:
+        """`timer`'s deadline, as last derived from the state, has come (PROPOSE: `handle`
+        proposes whatever is due after every event)."""
         match timer:
-            case Timer.PROPOSE:
-                pass  # `handle` proposes whatever is due after every event
-            case Timer.RETRANSMIT:
+            case ev.Timer.RETRANSMIT:
                 self._on_retransmit()
-            case Timer.FETCH:
+            case ev.Timer.FETCH:
                 if self.catchup.fetching is not None:
                     self._on_blocks_fetched(self.catchup.fetching.peer, ())
-            case Timer.PROGRESS:
-                if self.in_view_change or not self._is_busy():
-                    return
+            case ev.Timer.PROGRESS if not self.in_view_change and self._is_busy():
                 if self.catchup.peers_ahead() > self.head.height:
                     # We lag behind an honest peer: what is missing is catching up, not a
                     # primary (alone in a later view we would be out of every quorum).
                     self._last_progress_ms = self._now
-                    self._emit(self.catchup.catch_up(self.head.height, self._now))
+                    self._out += self.catchup.catch_up(self.head.height, self._now)
                 else:
                     self._start_view_change(self.view + 1)
-            case Timer.CENSORSHIP:
-                if not self.in_view_change:
-                    self.counters["censorship_view_changes"] += 1
-                    self._start_view_change(self.view + 1)
-            case Timer.VIEW_CHANGE:
-                if self.in_view_change and self.views.has_quorum_support():
+            case ev.Timer.CENSORSHIP if not self.in_view_change:
+                self.counters["censorship_view_changes"] += 1
+                self._start_view_change(self.view + 1)
+            case ev.Timer.VIEW_CHANGE if self.in_view_change:
+                if self.views.has_quorum_support():
                     self._start_view_change(self.view + 1)  # its primary failed: move on
-                elif self.in_view_change:
+                else:
                     self._send_view_change()  # ask again rather than run ahead alone

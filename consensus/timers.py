@@ -1,4 +1,5 @@
-"""The deadlines the shell has been told, and the timer actions that keep it up to date.
+"""The deadlines the shell has been told, the timer actions that keep it up to date, and the
+retransmit tick.
 
 The replica derives every deadline from its state after each event; this records what the
 shell was last told (one entry per timer, nothing else) so that only changes go out: a
@@ -30,3 +31,25 @@ class Timers:
                 self._armed[timer] = at_ms
                 actions.append(SetTimer(timer, at_ms))
         return actions
+
+
+class Ticker:
+    """The retransmit tick: when it last ran (its next deadline follows), and whether the
+    committed head moved between the last two ticks (if not, the replica is stalled)."""
+
+    def __init__(self, period_ms: int) -> None:
+        self._period_ms = period_ms
+        self._last_ms: int | None = None  # None before Start
+        self._height = -1  # the committed height at the last tick
+
+    def start(self, now_ms: int) -> None:
+        self._last_ms = now_ms
+
+    def tick(self, now_ms: int, height: int) -> bool:
+        """A tick at `now_ms` with the head at `height`: True if it did not move since."""
+        stalled = height == self._height
+        self._last_ms, self._height = now_ms, height
+        return stalled
+
+    def deadline_ms(self) -> int | None:
+        return None if self._last_ms is None else self._last_ms + self._period_ms

@@ -9,8 +9,10 @@ prepared, with all its uncommitted ancestors, by f+1 honest replicas (a quorum l
 Byzantine); any quorum of ViewChanges shares f+1 replicas with that quorum, so includes one of
 them. The highest committed head among the ViewChanges (proven by its
 certificate) is the base; above it, each height takes the prepared block of the highest view,
-and the selection stops at the first height with no proof or whose block does not extend the
-previous one (such a block cannot have been committed).
+and the selection stops at the first height with no proof. ViewChanges name blocks by hash, so
+the rest of the rule waits for the blocks themselves (`linked`): the re-proposal stops at the
+first block that does not extend the one below (such a block cannot have been committed).
+Every replica that re-proposes holds the same blocks, since a hash names one block.
 """
 
 from collections.abc import Sequence
@@ -29,7 +31,10 @@ class Selection:
     base_height: int
     base_hash: bytes
     base_sender: int  # a replica that proved the base: fetch missing blocks from it
-    blocks: tuple[blocks.Block, ...]  # heights base_height+1, base_height+2, ...
+    hashes: tuple[bytes, ...]  # of the blocks at heights base_height+1, base_height+2, ...
+    # Per height, the replicas that should hold its block: those whose proof names it, then
+    # the signers of its Prepares (each accepted it, and keeps it while it is above its head).
+    holders: tuple[tuple[int, ...], ...]
 
 
 def check_view_change(vc: ViewChange, genesis: Genesis, window: int) -> None:
@@ -59,8 +64,6 @@ def check_view_change(vc: ViewChange, genesis: Genesis, window: int) -> None:
 
 
 def check_prepared_proof(proof: PreparedProof, genesis: Genesis) -> None:
-    if proof.block.height != proof.height:
-        raise InvalidMessage(Reason.PREPARED_PROOF, "block height mismatch")
     senders = [s for s, _ in proof.prepares]
     if senders != sorted(set(senders)) or len(senders) < genesis.quorums.commit:
         raise InvalidMessage(Reason.PREPARED_PROOF, "needs a quorum of distinct sorted senders")
@@ -68,7 +71,7 @@ def check_prepared_proof(proof: PreparedProof, genesis: Genesis) -> None:
         if sender >= len(genesis.validators):
             raise InvalidMessage(Reason.PREPARED_PROOF, "unknown sender")
         payload = prepare_payload(
-            genesis.chain_id, sender, proof.view, proof.height, proof.block.hash
+            genesis.chain_id, sender, proof.view, proof.height, proof.block_hash
         )
         if not crypto.verify(
             genesis.validators[sender].key, crypto.Domain.PEER, payload, signature
@@ -77,18 +80,32 @@ def check_prepared_proof(proof: PreparedProof, genesis: Genesis) -> None:
 
 
 def select(view_changes: Sequence[ViewChange], window: int) -> Selection:
-    """The blocks a NewView re-proposes, computed from its ViewChanges (all already valid)."""
+    """The blocks a NewView re-proposes, by hash, computed from its ViewChanges (all valid)."""
     assert view_changes
     base = max(view_changes, key=lambda vc: (vc.committed_height, -vc.sender))
-    chosen: list[blocks.Block] = []
-    prev_hash = base.committed_hash
+    chosen: list[bytes] = []
+    holders: list[tuple[int, ...]] = []
     for height in range(base.committed_height + 1, base.committed_height + window + 1):
-        proofs = [p for vc in view_changes for p in vc.prepared if p.height == height]
+        proofs = [(vc.sender, p) for vc in view_changes for p in vc.prepared if p.height == height]
         if not proofs:
             break
-        best = max(proofs, key=lambda p: p.view)
-        if best.block.header.prev_hash != prev_hash:
+        best = max((p for _, p in proofs), key=lambda p: p.view)
+        named = [s for s, p in proofs if p.block_hash == best.block_hash]
+        signers = [s for s, _ in best.prepares if s not in named]
+        chosen.append(best.block_hash)
+        holders.append(tuple(named + signers))
+    return Selection(
+        base.committed_height, base.committed_hash, base.sender, tuple(chosen), tuple(holders)
+    )
+
+
+def linked(prev_hash: bytes, chosen: Sequence[blocks.Block]) -> tuple[blocks.Block, ...]:
+    """The chosen blocks that extend `prev_hash` one on the other, up to the first that does
+    not (it cannot have been committed, nor anything above it)."""
+    chain: list[blocks.Block] = []
+    for block in chosen:
+        if block.header.prev_hash != prev_hash:
             break
-        chosen.append(best.block)
-        prev_hash = best.block.hash
-    return Selection(base.committed_height, base.committed_hash, base.sender, tuple(chosen))
+        chain.append(block)
+        prev_hash = block.hash
+    return tuple(chain)

@@ -2,9 +2,10 @@
 
 Owns the current view, whether a view change is under way, the ViewChanges received for this
 view and the views just above it, this replica's own ViewChange (re-sent while no NewView
-comes), the NewView that installed the view (handed to replicas left behind), the selection
-still waiting for missing blocks, and the back-off of repeated attempts. It decides nothing
-about blocks and emits nothing: the replica asks it, and sends what it returns.
+comes), the NewView that installed the view (handed to replicas left behind), its re-proposal
+while it waits for missing blocks (consensus/reproposal.py), and the back-off of repeated
+attempts. It decides nothing about blocks and emits nothing: the replica asks it, signs and
+sends what it returns.
 
 The rules: a replica whose pending work made no progress within the view-change timeout asks
 for the next view; f+1 ViewChanges for later views make a replica join the lowest of them (one
@@ -17,12 +18,14 @@ whose primary fails moves on, waiting twice as long each time up to a cap.
 from dataclasses import dataclass
 from typing import Final
 
+from ledger.block import Certificate, ChainHead
 from ledger.genesis import Genesis
 
 from consensus import messages as m
 from consensus.events import Send
+from consensus.reproposal import Reproposal
 from consensus.signatures import SignatureCache
-from consensus.viewchange import Selection, check_view_change
+from consensus.viewchange import check_view_change, select
 
 VIEW_AHEAD_MAX: Final = 64  # ViewChanges kept for views at most this far above ours
 BACKOFF_DOUBLINGS_MAX: Final = 16
@@ -50,7 +53,7 @@ class ViewState:
         self.votes: dict[int, dict[int, m.ViewChange]] = {}  # view -> sender -> ViewChange
         self.sent: Sent | None = None
         self.new_view: m.NewView | None = None  # the one that installed `view`, if any
-        self.deferred: Selection | None = None  # installed once the head reaches its base
+        self.reproposal: Reproposal | None = None  # the NewView's, until its blocks are here
         self._attempts = 0  # view changes since the last commit (the back-off exponent)
 
     @property
@@ -61,8 +64,17 @@ class ViewState:
         assert new_view > self.view or (new_view == self.view and self.in_view_change)
         self.view = new_view
         self.in_view_change = True
-        self.deferred = None
+        self.reproposal = None
         self.new_view = None
+
+    def view_change(
+        self, head: ChainHead, certificate: Certificate | None,
+        prepared: dict[int, m.PreparedProof],
+    ) -> m.ViewChange:  # fmt: skip
+        """Our (unsigned) ViewChange for the current view: our head and prepared proofs."""
+        assert self.in_view_change
+        proofs = tuple(prepared[h] for h in sorted(prepared))
+        return m.ViewChange(self.view, head.height, head.hash, certificate, proofs, self._index)
 
     def own(self, vc: m.ViewChange, now_ms: int) -> None:
         """Our ViewChange for the current view goes out (again): wait longer each attempt."""
@@ -81,6 +93,13 @@ class ViewState:
 
     def committed(self) -> None:
         self._attempts = 0
+
+    def on_view_change(self, vc: m.ViewChange, window: int) -> tuple[int | None, list[Send]]:
+        """A peer's ViewChange (signature checked): the view to join, if any, and what to send
+        it (the NewView it missed, if it asks for a view we are past)."""
+        if self.is_stale(vc.new_view):
+            return None, self.remind(vc.sender, vc.new_view - 1)
+        return self.add(vc, window), []
 
     def is_stale(self, view: int) -> bool:
         """A ViewChange or NewView for `view` asks for nothing new."""
@@ -133,10 +152,12 @@ class ViewState:
             return [Send(peer, self.new_view)]
         return []
 
-    def install(self, nv: m.NewView) -> None:
+    def install(self, nv: m.NewView, window: int) -> None:
+        """Enter `nv`'s view; what it re-proposes waits in `reproposal` until installed."""
         self.view = nv.view
         self.in_view_change = False
         self.new_view = nv
+        self.reproposal = Reproposal(select(nv.view_changes, window), self._index)
         for v in [v for v in self.votes if v <= nv.view]:
             del self.votes[v]
 

@@ -111,7 +111,9 @@ class Runtime:
                 self.metrics.invalid_peer_messages.labels(refused).inc()
                 continue
             try:
-                msg = messages.decode_message(raw, chain_id, self._known_tx)
+                msg = messages.decode_message(
+                    raw, chain_id, self._known_tx, len(genesis.validators)
+                )
             except messages.InvalidMessage as exc:
                 self.metrics.invalid_peer_messages.labels(exc.reason).inc()
                 continue

@@ -26,7 +26,7 @@ def samples() -> list[m.Message]:
     proof = m.PreparedProof(
         0,
         1,
-        BLOCK,
+        BLOCK.hash,
         tuple(
             (i, crypto.sign(NET.validator_keys[i], crypto.Domain.PEER,
                             m.prepare_payload(G.chain_id, i, 0, 1, BLOCK.hash)))
@@ -45,6 +45,8 @@ def samples() -> list[m.Message]:
         signed(m.NewView(1, (vc,), 1)),
         signed(m.Status(3, 7, 1)),
         signed(m.TxBatch(BLOCK.txs, 1)),
+        signed(m.BlockRequest((BLOCK.hash, CERT.block_hash), 1)),
+        signed(m.BlockReply(BLOCK, 1)),
     ]
 
 
@@ -125,3 +127,63 @@ def test_decoder_contract_on_structured_values(kind: int, body: object, extra: o
             continue  # msgpack cannot even represent it (ints beyond 64 bits)
         with contextlib.suppress(m.InvalidMessage):
             m.decode_message(raw, G.chain_id)
+
+
+# --- byte bounds of the view change --------------------------------------------------------
+
+SIM_NODES_MAX = 13  # the largest network the simulator runs (make test, sweeps)
+LONG_CHAIN_ID = "c" * 64  # ID_BYTES_MAX: the longest chain id
+
+
+def worst_new_view(validators: int) -> m.NewView:
+    """The largest NewView the decoder takes among `validators`: a ViewChange of each, each with
+    a full window of prepared proofs, every vote present and every integer at its widest."""
+    votes = tuple((i, bytes(64)) for i in range(validators))
+    top = m.VIEW_MAX
+    cert = blocks.Certificate(top, bytes(32), top, votes)
+    proofs = tuple(
+        m.PreparedProof(top, top - m.PREPARED_MAX + k, bytes(32), votes)
+        for k in range(m.PREPARED_MAX)
+    )
+    vcs = tuple(
+        m.ViewChange(top, top, bytes(32), cert, proofs, i, bytes(64)) for i in range(validators)
+    )
+    return m.NewView(top, vcs, validators - 1, bytes(64))
+
+
+def test_the_worst_new_view_of_the_largest_simulated_network_is_under_its_bound() -> None:
+    raw = m.encode_message(worst_new_view(SIM_NODES_MAX), LONG_CHAIN_ID)
+    bound = m.new_view_bytes_max(SIM_NODES_MAX)
+    assert len(raw) <= bound < 1024 * 1024  # under 1 MiB, whatever the blocks weigh
+    assert len(raw) > bound * 0.8  # and the bound is not loose (headers counted at 5 bytes)
+    back = m.decode_message(raw, LONG_CHAIN_ID, validators=SIM_NODES_MAX)
+    assert isinstance(back, m.NewView)
+    assert m.encode_message(back, LONG_CHAIN_ID) == raw
+    nested = m.encode_message(back.view_changes[0], LONG_CHAIN_ID)
+    assert len(nested) <= m.view_change_bytes_max(SIM_NODES_MAX)
+    assert m.new_view_bytes_max(len(G.validators)) <= m.NEW_VIEW_BYTES_MAX
+
+
+def test_a_new_view_over_its_bound_is_refused_before_it_is_decoded() -> None:
+    raw = m.encode_message(worst_new_view(SIM_NODES_MAX), LONG_CHAIN_ID)
+    with pytest.raises(m.InvalidMessage) as refused:  # too large for a network of 10
+        m.decode_message(raw, LONG_CHAIN_ID, validators=10)
+    assert refused.value.reason == m.Reason.TOO_LARGE
+    padded = raw[:2] + bytes(m.new_view_bytes_max(SIM_NODES_MAX))  # a NewView's head, then junk
+    with pytest.raises(m.InvalidMessage) as refused:
+        m.decode_message(padded, LONG_CHAIN_ID, validators=SIM_NODES_MAX)
+    assert refused.value.reason == m.Reason.TOO_LARGE
+
+
+def test_view_changes_and_block_requests_are_bounded_too() -> None:
+    vc = worst_new_view(SIM_NODES_MAX).view_changes[0]
+    raw = m.encode_message(vc, LONG_CHAIN_ID)
+    assert len(raw) <= m.view_change_bytes_max(SIM_NODES_MAX)
+    with pytest.raises(m.InvalidMessage) as refused:
+        m.decode_message(raw, LONG_CHAIN_ID, validators=4)
+    assert refused.value.reason == m.Reason.TOO_LARGE
+    request = m.BlockRequest(tuple(bytes([i]) * 32 for i in range(m.PREPARED_MAX)), 1, bytes(64))
+    assert len(m.encode_message(request, LONG_CHAIN_ID)) <= m.BLOCK_REQUEST_BYTES_MAX
+    too_many = dataclasses.replace(request, hashes=(*request.hashes, bytes(32)))
+    with pytest.raises(m.InvalidMessage):
+        m.decode_message(m.encode_message(too_many, LONG_CHAIN_ID), LONG_CHAIN_ID)

@@ -1,6 +1,7 @@
 """The replica's parts, one rule at a time: journal, proposer, checkpoints, view state,
 catch-up, signature cache and timers (each owns one kind of state, and returns values)."""
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -48,7 +49,7 @@ def proof(block: blocks.Block, view: int) -> m.PreparedProof:
                         m.prepare_payload(G.chain_id, i, view, block.height, block.hash)))
         for i in range(G.quorums.commit)
     )  # fmt: skip
-    return m.PreparedProof(view, block.height, block, votes)
+    return m.PreparedProof(view, block.height, block.hash, votes)
 
 
 def disk_after(writes: list[ev.Persist]) -> dict[bytes, bytes]:
@@ -270,15 +271,30 @@ def test_a_new_view_needs_its_primary_and_a_quorum_of_signed_view_changes_for_it
 def test_catch_up_fetches_only_when_f_plus_one_peers_are_ahead_and_one_fetch_at_a_time() -> None:
     catchup = CatchUp(0, weak_quorum=2, blocks_max=2, timeout_ms=500)
     catchup.note(1, 0, 9)
-    assert catchup.catch_up(2, now_ms=0) is None  # one peer ahead may be lying
+    assert catchup.catch_up(2, now_ms=0) == []  # one peer ahead may be lying
     catchup.note(2, None, 5)
     fetch = catchup.catch_up(2, now_ms=10)
-    assert fetch == ev.FetchBlocks(1, 3, 4)  # towards what f+1 report, at most blocks_max
+    assert fetch == [ev.FetchBlocks(1, 3, 4)]  # towards what f+1 report, at most blocks_max
     assert catchup.deadline_ms() == 510
-    assert catchup.catch_up(2, now_ms=20) is None  # one fetch at a time
+    assert catchup.catch_up(2, now_ms=20) == []  # one fetch at a time
     assert not catchup.answered(2)
     assert catchup.answered(1)
     assert catchup.deadline_ms() is None
+
+
+def test_a_fetch_answer_is_taken_once_and_counted_when_forged_or_empty() -> None:
+    catchup = CatchUp(0, weak_quorum=2, blocks_max=8, timeout_ms=500)
+    (b1, c1), (b2, c2) = CHAIN[:2]
+    counts: Counter[str] = Counter()
+    assert catchup.on_answer(1, ((b1, c1),), GENESIS_HEAD, G, counts) == []  # never asked
+    assert catchup.fetch(1, 0, 2, now_ms=0) == [ev.FetchBlocks(1, 1, 2)]
+    assert catchup.fetch(2, 0, 2, now_ms=0) == []  # one at a time
+    forged = replace(c2, votes=c2.votes[:1])
+    assert catchup.on_answer(1, ((b1, c1), (b2, forged)), GENESIS_HEAD, G, counts) == [(b1, c1)]
+    assert counts == Counter({"fetch_invalid": 1})
+    catchup.fetch(2, 0, 2, now_ms=0)
+    assert catchup.on_answer(2, (), GENESIS_HEAD, G, counts) == []  # its time-out
+    assert counts == Counter({"fetch_invalid": 1, "fetch_failures": 1})
 
 
 def test_catch_up_applies_the_certified_prefix_and_asks_a_forger_last() -> None:
@@ -293,8 +309,7 @@ def test_catch_up_applies_the_certified_prefix_and_asks_a_forger_last() -> None:
         catchup.note(peer, 0, 9)
     catchup.certified(1, (), GENESIS_HEAD, G)  # peer 1 gave nothing: asked last
     fetch = catchup.catch_up(1, now_ms=0)
-    assert fetch is not None
-    assert fetch.peer == 2
+    assert [f.peer for f in fetch] == [2]
 
 
 # --- signature cache and timers ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from consensus import messages as m
 from consensus.blocktime import BLOCK_STAMP_AHEAD_MS_MAX, BLOCK_STAMP_BEHIND_MS_MAX
 from consensus.replica import Replica
 from ledger import crypto
-from ledger.block import ChainHead, make_block, verify_certificate
+from ledger.block import Block, ChainHead, make_block, verify_certificate
 from tests import factory
 
 
@@ -162,3 +162,67 @@ def test_a_proposal_is_prepared_only_if_stamped_near_the_replicas_own_clock(
                 and isinstance(a.message, m.Prepare)]  # fmt: skip
     assert bool(prepared) == accepted
     assert replica.counters["invalid_message:stamp"] == (0 if accepted else 1)
+
+
+def _new_view_naming(net: factory.Network, block_view: int = 0) -> tuple[m.NewView, Block]:
+    """A NewView for view 1 whose ViewChanges name, by hash only, a block prepared in view 0
+    (validator 0 holds it), and that block."""
+    g, keys = net.genesis, net.validator_keys
+    tx = net.tx("fiscal-clerk0", "fiscal/budget/nv", {"amount": 3}, factory.BASE_TIME_MS)
+    block = make_block(ChainHead.genesis(g), (tx,), factory.BASE_TIME_MS, block_view, 0)
+    votes = tuple(
+        (i, crypto.sign(keys[i], crypto.Domain.PEER,
+                        m.prepare_payload(g.chain_id, i, block_view, 1, block.hash)))
+        for i in (0, 1, 3)
+    )  # fmt: skip
+    proof = m.PreparedProof(block_view, 1, block.hash, votes)
+    vcs = tuple(
+        m.sign(m.ViewChange(1, 0, g.hash, None, (proof,) if s == 0 else (), s), keys[s], g.chain_id)
+        for s in (0, 1, 3)
+    )
+    return m.sign(m.NewView(1, vcs, 1), keys[1], g.chain_id), block
+
+
+def test_a_new_view_naming_a_missing_block_fetches_it_and_takes_only_that_hash() -> None:
+    net = factory.network(4)
+    replica = _replica(net, index=2)
+    nv, block = _new_view_naming(net)
+    now = factory.BASE_TIME_MS + 10
+    actions = replica.handle(ev.Received(nv), now)
+    asks = [(a.to, a.message.hashes) for a in actions if isinstance(a, ev.Send)
+            and isinstance(a.message, m.BlockRequest)]  # fmt: skip
+    assert asks == [(0, (block.hash,))]  # of the replica whose ViewChange names it
+    assert replica.view == 1
+    assert not replica.in_view_change
+
+    def prepares(acts: list[ev.Action]) -> list[tuple[int, int, bytes]]:
+        return [(a.message.view, a.message.height, a.message.block_hash) for a in acts
+                if isinstance(a, ev.Broadcast) and isinstance(a.message, m.Prepare)]  # fmt: skip
+
+    keys, chain_id = net.validator_keys, net.genesis.chain_id
+    tx = net.tx("fiscal-clerk0", "fiscal/budget/other", {"amount": 4}, factory.BASE_TIME_MS)
+    wrong = make_block(ChainHead.genesis(net.genesis), (tx,), factory.BASE_TIME_MS, 0, 0)
+    reply = m.sign(m.BlockReply(wrong, 0), keys[0], chain_id)
+    assert prepares(replica.handle(ev.Received(reply), now + 1)) == []
+    assert replica.counters["blocks_unwanted"] == 1  # not the hash the NewView names
+    later = replica.handle(ev.Timeout(ev.Timer.RETRANSMIT), now + replica.config.retransmit_ms)
+    asks = [(a.to, a.message.hashes) for a in later if isinstance(a, ev.Send)
+            and isinstance(a.message, m.BlockRequest)]  # fmt: skip
+    assert asks == [(1, (block.hash,))]  # the next holder: a signer of its Prepares
+    reply = m.sign(m.BlockReply(block, 1), keys[1], chain_id)
+    assert prepares(replica.handle(ev.Received(reply), now + 600)) == [(1, 1, block.hash)]
+
+
+def test_a_replica_answers_a_block_request_with_the_blocks_it_holds() -> None:
+    net = factory.network(4)
+    replica = _replica(net, index=1)
+    tx = net.tx("fiscal-clerk0", "fiscal/budget/held", {"amount": 5}, factory.BASE_TIME_MS)
+    block = make_block(ChainHead.genesis(net.genesis), (tx,), factory.BASE_TIME_MS, 0, 0)
+    pp = m.sign(m.PrePrepare(0, 1, block, 0), net.validator_keys[0], net.genesis.chain_id)
+    replica.handle(ev.Received(pp), factory.BASE_TIME_MS + 5)
+    request = m.sign(m.BlockRequest((block.hash, bytes(32)), 3), net.validator_keys[3],
+                     net.genesis.chain_id)  # fmt: skip
+    actions = replica.handle(ev.Received(request), factory.BASE_TIME_MS + 6)
+    replies = [(a.to, a.message.block) for a in actions if isinstance(a, ev.Send)
+               and isinstance(a.message, m.BlockReply)]  # fmt: skip
+    assert replies == [(3, block)]  # the unknown hash gets nothing

@@ -3,7 +3,7 @@
 import pytest
 
 from consensus import messages as m
-from consensus.viewchange import check_view_change, select
+from consensus.viewchange import check_view_change, linked, select
 from ledger import block as blocks
 from ledger import crypto
 from tests import factory
@@ -20,7 +20,7 @@ def proof(block: blocks.Block, view: int, signers: range = range(3)) -> m.Prepar
                         m.prepare_payload(G.chain_id, i, view, block.height, block.hash)))
         for i in signers
     )  # fmt: skip
-    return m.PreparedProof(view, block.height, block, votes)
+    return m.PreparedProof(view, block.height, block.hash, votes)
 
 
 def vc(
@@ -45,25 +45,29 @@ def test_base_is_the_highest_certified_head() -> None:
     selection = select([vc(0, 1), vc(1, 3), vc(2, 2)], WINDOW)
     assert (selection.base_height, selection.base_sender) == (3, 1)
     assert selection.base_hash == CHAIN[2][0].hash
-    assert selection.blocks == ()
+    assert selection.hashes == ()
 
 
 def test_each_height_takes_the_prepared_block_of_the_highest_view() -> None:
     b2, b3 = CHAIN[1][0], CHAIN[2][0]
     old = fork_at(2, 0)
     views = [vc(0, 1, (proof(old, 0),)), vc(1, 1, (proof(b2, 2), proof(b3, 2))), vc(2, 1)]
-    assert select(views, WINDOW).blocks == (b2, b3)
+    chosen = select(views, WINDOW)
+    assert chosen.hashes == (b2.hash, b3.hash)
+    # Who holds each block: the senders whose proof names it, then the signers of its Prepares.
+    assert chosen.holders == ((1, 0, 2), (1, 0, 2))
 
 
-def test_selection_stops_at_a_gap_and_at_a_block_that_does_not_link() -> None:
+def test_selection_stops_at_a_gap_and_the_blocks_at_one_that_does_not_link() -> None:
     b2, b4 = CHAIN[1][0], CHAIN[3][0]
-    assert select([vc(0, 1, (proof(b2, 1), proof(b4, 1))), vc(1, 1), vc(2, 1)], WINDOW).blocks == (
-        b2,
-    )
+    gap = select([vc(0, 1, (proof(b2, 1), proof(b4, 1))), vc(1, 1), vc(2, 1)], WINDOW)
+    assert gap.hashes == (b2.hash,)
     stale = fork_at(2, 0)
     b3 = CHAIN[2][0]  # extends the chain's block 2, not `stale`
     chosen = select([vc(0, 1, (proof(stale, 3), proof(b3, 1))), vc(1, 1), vc(2, 1)], WINDOW)
-    assert chosen.blocks == (stale,)
+    assert chosen.hashes == (stale.hash, b3.hash)  # by hash, the rule cannot see the break
+    assert linked(CHAIN[0][0].hash, [stale, b3]) == (stale,)  # with the blocks, it can
+    assert linked(CHAIN[0][0].hash, [CHAIN[1][0], b3]) == (CHAIN[1][0], b3)
 
 
 def test_valid_view_changes_pass() -> None:
@@ -94,6 +98,6 @@ def test_forged_certificate_and_prepare_signatures_are_rejected() -> None:
     with pytest.raises(m.InvalidMessage, match="signature"):
         check_view_change(m.ViewChange(5, 2, block.hash, forged_cert, (), 0), G, WINDOW)
     good = proof(CHAIN[2][0], 1)
-    forged = m.PreparedProof(1, 3, good.block, ((0, bytes(64)), *good.prepares[1:]))
+    forged = m.PreparedProof(1, 3, good.block_hash, ((0, bytes(64)), *good.prepares[1:]))
     with pytest.raises(m.InvalidMessage, match="signature"):
         check_view_change(vc(0, 2, (forged,)), G, WINDOW)

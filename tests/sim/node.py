@@ -45,8 +45,9 @@ class DecodeCache:
 
     ENTRIES_MAX: Final = 4096
 
-    def __init__(self, chain_id: str) -> None:
+    def __init__(self, chain_id: str, validators: int) -> None:
         self.chain_id = chain_id
+        self.validators = validators
         self._answers: dict[bytes, m.Message | None] = {}
 
     def decode(self, raw: bytes) -> m.Message | None:
@@ -54,7 +55,7 @@ class DecodeCache:
         if raw in self._answers:
             return self._answers[raw]
         try:
-            msg: m.Message | None = m.decode_message(raw, self.chain_id)
+            msg: m.Message | None = m.decode_message(raw, self.chain_id, validators=self.validators)
         except m.InvalidMessage:
             msg = None
         if len(self._answers) >= self.ENTRIES_MAX:
@@ -146,7 +147,8 @@ class SimNode:
         """The replica events for `raw` bytes from a peer, or why the shell drops them."""
         replica = self.replica
         assert replica is not None
-        msg = (decoded or DecodeCache(self.genesis.chain_id)).decode(raw)
+        decoded = decoded or DecodeCache(self.genesis.chain_id, len(self.genesis.validators))
+        msg = decoded.decode(raw)
         if msg is None:
             self.counters["undecodable"] += 1
             return f"dropped {len(raw)} undecodable bytes"

@@ -149,7 +149,7 @@ class Simulator:
         self.client_interval_ms = client_interval_ms
         self.client_on = True
         self._drop_rule: DropRule | None = None
-        self._decoded = DecodeCache(self.genesis.chain_id)
+        self._decoded = DecodeCache(self.genesis.chain_id, len(self.genesis.validators))
         self._queue: list[tuple[int, int, _Item]] = []
         self._link_sent: Counter[tuple[int, int]] = Counter()  # sends per (sender, receiver)
         self._link_delivered: dict[tuple[int, int], int] = {}  # the highest send delivered

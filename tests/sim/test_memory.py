@@ -10,7 +10,7 @@ grow between the first and the last sample once the caches are warm.
 from collections import deque
 from typing import Final
 
-from consensus import signatures, viewstate
+from consensus import log, signatures, viewstate
 from consensus.replica import Replica, ReplicaConfig
 from ledger.genesis import Genesis
 from tests.sim.fastcrypto import memoized_verify
@@ -29,6 +29,7 @@ def log_bound(config: ReplicaConfig, n: int) -> int:
     return (
         window * per_height  # instances in the watermark window
         + 2 * window  # prepared proofs and waiting pre-prepares
+        + (log.BLOCKS_PER_HEIGHT_MAX + 1) * window  # blocks held by hash for a NewView
         + (window + 1) * n  # checkpoint votes and own checkpoints in the window
         + viewstate.VIEW_AHEAD_MAX * n  # ViewChanges for views ahead
         + signatures.VERIFIED_CACHE_MAX  # the signature cache

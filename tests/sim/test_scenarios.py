@@ -195,6 +195,34 @@ def test_a_block_committed_by_one_replica_survives_a_view_change_without_it() ->
     sim.check_safety()
 
 
+def test_a_replica_without_a_reproposed_block_fetches_it_by_hash() -> None:
+    """n3 never gets a PrePrepare from block 5 on; n0, n1, n2 prepare block 5, but no Commit of
+    view 0 gets through there. The primary n0 crashes. The NewView of view 1 names block 5 by
+    hash only (a ViewChange carries no block): n3 asks a holder for it, takes it only because
+    its hash is the one named, and every replica commits that very block."""
+    sim = Simulator(seed=23)
+    sim.run_until(height=4)
+
+    def cut(_sender: int, to: int, msg: m.Message) -> bool:
+        late = isinstance(msg, m.PrePrepare | m.Commit) and msg.height >= 5
+        return late and (to == 3 or isinstance(msg, m.Commit))
+
+    sim.drop_messages(cut)
+    sim.run_until(until=lambda: all(5 in sim.replica(i).log.prepared for i in (1, 2)))
+    named = sim.replica(1).log.prepared[5].block_hash
+    assert named not in sim.replica(3).log.blocks
+    assert sim.stats["dropped_by_rule"] > 0
+    sim.crash(0)
+    sim.drop_messages(None)
+    sim.run_until(height=5, nodes={1, 2, 3}, within_ms=4 * VIEW_CHANGE_RECOVERY_MS_MAX)
+    assert sim.replica(3).view >= 1
+    assert sim.replica(3).counters["blocks_fetched_by_hash"] > 0
+    assert all(sim.node(i).store.get(5)[0].hash == named for i in (1, 2, 3))
+    sim.restart(0)
+    sim.run_until(height=7)
+    sim.check_safety()
+
+
 def test_crash_between_persist_and_send_never_forks() -> None:
     """Replicas die part-way through their action lists, again and again, then come back."""
     sim = Simulator(seed=9)

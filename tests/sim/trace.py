@@ -58,6 +58,11 @@ def describe_message(msg: m.Message) -> str:
             return f"Status(v{msg.view} h{msg.committed_height} from {msg.sender})"
         case m.TxBatch():
             return f"TxBatch({len(msg.txs)} txs from {msg.sender})"
+        case m.BlockRequest():
+            hashes = ",".join(short(d) for d in msg.hashes)
+            return f"BlockRequest([{hashes}] from {msg.sender})"
+        case m.BlockReply():
+            return f"BlockReply(h{msg.block.height} {short(msg.block.hash)} from {msg.sender})"
 
 
 def describe_event(event: Event) -> str:
