@@ -73,10 +73,13 @@ class Reproposal:
     def wants(self, block: Block, head: ChainHead, held: Container[bytes]) -> bool:
         """Is `block` one the selection names above `head`, and not `held` yet? Raise
         `InvalidMessage` if it is, by its header, but its txs are not the ones the header
-        commits to."""
+        commits to. Nothing is wanted while the head is below the base (we ask for nothing
+        then, and a block kept must lie within the window above the head)."""
         index = block.height - self.selection.base_height - 1
         hashes = self.selection.hashes
-        if block.height <= head.height or not 0 <= index < len(hashes) or block.hash in held:
+        if head.height < self.selection.base_height or block.height <= head.height:
+            return False
+        if not 0 <= index < len(hashes) or block.hash in held:
             return False
         if hashes[index] != block.hash:
             return False

@@ -86,6 +86,7 @@ def test_a_block_is_wanted_only_if_its_hash_is_the_one_named_at_its_height() -> 
     assert not pending.wants(fork_at(2, 3), head, set())  # another block at a named height
     assert not pending.wants(B[3], head, set())  # a height the selection does not name
     assert not pending.wants(B[1], head_at(2), set())  # already committed here
+    assert not pending.wants(B[1], head_at(0), set())  # below the base: nothing is asked yet
     swapped = blocks.Block(B[2].header, B[1].txs, B[2].hash)  # the header's hash, other txs
     with pytest.raises(m.InvalidMessage) as caught:
         pending.wants(swapped, head, set())
