@@ -4,10 +4,23 @@ Owns the checkpoint votes inside the watermark window and the stable checkpoint.
 becomes stable when a quorum of validators signed the same block hash at its height *and* this
 replica committed that block itself (its own vote is among them); everything at or below it is
 then void and may be forgotten. The replica sends its own checkpoints and carries out the
-forgetting (`Journal.collect`); this object only counts.
+forgetting (`Journal.collect`); this object only counts. It keeps the matching votes of the
+last stable checkpoint (`proof`): q signatures that prove it to anyone (docs/protocol.md 13).
 """
 
+from dataclasses import dataclass
+
 from consensus import messages as m
+
+
+@dataclass(frozen=True)
+class StableProof:
+    """The last stable checkpoint: `votes` are (validator index, signature), sorted, q of them,
+    each over `Domain.CHECKPOINT || encode([chain_id, height, block_hash])`."""
+
+    height: int
+    block_hash: bytes
+    votes: tuple[tuple[int, bytes], ...]
 
 
 class Checkpoints:
@@ -19,6 +32,7 @@ class Checkpoints:
         self.stable = 0  # height of the last stable checkpoint (0: the genesis)
         self._votes: dict[int, dict[int, tuple[bytes, bytes]]] = {}  # height -> sender -> vote
         self._own: dict[int, bytes] = {}  # height -> hash of the block this replica committed
+        self.proof: StableProof | None = None  # the votes of the last stable checkpoint
 
     def is_due(self, height: int) -> bool:
         return height % self.interval == 0
@@ -40,6 +54,8 @@ class Checkpoints:
         if own is None or matching < self._quorum:
             return None
         self.stable = cp.height
+        matched = sorted((sender, sig) for sender, (digest, sig) in votes.items() if digest == own)
+        self.proof = StableProof(cp.height, own, tuple(matched[: self._quorum]))
         for table in (self._votes, self._own):
             for h in [h for h in table if h <= cp.height]:
                 del table[h]

@@ -101,14 +101,15 @@ class Admission:
         candidates: list[tuple[int, txs.Transaction, Client]] = []
         seen: set[bytes] = set()
         for index, item in enumerate(items):
+            decoded: txs.Transaction | None = None  # named in a refusal once it decodes
             try:
-                tx = item if isinstance(item, txs.Transaction) else self._decode(item)
+                tx = decoded = item if isinstance(item, txs.Transaction) else self._decode(item)
                 client = check_cheap(
                     tx, self._genesis, now_ms, seen=seen,
                     is_committed=self._is_committed, is_known=self.is_known,
                 )  # fmt: skip
             except InvalidTransaction as exc:
-                tx_id = item.tx_id if isinstance(item, txs.Transaction) else None
+                tx_id = None if decoded is None else decoded.tx_id
                 rejected.append(Rejection(index, tx_id, exc.reason, exc.detail))
                 continue
             seen.add(tx.tx_id)

@@ -153,9 +153,10 @@ async def _submit(
         rt.metrics.txs_rejected.labels(r.reason).inc()
     if not accepted:
         first = rejected[0]
+        extra: dict[str, Any] = {} if is_batch else {"tx_id": first.tx_id}
         error = ApiError(
             STATUS_OF.get(first.reason, 400), first.reason, first.detail,
-            {"rejected": [_rejection_view(r) for r in rejected]},
+            extra | {"rejected": [_rejection_view(r) for r in rejected]},
         )  # fmt: skip
         if first.reason == POOL_FULL:
             error.with_retry()
@@ -376,6 +377,20 @@ async def get_consistency(request: web.Request) -> web.StreamResponse:
     return await _off_loop(request, lambda: proofs.consistency(rt.store, old, new))
 
 
+async def get_chain(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    low, high = _height_range(request, rt.store.height, to_required=False)
+    return await _off_loop(request, lambda: proofs.chain_page(rt.store, low, high, FETCH_BYTES_MAX))
+
+
+async def get_stable_checkpoint(request: web.Request) -> web.StreamResponse:
+    rt = _runtime(request)
+    proof = rt.replica.checkpoints.proof
+    if proof is None:
+        raise ApiError(404, "not_found", "no checkpoint is stable on this node since it started")
+    return render(request, proofs.stable_checkpoint(rt.identity.genesis, proof))
+
+
 # --- Operations ------------------------------------------------------------------------------
 
 
@@ -434,18 +449,16 @@ async def post_peer_messages(request: web.Request) -> web.StreamResponse:
 
 async def get_peer_blocks(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
-    head = rt.store.height
-    low = _int_param(request, "from", None, 1, 2**63 - 1)
-    high = min(_int_param(request, "to", None, low, 2**63 - 1), head, low + FETCH_BLOCKS_MAX - 1)
-    pairs: list[tuple[bytes, bytes]] = []
-    size = 0
-    for height in range(low, high + 1):
-        block, cert = rt.store.raw_block(height), rt.store.raw_certificate(height)
-        if block is None or cert is None or (pairs and size + len(block) > FETCH_BYTES_MAX):
-            break
-        pairs.append((block, cert))
-        size += len(block) + len(cert)
+    low, high = _height_range(request, rt.store.height, to_required=True)
+    pairs = proofs.raw_pairs(rt.store, low, high, FETCH_BYTES_MAX)
     return web.Response(body=encode_blocks(pairs), content_type=codec.MSGPACK)
+
+
+def _height_range(request: web.Request, head: int, *, to_required: bool) -> tuple[int, int]:
+    """`?from=A&to=B`, cut to the head and to `FETCH_BLOCKS_MAX` blocks."""
+    low = _int_param(request, "from", None, 1, HEIGHT_MAX)
+    to = _int_param(request, "to", None if to_required else HEIGHT_MAX, low, HEIGHT_MAX)
+    return low, min(to, head, low + FETCH_BLOCKS_MAX - 1)
 
 
 # --- The application -------------------------------------------------------------------------
@@ -460,7 +473,9 @@ ROUTES: Final = (
     ("GET", "/v1/records", queries.get_records, auth.KEYED),
     ("GET", "/v1/records/{key:.+}", get_record, auth.KEYED),
     ("GET", "/v1/history/{key:.+}", get_history, auth.KEYED),
+    ("GET", "/v1/chain", get_chain, auth.CHAIN),
     ("GET", "/v1/checkpoint", get_checkpoint, auth.MEMBER),
+    ("GET", "/v1/checkpoint/stable", get_stable_checkpoint, auth.MEMBER),
     ("GET", "/v1/consistency", get_consistency, auth.MEMBER),
     ("GET", "/v1/status", get_status, auth.MEMBER),
     ("GET", "/v1/events", events.get_events, auth.KEYED),

@@ -21,6 +21,7 @@ _TX_COUNT: Final = _INT | {
 _REASONS: Final = [
     "malformed", "too_large", "wrong_chain", "unknown_client", "forbidden_namespace",
     "stale_timestamp", "future_timestamp", "bad_signature", "duplicate", "pool_full",
+    "unchecked",
 ]  # fmt: skip
 
 
@@ -51,15 +52,19 @@ def _tx_schemas() -> dict[str, Any]:
         height={"type": ["integer", "null"]}, index={"type": ["integer", "null"]},
     )  # fmt: skip
     batch = _array(_ref("TransactionIn")) | {"minItems": 1, "maxItems": 10000}
+    fields = _TX_FIELDS | {"body": _ref("RecordBody")}
     return {
-        "Error": _obj(["error", "reason"], error={"type": "string"}, reason={"type": "string"}),
-        "TransactionIn": {"oneOf": [
-            _obj(["raw"], raw={**_HEX, "description": "the canonical tx bytes"}),
-            _obj(list(_TX_FIELDS), **_TX_FIELDS),
+        "Error": _obj(["error", "reason"], error={"type": "string"}, reason={"type": "string"},
+                      tx_id={"type": ["string", "null"]}),
+        "RecordBody": {"type": "object", "additionalProperties": True,
+                       "description": "plain values only: no floats"},
+        "RawTransaction": _obj(["raw"], raw={**_HEX, "description": "the canonical tx bytes"}),
+        "TransactionFields": _obj(list(fields), **fields),
+        "TransactionIn": {"oneOf": [_ref("RawTransaction"), _ref("TransactionFields")]},
+        "Batch": _obj(["transactions"], transactions=batch),
+        "Submission": {"oneOf": [
+            _ref("RawTransaction"), _ref("TransactionFields"), _ref("Batch"),
         ]},
-        "Submission": {
-            "oneOf": [_ref("TransactionIn"), _obj(["transactions"], transactions=batch)]
-        },
         "TxStatus": status,
         "Rejection": _obj(
             ["index", "error", "reason"], index=_INT, tx_id={"type": ["string", "null"]},
@@ -67,9 +72,9 @@ def _tx_schemas() -> dict[str, Any]:
         ),
         "SubmitResult": _obj(
             ["accepted", "rejected"], accepted=_array(_ref("TxStatus")),
-            rejected=_array(_ref("Rejection")),
+            rejected=_array(_ref("Rejection")), **status["properties"],
         ) | {"description": "for a single tx, also the fields of its TxStatus"},
-        "Transaction": _obj([*_TX_FIELDS, "tx_id", "raw"], **_TX_FIELDS, tx_id=_HASH, raw=_HEX),
+        "Transaction": _obj([*fields, "tx_id", "raw"], **fields, tx_id=_HASH, raw=_HEX),
         "TxLookup": status | {"properties": status["properties"] | {"tx": _ref("Transaction")}},
     }  # fmt: skip
 
@@ -77,11 +82,13 @@ def _tx_schemas() -> dict[str, Any]:
 def _block_schemas() -> dict[str, Any]:
     version = _obj(
         ["type", "value", "tx_id", "height", "index"], type={"type": "string"},
-        value={"type": "object"}, tx_id=_HASH, height=_INT, index=_INT,
+        value=_ref("RecordBody"), tx_id=_HASH, height=_INT, index=_INT,
         client_id={"type": "string"}, timestamp_ms=_INT,
     )  # fmt: skip
-    vote = _obj(["validator", "signature"], validator=_INT, signature=_HEX)
+    raw_block = _obj(["height", "block", "certificate"], height=_INT, block=_HEX,
+                     certificate=_HEX)  # fmt: skip
     return {
+        "Vote": _obj(["validator", "signature"], validator=_INT, signature=_HEX),
         "Header": _obj(
             ["height", "prev_hash", "tx_root", "tx_count", "history_root", "timestamp_ms", "view",
              "proposer"], height=_INT, prev_hash=_HASH, tx_root=_HASH, tx_count=_TX_COUNT,
@@ -89,26 +96,28 @@ def _block_schemas() -> dict[str, Any]:
         ),
         "Certificate": _obj(
             ["height", "block_hash", "view", "votes"], height=_INT, block_hash=_HASH, view=_INT,
-            votes=_array(vote), raw=_HEX,
+            votes=_array(_ref("Vote")), raw=_HEX,
         ),
         "Block": _obj(
             ["height", "hash", "header", "txs", "certificate"], height=_INT, hash=_HASH,
             header=_ref("Header"), txs=_array(_ref("Transaction")),
             certificate=_ref("Certificate"),
         ),
+        "Version": version,
         "Record": version | {"properties": {"key": {"type": "string"}} | version["properties"]},
         "RecordPage": _obj(
             ["records", "next_cursor"],
-            records=_array(version | {"properties": {"key": {"type": "string"}}
-                                      | version["properties"]}),
+            records=_array(_ref("Record")),
             next_cursor={"type": ["string", "null"],
                          "description": "pass as ?cursor= for the next page; null: no more"},
         ),
         "History": _obj(
             ["key", "versions", "next_cursor", "truncated"], key={"type": "string"},
-            versions=_array(version), next_cursor={"type": ["string", "null"]},
+            versions=_array(_ref("Version")), next_cursor={"type": ["string", "null"]},
             truncated={"type": "boolean"},
         ),
+        "RawBlock": raw_block,
+        "ChainPage": _obj(["head", "blocks"], head=_INT, blocks=_array(_ref("RawBlock"))),
     }  # fmt: skip
 
 
@@ -118,17 +127,25 @@ def _proof_schemas() -> dict[str, Any]:
         block_hash=_HASH, history_root=_HASH, header=_HEX, certificate=_HEX,
     )  # fmt: skip
     anchor = checkpoint | {
-        "properties": checkpoint["properties"] | {"history_proof": _array(_HASH)}
+        "properties": checkpoint["properties"] | {"history_proof": _array(_HASH)},
+        "required": [*checkpoint["required"], "history_proof"],
     }
+    vote = _obj(["validator", "signature"], validator=_INT, signature=_HEX,
+                validator_id={"type": ["string", "null"]})  # fmt: skip
     bundle = {
         "format": {"type": "string", "const": BUNDLE_FORMAT},
         "chain_id": {"type": "string"}, "genesis_hash": _HASH, "tx_id": _HASH, "tx": _HEX,
         "height": _INT, "index": _INT, "tx_count": _TX_COUNT, "header": _HEX, "block_hash": _HASH,
         "tx_proof": _array(_HASH), "certificate": _HEX,
-        "anchor": {"oneOf": [{"type": "null"}, anchor]},
+        "anchor": {"oneOf": [{"type": "null"}, _ref("Anchor")]},
     }  # fmt: skip
     return {
         "Checkpoint": checkpoint,
+        "Anchor": anchor,
+        "CheckpointVote": vote,
+        "StableCheckpoint": _obj(["chain_id", "height", "block_hash", "votes"],
+                                 chain_id={"type": "string"}, height=_INT, block_hash=_HASH,
+                                 votes=_array(_ref("CheckpointVote"))),
         "Consistency": _obj(
             ["from", "to", "consistency_proof", "inclusion_proof"], to=_ref("Checkpoint"),
             consistency_proof=_array(_HASH), inclusion_proof=_array(_HASH),
@@ -279,6 +296,12 @@ def _reads() -> dict[str, Any]:
                                "next_cursor"), "History", (400, 401, 403, 404, 503),
                               [key, limit, cursor]),
         "/v1/checkpoint": ("Latest certified head", "Checkpoint", (401, 404, 503), []),
+        "/v1/checkpoint/stable": (("The signed Checkpoint votes of the last stable checkpoint "
+                                   "(docs/protocol.md 18.6)"), "StableCheckpoint",
+                                  (401, 404, 503), []),
+        "/v1/chain": (("Certified blocks from..to as their exact bytes (at most 64, 4 MiB): "
+                       "validators and auditors"), "ChainPage", (400, 401, 403, 503),
+                      heights),
         "/v1/consistency": ("Consistency proof between two certified heads", "Consistency",
                             (400, 401, 404, 503), heights),
         "/v1/status": ("Node status", "Status", (401,), []),
@@ -357,6 +380,49 @@ def _operations() -> dict[str, Any]:
     }  # fmt: skip
 
 
+# Each operation's operationId: the name a generated client gives its function.
+OPERATION_IDS: Final = {
+    ("post", "/v1/transactions"): "submit_transactions",
+    ("get", "/v1/transactions/{tx_id}"): "get_transaction",
+    ("get", "/v1/transactions/{tx_id}/proof"): "get_proof",
+    ("get", "/v1/blocks/{height}"): "get_block",
+    ("get", "/v1/chain"): "get_chain",
+    ("get", "/v1/records/{key}"): "get_record",
+    ("get", "/v1/history/{key}"): "get_history",
+    ("get", "/v1/checkpoint"): "get_checkpoint",
+    ("get", "/v1/checkpoint/stable"): "get_stable_checkpoint",
+    ("get", "/v1/consistency"): "get_consistency",
+    ("get", "/v1/status"): "get_status",
+    ("get", "/v1/openapi.json"): "get_openapi",
+    ("get", "/metrics"): "get_metrics",
+    ("get", "/v1/auth/challenge"): "get_challenge",
+    ("get", "/v1/auth/session"): "get_session",
+    ("post", "/v1/auth/session"): "sign_in",
+    ("delete", "/v1/auth/session"): "sign_out",
+    ("get", "/explorer/"): "get_explorer",
+    ("get", "/explorer/{name}"): "get_explorer_file",
+    ("post", "/peer/v1/messages"): "post_peer_messages",
+    ("get", "/peer/v1/blocks"): "get_peer_blocks",
+    ("get", "/healthz"): "get_healthz",
+    ("get", "/readyz"): "get_readyz",
+    ("get", "/v1/records"): "query_records",
+    ("get", "/v1/events"): "get_events",
+}
+
+
+def _operation_id(method: str, path: str) -> str:
+    """The listed id, else one made of the method and the path's words (never missing)."""
+    words = [w.strip("{}").replace(".", "_").replace("-", "_") for w in path.split("/") if w]
+    return OPERATION_IDS.get((method, path)) or "_".join([method, *words])
+
+
+def _with_operation_ids(paths: dict[str, Any]) -> dict[str, Any]:
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            operation.setdefault("operationId", _operation_id(method, path))
+    return paths
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -366,7 +432,7 @@ def document() -> dict[str, Any]:
             "description": "JSON with hex-encoded bytes; msgpack (bytes as bin) when the "
             "request says application/msgpack. Errors are {error, reason}.",
         },
-        "paths": _writes() | _reads() | _auth_paths() | _operations(),
+        "paths": _with_operation_ids(_writes() | _reads() | _auth_paths() | _operations()),
         "components": {"schemas": _schemas(), "securitySchemes": _security()},
         # signed (all four headers), a browser session, or anonymous where the route allows
         "security": [

@@ -16,10 +16,12 @@ store and never writes it.
 
 from typing import Any
 
+from consensus.checkpoints import StableProof
 from ledger import merkle
 from ledger.block import Block, Certificate
 from ledger.encoding import encode
 from ledger.errors import StoreError
+from ledger.genesis import Genesis
 from ledger.proofs import BUNDLE_FORMAT
 from ledger.store import BlockStore
 
@@ -82,4 +84,46 @@ def consistency(store: BlockStore, old: int, new: int) -> dict[str, Any]:
         "to": checkpoint(store, new),
         "consistency_proof": store.history_consistency_proof(old, new) if old < new else [],
         "inclusion_proof": store.history_inclusion_proof(new, old) if old < new else [],
+    }
+
+
+def raw_pairs(store: BlockStore, low: int, high: int, bytes_max: int) -> list[tuple[bytes, bytes]]:
+    """The stored bytes of blocks `low..high` and their certificates, in height order: fewer
+    when a block is missing or the answer would pass `bytes_max` (never fewer than one held)."""
+    pairs: list[tuple[bytes, bytes]] = []
+    size = 0
+    for height in range(low, high + 1):
+        block, cert = store.raw_block(height), store.raw_certificate(height)
+        if block is None or cert is None or (pairs and size + len(block) > bytes_max):
+            break
+        pairs.append((block, cert))
+        size += len(block) + len(cert)
+    return pairs
+
+
+def chain_page(store: BlockStore, low: int, high: int, bytes_max: int) -> dict[str, Any]:
+    """`GET /v1/chain`: certified blocks as their exact bytes, for an auditor or a backup that
+    verifies them itself (docs/protocol.md 18.6)."""
+    pairs = raw_pairs(store, low, high, bytes_max)
+    return {
+        "head": store.height,
+        "blocks": [
+            {"height": low + i, "block": block, "certificate": cert}
+            for i, (block, cert) in enumerate(pairs)
+        ],
+    }
+
+
+def stable_checkpoint(genesis: Genesis, proof: StableProof) -> dict[str, Any]:
+    """`GET /v1/checkpoint/stable`: the q signed Checkpoint votes of the last stable checkpoint
+    (docs/protocol.md 18.6), each naming its validator by index and id."""
+    ids: dict[int, str] = {int(v.index): v.id for v in genesis.validators}
+    return {
+        "chain_id": genesis.chain_id,
+        "height": proof.height,
+        "block_hash": proof.block_hash,
+        "votes": [
+            {"validator": index, "validator_id": ids.get(index), "signature": signature}
+            for index, signature in proof.votes
+        ],
     }

@@ -110,6 +110,9 @@ async def test_reads_follow_identity_role_and_read_policy(
         ("auditor", "/v1/blocks/1", 200), ("auditor", "/v1/records/policies/r/1", 200),
         ("auditor", f"/v1/transactions/{ids['policies/']}/proof", 200),
         ("node0", "/v1/blocks/latest", 200),
+        (None, "/v1/chain?from=1", 401), (FISCAL, "/v1/chain?from=1", 403),
+        ("auditor", "/v1/chain?from=1", 200), ("node0", "/v1/chain?from=1&to=1", 200),
+        (None, "/v1/checkpoint/stable", 401),
     ]  # fmt: skip
     got = []
     for who, path, _ in cases:

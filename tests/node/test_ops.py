@@ -124,3 +124,15 @@ def test_openapi_documents_every_route(tmp_path: Path) -> None:
         if route.method != "HEAD":
             routes.add((route.method, path.replace("{key:.+}", "{key}")))
     assert routes == documented
+
+
+def test_every_operation_has_its_own_id_and_every_body_form_a_named_schema() -> None:
+    document = openapi.document()
+    ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    assert all(i.isidentifier() for i in ids)
+    schemas = document["components"]["schemas"]
+    for name in ("Submission", "TransactionIn"):  # a generator names inline forms itself
+        assert all(set(form) == {"$ref"} for form in schemas[name]["oneOf"]), name
+    submit = document["paths"]["/v1/transactions"]["post"]
+    assert submit["operationId"] == "submit_transactions"
