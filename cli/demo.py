@@ -21,14 +21,14 @@ from typing import Any, Final
 import click
 
 from cli import network, processes
-from cli.api import NodeClient, NodeUnreachable, Refused, Signer
 from cli.audit import export_bundle, verify_store, verify_stream
+from cli.client import Client, NodeClient, NodeUnreachable, Refused, Signer
 from cli.cluster import status_row, status_table
 from cli.errors import Failed
 from cli.follow import parse
 from cli.output import Progress, short, table
 from cli.ports import free_ports
-from cli.records import await_commit, block_lines, make_tx, send
+from cli.records import block_lines, make_tx, send
 from ledger import crypto, proofs
 from ledger.encoding import decode, encode
 from ledger.primitives import TX_BYTES_MAX
@@ -173,7 +173,7 @@ class Demo:
     def submit(self, url: str, records: list[Record]) -> list[dict[str, Any]]:
         """Send records to the node at `url`, then wait until every one is committed."""
         rows, sent = [], []
-        with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
+        with Client(url, signer=self.signer, genesis=self.net.genesis) as client:
             for org, key, type_, body in records:
                 clerk = f"{org}-clerk"
                 tx = make_tx(
@@ -188,15 +188,15 @@ class Demo:
                 sent.append((clerk, key, type_, tx.tx_id.hex()))
             deadline = time.monotonic() + COMMIT_TIMEOUT_S
             for clerk_id, key, type_, tx_id in sent:
-                status = await_commit(client, tx_id, deadline)
+                status = client.wait(tx_id, max(0.0, deadline - time.monotonic()))
                 rows.append(
                     {
                         "client": clerk_id,
                         "key": key,
                         "type": type_,
                         "tx_id": tx_id,
-                        "height": status["height"],
-                        "index": status["index"],
+                        "height": status.height,
+                        "index": status.index,
                     }
                 )
         return rows

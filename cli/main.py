@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from cli import anchors, audit, cluster, demo, follow, keys, noderun, records
+from cli.client.errors import ClientError
 from cli.errors import Failed
 from ledger.errors import LedgerError
 
@@ -20,7 +21,7 @@ class CityLedgerGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except LedgerError as exc:
+        except (LedgerError, ClientError) as exc:  # a refusal, a node out of reach
             raise Failed(str(exc)) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""

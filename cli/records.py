@@ -12,15 +12,9 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli import keyfile
-from cli.api import (
-    CHAIN_ID_PATH,
-    CLIENT_ENV,
-    KEY_ENV,
-    NodeClient,
-    Refused,
-    Signer,
-    path_of,
-)
+from cli.client import Client, NotCommitted, Refused, Signer
+from cli.client.core import BLOCK_FIELDS, RECORD_FIELDS, STATUS_FIELDS, WAIT_TIMEOUT_S
+from cli.client.http import CLIENT_ENV, KEY_ENV, path_of
 from cli.errors import Failed
 from cli.options import (
     genesis_option,
@@ -37,12 +31,7 @@ from ledger.errors import InvalidEncoding, InvalidTransaction
 from ledger.genesis import Genesis
 from ledger.primitives import BODY_BYTES_MAX
 
-WAIT_TIMEOUT_S: Final = 60.0
 HISTORY_LIMIT_MAX: Final = 10_000  # the node's bound on one history page
-STATUS_FIELDS: Final = ("tx_id", "status", "height", "index")  # DESIGN.md: a tx status
-BLOCK_FIELDS: Final = ("height", "hash", "header", "txs", "certificate")
-RECORD_FIELDS: Final = ("key", "type", "value", "tx_id", "height", "index")
-WAIT_POLL_S: Final = 0.2
 BODY_TEXT_BYTES_MAX: Final = 4 * BODY_BYTES_MAX  # JSON text is larger than its msgpack
 _HINTS: Final = {
     txs.UNKNOWN_CLIENT: "is --client one of the genesis clients?",
@@ -157,42 +146,14 @@ def make_tx(
         raise click.BadParameter(detail, param_hint=hint) from None
 
 
-def send(
-    client: NodeClient, tx: txs.Transaction, *, wait: bool, timeout_s: float
-) -> dict[str, Any]:
-    """Submit `tx`; with `wait`, return once it is committed (or raise `Failed` at the timeout)."""
-    query = "?wait=true" if wait else ""
+def send(client: Client, tx: txs.Transaction, *, wait: bool, timeout_s: float) -> dict[str, Any]:
+    """Submit `tx` under the library's retry rule; with `wait`, return once it is committed."""
     try:
-        answer = client.post(
-            f"/v1/transactions{query}",
-            {"raw": tx.raw.hex()},
-            expect=STATUS_FIELDS,
-            timeout_s=timeout_s,
-        )
+        return client.submit(tx, wait=wait, timeout_s=timeout_s).as_dict()
     except Refused as exc:
         raise refused(exc, "the node refused the record") from None
-    status = {k: answer.value.get(k) for k in ("tx_id", "status", "height", "index")}
-    if wait and status["status"] != "committed":
-        status = await_commit(client, tx.tx_id.hex(), time.monotonic() + timeout_s)
-    return status
-
-
-def await_commit(client: NodeClient, tx_id: str, deadline: float) -> dict[str, Any]:
-    """Poll the tx's status until it is committed (the node's own wait ran out, e.g. during a
-    view change) or `deadline` passes."""
-    while True:
-        try:
-            value = client.get(f"/v1/transactions/{tx_id}", expect=STATUS_FIELDS)
-        except Refused as exc:
-            raise refused(exc, f"tx {tx_id}") from None
-        if value.get("status") == "committed":
-            return {k: value.get(k) for k in ("tx_id", "status", "height", "index")}
-        if time.monotonic() > deadline:
-            raise Failed(
-                f"tx {tx_id} was accepted but is not committed yet; "
-                f"follow it with `cityledger tx {tx_id}`"
-            )
-        time.sleep(WAIT_POLL_S)
+    except NotCommitted as exc:
+        raise Failed(f"{exc} (follow it with `cityledger tx {exc.tx_id}`)") from None
 
 
 @click.command()
@@ -253,18 +214,8 @@ def submit(
     fields_ = {"client_id": client_id, "record_key": record_key, "record_type": record_type}
     make_tx(key, chain_id=genesis.chain_id if genesis else "check", body=body, **fields_)
     signer = Signer(client_id, key, None if genesis is None else genesis.chain_id)
-    with NodeClient(node_url, signer=signer, genesis=genesis) as client:
-        if signer.chain_id is None:  # learnt anonymously, before the first signed request
-            signer.chain_id = str(client.get(CHAIN_ID_PATH, expect=("chain_id",))["chain_id"])
-        chain_id = signer.chain_id
-        tx = make_tx(
-            key,
-            chain_id=chain_id,
-            client_id=client_id,
-            record_key=record_key,
-            record_type=record_type,
-            body=body,
-        )
+    with Client(node_url, signer=signer, genesis=genesis) as client:
+        tx = client.build(record_key, record_type, body)
         if genesis is not None:
             check_locally(tx, genesis)
         status = send(client, tx, wait=wait, timeout_s=timeout_s)
@@ -288,7 +239,7 @@ def fetch(
     signer: Signer | None,
     genesis: Genesis | None,
 ) -> Any:
-    with NodeClient(node_url, signer=signer, genesis=genesis) as client:
+    with Client(node_url, signer=signer, genesis=genesis) as client:
         try:
             return client.get(path, expect=expect)
         except Refused as exc:

@@ -2,7 +2,7 @@
 
 The bench's load process and the tests talk to nodes with aiohttp; this signs each request
 with an identity's key the way docs/protocol.md section 16 says (the CLI's synchronous client
-signs in cli/api.py with the same `node.auth_request`).
+signs in cli/client/http.py with the same `node.auth_request`).
 """
 
 import time

@@ -13,10 +13,12 @@ import pytest
 import yarl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cli.client import core
 from ledger import genesis as genesis_mod
 from ledger import proofs
 from ledger import tx as txs
 from ledger.encoding import encode
+from ledger.verify import ChainVerifier
 from node.app import STATUS_OF
 from tests.node.conftest import WAIT_S, Cluster, now_ms, start_cluster, stop_all, tx_json
 
@@ -415,6 +417,9 @@ async def test_wait_is_bounded_and_a_pending_tx_is_a_duplicate(tmp_path: Path, h
         status, again, _ = await post(http, c.url(0) + "/v1/transactions", tx)
         assert (status, again["error"]) == (409, txs.DUPLICATE)
         assert "pending" in again["reason"]
+        # the refusal names the tx, so a client retrying knows which tx it already holds
+        assert again["tx_id"] == body["tx_id"]
+        assert again["rejected"][0]["tx_id"] == body["tx_id"]
     finally:
         await stop_all(c)
 
@@ -458,5 +463,49 @@ async def test_waiting_requests_are_capped(tmp_path: Path, http) -> None:
         assert (status, body["error"], r.headers["Retry-After"]) == (503, "busy", "1")
         assert c.node(0).runtime.replica.pending == 1  # refused before admission
         first.cancel()
+    finally:
+        await stop_all(c)
+
+
+async def test_raw_chain_and_stable_checkpoint_votes(tmp_path: Path, http) -> None:
+    """`/v1/chain` serves the exact stored bytes, which verify from the genesis alone;
+    `/v1/checkpoint/stable` serves q Checkpoint votes that prove the stable checkpoint."""
+    c = await start_cluster(tmp_path, 4)  # the factory's checkpoint interval: 4 blocks
+    try:
+        status, _ = await get(http, c.url(0) + "/v1/checkpoint/stable")
+        assert status == 404  # nothing stable yet
+        for i in range(c.genesis.params.checkpoint_interval):
+            await submit_committed(c, http, c.tx("fiscal/", f"cp/{i}", {"n": i}))
+        interval = c.genesis.params.checkpoint_interval
+        await c.wait_height(interval)
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while True:  # the votes of the other validators arrive after the commit: poll, bounded
+            status, stable = await get(http, c.url(0) + "/v1/checkpoint/stable")
+            if status == 200 or asyncio.get_running_loop().time() > deadline:
+                break
+            await c.node(0).runtime.shell.wait_height(c.node(0).runtime.store.height)
+        assert status == 200, stable
+        height, digest = core.verify_stable_checkpoint(stable, c.genesis)
+        assert digest == c.node(1).runtime.store.block(height).hash  # type: ignore[union-attr]
+        forged = {**stable, "votes": stable["votes"][:1] * 3}
+        with pytest.raises(ValueError, match="not a valid checkpoint signature"):
+            core.verify_stable_checkpoint(forged, c.genesis)
+
+        head = c.node(2).runtime.store.height
+        async with http.get(c.url(2) + "/v1/chain?from=1", headers={"Accept": MSGPACK}) as r:
+            page = msgpack.unpackb(await r.read(), raw=False)
+        assert (r.status, page["head"], len(page["blocks"])) == (200, head, head)
+        verifier = ChainVerifier(c.genesis, lambda _tx_id: None)
+        for n, item in enumerate(page["blocks"], 1):
+            assert item["height"] == n
+            assert item["block"] == c.node(2).runtime.store.raw_block(n)
+            verifier.feed(item["block"], item["certificate"])
+        status, text = await get(http, c.url(2) + f"/v1/chain?from=2&to={head + 5}")
+        assert status == 200
+        assert [b["height"] for b in text["blocks"]] == list(range(2, head + 1))
+        assert bytes.fromhex(text["blocks"][0]["block"]) == c.node(2).runtime.store.raw_block(2)
+        for bad in ("", "?from=0", "?from=x", "?from=3&to=2"):
+            status, body = await get(http, c.url(2) + "/v1/chain" + bad)
+            assert (status, body["error"]) == (400, txs.MALFORMED), bad
     finally:
         await stop_all(c)
