@@ -56,7 +56,7 @@ def verify_store(path: Path, genesis: Genesis, progress: Progress) -> tuple[Veri
     return report, head
 
 
-class _TxLocations:
+class TxLocations:
     """Where each tx seen so far was committed: the stream's duplicate check.
 
     A fetched chain has no index to ask, so this holds every tx id of the chain verified so
@@ -107,7 +107,7 @@ def verify_stream(
     end, head_hash = status["height"], str(status["head_hash"])
     if isinstance(end, bool) or not isinstance(end, int) or end < 0:
         raise Failed(f"the node at {client.url} reports no valid height in its status")
-    locations = _TxLocations()
+    locations = TxLocations()
     verifier = ChainVerifier(genesis, locations)
     for height in range(1, end + 1):
         try:

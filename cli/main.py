@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cli import anchors, audit, cluster, demo, follow, keys, noderun, records
+from cli import anchors, audit, backup, cluster, demo, follow, keys, noderun, records
 from cli.client.errors import ClientError
 from cli.errors import Failed
 from ledger.errors import LedgerError
@@ -52,6 +52,8 @@ cli.add_command(follow.events)
 cli.add_command(audit.verify)
 cli.add_command(audit.proof)
 cli.add_command(audit.verify_proof)
+cli.add_command(backup.backup)
+cli.add_command(backup.restore)
 cli.add_command(demo.demo)
 cli.add_command(anchors.tls_anchors)
 
