@@ -147,9 +147,11 @@ def make_tx(
 
 
 def send(client: Client, tx: txs.Transaction, *, wait: bool, timeout_s: float) -> dict[str, Any]:
-    """Submit `tx` under the library's retry rule; with `wait`, return once it is committed."""
+    """Submit `tx` under the library's retry rule; with `wait`, return once it is committed.
+    The fields of `submit --json` (DESIGN.md: a tx status)."""
     try:
-        return client.submit(tx, wait=wait, timeout_s=timeout_s).as_dict()
+        status = client.submit(tx, wait=wait, timeout_s=timeout_s).as_dict()
+        return {name: status[name] for name in STATUS_FIELDS}
     except Refused as exc:
         raise refused(exc, "the node refused the record") from None
     except NotCommitted as exc:

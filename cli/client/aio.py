@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.client import core
 from cli.client.core import DEFAULT_RETRY, RetryPolicy, Signer, TxStatus
@@ -39,7 +40,7 @@ class AsyncClient:
     """`async with AsyncClient(url, identity=..., key=..., genesis=...) as node: ...`"""
 
     def __init__(
-        self, url: str, *, identity: str | None = None, key: Any = None,
+        self, url: str, *, identity: str | None = None, key: Ed25519PrivateKey | None = None,
         genesis: Genesis | None = None, timeout_s: float = TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:  # fmt: skip
@@ -49,7 +50,9 @@ class AsyncClient:
         self.genesis = genesis
         self.retry = retry
         self.timeout_s = timeout_s
-        self.signer = None if identity is None else Signer(identity, key, _chain(genesis))
+        self.signer = None
+        if identity is not None and key is not None:
+            self.signer = Signer(identity, key, _chain(genesis))
         self._ssl: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
             self._ssl = trusted_nodes(genesis)

@@ -48,6 +48,10 @@ class RetryPolicy:
     backoff_s: float = 0.25  # the first pause; doubles after each retry
     backoff_s_max: float = 5.0  # no pause is longer, whatever Retry-After says
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff_s < 0 or self.backoff_s_max < self.backoff_s:
+            raise ValueError("a retry policy makes at least one attempt, with pauses >= 0")
+
     def pause_s(self, attempt: int, retry_after: str | None) -> float:
         """The pause before send number `attempt + 1` (attempt counts from 1)."""
         if retry_after is not None and retry_after.isdigit():

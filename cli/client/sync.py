@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from cli.client import core
 from cli.client.core import DEFAULT_RETRY, RetryPolicy, Signer, TxStatus
 from cli.client.errors import ClientError, NotCommitted, Refused
@@ -31,13 +33,13 @@ class Client:
     """
 
     def __init__(
-        self, url: str, *, identity: str | None = None, key: Any = None,
+        self, url: str, *, identity: str | None = None, key: Ed25519PrivateKey | None = None,
         genesis: Genesis | None = None, timeout_s: float = TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY, signer: Signer | None = None,
     ) -> None:  # fmt: skip
         if signer is None and (identity is None) != (key is None):
             raise ClientError("identity and key go together")
-        if signer is None and identity is not None:
+        if signer is None and identity is not None and key is not None:
             signer = Signer(identity, key, None if genesis is None else genesis.chain_id)
         self.genesis = genesis
         self.retry = retry

@@ -18,7 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.client import AsyncClient, Client, NotCommitted, Refused, load_genesis, load_key
+from cli.client import (
+    AsyncClient,
+    Client,
+    NotCommitted,
+    Refused,
+    RetryPolicy,
+    load_genesis,
+    load_key,
+)
 from ledger.genesis import Genesis
 from ledger.verify import ChainVerifier
 from node import auth_request, tls
@@ -196,3 +204,12 @@ def test_a_generated_client_submits_waits_and_reads(
             key="fiscal/generated/1",
         )
         assert anonymous.status_code == 401
+
+
+def test_the_retry_policy_pauses_are_bounded() -> None:
+    policy = RetryPolicy()
+    assert [policy.pause_s(n, None) for n in (1, 2, 3, 6, 10)] == [0.25, 0.5, 1.0, 5.0, 5.0]
+    assert policy.pause_s(1, "2") == 2.0  # the node's Retry-After, in seconds
+    assert policy.pause_s(1, "3600") == policy.backoff_s_max
+    with pytest.raises(ValueError, match="at least one attempt"):
+        RetryPolicy(attempts=0)
