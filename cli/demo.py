@@ -23,9 +23,9 @@ import click
 from cli import network, processes
 from cli.audit import export_bundle, verify_store, verify_stream
 from cli.client import Client, NodeClient, NodeUnreachable, Refused, Signer
+from cli.client.events import parse
 from cli.cluster import status_row, status_table
 from cli.errors import Failed
-from cli.follow import parse
 from cli.output import Progress, short, table
 from cli.ports import free_ports
 from cli.records import block_lines, make_tx, send

@@ -297,7 +297,7 @@ def _reads() -> dict[str, Any]:
                               [key, limit, cursor]),
         "/v1/checkpoint": ("Latest certified head", "Checkpoint", (401, 404, 503), []),
         "/v1/checkpoint/stable": (("The signed Checkpoint votes of the last stable checkpoint "
-                                   "(docs/protocol.md 18.6)"), "StableCheckpoint",
+                                   "(docs/protocol.md 19.6)"), "StableCheckpoint",
                                   (401, 404, 503), []),
         "/v1/chain": (("Certified blocks from..to as their exact bytes (at most 64, 4 MiB): "
                        "validators and auditors"), "ChainPage", (400, 401, 403, 503),

@@ -103,7 +103,7 @@ def raw_pairs(store: BlockStore, low: int, high: int, bytes_max: int) -> list[tu
 
 def chain_page(store: BlockStore, low: int, high: int, bytes_max: int) -> dict[str, Any]:
     """`GET /v1/chain`: certified blocks as their exact bytes, for an auditor or a backup that
-    verifies them itself (docs/protocol.md 18.6)."""
+    verifies them itself (docs/protocol.md 19.6)."""
     pairs = raw_pairs(store, low, high, bytes_max)
     return {
         "head": store.height,
@@ -116,7 +116,7 @@ def chain_page(store: BlockStore, low: int, high: int, bytes_max: int) -> dict[s
 
 def stable_checkpoint(genesis: Genesis, proof: StableProof) -> dict[str, Any]:
     """`GET /v1/checkpoint/stable`: the q signed Checkpoint votes of the last stable checkpoint
-    (docs/protocol.md 18.6), each naming its validator by index and id."""
+    (docs/protocol.md 19.6), each naming its validator by index and id."""
     ids: dict[int, str] = {int(v.index): v.id for v in genesis.validators}
     return {
         "chain_id": genesis.chain_id,

@@ -20,11 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cli.client import core
 from cli.client.core import DEFAULT_RETRY, RetryPolicy, Signer, TxStatus
 from cli.client.errors import ClientError, NodeUnreachable, NotCommitted, NoTrust, Refused
+from cli.client.events import RECONNECT_PAUSE_S, Event, EventParser, Subscription
 from cli.client.http import (
     CHAIN_ID_PATH,
+    EVENT_STREAM,
     JSON,
     MSGPACK,
     RESPONSE_BYTES_MAX,
+    STREAM_IDLE_S,
+    STREAM_LINE_BYTES_MAX,
     TIMEOUT_S,
     check_url,
     path_of,
@@ -208,6 +212,70 @@ class AsyncClient:
             if not cursor:
                 return
 
+    async def query_page(
+        self, prefix: str = "", record_type: str | None = None, *, cursor: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        value: dict[str, Any] = await self.get(
+            "/v1/records" + core.records_query(prefix, record_type, cursor, limit),
+            expect=core.QUERY_FIELDS,
+        )
+        return value
+
+    async def query(
+        self, prefix: str = "", record_type: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        while True:
+            page = await self.query_page(prefix, record_type, cursor=cursor)
+            for record in page["records"]:
+                yield record
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def events(
+        self, *, from_height: int | None = None, prefix: str = "", last_id: str | None = None
+    ) -> AsyncIterator[Event]:
+        """As `Client.events`: resumes with the last id it saw whenever a stream ends."""
+        subscription = Subscription(
+            self.url, from_height=from_height, prefix=prefix, last_id=last_id
+        )
+        while True:
+            try:
+                async for event in self._stream(subscription.path(), subscription.headers()):
+                    if not subscription.take(event):
+                        break
+                    yield event
+            except NodeUnreachable:
+                pass
+            subscription.ended()
+            await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    async def _stream(self, path: str, headers: dict[str, str]) -> AsyncIterator[Event]:
+        """One event stream's events until it ends; `Refused` on an error status."""
+        session = await self._open()
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s,
+                                        sock_read=STREAM_IDLE_S)  # fmt: skip
+        parser = EventParser()
+        headers = {"Accept": EVENT_STREAM, **headers}
+        try:
+            async with session.get(self.url + path, timeout=timeout, headers=headers) as answer:
+                if answer.status >= 400:
+                    raw = await answer.content.read(RESPONSE_BYTES_MAX)
+                    value = _decode(self.url, path, answer.content_type, raw)
+                    body = value if isinstance(value, dict) else {}
+                    code = str(body.get("error", f"http_{answer.status}"))
+                    raise Refused(answer.status, code, str(body.get("reason", "")), body)
+                async for line in _lines(answer.content, self.url):
+                    event = parser.line(line)
+                    if event is not None:
+                        yield event
+        except TimeoutError:
+            raise NodeUnreachable(f"the event stream of {self.url} went silent") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise NodeUnreachable(f"the event stream of {self.url} broke: {exc}") from None
+
     async def block(self, height: int | str = "latest") -> dict[str, Any]:
         value: dict[str, Any] = await self.get(f"/v1/blocks/{height}", expect=core.BLOCK_FIELDS)
         return value
@@ -242,6 +310,20 @@ class AsyncClient:
 
 def _chain(genesis: Genesis | None) -> str | None:
     return None if genesis is None else genesis.chain_id
+
+
+async def _lines(content: aiohttp.StreamReader, url: str) -> AsyncIterator[str]:
+    """The lines of a stream without their ends, each at most `STREAM_LINE_BYTES_MAX` bytes."""
+    buffer = b""
+    while chunk := await content.readany():
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            if len(line) > STREAM_LINE_BYTES_MAX:
+                raise NodeUnreachable(f"the node at {url} sent too long a line")
+            yield line.decode("utf-8", "replace").rstrip("\r")
+        if len(buffer) > STREAM_LINE_BYTES_MAX:
+            raise NodeUnreachable(f"the node at {url} sent too long a line")
 
 
 def _expect(value: Any, url: str, path: str, names: tuple[str, ...]) -> Any:

@@ -32,6 +32,7 @@ STATUS_FIELDS: Final = ("tx_id", "status", "height", "index")  # DESIGN.md: a tx
 BLOCK_FIELDS: Final = ("height", "hash", "header", "txs", "certificate")
 RECORD_FIELDS: Final = ("key", "type", "value", "tx_id", "height", "index")
 HISTORY_FIELDS: Final = ("key", "versions")
+QUERY_FIELDS: Final = ("records", "next_cursor")
 CHAIN_FIELDS: Final = ("head", "blocks")
 CHECKPOINT_FIELDS: Final = ("height", "block_hash", "history_root", "header", "certificate")
 STABLE_FIELDS: Final = ("height", "block_hash", "votes")
@@ -170,6 +171,13 @@ def query(**params: object) -> str:
     pairs = [f"{name}={quote(str(value), safe='')}" for name, value in params.items()
              if value is not None]  # fmt: skip
     return "?" + "&".join(pairs) if pairs else ""
+
+
+def records_query(
+    prefix: str, record_type: str | None, cursor: str | None, limit: int | None
+) -> str:
+    """The query string of `GET /v1/records` (an empty prefix: every record one may read)."""
+    return query(prefix=prefix or None, type=record_type, cursor=cursor, limit=limit)
 
 
 def chain_pairs(value: Mapping[str, Any], start: int) -> tuple[int, list[tuple[bytes, bytes]]]:

@@ -19,7 +19,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -182,7 +182,9 @@ class NodeClient:
             raise Refused(status, code, reason, body, retry)
         return Answer(status, value)
 
-    def stream_lines(self, path: str, headers: dict[str, str] | None = None) -> Iterator[str]:
+    def stream_lines(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> Generator[str, None, None]:
         """GET `path` (an event stream) and yield its lines as they arrive, without their line
         ends; raise `Refused` on an error status, `NodeUnreachable` when the connection fails
         or stays silent for `STREAM_IDLE_S`. The connection is closed when the stream ends."""

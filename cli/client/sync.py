@@ -3,7 +3,8 @@
 It signs every request with the caller's identity, trusts an https:// node only if a validator
 of the genesis issued its certificate, builds and signs transactions, submits them under the
 retry rule of cli/client/core.py, waits for commits, reads records, histories, blocks and the
-raw certified chain, and fetches and verifies proofs against the genesis. Every failure is a
+raw certified chain, queries records by prefix and type, follows the event stream (resuming
+where it broke off), and fetches and verifies proofs against the genesis. Every failure is a
 `ClientError` (cli/client/errors.py). One keep-alive connection: use it from one thread.
 """
 
@@ -15,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.client import core
 from cli.client.core import DEFAULT_RETRY, RetryPolicy, Signer, TxStatus
-from cli.client.errors import ClientError, NotCommitted, Refused
+from cli.client.errors import ClientError, NodeUnreachable, NotCommitted, Refused
+from cli.client.events import RECONNECT_PAUSE_S, Event, Subscription, parse
 from cli.client.http import CHAIN_ID_PATH, TIMEOUT_S, NodeClient, path_of
 from ledger import proofs
 from ledger import tx as txs
@@ -175,6 +177,52 @@ class Client:
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+    def query_page(
+        self, prefix: str = "", record_type: str | None = None, *, cursor: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One page of the current records whose key starts with `prefix` (and of that type),
+        in key order: `{"records", "next_cursor"}` (`next_cursor` None on the last page)."""
+        value: dict[str, Any] = self.transport.get(
+            "/v1/records" + core.records_query(prefix, record_type, cursor, limit),
+            expect=core.QUERY_FIELDS,
+        )
+        return value
+
+    def query(self, prefix: str = "", record_type: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every current record whose key starts with `prefix`, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.query_page(prefix, record_type, cursor=cursor)
+            yield from page["records"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def events(
+        self, *, from_height: int | None = None, prefix: str = "", last_id: str | None = None
+    ) -> Iterator[Event]:
+        """The chain's events as they commit (blocks, and the txs this identity may read),
+        from block `from_height` (default: the next) or after the event `last_id`; reconnects
+        with the last id it saw whenever a stream ends (cli/client/events.py), so nothing is
+        missed or seen twice. Endless: stop iterating to stop."""
+        subscription = Subscription(
+            self.url, from_height=from_height, prefix=prefix, last_id=last_id
+        )
+        while True:
+            lines = self.transport.stream_lines(subscription.path(), subscription.headers())
+            try:
+                for event in parse(lines):
+                    if not subscription.take(event):
+                        break
+                    yield event
+            except NodeUnreachable:
+                pass
+            finally:
+                lines.close()
+            subscription.ended()
+            time.sleep(RECONNECT_PAUSE_S)
 
     def block(self, height: int | str = "latest") -> dict[str, Any]:
         """A certified block (validators and auditors only)."""

@@ -27,6 +27,7 @@ from cli.client import (
     load_genesis,
     load_key,
 )
+from cli.client.events import Event
 from ledger.genesis import Genesis
 from ledger.verify import ChainVerifier
 from node import auth_request, tls
@@ -104,6 +105,48 @@ def test_sync_client_wait_gives_up_on_an_unknown_deadline(cluster: RunningCluste
         assert node.wait(status.tx_id, timeout_s=30).committed
 
 
+def tx_events(events: Iterator[Event], count: int) -> list[Event]:
+    """The first `count` tx events of a stream (block events in between are skipped)."""
+    seen: list[Event] = []
+    for event in events:
+        if event.event == "tx":
+            seen.append(event)
+            if len(seen) == count:
+                break
+    return seen
+
+
+def test_sync_client_queries_pages_and_follows_events(cluster: RunningCluster) -> None:
+    with client_of(cluster, "finance-clerk") as node:
+        statuses = [node.submit(node.build(f"fiscal/lib-query/{n}", "record", {"n": n}),
+                                wait=True) for n in (3, 1, 2)]  # fmt: skip
+        keys = [r["key"] for r in node.query("fiscal/lib-query/")]
+        assert keys == ["fiscal/lib-query/1", "fiscal/lib-query/2", "fiscal/lib-query/3"]
+        first = node.query_page("fiscal/lib-query/", "record", limit=2)
+        assert [r["key"] for r in first["records"]] == keys[:2]
+        assert first["next_cursor"]
+        rest = node.query_page("fiscal/lib-query/", cursor=first["next_cursor"], limit=2)
+        assert ([r["key"] for r in rest["records"]], rest["next_cursor"]) == (keys[2:], None)
+        assert list(node.query("fiscal/lib-query/", "no-such-type")) == []
+
+        start = min(s.height for s in statuses if s.height is not None)
+        seen = tx_events(node.events(from_height=start, prefix="fiscal/lib-query/"), 3)
+        assert [e.data["tx_id"] for e in seen] == [s.tx_id for s in statuses]
+        # resuming after the first tx's id gives the other two, neither the first again
+        resumed = tx_events(node.events(last_id=seen[0].id, prefix="fiscal/lib-query/"), 2)
+        assert [e.data["tx_id"] for e in resumed] == [s.tx_id for s in statuses[1:]]
+    last = max(s.height for s in statuses if s.height is not None)
+    with client_of(cluster, "harbor-mutual-clerk") as other:  # another agency: blocks, no txs
+        kinds = []
+        for event in other.events(from_height=start, prefix="fiscal/lib-query/"):
+            kinds.append(event.event)
+            if event.event == "block" and event.data["height"] >= last:
+                break
+        assert kinds == ["block"] * (last - start + 1)
+    with pytest.raises(ValueError, match="block 1 or later"):
+        next(iter(node.events(from_height=0)))
+
+
 async def test_async_client_does_the_same(cluster: RunningCluster) -> None:
     genesis = load_genesis(cluster.genesis)
     key = load_key(cluster.root / "clients" / "harbor-mutual-clerk.pem")
@@ -121,6 +164,11 @@ async def test_async_client_does_the_same(cluster: RunningCluster) -> None:
         with pytest.raises(Refused) as refused:
             await node.block(1)
         assert refused.value.status == 403
+        assert [r["key"] async for r in node.query("claims/async/")] == ["claims/async/1"]
+        async for event in node.events(from_height=status.height or 1, prefix="claims/async/"):
+            if event.event == "tx":
+                assert (event.data["tx_id"], event.id) == (status.tx_id, f"{status.height}:0")
+                break
 
 
 # --- a client generated from the OpenAPI document ----------------------------------------------

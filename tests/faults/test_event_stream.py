@@ -12,7 +12,7 @@ from typing import Final
 
 import aiohttp
 
-from cli.follow import Event, EventParser
+from cli.client.events import Event, EventParser
 from tests.faults.conftest import ClusterFactory
 from tests.faults.figures import report
 from tests.faults.harness import Cluster, loopback_network, make_tx

@@ -4,7 +4,7 @@ input; the hub's bounds (subscribers, a slow subscriber dropped with a reason)."
 import aiohttp
 import pytest
 
-from cli.follow import Event, EventParser
+from cli.client.events import Event, EventParser
 from ledger import block as blocks
 from node.eventhub import SLOW, EventHub
 from tests import factory
