@@ -1,10 +1,11 @@
 """`cityledger verify | proof | verify-proof`: the auditor's commands.
 
 `verify --data-dir` re-checks a store offline with `ledger.verify.verify_chain`; `verify --node`
-fetches every block (GET /v1/blocks/{h}, msgpack) and feeds the exact bytes to the ledger's
-streaming `ChainVerifier`, trusting nothing the node says but the bytes it can check. Both end
-with a one-line verdict. `proof` exports a node's bundle; `verify-proof` checks one with
-`ledger.proofs`, the one bundle verifier, and prints what it proves.
+fetches the chain a page at a time (GET /v1/chain, msgpack: certified blocks as their exact
+bytes) and feeds them to the ledger's streaming `ChainVerifier`, trusting nothing the node says
+but the bytes it can check. Both end with a one-line verdict. `proof` exports a node's bundle;
+`verify-proof` checks one with `ledger.proofs`, the one bundle verifier, and prints what it
+proves.
 """
 
 import json
@@ -16,19 +17,19 @@ from typing import Any, Final
 import click
 
 from cli.api import CHAIN_ID_PATH, NODE_ENV, NodeClient, Refused, check_url
+from cli.client.core import CHAIN_FIELDS, query
 from cli.errors import Failed
 from cli.options import genesis_option, identity_options, json_option, node_option, signer_of
 from cli.output import Progress, echo_json, fields, short, timestamp
 from cli.records import TX_ID_ARG, refused
 from ledger import proofs
-from ledger.block import HEADER_BYTES_MAX
-from ledger.encoding import decode, encode
-from ledger.errors import InvalidEncoding, LedgerError
+from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.store import BlockStore
 from ledger.verify import ChainVerifier, VerifyReport, verify_chain
 
 FETCH_TIMEOUT_S: Final = 30.0
+CHAIN_PATH: Final = "/v1/chain"
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -72,17 +73,16 @@ class TxLocations:
         self._where[tx_id] = (height, index)
 
 
-def block_bytes(value: Any, height: int) -> tuple[bytes, bytes]:
-    """The stored bytes of a block and its certificate, from the msgpack block view."""
-    try:
-        header = decode(value["header"]["raw"], HEADER_BYTES_MAX)
-        raw_txs = [t["raw"] for t in value["txs"]]
-        cert = value["certificate"]["raw"]
-        if not isinstance(cert, bytes) or not all(isinstance(t, bytes) for t in raw_txs):
-            raise TypeError("raw fields are not bytes")
-        return encode([header, raw_txs]), cert
-    except (KeyError, TypeError, IndexError, InvalidEncoding) as exc:
-        raise LedgerError(f"the node's answer for block {height} is malformed ({exc})") from None
+def certified_pair(item: Any, height: int) -> tuple[bytes, bytes]:
+    """The exact bytes of block `height` and its certificate, from one entry of a chain page."""
+    if not (
+        isinstance(item, dict)
+        and item.get("height") == height
+        and isinstance(item.get("block"), bytes)
+        and isinstance(item.get("certificate"), bytes)
+    ):
+        raise LedgerError(f"the node's answer for block {height} is malformed")
+    return item["block"], item["certificate"]
 
 
 def verify_stream(
@@ -109,21 +109,27 @@ def verify_stream(
         raise Failed(f"the node at {client.url} reports no valid height in its status")
     locations = TxLocations()
     verifier = ChainVerifier(genesis, locations)
-    for height in range(1, end + 1):
+    height = 1
+    while height <= end:
         try:
-            value = client.get(f"/v1/blocks/{height}", binary=True, timeout_s=FETCH_TIMEOUT_S)
-            verified = verifier.feed(*block_bytes(value, height))
-            if value.get("hash") != verified.block.hash or value.get("height") != height:
-                raise LedgerError(f"the node labels block {height} with another hash or height")
+            path = CHAIN_PATH + query(**{"from": height, "to": end})
+            page = client.get(path, expect=CHAIN_FIELDS, binary=True, timeout_s=FETCH_TIMEOUT_S)
         except Refused as exc:
             if exc.status in (401, 403):  # who asks, not what the chain holds
                 raise refused(exc, "verify --node") from None
             return _failed(verifier, height, f"the node did not serve it: {exc.reason}"), None
-        except LedgerError as exc:
-            return _failed(verifier, height, str(exc)), None
-        for index, t in enumerate(verified.block.txs):
-            locations.add(t.tx_id, height, index)
-        progress(height, end)
+        items = page["blocks"] if isinstance(page["blocks"], list) else []
+        if not items:
+            return _failed(verifier, height, "the node served no block below its head"), None
+        for item in items[: end - height + 1]:
+            try:
+                verified = verifier.feed(*certified_pair(item, height))
+            except LedgerError as exc:
+                return _failed(verifier, height, str(exc)), None
+            for index, t in enumerate(verified.block.txs):
+                locations.add(t.tx_id, height, index)
+            height += 1
+        progress(height - 1, end)
     if verifier.head.hash.hex() != head_hash:
         reason = f"the node's status names head {head_hash}, not the block it served"
         return _failed(verifier, end, reason), None

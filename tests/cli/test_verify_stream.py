@@ -1,6 +1,6 @@
 """`verify --node` against a stand-in node that serves a factory-built chain over HTTP exactly as
-the node's API does (GET /v1/auth/challenge for the chain id, GET /v1/status, GET
-/v1/blocks/{h} in msgpack), honestly or not."""
+the node's API does (GET /v1/auth/challenge for the chain id, GET /v1/status, GET /v1/chain
+pages of certified blocks' bytes in msgpack, `PAGE` blocks at most), honestly or not."""
 
 import contextlib
 import http.server
@@ -9,25 +9,29 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 import pytest
 
+from ledger.block import decode_block
+from ledger.encoding import decode, encode
+from ledger.primitives import BLOCK_BYTES_MAX
 from ledger.store import BlockStore
-from node import codec
 from tests.cli.conftest import Stored, build_store, invoke, no_traceback
 
 Tamper = Callable[[int, dict[str, Any]], dict[str, Any]]
+PAGE = 4  # blocks in one chain page: a 6-block chain takes two requests
 
 
-def _views(stored: Stored) -> list[dict[str, Any]]:
+def _items(stored: Stored) -> list[dict[str, Any]]:
     with BlockStore.open(stored.data, stored.genesis) as store:
         out = []
         for height in range(1, store.height + 1):
-            block, cert = store.block(height), store.certificate(height)
+            block, cert = store.raw_block(height), store.raw_certificate(height)
             assert block is not None
             assert cert is not None
-            out.append(codec.block_view(block, cert))
+            out.append({"height": height, "block": block, "certificate": cert})
         return out
 
 
@@ -35,11 +39,12 @@ def _views(stored: Stored) -> list[dict[str, Any]]:
 def fake_node(
     stored: Stored, tamper: Tamper | None = None, head: str | None = None
 ) -> Iterator[str]:
-    views = _views(stored)
+    items = _items(stored)
+    head_hash = decode_block(items[-1]["block"]).hash.hex()
     status = {
         "node_id": "node0", "index": 0, "chain_id": stored.genesis.chain_id,
         "genesis_hash": stored.genesis.hash.hex(), "view": 0, "primary": 0,
-        "height": len(views), "head_hash": head or views[-1]["hash"].hex(), "running": True,
+        "height": len(items), "head_hash": head or head_hash, "running": True,
     }  # fmt: skip
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -54,15 +59,16 @@ def fake_node(
                 issued = {"challenge": "00" * 56, "chain_id": status["chain_id"], "ttl_ms": 60000}
                 self._send(200, "application/json", json.dumps(issued).encode())
                 return
-            height = int(self.path.rsplit("/", 1)[1])
-            if not 1 <= height <= len(views):
-                body = {"error": "not_found", "reason": f"no block at height {height}"}
-                self._send(404, "application/json", json.dumps(body).encode())
-                return
-            view = views[height - 1]
-            if tamper is not None:
-                view = tamper(height, view)
-            self._send(200, "application/msgpack", msgpack.packb(view, use_bin_type=True))
+            url = urlsplit(self.path)
+            assert url.path == "/v1/chain", self.path
+            query = parse_qs(url.query)
+            low, high = int(query["from"][0]), int(query["to"][0])
+            page = [
+                item if tamper is None else tamper(item["height"], item)
+                for item in items[low - 1 : min(high, low + PAGE - 1)]
+            ]
+            answer = {"head": len(items), "blocks": page}
+            self._send(200, "application/msgpack", msgpack.packb(answer, use_bin_type=True))
 
         def _send(self, code: int, content_type: str, body: bytes) -> None:
             self.send_response(code)
@@ -100,14 +106,14 @@ def test_an_honest_node_verifies(stored: Stored) -> None:
 
 
 def _flip_tx_byte(target: int) -> Tamper:
-    def tamper(height: int, view: dict[str, Any]) -> dict[str, Any]:
+    def tamper(height: int, item: dict[str, Any]) -> dict[str, Any]:
         if height != target:
-            return view
-        raw = bytearray(view["txs"][1]["raw"])
+            return item
+        header, txs = decode(item["block"], BLOCK_BYTES_MAX)
+        raw = bytearray(txs[1])
         raw[-70] ^= 0x01  # inside the body, before the signature
-        txs = [dict(t) for t in view["txs"]]
-        txs[1]["raw"] = bytes(raw)
-        return dict(view, txs=txs)
+        txs[1] = bytes(raw)
+        return dict(item, block=encode([header, txs]))
 
     return tamper
 
@@ -124,10 +130,10 @@ def test_an_altered_tx_is_found_at_its_height(stored: Stored, target: int) -> No
 
 
 def test_a_block_served_twice_is_found(stored: Stored) -> None:
-    views = _views(stored)
+    second = _items(stored)[1]
 
-    def replay(height: int, view: dict[str, Any]) -> dict[str, Any]:
-        return views[1] if height == 3 else view
+    def replay(height: int, item: dict[str, Any]) -> dict[str, Any]:
+        return dict(second, height=3) if height == 3 else item  # block 2's bytes again
 
     with fake_node(stored, replay) as url:
         result = verify(stored, url)
@@ -136,8 +142,8 @@ def test_a_block_served_twice_is_found(stored: Stored) -> None:
 
 
 def test_a_malformed_answer_is_a_failure_at_its_height(stored: Stored) -> None:
-    def broken(height: int, view: dict[str, Any]) -> dict[str, Any]:
-        return {"height": height} if height == 2 else view
+    def broken(height: int, item: dict[str, Any]) -> dict[str, Any]:
+        return {"height": height} if height == 2 else item
 
     with fake_node(stored, broken) as url:
         result = verify(stored, url)
