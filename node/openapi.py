@@ -223,7 +223,7 @@ def _auth_paths() -> dict[str, Any]:
         "/v1/auth/session": _get("Who the request's identity is, and what it reads",
                                  _json("Session", "found"), 401) | {"post": sign_in,
                                                                      "delete": sign_out},
-        "/explorer/": _get("The explorer's sign-in page (anonymous)", page),
+        "/explorer/": _get("The audit explorer's page, sign-in included (anonymous)", page),
         "/explorer/{name}": _get("A file of the explorer (anonymous)", page, 404, params=name),
     }  # fmt: skip
 

@@ -88,6 +88,7 @@ async function signIn() {
     if (!opened.ok) throw new Error(`${session.error}: ${session.reason}`);
     showReader(session);
     status.textContent = "signed in";
+    document.dispatchEvent(new Event("identity"));
   } catch (error) {
     status.textContent = `sign-in failed: ${error.message}`;
   }
@@ -99,6 +100,7 @@ function showReader(session) {
   $("reads").textContent = [...reads, ...session.public_namespaces.map((n) => `${n} (public)`)]
     .join(", ");
   $("reader").hidden = false;
+  $("identity-line").textContent = `signed in as ${session.identity} (${session.role})`;
 }
 
 async function read(path) {
@@ -118,6 +120,14 @@ async function signOut() {
   await fetch("/v1/auth/session", { method: "DELETE" });
   $("reader").hidden = true;
   $("signin-status").textContent = "signed out";
+  $("identity-line").textContent = "anonymous";
+  document.dispatchEvent(new Event("identity"));
+}
+
+// A session opened earlier (the cookie outlives a reload): say who is signed in.
+async function resume() {
+  const response = await fetch("/v1/auth/session", { cache: "no-store" });
+  if (response.ok) showReader(await answer(response));
 }
 
 $("signin-button").addEventListener("click", signIn);
@@ -125,4 +135,6 @@ $("signout-button").addEventListener("click", signOut);
 $("record-button").addEventListener("click", () => read(recordPath($("record-key").value.trim())));
 $("block-button").addEventListener("click", () =>
   read(`/v1/blocks/${encodeURIComponent($("block-height").value.trim() || "latest")}`));
-document.body.dataset.ready = "true";
+resume().finally(() => {
+  document.body.dataset.ready = "true";
+});

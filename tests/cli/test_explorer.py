@@ -1,0 +1,343 @@
+"""The audit explorer in a real headless Chromium against a real cluster (`cluster init` and
+`cluster up` as processes, TLS with the nodes' own certificates pinned in the browser).
+
+Each page renders the live cluster's data; a new block appears without a reload; the proof
+page says VALID for a real bundle with the real genesis and INVALID for one altered byte and
+for another chain's genesis; an anonymous visitor sees only the public namespaces; and the
+page's verifier agrees with `cityledger verify-proof` on 200 random bundles, valid and altered.
+The run writes a screenshot of each page to docs/explorer/.
+"""
+
+import asyncio
+import base64
+import json
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from ledger import genesis as genesis_mod
+from tests.browser import Browser, chromium_path, node_certificates, trust_certificates
+from tests.cli.conftest import RunningCluster, invoke, no_traceback, run, running_cluster
+
+pytestmark = pytest.mark.skipif(
+    chromium_path() is None, reason="chromium is not installed (make test installs it as root)"
+)
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "explorer"
+BROWSER_CLOSE_S = 30.0
+AGREEMENT_CASES = 200
+AGREEMENT_SEED = 18
+RECORDS = {  # clerk -> the record key it writes twice (two versions)
+    "finance-clerk": "fiscal/explorer/line-1",
+    "planning-clerk": "permits/explorer/site-1",
+    "harbor-mutual-clerk": "claims/harbor-mutual/explorer-1",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("explorer") / "net") as running:
+        yield running
+
+
+def submit(cluster: RunningCluster, clerk: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
+    done = run("submit", key, "record", json.dumps(body), "--wait", "--json", **cluster.env(clerk))
+    no_traceback(done.stderr)
+    assert done.returncode == 0, done.stderr
+    status: dict[str, Any] = json.loads(done.stdout)
+    assert status["status"] == "committed", status
+    return status
+
+
+@pytest.fixture(scope="module")
+def written(cluster: RunningCluster) -> dict[str, list[dict[str, Any]]]:
+    """Two versions of each record of `RECORDS`, committed."""
+    return {
+        key: [submit(cluster, clerk, key, {"version": v}) for v in (1, 2)]
+        for clerk, key in RECORDS.items()
+    }
+
+
+@pytest.fixture
+async def browser(cluster: RunningCluster) -> AsyncIterator[Browser]:
+    started = await Browser.start(trust_certificates(node_certificates(cluster.root)))
+    try:
+        await started.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                           deviceScaleFactor=1, mobile=False)  # fmt: skip
+        yield started
+    finally:
+        await asyncio.wait_for(started.close(), BROWSER_CLOSE_S)
+
+
+async def open_page(browser: Browser, cluster: RunningCluster, route: str) -> None:
+    """Load the explorer afresh at `route` and wait until the page has read what it shows."""
+    await browser.goto(f"{cluster.url}/explorer/{route}",
+                       "document.body.dataset.ready === 'true'")  # fmt: skip
+    await loaded(browser, route)
+
+
+async def show(browser: Browser, route: str) -> None:
+    """Go to `route` inside the page (no reload) and wait until it has read what it shows."""
+    await browser.evaluate(
+        f"document.body.dataset.loaded = ''; location.hash === {route!r}"
+        f" ? window.dispatchEvent(new HashChangeEvent('hashchange')) : location.hash = {route!r}"
+    )
+    await loaded(browser, route)
+
+
+async def loaded(browser: Browser, route: str) -> None:
+    page = route.split("/")[1]
+    await browser.wait_for(
+        f"document.body.dataset.loaded === 'true' && location.hash === {route!r}"
+        f" && document.body.dataset.page === {page!r}"
+    )
+
+
+async def text(browser: Browser, element_id: str) -> str:
+    value: str = await browser.evaluate(f"document.getElementById({element_id!r}).textContent")
+    return value
+
+
+async def sign_in(browser: Browser, cluster: RunningCluster, who: str) -> None:
+    await open_page(browser, cluster, "#/signin")
+    await browser.evaluate(f"document.getElementById('identity').value = {who!r}")
+    await browser.set_files("#keyfile", cluster.root / "clients" / f"{who}.pem")
+    await browser.evaluate("document.getElementById('signin-button').click()")
+    status = await browser.wait_for(
+        "(t => (t === 'signed in' || t.startsWith('sign-in failed')) && t)"
+        "(document.getElementById('signin-status').textContent)"
+    )
+    assert status == "signed in"
+
+
+async def screenshot(browser: Browser, name: str) -> None:
+    shot = await browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+# --- The pages ---------------------------------------------------------------------------------
+
+
+async def test_the_overview_shows_the_live_chain_and_its_validators(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser
+) -> None:
+    last = max(v["height"] for versions in written.values() for v in versions)
+    await sign_in(browser, cluster, "auditor")
+    await open_page(browser, cluster, "#/overview")
+    genesis = genesis_mod.load(cluster.genesis)
+    assert await text(browser, "ov-genesis") == genesis.hash.hex()
+    assert await text(browser, "ov-chain") == genesis.chain_id
+    assert int(await text(browser, "ov-height")) >= last
+    rows = await browser.evaluate(
+        "[...document.querySelectorAll('#validators tbody tr')].map(r => r.cells[1].textContent)"
+    )
+    assert sorted(rows) == sorted(p.name for p in (cluster.root / "nodes").iterdir())
+    not_yet = await text(browser, "not-yet")
+    assert "epoch" in not_yet
+    assert "votes missed" in not_yet
+    await screenshot(browser, "overview")
+
+
+async def test_blocks_list_search_and_detail_with_signers_and_txs(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser
+) -> None:
+    first = written["fiscal/explorer/line-1"][0]
+    await sign_in(browser, cluster, "auditor")
+    await open_page(browser, cluster, "#/blocks")
+    heights = await browser.evaluate(
+        "[...document.querySelectorAll('#blocks-body tr')].map(r => Number(r.dataset.height))"
+    )
+    assert heights
+    assert heights == sorted(heights, reverse=True)
+    await screenshot(browser, "blocks")
+    # By tx id: the tx's page, which links to its block.
+    await search(browser, first["tx_id"], f"#/tx/{first['tx_id']}")
+    assert f"{first['height']}, position {first['index']}" in await text(browser, "tx-detail")
+    # By height, then by that block's hash: the block's page.
+    await search(browser, str(first["height"]), f"#/block/{first['height']}")
+    block_hash = await text(browser, "block-hash")
+    await show(browser, "#/blocks")
+    await search(browser, block_hash, f"#/block/{first['height']}")
+    signers = await browser.evaluate(
+        "[...document.querySelectorAll('#signers tbody tr')].map(r => r.cells[0].textContent)"
+    )
+    assert len(signers) >= 3  # a quorum of the 4 validators, named by id
+    assert set(signers) <= {p.name for p in (cluster.root / "nodes").iterdir()}
+    txs = await text(browser, "block-txs")
+    assert "fiscal/explorer/line-1" in txs
+    assert "finance-clerk" in txs
+    await screenshot(browser, "block")
+
+
+async def search(browser: Browser, query: str, route: str) -> None:
+    await browser.evaluate(
+        f"document.body.dataset.loaded = ''; document.getElementById('search').value = {query!r};"
+        "document.getElementById('search-form').requestSubmit()"
+    )
+    await loaded(browser, route)
+
+
+async def test_a_new_block_appears_without_a_reload(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser
+) -> None:
+    assert written
+    await sign_in(browser, cluster, "auditor")
+    await open_page(browser, cluster, "#/blocks")
+    await browser.evaluate("window.sameDocument = true")  # gone if the page reloaded
+    status = submit(cluster, "finance-clerk", "fiscal/explorer/live", {"live": True})
+    await browser.wait_for(
+        f"document.querySelector('#blocks-body tr[data-height=\"{status['height']}\"]') !== null"
+    )
+    assert await browser.evaluate("window.sameDocument === true")
+
+
+async def test_a_record_history_lists_every_version(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser
+) -> None:
+    await sign_in(browser, cluster, "finance-clerk")
+    await open_page(browser, cluster, "#/record/fiscal/explorer/line-1")
+    status = await text(browser, "history-status")
+    assert status == "2 versions of fiscal/explorer/line-1, oldest first"
+    ids = await browser.evaluate(
+        "[...document.querySelectorAll('#history tbody tr')].map(r => r.cells[2].textContent)"
+    )
+    assert [i[:12] for i in ids] == [v["tx_id"][:12] for v in written["fiscal/explorer/line-1"]]
+    await screenshot(browser, "history")
+
+
+async def test_an_anonymous_visitor_sees_only_the_public_namespaces(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser
+) -> None:
+    assert written
+    await open_page(browser, cluster, "#/record/permits/explorer/site-1")
+    status = await text(browser, "history-status")
+    assert status == "2 versions of permits/explorer/site-1, oldest first"
+    await show(browser, "#/record/fiscal/explorer/line-1")
+    assert "401 unauthenticated" in await text(browser, "history-status")
+    await show(browser, "#/overview")
+    assert "sign in to read this" in await text(browser, "overview-status")
+    await show(browser, "#/blocks")
+    assert "401" in await text(browser, "blocks-status")
+    assert await browser.evaluate("document.querySelectorAll('#blocks-body tr').length") == 0
+    # A clerk of the insurer reads its claims, not the finance bureau's records or blocks.
+    await sign_in(browser, cluster, "harbor-mutual-clerk")
+    await show(browser, "#/record/fiscal/explorer/line-1")
+    assert "403 forbidden" in await text(browser, "history-status")
+    await show(browser, "#/blocks")
+    assert "403" in await text(browser, "blocks-status")
+
+
+# --- Proofs verified in the browser --------------------------------------------------------------
+
+
+def proof_file(cluster: RunningCluster, tx_id: str, out: Path) -> Path:
+    done = run("proof", tx_id, "-o", str(out), **cluster.env("auditor"))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+async def verify_files(browser: Browser, genesis: Path, bundle: Path) -> str:
+    await browser.set_files("#genesis-file", genesis)
+    await browser.set_files("#bundle-file", bundle)
+    await browser.evaluate("document.getElementById('verify-button').click()")
+    verdict: str = await browser.wait_for(
+        "(t => (t.startsWith('VALID') || t.startsWith('INVALID') || t.startsWith('cannot')) && t)"
+        "(document.getElementById('verdict').textContent)"
+    )
+    return verdict
+
+
+async def test_the_proof_page_says_valid_and_invalid_with_the_reason(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser, tmp_path: Path
+) -> None:
+    tx_id = written["claims/harbor-mutual/explorer-1"][0]["tx_id"]
+    bundle = proof_file(cluster, tx_id, tmp_path / "bundle.json")
+    await open_page(browser, cluster, "#/verify")
+    assert await verify_files(browser, cluster.genesis, bundle) == "VALID"
+    assert tx_id in await text(browser, "proven")
+    await screenshot(browser, "verify")
+    # One altered byte of the tx (its hex in the JSON file): INVALID, with the reason.
+    doc = json.loads(bundle.read_text())
+    raw = bytearray.fromhex(doc["tx"])
+    raw[len(raw) // 2] ^= 0x01
+    doc["tx"] = raw.hex()
+    altered = tmp_path / "altered.json"
+    altered.write_text(json.dumps(doc))
+    assert (await verify_files(browser, cluster.genesis, altered)).startswith("INVALID: tx")
+    # Another chain's genesis (a network of its own, never started).
+    assert invoke("cluster", "init", str(tmp_path / "other"), "--validators", "4").exit_code == 0
+    other = await verify_files(browser, tmp_path / "other" / "genesis.toml", bundle)
+    assert other == "INVALID: the bundle's genesis_hash is not this genesis's hash"
+
+
+def alter(doc: dict[str, Any], rng: random.Random) -> tuple[str, bytes]:
+    """One random change to a bundle (or none), and the file bytes, as JSON or MessagePack."""
+    kind = rng.choice(["none", "byte", "byte", "int", "text"])
+    if kind == "byte":
+        holder, name = rng.choice(list(hex_fields(doc)))
+        raw = bytearray.fromhex(holder[name])
+        raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+        holder[name] = raw.hex()
+    elif kind == "int":
+        name = rng.choice(["height", "index", "tx_count"])
+        doc[name] += rng.choice([-1, 1])
+    if kind == "text":
+        data = bytearray(json.dumps(doc).encode())
+        data[rng.randrange(len(data))] = rng.randrange(32, 127)
+        return kind, bytes(data)
+    if rng.random() < 0.3:
+        return kind + "/msgpack", msgpack.packb(as_bytes(doc))
+    return kind, json.dumps(doc).encode()
+
+
+def hex_fields(doc: Any) -> Iterator[tuple[Any, Any]]:
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for name, value in items:
+        if isinstance(value, str) and name not in ("format", "chain_id", "outcome") and value:
+            yield doc, name
+        elif isinstance(value, dict | list):
+            yield from hex_fields(value)
+
+
+def as_bytes(value: Any) -> Any:
+    """The bundle with its hex strings as bin, as a node's MessagePack answer has them."""
+    if isinstance(value, dict):
+        return {
+            k: v if k in ("format", "chain_id", "outcome") else as_bytes(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [as_bytes(v) for v in value]
+    return bytes.fromhex(value) if isinstance(value, str) else value
+
+
+async def test_the_browser_verifier_agrees_with_verify_proof_on_200_bundles(
+    cluster: RunningCluster, written: dict[str, Any], browser: Browser, tmp_path: Path
+) -> None:
+    tx_ids = [v["tx_id"] for versions in written.values() for v in versions]
+    bundles = [json.loads(proof_file(cluster, t, tmp_path / f"{t}.json").read_text())
+               for t in tx_ids]  # fmt: skip
+    assert any(b["anchor"] is not None for b in bundles)  # proven under a later head too
+    genesis_text = cluster.genesis.read_text()
+    await open_page(browser, cluster, "#/verify")
+    rng = random.Random(AGREEMENT_SEED)
+    verdicts = {True: 0, False: 0}
+    for case in range(AGREEMENT_CASES):
+        kind, data = alter(json.loads(json.dumps(rng.choice(bundles))), rng)
+        path = tmp_path / f"case-{case}.bin"
+        path.write_bytes(data)
+        reference = invoke("verify-proof", str(path), "--genesis", str(cluster.genesis))
+        assert reference.exit_code in (0, 1), reference.output
+        page = await browser.evaluate(
+            f"window.cityledgerVerify({json.dumps(genesis_text)}, "
+            f"{json.dumps(base64.b64encode(data).decode())})"
+        )
+        assert page["valid"] == (reference.exit_code == 0), (case, kind, page, reference.output)
+        verdicts[page["valid"]] += 1
+    assert verdicts[True] >= AGREEMENT_CASES // 10
+    assert verdicts[False] >= AGREEMENT_CASES // 2
