@@ -335,6 +335,8 @@ def proven_view(p: proofs.Proven, genesis: Genesis) -> dict[str, Any]:
         "height": p.block.header.height,
         "index": p.index,
         "tx_count": p.tx_count,
+        "outcome": "refused" if p.outcome else "accepted",
+        "reason": p.outcome or None,
         "block_hash": p.block.block_hash.hex(),
         "signers": [genesis.validators[i].id for i in votes],
         "anchor_height": anchor.header.height if anchor else None,
@@ -379,6 +381,7 @@ def verify_proof(file: str, genesis: Genesis, as_json: bool) -> None:
             f"{', '.join(view['signers'])} ({len(view['signers'])} of {n}; {quorum} needed)",
         ),
     ]
+    pairs.append(("outcome", view["outcome"] + (f" ({proven.outcome})" if proven.outcome else "")))
     if proven.anchor is not None:
         anchor = proven.anchor
         signers = _names(genesis, [i for i, _ in anchor.certificate.votes])

@@ -40,7 +40,8 @@ from ledger.errors import InvalidGenesis, LedgerError
 from ledger.genesis import Genesis
 from ledger.leveldb import FORMAT_VERSION
 from ledger.primitives import BLOCK_BYTES_MAX
-from ledger.store import BlockStore, BlockWrite
+from ledger.store import BlockStore
+from ledger.storelayout import BlockWrite
 from ledger.verify import ChainVerifier
 from node.config import DATA_DIR_MODE
 

@@ -49,7 +49,7 @@ _HINTS: Final = {
 def refused(exc: Refused, what: str) -> Failed:
     """One sentence for a refusal: the node's reason, and a hint when the cause is likely ours."""
     hint = _HINTS.get(exc.code)
-    text = f"{what}: {exc.reason}" + (f" ({hint})" if hint else "")
+    text = f"{what}: {exc.code}: {exc.reason}" + (f" ({hint})" if hint else "")
     return Failed(text)
 
 
@@ -148,10 +148,9 @@ def make_tx(
 
 def send(client: Client, tx: txs.Transaction, *, wait: bool, timeout_s: float) -> dict[str, Any]:
     """Submit `tx` under the library's retry rule; with `wait`, return once it is committed.
-    The fields of `submit --json` (DESIGN.md: a tx status)."""
+    The six fields of `submit --json` (DESIGN.md: a tx status, with its outcome and reason)."""
     try:
-        status = client.submit(tx, wait=wait, timeout_s=timeout_s).as_dict()
-        return {name: status[name] for name in STATUS_FIELDS}
+        return client.submit(tx, wait=wait, timeout_s=timeout_s).as_dict()
     except Refused as exc:
         raise refused(exc, "the node refused the record") from None
     except NotCommitted as exc:
@@ -223,11 +222,16 @@ def submit(
         status = send(client, tx, wait=wait, timeout_s=timeout_s)
     if as_json:
         echo_json(status)
-        return
-    pairs: list[tuple[str, object]] = [("tx_id", status["tx_id"]), ("status", status["status"])]
-    if status["status"] == "committed":
-        pairs += [("height", status["height"]), ("index", status["index"])]
-    click.echo(fields(pairs))
+    else:
+        pairs: list[tuple[str, object]] = [("tx_id", status["tx_id"]), ("status", status["status"])]
+        if status["status"] == "committed":
+            pairs += [("height", status["height"]), ("index", status["index"])]
+            pairs += [("outcome", status["outcome"])]
+            if status["reason"]:
+                pairs += [("reason", status["reason"])]
+        click.echo(fields(pairs))
+    if status.get("outcome") == "refused":  # recorded in its block, refused by a rule there
+        raise Failed(f"a rule refused the record in its block: {status['reason']}")
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -362,6 +366,8 @@ def tx_command(
         pairs += [
             ("height", value["height"]),
             ("index", value["index"]),
+            ("outcome", value.get("outcome")),
+            *([("reason", value["reason"])] if value.get("reason") else []),
             ("key", tx["key"]),
             ("type", tx["type"]),
             ("client", tx["client_id"]),

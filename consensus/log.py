@@ -7,7 +7,8 @@ and the blocks behind those proofs by hash (accepted here in any view, or fetche
 a ViewChange names blocks by hash, and a peer that lacks one asks for it).
 It answers questions about the chain of accepted blocks above the head (the parent of a height,
 the tip, the txs already in flight) and forgets what a commit or a view change makes void. It
-never signs, sends or persists: the replica does, from what this returns.
+never signs, sends or persists: the replica does, from what this returns. The rule state
+each block executes against (its outcomes) is `RuleStates`' (consensus/rulestate.py).
 """
 
 from collections.abc import Callable, Container, Iterable, Iterator
@@ -16,10 +17,13 @@ from typing import Final
 from ledger.block import Block, ChainHead, check_block
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
+from ledger.kinds.execute import Overlay
+from ledger.tx import Transaction
 
 from consensus import messages as m
 from consensus.instance import Instance
 from consensus.journal import Restored
+from consensus.rulestate import CommittedState, RuleStates
 
 # Blocks kept per height above the head: one per view that accepted one, the latest views first
 # (the one a prepared proof names is always kept).
@@ -27,7 +31,8 @@ BLOCKS_PER_HEIGHT_MAX: Final = 4
 
 
 class Log:
-    def __init__(self) -> None:
+    def __init__(self, genesis: Genesis, state: CommittedState | None = None) -> None:
+        self.rules = RuleStates(genesis, state)
         self.slots: dict[int, Instance] = {}
         self.prepared: dict[int, m.PreparedProof] = {}  # kept across views until committed
         self.waiting: dict[int, m.PrePrepare] = {}  # pre-prepares whose parent is not here yet
@@ -109,11 +114,27 @@ class Log:
         parent = self.parent(block.height, head)
         if parent is None:
             raise InvalidBlock("the block below is not here")
-        check_block(
+        executed = check_block(
             block, parent, genesis, is_committed=self.seen_below(block.height, committed),
-            signatures_checked=signatures_checked,
+            signatures_checked=signatures_checked, state=self._state_below(block.height, head).get,
         )  # fmt: skip
+        self.rules.remember(block, executed.writes)
         return parent
+
+    def _state_below(self, height: int, head: ChainHead) -> "Overlay":
+        below = []
+        for h in range(head.height + 1, height):
+            slot = self.slots.get(h)
+            if slot is None or slot.block is None:
+                raise InvalidBlock("the block below is not here")
+            below.append(slot.block)
+        return self.rules.below(below)
+
+    def outcomes(
+        self, height: int, head: ChainHead, body: tuple[Transaction, ...], time_ms: int
+    ) -> tuple[str, ...]:
+        """The outcomes of `body` as the block at `height` stamped `time_ms` (the proposer's)."""
+        return self.rules.outcomes(self._state_below(height, head), body, time_ms)
 
     def newly_prepared(self, quorum: int) -> list[m.PreparedProof]:
         """Proofs of the instances that reached a quorum of Prepares just now (kept here)."""
@@ -128,6 +149,7 @@ class Log:
 
     def committed(self, block: Block) -> None:
         """`block` is the new head: forget its height and below, and votes it made void."""
+        self.rules.committed(block)
         for table in (self.slots, self.prepared, self.waiting):
             for height in [h for h in table if h <= block.height]:
                 del table[height]
@@ -136,11 +158,13 @@ class Log:
         nxt = self.slots.get(block.height + 1)
         if nxt is not None and nxt.block is not None and nxt.block.header.prev_hash != block.hash:
             self.slots.clear()  # built on a block that lost: those votes are void
+        self.rules.keep_only(s.block.hash for s in self.slots.values() if s.block is not None)
 
     def new_view(self) -> None:
         """Instances belong to a view: a new one starts empty (prepared proofs stay)."""
         self.slots.clear()
         self.waiting.clear()
+        self.rules.keep_only(())
 
     def take_waiting(self, view: int) -> list[m.PrePrepare]:
         """The buffered pre-prepares of `view`, lowest height first (the buffer empties)."""

@@ -59,7 +59,8 @@ class Proposer:
         if not chosen:
             return None
         self.last_proposal_ms = now_ms
-        return make_block(tip, chosen, timestamp, view, index)
+        outcomes = log.outcomes(tip.height + 1, head, chosen, timestamp)  # the rules' verdicts
+        return make_block(tip, chosen, timestamp, view, index, outcomes)
 
     def timing(self, pool: TxPool, in_flight: frozenset[bytes], blocks: int, now_ms: int) -> Timing:
         """`blocks` are in flight above the head."""

@@ -47,6 +47,7 @@ from consensus.journal import Journal
 from consensus.log import Log
 from consensus.pool import RELAY_AGAIN_MAX, TxPool
 from consensus.proposer import Proposer
+from consensus.rulestate import CommittedState
 from consensus.signatures import SignatureCache
 from consensus.timers import Ticker, Timers
 from consensus.viewstate import ViewState
@@ -61,6 +62,7 @@ class Replica:
         self, genesis: Genesis, index: int, key: Ed25519PrivateKey, head: ChainHead,
         is_committed: Callable[[bytes], bool], persisted: Mapping[bytes, bytes] | None = None,
         config: ReplicaConfig | None = None, head_certificate: Certificate | None = None,
+        state: CommittedState | None = None,
     ) -> None:  # fmt: skip
         assert 0 <= index < len(genesis.validators)
         assert (head_certificate is None) == (head.height == 0), "a head above 0 needs its cert"
@@ -74,7 +76,7 @@ class Replica:
         self.head = head
         self._head_cert = head_certificate
         self.pool = TxPool(cfg.pool_capacity)
-        self.log = Log()
+        self.log = Log(genesis, state)  # state: the committed rule state (None: in memory)
         self.journal = Journal(head.height, cfg.window)
         self.proposer = Proposer(genesis.params, cfg.pipeline_depth)
         self.checkpoints = Checkpoints(genesis.params.checkpoint_interval, self._quorum)

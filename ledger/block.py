@@ -6,6 +6,11 @@ block h commits to the root over leaves 0..h-1, so any earlier block can be prov
 later one in O(log n). A certificate is a quorum (2f+1 at n = 3f+1) of distinct validators'
 Commit signatures over
 `encode([chain_id, view, height, block_hash])` in the COMMIT domain.
+
+A block carries the outcome of each of its txs (accepted, or refused with a rule's reason
+code: ledger/kinds/) and its header commits to them through `outcome_root`, an RFC 9162 tree
+over `encode([tx_id, code])` in block order, so one tx's outcome is provable like its
+inclusion. `check_block` recomputes the outcomes from the rule state before the block.
 """
 
 from collections.abc import Callable, Container
@@ -17,6 +22,8 @@ from ledger import tx as txs
 from ledger.encoding import decode, encode, expect_bytes, expect_int, expect_list
 from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction
 from ledger.genesis import Genesis
+from ledger.kinds.base import ACCEPTED, REASONS
+from ledger.kinds.execute import Executed, Getter, check_outcomes, execute, outcome_root
 from ledger.primitives import (
     BLOCK_BYTES_MAX,
     BLOCK_TXS_MAX,
@@ -25,10 +32,11 @@ from ledger.primitives import (
     VALIDATORS_MAX,
 )
 
-HEADER_VERSION: Final = 1
+HEADER_VERSION: Final = 2  # 2: the outcome root
 HEIGHT_MAX: Final = 2**63 - 1
 CERTIFICATE_BYTES_MAX: Final = 128 + VALIDATORS_MAX * (SIGNATURE_BYTES + 8)
-HEADER_BYTES_MAX: Final = 256  # 9 fields: 3 digests and 6 integers
+HEADER_BYTES_MAX: Final = 256  # 10 fields: 4 digests and 6 integers
+_OUTCOME_CODES: Final = frozenset((ACCEPTED, *REASONS))  # "" is accepted
 _BYTES_ONLY: Final = frozenset({bytes})
 
 
@@ -42,11 +50,12 @@ class BlockHeader:
     timestamp_ms: int
     view: int
     proposer: int
+    outcome_root: bytes  # the tree over encode([tx_id, outcome code]) in block order
 
     def to_list(self) -> list[Any]:
         return [
             HEADER_VERSION, self.height, self.prev_hash, self.tx_root, self.tx_count,
-            self.history_root, self.timestamp_ms, self.view, self.proposer,
+            self.history_root, self.timestamp_ms, self.view, self.proposer, self.outcome_root,
         ]  # fmt: skip
 
     def hash(self) -> bytes:
@@ -58,6 +67,9 @@ class Block:
     header: BlockHeader
     txs: tuple[txs.Transaction, ...]
     hash: bytes = field(compare=False)
+    # One code per tx ("" accepted); the header's outcome root commits to them. Left out,
+    # every tx is accepted (untyped records: what every block held before kinds).
+    outcomes: tuple[str, ...] = field(default=(), compare=False)
     # Memos of pure functions of this immutable block (never init fields: a block built or
     # `replace`d from fields starts without them). `_raw`: its canonical bytes, kept by
     # `decode_block` or made once by `encode`; a block travels and is stored several times.
@@ -65,13 +77,17 @@ class Block:
     _raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _body_ok: bool = field(default=False, init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if not self.outcomes and self.txs:
+            object.__setattr__(self, "outcomes", ("",) * len(self.txs))
+
     @property
     def height(self) -> int:
         return self.header.height
 
     def encode(self) -> bytes:
         if self._raw is None:
-            raw = encode([self.header.to_list(), [t.raw for t in self.txs]])
+            raw = encode([self.header.to_list(), [t.raw for t in self.txs], list(self.outcomes)])
             object.__setattr__(self, "_raw", raw)
             return raw
         return self._raw
@@ -113,13 +129,16 @@ def commit_payload(chain_id: str, view: int, height: int, block_hash: bytes) -> 
 
 def make_block(
     head: ChainHead, transactions: tuple[txs.Transaction, ...], timestamp_ms: int, view: int,
-    proposer: int,
+    proposer: int, outcomes: tuple[str, ...] | None = None,
 ) -> Block:  # fmt: skip
+    """The block of `transactions` on `head`; `outcomes` None: every tx accepted."""
+    ids = [t.tx_id for t in transactions]
+    codes = ("",) * len(ids) if outcomes is None else outcomes
     header = BlockHeader(
-        head.height + 1, head.hash, merkle.root([t.tx_id for t in transactions]),
-        len(transactions), head.history.root(), timestamp_ms, view, proposer,
+        head.height + 1, head.hash, merkle.root(ids), len(transactions), head.history.root(),
+        timestamp_ms, view, proposer, outcome_root(ids, codes),
     )  # fmt: skip
-    block = Block(header, transactions, header.hash())
+    block = Block(header, transactions, header.hash(), codes)
     object.__setattr__(block, "_body_ok", True)  # the root was just computed from these txs
     return block
 
@@ -130,7 +149,7 @@ def decode_block(raw: bytes, known: txs.KnownTx | None = None) -> Block:
     `known(tx_id)` may offer a tx already decoded (e.g. from the pool): it is used only if it
     was decoded from exactly the same bytes (`ledger.tx.decode_known`)."""
     try:
-        items = expect_list(decode(raw, BLOCK_BYTES_MAX), 2, "block")
+        items = expect_list(decode(raw, BLOCK_BYTES_MAX), 3, "block")
         header = _parse_header(items[0])
         if not isinstance(items[1], list) or len(items[1]) > BLOCK_TXS_MAX:
             raise InvalidEncoding(f"txs: expected an array of at most {BLOCK_TXS_MAX}")
@@ -140,15 +159,24 @@ def decode_block(raw: bytes, known: txs.KnownTx | None = None) -> Block:
             body = tuple(txs.decode_tx(t) for t in items[1])
         else:
             body = tuple(txs.decode_known(t, known) for t in items[1])
+        outcomes = _parse_outcomes(items[2], len(body))
     except (InvalidEncoding, InvalidTransaction) as exc:
         raise InvalidBlock(f"malformed block: {exc}") from None
-    block = Block(header, body, header.hash())
+    block = Block(header, body, header.hash(), outcomes)
     object.__setattr__(block, "_raw", bytes(raw))  # canonical: `decode` checked it
     return block
 
 
+def _parse_outcomes(value: Any, count: int) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) != count:
+        raise InvalidEncoding("outcomes: expected an array of one code per tx")
+    if not all(type(v) is str and v in _OUTCOME_CODES for v in value):
+        raise InvalidEncoding('outcomes: expected "" (accepted) or a reason code each')
+    return tuple(value)
+
+
 def _parse_header(value: Any) -> BlockHeader:
-    h = expect_list(value, 9, "header")
+    h = expect_list(value, 10, "header")
     expect_int(h[0], HEADER_VERSION, HEADER_VERSION, "header version")
     return BlockHeader(
         expect_int(h[1], 1, HEIGHT_MAX, "height"),
@@ -159,6 +187,7 @@ def _parse_header(value: Any) -> BlockHeader:
         expect_int(h[6], 0, txs.TIMESTAMP_MS_MAX, "timestamp_ms"),
         expect_int(h[7], 0, HEIGHT_MAX, "view"),
         expect_int(h[8], 0, VALIDATORS_MAX - 1, "proposer"),
+        expect_bytes(h[9], DIGEST_BYTES, "outcome_root"),
     )
 
 
@@ -171,13 +200,17 @@ def decode_header(raw: bytes) -> BlockHeader:
 
 
 def check_body(block: Block) -> None:
-    """The txs are the ones the header commits to: their count and their Merkle root."""
+    """The txs and outcomes are the ones the header commits to: count and Merkle roots."""
     if block._body_ok:  # a pure function of the immutable block, already computed
         return
     if block.header.tx_count != len(block.txs):
         raise InvalidBlock(f"block {block.height} holds another number of txs than its header")
     if block.header.tx_root != merkle.root([t.tx_id for t in block.txs]):
         raise InvalidBlock(f"block {block.height} has a wrong tx root")
+    if len(block.outcomes) != len(block.txs) or block.header.outcome_root != outcome_root(
+        [t.tx_id for t in block.txs], block.outcomes
+    ):
+        raise InvalidBlock(f"block {block.height} has a wrong outcome root")
     object.__setattr__(block, "_body_ok", True)
 
 
@@ -237,11 +270,14 @@ def check_block(
     *,
     is_committed: Callable[[bytes], bool],
     signatures_checked: Container[bytes] = frozenset(),
-) -> None:
-    """Raise `InvalidBlock` unless `block` validly extends `head`.
+    state: Getter = lambda _key: None,
+) -> Executed:
+    """Raise `InvalidBlock` unless `block` validly extends `head`; return its execution.
 
     Every tx must be valid at the block's timestamp and new to the chain; `signatures_checked`
-    names tx ids whose signatures the caller has already verified (e.g. at admission).
+    names tx ids whose signatures the caller has already verified (e.g. at admission). Its
+    outcomes must be the ones its txs get, in order, against `state`: the rule state at
+    `head` (the default, an empty state, is the state before any typed record).
     """
     check_links(block, head, genesis)
     header = block.header
@@ -258,6 +294,9 @@ def check_block(
                 txs.check_signature(t, client)
         except InvalidTransaction as exc:
             raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None
+    executed = execute(state, block.txs, genesis, header.timestamp_ms)
+    check_outcomes(block.outcomes, executed, header.height)
+    return executed
 
 
 def check_links(block: Block, head: ChainHead, genesis: Genesis) -> None:

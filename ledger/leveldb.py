@@ -14,7 +14,7 @@ from ledger.encoding import decode, encode
 from ledger.errors import LedgerError, StoreError
 from ledger.genesis import Genesis
 
-FORMAT_VERSION: Final = 2  # 2: the X index of tx bytes (format 1 stores are refused)
+FORMAT_VERSION: Final = 3  # 2: the X index of tx bytes; 3: outcomes and rule state
 META_BYTES_MAX: Final = 256
 META_KEY: Final = b"meta"
 HEAD_KEY: Final = b"head"

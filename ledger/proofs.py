@@ -8,9 +8,10 @@ instead a map must hold exactly its known fields, so that no byte of it goes unc
 
 - A checkpoint is a certified head: a header and a quorum certificate over its hash.
 - A bundle proves one tx: its bytes, its block's checkpoint, and the RFC 9162 inclusion of its
-  id at `index` in a tree of `header.tx_count` leaves under `header.tx_root`. The header binds
-  the tree size, so the path pins the position; optionally an anchor proves the block's hash as
-  leaf `height` of a later checkpoint's history tree.
+  id at `index` in a tree of `header.tx_count` leaves under `header.tx_root`, and of its
+  outcome (accepted, or a reason code) at the same index under `header.outcome_root`. The
+  header binds the tree size, so the path pins the position; optionally an anchor proves the
+  block's hash as leaf `height` of a later checkpoint's history tree.
 - A consistency proof shows that the chain at one checkpoint is a prefix of another's.
 
 Every check raises `InvalidProof` with the reason, nothing else (our own bugs are assertions).
@@ -37,9 +38,11 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError
 from ledger.genesis import Genesis
+from ledger.kinds.base import ACCEPTED, REASONS
+from ledger.kinds.execute import outcome_leaf
 from ledger.primitives import BLOCK_TXS_MAX, DIGEST_BYTES
 
-BUNDLE_FORMAT: Final = "cityledger-proof-bundle/1"
+BUNDLE_FORMAT: Final = "cityledger-proof-bundle/2"  # 2: the outcome and its proof
 # The largest bundle as indented JSON: a 20 KiB tx, two headers and certificates, and two
 # proofs, all as hex, stay under 100 KiB.
 BUNDLE_BYTES_MAX: Final = 256 * 1024
@@ -50,7 +53,7 @@ ANCHOR_FIELDS: Final = CHECKPOINT_FIELDS | {"history_proof"}
 BUNDLE_FIELDS: Final = frozenset(
     {
         "format", "chain_id", "genesis_hash", "tx_id", "tx", "height", "index", "tx_count",
-        "header", "block_hash", "tx_proof", "certificate", "anchor",
+        "header", "block_hash", "tx_proof", "certificate", "anchor", "outcome", "outcome_proof",
     }
 )  # fmt: skip
 CONSISTENCY_FIELDS: Final = frozenset({"from", "to", "consistency_proof", "inclusion_proof"})
@@ -73,12 +76,14 @@ class Certified:
 
 @dataclass(frozen=True)
 class Proven:
-    """What a valid bundle proves: `tx` is at `index` of the certified `block`."""
+    """What a valid bundle proves: `tx` is at `index` of the certified `block`, with `outcome`
+    ("" accepted, else the reason code that refused it)."""
 
     tx: txs.Transaction
     block: Certified
     index: int
     anchor: Certified | None
+    outcome: str = ""
 
     @property
     def tx_count(self) -> int:
@@ -266,7 +271,21 @@ def verify_bundle(doc: Any, genesis: Genesis) -> Proven:
     except InvalidTransaction as exc:
         raise InvalidProof(f"tx is not valid in its block: {exc}") from None
     index = _position(doc, tx, block.header)
-    return Proven(tx, block, index, _anchor(doc["anchor"], block, genesis))
+    outcome = _outcome(doc, tx, index, block.header)
+    return Proven(tx, block, index, _anchor(doc["anchor"], block, genesis), outcome)
+
+
+def _outcome(doc: Mapping[str, Any], tx: txs.Transaction, index: int, header: BlockHeader) -> str:
+    """The tx's outcome, proven at its index in the header's outcome tree (docs/protocol.md
+    7.5): `""` accepted, or one reason code."""
+    outcome = doc["outcome"]
+    if outcome != ACCEPTED and outcome not in REASONS:
+        raise InvalidProof('outcome: expected "" (accepted) or a reason code')
+    proof = _hashes(doc, "outcome_proof", merkle.INCLUSION_PROOF_HASHES_MAX)
+    leaf = outcome_leaf(tx.tx_id, outcome)
+    if not merkle.verify_inclusion(leaf, index, header.tx_count, proof, header.outcome_root):
+        raise InvalidProof(f"outcome_proof does not prove outcome {outcome or 'accepted'!r}")
+    return str(outcome)
 
 
 # --- Consistency -----------------------------------------------------------------------------

@@ -19,6 +19,8 @@ order is height order; every class of key has its own one-byte prefix or a fixed
     b"R" record_key b"\\x00" height index -> tx_id(32)
     b"N" level(1) index(8)               -> hash(32), a node of the history tree
     b"P" name                            -> the consensus replica's own state (not chain data)
+    b"S" state_key                       -> encode(value): the rule state (ledger/kinds)
+    b"O" tx_id(32)                       -> the reason code of a refused tx (accepted: none)
 
 Record keys never contain NUL (ledger.tx allows `A-Za-z0-9._:-/` only), so `b"R" key b"\\x00"`
 is a prefix that matches exactly one record's versions, in height/index order; the latest
@@ -30,10 +32,12 @@ Reads of one tx or of a record's versions never decode a block: `X` holds each c
 own bytes (a second copy of them, the price of history and tx lookups that cost a few point
 reads per version, whatever the size of the blocks they are in; format 2 added it).
 
-Block h's batch holds: B, C, H of block h, T, X and R of each of its txs, the N nodes that appending
-leaf h completes (plus leaf 0 for h = 1), and the new head pointer. LevelDB applies a batch
-atomically and replays its log on start, so after a crash (even kill -9) the store holds exactly
-the blocks whose `append` returned, plus possibly the one in flight, never half a block.
+Block h's batch holds: B, C, H of block h, T and X of each of its txs, R of each accepted one
+and O of each refused one, the S entries its accepted txs write (their absolute values), the N
+nodes that appending leaf h completes (plus leaf 0 for h = 1), and the new head pointer.
+LevelDB applies a batch atomically and replays its log on start, so after a crash (even
+kill -9) the store holds exactly the blocks whose `append` returned, plus possibly the one in
+flight, never half a block.
 
 Opening reads the meta, the head pointer, the head block and certificate and O(log n) history
 nodes, whatever the length of the chain. `BlockStore.open_for_audit` skips the head checks so
@@ -42,7 +46,6 @@ that `ledger.verify` can name the first bad height of a damaged store.
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -63,75 +66,37 @@ from ledger.block import (
     decode_certificate,
     verify_certificate,
 )
-from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
+from ledger.encoding import decode, encode
+from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError, StoreError
 from ledger.genesis import Genesis
-from ledger.leveldb import AUDIT_CACHE_BYTES, HEAD_KEY, init_or_check_meta, open_db, record_keys
+from ledger.kinds.execute import Executed, Getter, Overlay, check_outcomes, execute
+from ledger.leveldb import AUDIT_CACHE_BYTES, init_or_check_meta, open_db, record_keys
 from ledger.primitives import DIGEST_BYTES
+from ledger.storelayout import (
+    BLOCK,
+    CERT,
+    HASH,
+    HEAD,
+    HEIGHT_BYTES,
+    LOCATION_BYTES,
+    OUTCOME,
+    RECORD,
+    STATE,
+    TX,
+    TX_BYTES,
+    BlockWrite,
+    StateWrite,
+    Step,
+    height_bytes,
+    location_bytes,
+    lookup_prefix,
+    node_key,
+    record_prefix,
+    unpack_location,
+)  # fmt: skip
 
 RECORD_VERSIONS_MAX: Final = 10_000  # one call's answer; callers page with `after`
-
-_HEAD: Final = HEAD_KEY
-_BLOCK: Final = b"B"
-_CERT: Final = b"C"
-_HASH: Final = b"H"
-_TX: Final = b"T"
-_TX_BYTES: Final = b"X"
-_RECORD: Final = b"R"
-_NODE: Final = b"N"
-_RECORD_END: Final = b"\x00"
-_HEIGHT_BYTES: Final = 8
-_INDEX_BYTES: Final = 4
-_LOCATION_BYTES: Final = _HEIGHT_BYTES + _INDEX_BYTES
-
-
-def _height_bytes(height: int) -> bytes:
-    return height.to_bytes(_HEIGHT_BYTES, "big")
-
-
-def _location_bytes(height: int, index: int) -> bytes:
-    return height.to_bytes(_HEIGHT_BYTES, "big") + index.to_bytes(_INDEX_BYTES, "big")
-
-
-def _record_prefix(key: str) -> bytes:
-    return _RECORD + key.encode() + _RECORD_END
-
-
-def _lookup_prefix(key: str) -> bytes | None:
-    """The prefix of a record key asked about from outside; None for keys no tx can have
-    (a NUL inside would make the prefix match another record's versions)."""
-    return None if "\x00" in key else _record_prefix(key)
-
-
-def _node_key(level: int, index: int) -> bytes:
-    return _NODE + bytes([level]) + index.to_bytes(8, "big")
-
-
-def _unpack_location(value: bytes) -> tuple[int, int]:
-    height, index = value[:_HEIGHT_BYTES], value[_HEIGHT_BYTES:]
-    return int.from_bytes(height, "big"), int.from_bytes(index, "big")
-
-
-@dataclass(frozen=True)
-class StateWrite:
-    """Replica state entries to delete, then put (keys without the store's b"P" prefix)."""
-
-    puts: tuple[tuple[bytes, bytes], ...]
-    deletes: tuple[bytes, ...] = ()
-
-
-@dataclass(frozen=True)
-class BlockWrite:
-    """A certified block to append. `txs_checked`: the caller (consensus) ran `check_block` on
-    this very block against the same parent, so its txs' rules are not checked again; its
-    links, roots, hashes and certificate always are."""
-
-    block: Block
-    certificate: Certificate
-    txs_checked: bool = False
-
-
-Step = StateWrite | BlockWrite
-"""One step of `BlockStore.write`: a replica state write, or a certified block to append."""
+STATE_VALUE_BYTES_MAX: Final = 64 * 1024  # one rule-state entry (a few fields)
 
 
 class PendingWrite:
@@ -256,12 +221,12 @@ class BlockStore:
 
     def head_pointer(self) -> tuple[int, bytes] | None:
         """The head pointer as stored (height, block hash), unchecked; for verifiers."""
-        raw = self._get(_HEAD)
+        raw = self._get(HEAD)
         if raw is None:
             return None
-        if len(raw) != _HEIGHT_BYTES + DIGEST_BYTES:
+        if len(raw) != HEIGHT_BYTES + DIGEST_BYTES:
             raise StoreError(f"{self._path}: the head pointer is damaged")
-        return int.from_bytes(raw[:_HEIGHT_BYTES], "big"), raw[_HEIGHT_BYTES:]
+        return int.from_bytes(raw[:HEIGHT_BYTES], "big"), raw[HEIGHT_BYTES:]
 
     def _head_pointer_or_raise(self) -> tuple[int, bytes]:
         pointer = self.head_pointer()
@@ -274,7 +239,7 @@ class BlockStore:
     def last_stored_height(self) -> int:
         """The highest height any block or certificate is stored at (0 if none), unchecked."""
         highest = 0
-        for prefix in (_BLOCK, _CERT):
+        for prefix in (BLOCK, CERT):
             for key in self._keys(prefix, reverse=True, limit=1):
                 highest = max(highest, int.from_bytes(key[len(prefix) :], "big"))
         return highest
@@ -302,6 +267,7 @@ class BlockStore:
         then `advance`. Nothing else may write to the store in between."""
         head = self.head
         in_batch: set[bytes] = set()  # tx ids of the blocks of this batch, not yet in LevelDB
+        state = Overlay(self.rule_state)  # the rule state after the blocks of this batch
 
         def is_committed(tx_id: bytes) -> bool:
             return tx_id in in_batch or self.has_tx(tx_id)
@@ -315,8 +281,9 @@ class BlockStore:
                     for key, value in step.puts:
                         batch.put(self._CONSENSUS + key, value)
                     continue
-                nodes, head = self._check_append(step, head, is_committed)
-                self._put_block(batch, step.block, step.certificate, nodes)
+                nodes, head, executed = self._check_append(step, head, is_committed, state.get)
+                self._put_block(batch, step.block, step.certificate, nodes, executed)
+                state.update(executed.writes)
                 in_batch.update(t.tx_id for t in step.block.txs)
         except plyvel.Error as exc:
             raise StoreError(f"{self._path}: preparing a write failed: {exc}") from None
@@ -329,10 +296,12 @@ class BlockStore:
         self._head = pending.head
 
     def _check_append(
-        self, step: BlockWrite, head: ChainHead, is_committed: Callable[[bytes], bool]
-    ) -> tuple[list[merkle.Node], ChainHead]:
-        """The history nodes the block completes and the head after it; raise `InvalidBlock`
-        unless it is a certified block that validly extends `head`."""
+        self, step: BlockWrite, head: ChainHead, is_committed: Callable[[bytes], bool],
+        state: Getter,
+    ) -> tuple[list[merkle.Node], ChainHead, Executed]:  # fmt: skip
+        """The history nodes the block completes, the head after it and its execution against
+        `state`; raise `InvalidBlock` unless it is a certified block that validly extends
+        `head` with the outcomes its txs get."""
         block, certificate = step.block, step.certificate
         # Pair checks of in-memory objects: what gets indexed must be what gets stored. A tx
         # that `decode_tx` parsed got its id from its own bytes (and is frozen): not re-hashed.
@@ -341,10 +310,13 @@ class BlockStore:
             raise InvalidBlock(f"block {block.height}: hashes do not match its content")
         if step.txs_checked:
             check_links(block, head, self._genesis)
+            # The writes are needed, and the outcomes pair-checked against the replica's.
+            executed = execute(state, block.txs, self._genesis, block.header.timestamp_ms)
+            check_outcomes(block.outcomes, executed, block.height)
         else:
-            check_block(
+            executed = check_block(
                 block, head, self._genesis, is_committed=is_committed,
-                signatures_checked=frozenset(ids),
+                signatures_checked=frozenset(ids), state=state,
             )  # fmt: skip
         verify_certificate(certificate, block, self._genesis)
         nodes: list[merkle.Node] = []
@@ -352,30 +324,38 @@ class BlockStore:
             nodes.extend(merkle.Frontier.empty().append_with_nodes(self._genesis.hash)[1])
         history, completed = head.history.append_with_nodes(block.hash)
         nodes.extend(completed)
-        return nodes, ChainHead(block.height, block.hash, block.header.timestamp_ms, history)
+        after = ChainHead(block.height, block.hash, block.header.timestamp_ms, history)
+        return nodes, after, executed
 
     @staticmethod
-    def _put_block(batch: Any, block: Block, cert: Certificate, nodes: list[merkle.Node]) -> None:
-        height = _height_bytes(block.height)
-        batch.put(_BLOCK + height, block.encode())
-        batch.put(_CERT + height, cert.encode())
-        batch.put(_HASH + block.hash, height)
-        for index, t in enumerate(block.txs):
-            location = _location_bytes(block.height, index)
-            batch.put(_TX + t.tx_id, location)
-            batch.put(_TX_BYTES + t.tx_id, location + t.raw)
-            batch.put(_record_prefix(t.key) + location, t.tx_id)
+    def _put_block(
+        batch: Any, block: Block, cert: Certificate, nodes: list[merkle.Node], executed: Executed
+    ) -> None:
+        height = height_bytes(block.height)
+        batch.put(BLOCK + height, block.encode())
+        batch.put(CERT + height, cert.encode())
+        batch.put(HASH + block.hash, height)
+        for index, (t, code) in enumerate(zip(block.txs, block.outcomes, strict=True)):
+            location = location_bytes(block.height, index)
+            batch.put(TX + t.tx_id, location)
+            batch.put(TX_BYTES + t.tx_id, location + t.raw)
+            if code:  # refused: recorded, but no version of its record
+                batch.put(OUTCOME + t.tx_id, code.encode())
+            else:
+                batch.put(record_prefix(t.key) + location, t.tx_id)
+        for key, value in executed.writes.items():
+            batch.put(STATE + key, encode(value))
         for node in nodes:
-            batch.put(_node_key(node.level, node.index), node.digest)
-        batch.put(_HEAD, height + block.hash)
+            batch.put(node_key(node.level, node.index), node.digest)
+        batch.put(HEAD, height + block.hash)
 
     # --- Blocks and certificates ---------------------------------------------------------------
 
     def raw_block(self, height: int) -> bytes | None:
-        return self._get(_BLOCK + _height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
+        return self._get(BLOCK + height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
 
     def raw_certificate(self, height: int) -> bytes | None:
-        return self._get(_CERT + _height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
+        return self._get(CERT + height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
 
     def block(self, height: int) -> Block | None:
         raw = self.raw_block(height)
@@ -417,23 +397,23 @@ class BlockStore:
             yield self._checked_block(height), cert
 
     def height_of(self, block_hash: bytes) -> int | None:
-        raw = self._get(_HASH + block_hash)
+        raw = self._get(HASH + block_hash)
         if raw is None:
             return None
-        return int.from_bytes(self._checked_length(_HASH + block_hash, raw, _HEIGHT_BYTES), "big")
+        return int.from_bytes(self._checked_length(HASH + block_hash, raw, HEIGHT_BYTES), "big")
 
     # --- Transactions and records --------------------------------------------------------------
 
     def has_tx(self, tx_id: bytes) -> bool:
         """Whether the tx is committed here (`tx_location` without decoding the entry)."""
-        return self._get(_TX + tx_id) is not None
+        return self._get(TX + tx_id) is not None
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
-        key = _TX + tx_id
+        key = TX + tx_id
         raw = self._get(key)
         if raw is None:
             return None
-        return _unpack_location(self._checked_length(key, raw, _LOCATION_BYTES))
+        return unpack_location(self._checked_length(key, raw, LOCATION_BYTES))
 
     def tx(self, tx_id: bytes) -> txs.Transaction | None:
         location = self.tx_location(tx_id)
@@ -442,12 +422,12 @@ class BlockStore:
     def _tx_at(self, height: int, index: int, tx_id: bytes) -> txs.Transaction:
         """The committed tx `tx_id` at (height, index), from its `X` entry: pair-checked
         against the location the caller read from another index and against its own id."""
-        key = _TX_BYTES + tx_id
+        key = TX_BYTES + tx_id
         value = self._get(key)
         found = None
-        if value is not None and value[:_LOCATION_BYTES] == _location_bytes(height, index):
+        if value is not None and value[:LOCATION_BYTES] == location_bytes(height, index):
             with contextlib.suppress(InvalidTransaction):
-                found = txs.decode_tx(value[_LOCATION_BYTES:])
+                found = txs.decode_tx(value[LOCATION_BYTES:])
         if found is None or found.tx_id != tx_id:
             raise StoreError(f"{self._path}: the entry {key!r} is damaged")
         return found
@@ -455,10 +435,10 @@ class BlockStore:
     def indexed_tx(self, tx_id: bytes) -> tuple[int, int, bytes] | None:
         """The `X` entry of `tx_id` as stored, unchecked: (height, index, tx bytes); for
         verifiers. None if there is none."""
-        value = self._get(_TX_BYTES + tx_id)
-        if value is None or len(value) < _LOCATION_BYTES:
+        value = self._get(TX_BYTES + tx_id)
+        if value is None or len(value) < LOCATION_BYTES:
             return None if value is None else (-1, -1, value)
-        return (*_unpack_location(value[:_LOCATION_BYTES]), value[_LOCATION_BYTES:])
+        return (*unpack_location(value[:LOCATION_BYTES]), value[LOCATION_BYTES:])
 
     def record_versions(
         self, key: str, limit: int, after: tuple[int, int] | None = None
@@ -468,10 +448,10 @@ class BlockStore:
         first. One index scan: no block is read."""
         if not 1 <= limit <= RECORD_VERSIONS_MAX:
             raise ValueError(f"limit must be in [1, {RECORD_VERSIONS_MAX}]")
-        prefix = _lookup_prefix(key)
+        prefix = lookup_prefix(key)
         if prefix is None:
             return []
-        start = prefix if after is None else prefix + _location_bytes(*after)
+        start = prefix if after is None else prefix + location_bytes(*after)
         stop = prefix[:-1] + bytes([prefix[-1] + 1])  # just past every key with this prefix
         try:
             with self._db.iterator(start=start, stop=stop, include_start=after is None) as it:
@@ -491,10 +471,10 @@ class BlockStore:
 
     def record_keys(self, low: str, high: str | None, limit: int) -> list[str]:
         """Up to `limit` record keys k with low <= k (< high), in order: one seek per record."""
-        return record_keys(self._db, _RECORD, low, high, limit, self._path)
+        return record_keys(self._db, RECORD, low, high, limit, self._path)
 
     def latest_record(self, key: str) -> tuple[int, int, txs.Transaction] | None:
-        prefix = _lookup_prefix(key)
+        prefix = lookup_prefix(key)
         if prefix is None:
             return None
         for k, v in self._items(prefix, reverse=True, limit=1):
@@ -504,25 +484,48 @@ class BlockStore:
 
     def record_entry(self, key: str, height: int, index: int) -> bytes | None:
         """The tx id the record index holds for version (height, index) of `key`, if any."""
-        prefix = _lookup_prefix(key)
+        prefix = lookup_prefix(key)
         if prefix is None or not (0 <= height <= HEIGHT_MAX and 0 <= index < 2**32):
             return None
-        entry = prefix + _location_bytes(height, index)
+        entry = prefix + location_bytes(height, index)
         raw = self._get(entry)
         return None if raw is None else self._checked_length(entry, raw, DIGEST_BYTES)
 
     def _record_entry(self, prefix: bytes, key: bytes, value: bytes) -> tuple[int, int, bytes]:
-        height, index = _unpack_location(
-            self._checked_length(key, key[len(prefix) :], _LOCATION_BYTES)
+        height, index = unpack_location(
+            self._checked_length(key, key[len(prefix) :], LOCATION_BYTES)
         )
         return height, index, self._checked_length(key, value, DIGEST_BYTES)
+
+    # --- Rule state and outcomes -----------------------------------------------------------------
+
+    def rule_state(self, key: bytes) -> Any:
+        """The committed value of rule-state entry `key` (ledger/kinds), or None."""
+        raw = self._get(STATE + key)
+        return None if raw is None else self._decode_state(key, raw)
+
+    def rule_states(self, prefix: bytes, limit: int) -> list[tuple[bytes, Any]]:
+        """The first `limit` rule-state entries whose keys start with `prefix`, in key order."""
+        items = self._items(STATE + prefix, reverse=False, limit=limit)
+        return [(k[1:], self._decode_state(k, v)) for k, v in items]
+
+    def _decode_state(self, key: bytes, raw: bytes) -> Any:
+        try:
+            return decode(raw, STATE_VALUE_BYTES_MAX)
+        except LedgerError:
+            raise StoreError(f"{self._path}: the rule state entry {key!r} is damaged") from None
+
+    def tx_outcome(self, tx_id: bytes) -> str:
+        """The reason code of a committed tx that was refused; "" if it was accepted."""
+        raw = self._get(OUTCOME + tx_id)
+        return "" if raw is None else raw.decode(errors="replace")
 
     # --- The history tree ----------------------------------------------------------------------
 
     def history_node(self, level: int, index: int) -> bytes | None:
         if not (0 <= level < merkle.LEVELS_MAX and 0 <= index < 2**64):
             return None
-        key = _node_key(level, index)
+        key = node_key(level, index)
         raw = self._get(key)
         return None if raw is None else self._checked_length(key, raw, DIGEST_BYTES)
 

@@ -7,8 +7,13 @@ core over any source of (block bytes, certificate bytes); `verify_chain` runs it
 `BlockStore` and also checks every index entry the store holds for each block, so an altered
 byte anywhere in the store is found and the first bad height named.
 
+Every tx's outcome is recomputed from genesis: the verifier keeps the rule state its own
+replay built (ledger/kinds: the size of the typed records' state, not of the chain) and
+`check_block` compares each block's outcomes with it, so a wrong outcome is named at its
+height like any other bad byte.
+
 It must never import plyvel (it reads only through the `BlockStore` API), never write to the
-store, and never hold more than one block's worth of state: duplicate txs across blocks are
+store, and never hold more than one block's worth of txs: duplicate txs across blocks are
 found through the store's tx index, not a set of every tx id seen.
 """
 
@@ -28,6 +33,7 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, LedgerError
 from ledger.genesis import Genesis
+from ledger.kinds.execute import Overlay
 from ledger.store import BlockStore
 
 TxLocation = Callable[[bytes], tuple[int, int] | None]
@@ -74,6 +80,7 @@ class ChainVerifier:
         self.genesis = genesis
         self.head = ChainHead.genesis(genesis) if head is None else head
         self._tx_location = tx_location
+        self.state = Overlay(_nothing)  # the rule state its replay built (from genesis)
         self.blocks_checked = 0
         self.txs_checked = 0
 
@@ -91,7 +98,10 @@ class ChainVerifier:
             location = self._tx_location(tx_id)
             return location is not None and location != (height, positions[tx_id])
 
-        check_block(block, self.head, self.genesis, is_committed=committed_elsewhere)
+        executed = check_block(
+            block, self.head, self.genesis, is_committed=committed_elsewhere, state=self.state.get
+        )
+        self.state.update(executed.writes)
         nodes: tuple[merkle.Node, ...] = ()
         if height == 1:  # leaf 0, the genesis hash, is part of the tree block 1 extends
             nodes = merkle.Frontier.empty().append_with_nodes(self.genesis.hash)[1]
@@ -100,6 +110,10 @@ class ChainVerifier:
         self.blocks_checked += 1
         self.txs_checked += len(block.txs)
         return VerifiedBlock(block, certificate, nodes + completed)
+
+
+def _nothing(_key: bytes) -> None:
+    return None
 
 
 def verify_chain(
@@ -193,7 +207,10 @@ def _verify_stored_block(
         # check_block accepted a missing entry as "not committed elsewhere": require it here.
         if locations.pop(t.tx_id) != (height, index):
             raise InvalidBlock(f"the tx index entry of tx {index} is missing or wrong")
-        if store.record_entry(t.key, height, index) != t.tx_id:
+        code = block.outcomes[index]
+        if store.tx_outcome(t.tx_id) != code:
+            raise InvalidBlock(f"the outcome index entry of tx {index} is missing or wrong")
+        if store.record_entry(t.key, height, index) != (None if code else t.tx_id):
             raise InvalidBlock(f"the record index entry of tx {index} ({t.key}) is wrong")
         if store.indexed_tx(t.tx_id) != (height, index, t.raw):
             raise InvalidBlock(f"the tx bytes index entry of tx {index} is missing or wrong")

@@ -12,6 +12,12 @@ a large batch never holds the event loop for long. Without a pool (a node with o
 verifies a slice at a time and serves other work in between. Txs relayed by peers go through
 the very same rules: a peer is never trusted.
 
+A client's own submission (not a relayed tx, nor a block's) may also carry a `precheck`:
+the record rules whose refusal is already certain against the committed state
+(`ledger.kinds.execute.settled_refusal`), so that a clerk hears the reason code at once
+instead of finding the tx refused in its block. A peer's txs never meet it: a block holding
+such a tx is valid (the tx is recorded, refused).
+
 This module decides and reports; it never hands txs to the replica or writes anything.
 """
 
@@ -25,6 +31,9 @@ from ledger import tx as txs
 from ledger.errors import InvalidTransaction
 from ledger.genesis import Client, Genesis
 from node.ordering import Admitted, Gate, check_cheap, verify_signatures
+
+Precheck = Callable[[txs.Transaction, Client], InvalidTransaction | None]
+"""``precheck(tx, client)``: the certain refusal of a client's tx by a record rule, or None."""
 
 VERIFY_CHUNK_TXS: Final = 128  # txs verified per thread-pool job (fewer, larger jobs: each costs)
 INLINE_VERIFY_TXS_MAX: Final = 8  # fewer than this: not worth a thread hop
@@ -93,8 +102,9 @@ class Admission:
         return self._gate.held(tx_id)
 
     async def admit(
-        self, items: Sequence[bytes | txs.Transaction | InvalidTransaction], now_ms: int
-    ) -> Verdict:
+        self, items: Sequence[bytes | txs.Transaction | InvalidTransaction], now_ms: int,
+        precheck: Precheck | None = None,
+    ) -> Verdict:  # fmt: skip
         """Check every item in the rule order of node/ordering.py. The admitted txs stay held
         by the gate (known to every other admission) until the shell submits them."""
         rejected: list[Rejection] = []
@@ -108,6 +118,9 @@ class Admission:
                     tx, self._genesis, now_ms, seen=seen,
                     is_committed=self._is_committed, is_known=self.is_known,
                 )  # fmt: skip
+                refused = None if precheck is None else precheck(tx, client)
+                if refused is not None:
+                    raise refused
             except InvalidTransaction as exc:
                 tx_id = None if decoded is None else decoded.tx_id
                 rejected.append(Rejection(index, tx_id, exc.reason, exc.detail))

@@ -8,6 +8,7 @@ a refused request changes nothing. State lives in typed app keys; the runtime (s
 transport) is opened and closed by the app's `cleanup_ctx`.
 """
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final
@@ -19,6 +20,9 @@ from consensus.replica import ReplicaConfig
 from ledger import tx as txs
 from ledger.block import HEIGHT_MAX, verify_certificate
 from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
+from ledger.genesis import Client
+from ledger.kinds.base import REASONS
+from ledger.kinds.execute import settled_refusal
 from ledger.store import RECORD_VERSIONS_MAX
 from node import (
     appkeys,
@@ -77,6 +81,7 @@ STATUS_OF: Final = {
     txs.DUPLICATE: 409,
     POOL_FULL: 429,
     UNCHECKED: 401,
+    **dict.fromkeys(REASONS, 422),  # a record rule's certain refusal
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -166,9 +171,7 @@ async def _submit(
         located = await rt.shell.wait_committed(
             [t.tx_id for t in accepted], rt.config.wait_timeout_ms / 1000
         )
-    statuses = [
-        _tx_status(t.tx_id, located.get(t.tx_id), expired=t.tx_id in located) for t in accepted
-    ]
+    statuses = [_submitted_status(rt, t.tx_id, located) for t in accepted]
     body: dict[str, Any] = {} if is_batch else dict(statuses[0])
     body |= {"accepted": statuses, "rejected": [_rejection_view(r) for r in rejected]}
     all_committed = wait and all(located.get(t.tx_id) is not None for t in accepted)
@@ -192,11 +195,26 @@ async def _admit_probed(
             detail = f"not checked: the request carried over {BAD_SIGNATURES_MAX} bad signatures"
             rejected += [Rejection(start + i, None, UNCHECKED, detail) for i in range(len(part))]
             break
-        verdict = await rt.admission.admit(part, rt.clock())
+        verdict = await rt.admission.admit(part, rt.clock(), functools.partial(_precheck, rt))
         taken = rt.shell.submit(verdict.admitted, relayed=False)
         accepted += verdict.accepted[:taken]
         rejected += [replace(r, index=start + r.index) for r in _with_overflow(verdict, taken)]
     return accepted, rejected
+
+
+def _submitted_status(
+    rt: Runtime, tx_id: bytes, located: dict[bytes, tuple[int, int] | None]
+) -> dict[str, Any]:
+    where = located.get(tx_id)
+    code = "" if where is None else rt.store.tx_outcome(tx_id)
+    return _tx_status(tx_id, where, expired=tx_id in located, code=code)
+
+
+def _precheck(rt: Runtime, tx: txs.Transaction, client: Client) -> InvalidTransaction | None:
+    """A client tx's refusal by a record rule, when the committed state already settles it."""
+    head_ms = rt.store.head.timestamp_ms
+    refused = settled_refusal(rt.store.rule_state, tx, client.organisation, head_ms)
+    return None if refused is None else InvalidTransaction(refused.code, refused.why)
 
 
 def _with_overflow(verdict: Verdict, taken: int) -> list[Rejection]:
@@ -209,13 +227,18 @@ def _with_overflow(verdict: Verdict, taken: int) -> list[Rejection]:
 
 
 def _tx_status(
-    tx_id: bytes, location: tuple[int, int] | None, *, expired: bool = False
+    tx_id: bytes, location: tuple[int, int] | None, *, expired: bool = False, code: str = ""
 ) -> dict[str, Any]:
-    """`expired`: it left the pool at its time-to-live, unproposed (if not committed)."""
+    """`expired`: it left the pool at its time-to-live, unproposed (if not committed); `code`:
+    a committed tx's outcome code ("" accepted, else the reason code that refused it)."""
     if location is None:
         status = "expired" if expired else "pending"
-        return {"tx_id": tx_id, "status": status, "height": None, "index": None}
-    return {"tx_id": tx_id, "status": "committed", "height": location[0], "index": location[1]}
+        return {"tx_id": tx_id, "status": status, "height": None, "index": None,
+                "outcome": None, "reason": None}  # fmt: skip
+    return {
+        "tx_id": tx_id, "status": "committed", "height": location[0], "index": location[1],
+        "outcome": "refused" if code else "accepted", "reason": code or None,
+    }  # fmt: skip
 
 
 async def get_transaction(request: web.Request) -> web.StreamResponse:
@@ -228,7 +251,8 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
             assert location is not None
             assert tx is not None
             auth.require_read(request, rt.identity.genesis, tx.key)
-            return {**_tx_status(tx_id, location), "tx": codec.tx_view(tx)}
+            code = rt.store.tx_outcome(tx_id)
+            return {**_tx_status(tx_id, location, code=code), "tx": codec.tx_view(tx)}
 
         return await _off_loop(request, committed)
     if rt.replica.has_pending(tx_id) or rt.shell.outbox.is_unwritten(tx_id):  # not durable yet

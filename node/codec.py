@@ -114,6 +114,7 @@ def header_view(header: BlockHeader) -> dict[str, Any]:
         "timestamp_ms": header.timestamp_ms,
         "view": header.view,
         "proposer": header.proposer,
+        "outcome_root": header.outcome_root,
         "raw": encode(header.to_list()),
     }
 
@@ -128,12 +129,18 @@ def certificate_view(cert: Certificate) -> dict[str, Any]:
     }
 
 
+def outcome_view(code: str) -> dict[str, Any]:
+    """A committed tx's outcome as the API shows it (`code`: "" accepted, else a reason)."""
+    return {"outcome": "refused" if code else "accepted", "reason": code or None}
+
+
 def block_view(block: Block, cert: Certificate) -> dict[str, Any]:
     return {
         "height": block.height,
         "hash": block.hash,
         "header": header_view(block.header),
         "txs": [tx_view(t) for t in block.txs],
+        "outcomes": [outcome_view(code) for code in block.outcomes],
         "certificate": certificate_view(cert),
     }
 

@@ -7,6 +7,7 @@ where byte strings are msgpack bin instead of hex. Pure data: no I/O.
 
 from typing import Any, Final
 
+from ledger.kinds.base import REASONS
 from ledger.primitives import BLOCK_TXS_MAX
 from ledger.proofs import BUNDLE_FORMAT
 
@@ -21,8 +22,14 @@ _TX_COUNT: Final = _INT | {
 _REASONS: Final = [
     "malformed", "too_large", "wrong_chain", "unknown_client", "forbidden_namespace",
     "stale_timestamp", "future_timestamp", "bad_signature", "duplicate", "pool_full",
-    "unchecked",
+    "unchecked", *REASONS,
 ]  # fmt: skip
+_OUTCOME: Final = {
+    "outcome": {"type": ["string", "null"], "enum": ["accepted", "refused", None],
+                "description": "null until committed"},
+    "reason": {"type": ["string", "null"], "enum": [*REASONS, None],
+               "description": "the rule's code when refused (see /v1/kinds)"},
+}  # fmt: skip
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -49,7 +56,7 @@ def _tx_schemas() -> dict[str, Any]:
     status = _obj(
         ["tx_id", "status", "height", "index"], tx_id=_HASH,
         status={"type": "string", "enum": ["pending", "committed", "expired"]},
-        height={"type": ["integer", "null"]}, index={"type": ["integer", "null"]},
+        height={"type": ["integer", "null"]}, index={"type": ["integer", "null"]}, **_OUTCOME,
     )  # fmt: skip
     batch = _array(_ref("TransactionIn")) | {"minItems": 1, "maxItems": 10000}
     fields = _TX_FIELDS | {"body": _ref("RecordBody")}
@@ -92,7 +99,8 @@ def _block_schemas() -> dict[str, Any]:
         "Header": _obj(
             ["height", "prev_hash", "tx_root", "tx_count", "history_root", "timestamp_ms", "view",
              "proposer"], height=_INT, prev_hash=_HASH, tx_root=_HASH, tx_count=_TX_COUNT,
-            history_root=_HASH, timestamp_ms=_INT, view=_INT, proposer=_INT, raw=_HEX,
+            history_root=_HASH, timestamp_ms=_INT, view=_INT, proposer=_INT,
+            outcome_root=_HASH, raw=_HEX,
         ),
         "Certificate": _obj(
             ["height", "block_hash", "view", "votes"], height=_INT, block_hash=_HASH, view=_INT,
@@ -101,6 +109,7 @@ def _block_schemas() -> dict[str, Any]:
         "Block": _obj(
             ["height", "hash", "header", "txs", "certificate"], height=_INT, hash=_HASH,
             header=_ref("Header"), txs=_array(_ref("Transaction")),
+            outcomes=_array(_obj(["outcome", "reason"], **_OUTCOME)),
             certificate=_ref("Certificate"),
         ),
         "Version": version,
@@ -138,6 +147,7 @@ def _proof_schemas() -> dict[str, Any]:
         "height": _INT, "index": _INT, "tx_count": _TX_COUNT, "header": _HEX, "block_hash": _HASH,
         "tx_proof": _array(_HASH), "certificate": _HEX,
         "anchor": {"oneOf": [{"type": "null"}, _ref("Anchor")]},
+        "outcome": {"type": "string", "enum": ["", *REASONS]}, "outcome_proof": _array(_HASH),
     }  # fmt: skip
     return {
         "Checkpoint": checkpoint,

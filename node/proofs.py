@@ -22,6 +22,7 @@ from ledger.block import Block, Certificate
 from ledger.encoding import encode
 from ledger.errors import StoreError
 from ledger.genesis import Genesis
+from ledger.kinds.execute import outcome_leaf
 from ledger.proofs import BUNDLE_FORMAT
 from ledger.store import BlockStore
 
@@ -73,6 +74,11 @@ def bundle(store: BlockStore, tx_id: bytes) -> dict[str, Any] | None:
         "tx_proof": merkle.inclusion_proof([t.tx_id for t in block.txs], index),
         "certificate": cert.encode(),
         "anchor": anchor,
+        "outcome": block.outcomes[index],
+        "outcome_proof": merkle.inclusion_proof(
+            [outcome_leaf(t.tx_id, c) for t, c in zip(block.txs, block.outcomes, strict=True)],
+            index,
+        ),
     }
 
 

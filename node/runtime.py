@@ -227,6 +227,20 @@ async def open_runtime(
         log.info("node stopped, store closed", extra={"node_id": config.node_id})
 
 
+class StoreRules:
+    """The store's committed rule state as the replica reads it (consensus/rulestate.py)."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self._store = store
+
+    @property
+    def height(self) -> int:
+        return self._store.height
+
+    def get(self, key: bytes) -> Any:
+        return self._store.rule_state(key)
+
+
 def _build(
     config: Config, identity: Identity, store: BlockStore,
     executors: tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None], clock: Clock,
@@ -251,6 +265,7 @@ def _build(
         persisted=store.consensus_state(),
         config=replica_config or ReplicaConfig(pool_capacity=config.pool_capacity),
         head_certificate=store.certificate(head.height) if head.height else None,
+        state=StoreRules(store),
     )  # fmt: skip
     metrics = Metrics(functools.partial(snapshot, replica))
     watch = Watch(replica, metrics, clock)

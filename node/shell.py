@@ -47,7 +47,8 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from ledger.block import Block
-from ledger.store import BlockStore, BlockWrite, PendingWrite, StateWrite, Step
+from ledger.store import BlockStore, PendingWrite
+from ledger.storelayout import BlockWrite, StateWrite, Step
 from node.metrics import Metrics
 from node.ordering import Admitted, Durable, Gate, Outbox, Write
 from node.peers import PeerTransport

@@ -42,13 +42,14 @@ class Network:
         return next(c.id for c in self.genesis.clients.values() if c.organisation == org)
 
     def tx(
-        self, client_id: str, key: str, body: dict[str, Any], timestamp_ms: int
-    ) -> txs.Transaction:
+        self, client_id: str, key: str, body: dict[str, Any], timestamp_ms: int,
+        type_: str = "record",
+    ) -> txs.Transaction:  # fmt: skip
         nonce = self.nonces.get(client_id, 0)
         self.nonces[client_id] = nonce + 1
         return txs.create(
             self.client_keys[client_id], chain_id=self.genesis.chain_id, client_id=client_id,
-            nonce=nonce, timestamp_ms=timestamp_ms, key=key, type_="record", body=body,
+            nonce=nonce, timestamp_ms=timestamp_ms, key=key, type_=type_, body=body,
         )  # fmt: skip
 
     def certify(self, block: blocks.Block, view: int = 0) -> blocks.Certificate:

@@ -75,8 +75,9 @@ def test_up_again_refuses(cluster: RunningCluster) -> None:
 
 def test_submit_wait_json_is_the_contract(history: list[Any]) -> None:
     for status in history:
-        assert set(status) == {"tx_id", "status", "height", "index"}
+        assert set(status) == {"tx_id", "status", "height", "index", "outcome", "reason"}
         assert status["status"] == "committed"
+        assert (status["outcome"], status["reason"]) == ("accepted", None)
         assert status["height"] >= 1
     heights = [s["height"] for s in history]
     assert heights == sorted(heights)

@@ -46,6 +46,7 @@ from ledger import crypto, merkle
 from ledger import tx as txs
 from ledger.block import Block, Certificate, decode_block, decode_certificate
 from ledger.encoding import encode
+from ledger.kinds.execute import accepted_root
 from node import main as node_main
 from node.config import Identity, load, load_identity
 from node.peers import PeerTransport
@@ -132,7 +133,8 @@ class Liar:
         if (view, height) not in self.shown:
             body = block.txs[:-1]
             header = dataclasses.replace(
-                block.header, tx_root=merkle.root([t.tx_id for t in body]), tx_count=len(body),
+                block.header, tx_root=merkle.root([t.tx_id for t in body]),
+        outcome_root=accepted_root(body), tx_count=len(body),
                 timestamp_ms=block.header.timestamp_ms + 1,
             )  # fmt: skip
             peers = [i for i in range(self.n) if i != self.identity.index]
@@ -202,6 +204,7 @@ class Liar:
                 body = block.txs[:-1]
                 header = dataclasses.replace(
                     block.header, tx_root=merkle.root([t.tx_id for t in body]),
+        outcome_root=accepted_root(body),
                     tx_count=len(body),
                 )  # fmt: skip
                 block = Block(header, body, header.hash())

@@ -65,7 +65,7 @@ def test_block_wire_form_and_hash() -> None:
     b = chain[1]
     h = b.header
     header_list = [
-        1,
+        2,
         h.height,
         h.prev_hash,
         h.tx_root,
@@ -74,9 +74,12 @@ def test_block_wire_form_and_hash() -> None:
         h.timestamp_ms,
         h.view,
         h.proposer,
+        h.outcome_root,
     ]
     assert h.to_list() == header_list
-    assert b.encode() == encode([header_list, [t.raw for t in b.txs]])
+    assert b.encode() == encode([header_list, [t.raw for t in b.txs], ["", ""]])
+    leaves = [encode([t.tx_id, ""]) for t in b.txs]
+    assert h.outcome_root == merkle.root(leaves)
     assert b.hash == crypto.sha256(encode(header_list))
     assert b.hash == h.hash()
 
@@ -94,6 +97,7 @@ def test_hash_is_stable_and_depends_on_every_header_field() -> None:
         "timestamp_ms": b.header.timestamp_ms + 1,
         "view": 1,
         "proposer": 1,
+        "outcome_root": bytes(32),
     }
     hashes = {with_header(b, **{name: value}).hash for name, value in changes.items()}
     assert len(hashes) == len(changes)

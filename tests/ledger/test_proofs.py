@@ -24,6 +24,7 @@ from ledger import tx as txs
 from ledger.block import Block, Certificate, ChainHead, make_block
 from ledger.encoding import encode
 from ledger.genesis import Genesis
+from ledger.kinds.execute import outcome_leaf
 from tests import factory
 
 BLOCKS = 6
@@ -69,6 +70,10 @@ class Chain:
             "header": encode(block.header.to_list()), "block_hash": block.hash,
             "tx_proof": merkle.inclusion_proof(ids, index),
             "certificate": self.certs[height - 1].encode(), "anchor": top,
+            "outcome": block.outcomes[index],
+            "outcome_proof": merkle.inclusion_proof(
+                [outcome_leaf(t, c) for t, c in zip(ids, block.outcomes, strict=True)], index
+            ),
         }  # fmt: skip
 
     def consistency(self, old: int, new: int) -> dict[str, Any]:
@@ -280,7 +285,19 @@ def test_fields_are_exactly_the_known_ones(chain: Chain) -> None:
         refused(proofs.verify_bundle, dict(doc, anchor=anchor), chain.genesis, "anchor lacks")
     binary_key = {**chain.bundle(2, 1), b"note": 1}
     refused(proofs.verify_bundle, binary_key, chain.genesis, "not text")
-    refused(proofs.verify_bundle, dict(doc, format="cityledger-proof-bundle/2"), chain.genesis)
+    refused(proofs.verify_bundle, dict(doc, format="cityledger-proof-bundle/1"), chain.genesis)
+    refused(proofs.verify_bundle, dict(doc, format="cityledger-proof-bundle/3"), chain.genesis)
+
+
+def test_the_outcome_is_proven_too(chain: Chain) -> None:
+    doc = chain.bundle(2, 1)
+    assert proofs.verify_bundle(doc, chain.genesis).outcome == ""
+    claimed = dict(doc, outcome="over_allocation")  # a refusal the block does not record
+    refused(proofs.verify_bundle, claimed, chain.genesis, "outcome_proof does not prove")
+    refused(proofs.verify_bundle, dict(doc, outcome="nonsense"), chain.genesis, "reason code")
+    other = chain.bundle(2, 2)
+    moved = dict(doc, outcome_proof=other["outcome_proof"])
+    refused(proofs.verify_bundle, moved, chain.genesis, "outcome_proof")
 
 
 def test_another_genesis_refuses_the_bundle(chain: Chain) -> None:
@@ -307,6 +324,7 @@ def one_block_bundle(net: factory.Network, tx: txs.Transaction, **header: int) -
         "genesis_hash": net.genesis.hash, "tx_id": tx.tx_id, "tx": tx.raw, "height": 1,
         "index": 0, "tx_count": 1, "header": encode(block.header.to_list()),
         "block_hash": block.hash, "tx_proof": [], "certificate": cert.encode(), "anchor": None,
+        "outcome": "", "outcome_proof": [],
     }  # fmt: skip
 
 

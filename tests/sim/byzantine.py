@@ -20,6 +20,7 @@ from ledger import crypto, merkle
 from ledger import tx as txs
 from ledger.encoding import encode
 from ledger.genesis import Genesis
+from ledger.kinds.execute import accepted_root
 
 REPLAY_POOL_MAX: Final = 256
 EQUIVOCATIONS_KEPT: Final = 64
@@ -161,7 +162,10 @@ def reordered_twin(block: blocks.Block) -> blocks.Block:
     body = tuple(reversed(block.txs))
     h = block.header
     header = dataclasses.replace(
-        h, tx_root=merkle.root([t.tx_id for t in body]), timestamp_ms=h.timestamp_ms + 1
+        h,
+        tx_root=merkle.root([t.tx_id for t in body]),
+        outcome_root=accepted_root(body),
+        timestamp_ms=h.timestamp_ms + 1,
     )
     return blocks.Block(header, body, header.hash())
 
@@ -300,7 +304,9 @@ def invalid_proposal(
             if replayed in body:
                 return _with_forged_tx(msg)
             body = (*body, replayed)
-            header = dataclasses.replace(h, tx_root=merkle.root([t.tx_id for t in body]))
+            header = dataclasses.replace(
+                h, tx_root=merkle.root([t.tx_id for t in body]), outcome_root=accepted_root(body)
+            )
             if hasattr(h, "tx_count"):
                 header = dataclasses.replace(header, tx_count=len(body))
         case 2:
@@ -325,7 +331,9 @@ def _with_forged_tx(msg: m.PrePrepare) -> m.PrePrepare:
     forged_tx = txs.decode_tx(raw)
     body = (forged_tx, *block.txs[1:])
     h = block.header
-    header = dataclasses.replace(h, tx_root=merkle.root([t.tx_id for t in body]))
+    header = dataclasses.replace(
+        h, tx_root=merkle.root([t.tx_id for t in body]), outcome_root=accepted_root(body)
+    )
     return dataclasses.replace(msg, block=blocks.Block(header, body, header.hash()), signature=b"")
 
 

@@ -117,6 +117,7 @@ class SimNode:
             persisted=dict(self.persisted),
             config=self.config,
             head_certificate=self.store.chain[-1][1] if self.store.chain else None,
+            state=self.store.rules,
         )
         return self.replica
 

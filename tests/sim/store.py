@@ -7,6 +7,8 @@ commit certificate of 2f+1 valid votes. A rejected append is a replica bug (the 
 simulator to report. Every append is durable at once, like one synced write batch.
 """
 
+from typing import Any
+
 from ledger import block as blocks
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
@@ -22,6 +24,7 @@ class MemoryStore:
         self.head = blocks.ChainHead.genesis(genesis)
         self.chain: list[tuple[blocks.Block, blocks.Certificate]] = []
         self._tx_height: dict[bytes, int] = {}
+        self.rules = MemoryRules(self)  # the committed rule state, as the replica reads it
 
     def committed_head(self) -> blocks.ChainHead:
         return self.head
@@ -36,11 +39,18 @@ class MemoryStore:
     def append(self, block: blocks.Block, certificate: blocks.Certificate) -> None:
         """Append `block` at height + 1, or raise `StoreRejected` and change nothing."""
         try:
-            blocks.check_block(block, self.head, self.genesis, is_committed=self.is_committed)
+            executed = blocks.check_block(
+                block,
+                self.head,
+                self.genesis,
+                is_committed=self.is_committed,
+                state=self.rules.get,
+            )
             blocks.verify_certificate(certificate, block, self.genesis)
         except InvalidBlock as exc:
             raise StoreRejected(str(exc)) from None
         self.chain.append((block, certificate))
+        self.rules.entries.update(executed.writes)
         self.head = self.head.advance(block)
         for tx in block.txs:
             self._tx_height[tx.tx_id] = block.height
@@ -57,3 +67,18 @@ class MemoryStore:
         low = max(from_height, 1)
         high = min(to_height, self.height)
         return tuple(self.chain[low - 1 : high]) if low <= high else ()
+
+
+class MemoryRules:
+    """The store's rule state (ledger/kinds), as `consensus.rulestate.CommittedState`."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.entries: dict[bytes, Any] = {}
+
+    @property
+    def height(self) -> int:
+        return self._store.height
+
+    def get(self, key: bytes) -> Any:
+        return self.entries.get(key)
