@@ -18,6 +18,10 @@ Behaviours:
   batches holding a tx with a forged client signature;
 - serve-forged: blocks it serves for state transfer carry broken certificates (a flipped vote,
   a certificate signed by itself alone, or a real certificate under another block);
+- misoutcome (not among the default behaviours): as primary, every block it proposes goes out
+  with one tx's outcome marked wrongly (accepted as refused, or refused as accepted) and an
+  outcome root to match, the same block to every peer: the honest backups recompute the
+  outcomes, refuse it, and change view;
 - censor (not among the default behaviours): it never admits the txs of one client
   (`--victim`, by default the first of the genesis by id) that other validators relay to it,
   so as primary it proposes every client's txs but that one's and otherwise follows the
@@ -46,14 +50,16 @@ from ledger import crypto, merkle
 from ledger import tx as txs
 from ledger.block import Block, Certificate, decode_block, decode_certificate
 from ledger.encoding import encode
-from ledger.kinds.execute import accepted_root
+from ledger.kinds.base import REASONS
+from ledger.kinds.execute import accepted_root, outcome_root
 from node import main as node_main
 from node.config import Identity, load, load_identity
 from node.peers import PeerTransport
 
-BEHAVIOURS: Final = ("equivocate", "replay", "forge", "serve-forged", "censor")
+BEHAVIOURS: Final = ("equivocate", "replay", "forge", "serve-forged", "censor", "misoutcome")
 DEFAULT_BEHAVIOURS: Final = ("equivocate", "replay", "forge", "serve-forged")
 REPLAY_POOL_MAX: Final = 512
+FLIPPED_KEPT: Final = 64
 REPLAY_ODDS: Final = 0.5  # per message sent: also send one old envelope
 FORGE_ODDS: Final = 0.3  # per message sent: also send one forged envelope
 
@@ -75,6 +81,7 @@ class Liar:
         self.seen_count = 0
         self.counts: Counter[str] = Counter()
         self.shown: dict[tuple[int, int], tuple[Block, frozenset[int]]] = {}  # (view, h) -> alt
+        self.flipped: dict[tuple[int, int], Block] = {}  # (view, h) -> its mismarked block
         self.victim = victim or min(identity.genesis.clients)  # whose txs the censor keeps out
 
     def count(self, what: str) -> None:
@@ -104,6 +111,8 @@ class Liar:
     def outgoing(self, peer: int, raw: bytes) -> list[bytes]:
         """The envelopes actually sent to `peer` instead of `raw`."""
         self.remember(raw)
+        if "misoutcome" in self.behaviours:
+            raw = self.mismarked(raw)
         out = [self.equivocated(peer, raw)] if "equivocate" in self.behaviours else [raw]
         if "replay" in self.behaviours and self.seen and self.rng.random() < REPLAY_ODDS:
             out.append(self.rng.choice(self.seen))
@@ -129,12 +138,34 @@ class Liar:
                     )
         return raw
 
+    def mismarked(self, raw: bytes) -> bytes:
+        """Its own PrePrepare with one outcome flipped (the same flip for every peer)."""
+        msg = m.decode_message(raw, self.chain_id)
+        if not isinstance(msg, m.PrePrepare) or msg.sender != self.identity.index:
+            return raw
+        block = msg.block
+        if not block.txs:
+            return raw
+        key = (msg.view, msg.height)
+        if key not in self.flipped:
+            codes = list(block.outcomes)
+            i = self.rng.randrange(len(codes))
+            codes[i] = "" if codes[i] else self.rng.choice(REASONS)
+            ids = [t.tx_id for t in block.txs]
+            header = dataclasses.replace(block.header, outcome_root=outcome_root(ids, codes))
+            self.flipped[key] = Block(header, block.txs, header.hash(), tuple(codes))
+            log.info("mismarking", extra={"view": msg.view, "height": msg.height, "tx": i})
+            while len(self.flipped) > FLIPPED_KEPT:
+                del self.flipped[next(iter(self.flipped))]
+        self.count("mismarked outcome")
+        return self.encode(self.sign(dataclasses.replace(msg, block=self.flipped[key])))
+
     def _alternative(self, view: int, height: int, block: Block) -> tuple[Block, frozenset[int]]:
         if (view, height) not in self.shown:
             body = block.txs[:-1]
             header = dataclasses.replace(
                 block.header, tx_root=merkle.root([t.tx_id for t in body]),
-        outcome_root=accepted_root(body), tx_count=len(body),
+                outcome_root=accepted_root(body), tx_count=len(body),
                 timestamp_ms=block.header.timestamp_ms + 1,
             )  # fmt: skip
             peers = [i for i in range(self.n) if i != self.identity.index]

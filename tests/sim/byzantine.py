@@ -20,7 +20,8 @@ from ledger import crypto, merkle
 from ledger import tx as txs
 from ledger.encoding import encode
 from ledger.genesis import Genesis
-from ledger.kinds.execute import accepted_root
+from ledger.kinds.base import REASONS
+from ledger.kinds.execute import accepted_root, outcome_root
 
 REPLAY_POOL_MAX: Final = 256
 EQUIVOCATIONS_KEPT: Final = 64
@@ -357,8 +358,36 @@ class Censor(Behaviour):
         return False
 
 
+class Mismarker(Behaviour):
+    """As primary, marks one tx's outcome wrongly in each proposal it sends (an accepted tx as
+    refused, a refused one as accepted), with a matching outcome root and its own signature:
+    a well-formed block that every honest backup recomputes and refuses."""
+
+    name = "misoutcome"
+    honest = False
+
+    def outgoing(self, receivers: list[int], msg: m.Message) -> None:
+        if isinstance(msg, m.PrePrepare) and msg.sender == self.wire.index and msg.block.txs:
+            msg = self.wire.sign(
+                dataclasses.replace(msg, block=mismarked(msg.block, self.wire.rng))
+            )
+            self.acts["mismarked"] += 1
+        super().outgoing(receivers, msg)
+
+
+def mismarked(block: blocks.Block, rng: random.Random) -> blocks.Block:
+    """`block` with one outcome flipped and its header's outcome root made to match."""
+    codes = list(block.outcomes)
+    i = rng.randrange(len(codes))
+    codes[i] = "" if codes[i] else rng.choice(REASONS)
+    header = dataclasses.replace(
+        block.header, outcome_root=outcome_root([t.tx_id for t in block.txs], codes)
+    )
+    return blocks.Block(header, block.txs, header.hash(), tuple(codes))
+
+
 BEHAVIOURS: Final[dict[str, type[Behaviour]]] = {
-    b.name: b for b in (Honest, Silent, Equivocator, Replayer, Forger, Censor)
+    b.name: b for b in (Honest, Silent, Equivocator, Replayer, Forger, Censor, Mismarker)
 }
 # The kinds the `byzantine` fault family draws from; `censor` is a fault family of its own.
 BYZANTINE_KINDS: Final = tuple(

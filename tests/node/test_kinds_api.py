@@ -1,0 +1,66 @@
+"""Records with rules over real HTTP on a 4-node cluster: a settled refusal is a 422 with its
+code at admission and writes nothing; a refusal only block order decides is recorded,
+answered with outcome and reason, and proven by the bundle; every node agrees."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import proofs
+from ledger import tx as txs
+from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
+from tests.node.test_api import get, post, written
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = await start_cluster(tmp_path, 4)
+    try:
+        yield c
+    finally:
+        await stop_all(c)
+
+
+def typed(c: Cluster, key: str, type_: str, body: dict[str, Any]) -> txs.Transaction:
+    return c.net.tx(c.net.client_for("fiscal/"), key, body, now_ms(), type_)
+
+
+async def committed(c: Cluster, http: Any, tx: txs.Transaction) -> dict[str, Any]:
+    status, body, _ = await post(http, c.url(0) + "/v1/transactions?wait=true", tx_json(tx))
+    assert (status, body["status"]) == (200, "committed"), body
+    return dict(body)
+
+
+async def test_rules_at_admission_and_in_block_order(cluster: Cluster, http) -> None:
+    c = cluster
+    appropriation = typed(c, "fiscal/2027/parks", "budget.appropriation", {
+        "fiscal_year": 2027, "fund": "general", "department": "parks", "amount_cents": 1000,
+        "closes_at_ms": now_ms() + 3_600_000,
+    })  # fmt: skip
+    body = await committed(c, http, appropriation)
+    assert (body["outcome"], body["reason"]) == ("accepted", None)
+    await c.wait_height(body["height"])
+    # Settled at admission: a field missing is a schema refusal, answered at once.
+    before = written(c)
+    broken = typed(c, "fiscal/lines/x", "budget.allocation", {"amount_cents": 5})
+    status, refused, _ = await post(http, c.url(1) + "/v1/transactions", tx_json(broken))
+    assert (status, refused["error"]) == (422, "schema"), refused
+    assert written(c) == before
+    # Decided in block order: the line asks more than the appropriation holds.
+    greedy = typed(c, "fiscal/lines/x", "budget.allocation",
+                   {"appropriation": "fiscal/2027/parks", "amount_cents": 1001})  # fmt: skip
+    body = await committed(c, http, greedy)
+    assert (body["outcome"], body["reason"]) == ("refused", "over_appropriation")
+    await c.wait_height(body["height"])
+    for i in range(4):
+        status, found = await get(http, c.url(i) + f"/v1/transactions/{greedy.tx_id.hex()}")
+        assert (status, found["outcome"], found["reason"]) == (200, "refused", "over_appropriation")
+        status, missing = await get(http, c.url(i) + "/v1/records/fiscal/lines/x")
+        assert status == 404, missing  # refused: no version of its record
+    status, block = await get(http, c.url(2) + f"/v1/blocks/{body['height']}")
+    assert {"outcome": "refused", "reason": "over_appropriation"} in block["outcomes"]
+    status, bundle = await get(http, c.url(3) + f"/v1/transactions/{greedy.tx_id.hex()}/proof")
+    assert status == 200
+    assert proofs.verify_bundle(bundle, c.genesis).outcome == "over_appropriation"
