@@ -1,10 +1,13 @@
 """`cityledger demo`: CityLedger end to end on a temporary 4-node network, in about half a minute.
 
 It runs what an evaluator would type by hand: `cluster init` (with a short view-change timeout),
-`cluster up`, records from all four organisations, the committed blocks and who certified them,
-a crash (SIGKILL) of the primary while the others change view and keep committing, a full
-verification of the trail (online, and offline on the crashed node's store), a proof bundle
-checked offline (and an altered copy rejected), and a clean stop. Every process it starts is
+`cluster up`, the seeds' story (cli/story.py: a budget and its payments, a permit, two
+insurers' policies; an over-spend refused in block order, a duplicate invoice refused at once,
+one typhoon claimed at both insurers with the second payout refused), the committed blocks and
+who certified them, a crash (SIGKILL) of the primary while the others change view and keep
+committing, a full verification of the trail (online, and offline on the crashed node's
+store: every outcome recomputed), proof bundles checked offline (of a refusal too, and an
+altered copy rejected), and a clean stop. Every process it starts is
 stopped by PID in a `finally`, whatever happens; the directory is deleted unless `--keep`.
 """
 
@@ -20,7 +23,7 @@ from typing import Any, Final
 
 import click
 
-from cli import network, processes
+from cli import network, processes, story
 from cli.audit import export_bundle, verify_store, verify_stream
 from cli.client import Client, NodeClient, NodeUnreachable, Refused, Signer
 from cli.client.events import parse
@@ -35,124 +38,7 @@ from ledger.primitives import TX_BYTES_MAX
 
 VIEW_CHANGE_TIMEOUT_MS: Final = 1000  # a crashed primary is replaced within about a second
 COMMIT_TIMEOUT_S: Final = 30.0
-PERMIT: Final = "permits/building/2025-0117"
-POLICY: Final = "policies/harbor-mutual/HM-2025-88231"
-CLAIM: Final = "claims/civic-shield/CS-2025-0042"
-ALLOCATION: Final = "fiscal/budget/2025/road-maintenance"
-
-Record = tuple[str, str, str, dict[str, Any]]  # (organisation slug, key, type, body)
-
-BUDGET: Final[list[Record]] = [
-    (
-        "finance",
-        ALLOCATION,
-        "budget.allocation",
-        {
-            "department": "Public Works",
-            "purpose": "Road maintenance programme 2025",
-            "amount_cents": 250_000_000,
-            "currency": "EUR",
-            "fiscal_year": 2025,
-        },
-    ),
-]
-SPENDING_AND_PERMITS: Final[list[Record]] = [
-    (
-        "finance",
-        "fiscal/disbursements/2025/0001",
-        "budget.disbursement",
-        {
-            "allocation": ALLOCATION,
-            "payee": "Nordbau Roadworks Ltd",
-            "invoice": "NR-2025-0412",
-            "amount_cents": 80_000_000,
-            "currency": "EUR",
-        },
-    ),
-    (
-        "finance",
-        "fiscal/disbursements/2025/0002",
-        "budget.disbursement",
-        {
-            "allocation": ALLOCATION,
-            "payee": "Quayside Asphalt Co",
-            "invoice": "QA-7731",
-            "amount_cents": 45_500_000,
-            "currency": "EUR",
-        },
-    ),
-    (
-        "planning",
-        PERMIT,
-        "permit.building",
-        {
-            "applicant": "Riverside Housing Co-op",
-            "parcel": "Harbour District, lot 14",
-            "works": "6-storey residential building, 48 flats",
-            "status": "approved",
-            "valid_until": "2027-03-31",
-        },
-    ),
-    (
-        "harbor-mutual",
-        POLICY,
-        "insurance.policy",
-        {
-            "insurer": "Harbor Mutual Insurance",
-            "insured": "Riverside Housing Co-op",
-            "cover": "construction all risks and third-party liability",
-            "permit": PERMIT,
-            "sum_insured_cents": 1_800_000_000,
-            "premium_cents": 2_150_000,
-            "period": "2025-04-01/2027-03-31",
-        },
-    ),
-]
-CLAIM_OPENED: Final[list[Record]] = [
-    (
-        "civic-shield",
-        CLAIM,
-        "insurance.claim",
-        {
-            "insurer": "Civic Shield Assurance",
-            "claimant": "M. Okafor, 12 Quay Street",
-            "incident": "crane load struck the claimant's garage roof",
-            "date": "2025-06-14",
-            "permit": PERMIT,
-            "liable_party_policy": POLICY,
-            "amount_claimed_cents": 1_240_000,
-            "status": "open",
-        },
-    ),
-]
-AFTER_CRASH: Final[list[Record]] = [
-    (
-        "civic-shield",
-        CLAIM,
-        "insurance.claim",
-        {
-            "insurer": "Civic Shield Assurance",
-            "claimant": "M. Okafor, 12 Quay Street",
-            "permit": PERMIT,
-            "liable_party_policy": POLICY,
-            "amount_claimed_cents": 1_240_000,
-            "amount_paid_cents": 1_180_000,
-            "status": "settled",
-        },
-    ),
-    (
-        "finance",
-        "fiscal/disbursements/2025/0003",
-        "budget.disbursement",
-        {
-            "allocation": ALLOCATION,
-            "payee": "Nordbau Roadworks Ltd",
-            "invoice": "NR-2025-0519",
-            "amount_cents": 30_000_000,
-            "currency": "EUR",
-        },
-    ),
-]
+Record = story.Record
 
 
 def heading(text: str) -> None:
@@ -197,9 +83,25 @@ class Demo:
                         "tx_id": tx_id,
                         "height": status.height,
                         "index": status.index,
+                        "outcome": status.reason or status.outcome,
                     }
                 )
         return rows
+
+    def refused_at_admission(self, url: str, record: Record) -> str:
+        """Send `record`, which the node must refuse at once; return its reason code."""
+        org, key, type_, body = record
+        clerk = f"{org}-clerk"
+        tx = make_tx(
+            self.keys[clerk], chain_id=self.net.genesis.chain_id, client_id=clerk,
+            record_key=key, record_type=type_, body=body,
+        )  # fmt: skip
+        with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
+            try:
+                client.post("/v1/transactions", {"raw": tx.raw.hex()})
+            except Refused as exc:
+                return exc.code
+        raise Failed(f"the node accepted {key}, which it must refuse")
 
     def show_blocks(self, url: str, low: int, high: int) -> None:
         names = {int(v.index): v.id for v in self.net.genesis.validators}
@@ -235,9 +137,18 @@ class Demo:
 
 def submissions(rows: list[dict[str, Any]]) -> str:
     return table(
-        ["CLIENT", "RECORD", "TYPE", "TX", "BLOCK"],
-        [[r["client"], r["key"], r["type"], short(r["tx_id"], 12), r["height"]] for r in rows],
+        ["CLIENT", "RECORD", "TYPE", "TX", "BLOCK", "OUTCOME"],
+        [
+            [r["client"], r["key"], r["type"], short(r["tx_id"], 12), r["height"], r["outcome"]]
+            for r in rows
+        ],
     )
+
+
+def expect_outcome(rows: list[dict[str, Any]], key: str, outcome: str) -> None:
+    found = [r["outcome"] for r in rows if r["key"] == key]
+    if found != [outcome]:
+        raise Failed(f"{key}: expected {outcome}, the ledger says {found}")
 
 
 def run_demo(net: network.Network, demo: Demo) -> None:
@@ -263,25 +174,27 @@ def run_demo(net: network.Network, demo: Demo) -> None:
         f"{len(net.nodes)} validators certify a block"
     )
 
-    heading("2. Clerks of all four organisations submit records")
+    heading("2. Clerks of all four organisations submit records with rules")
     first = demo.live_url()
-    click.echo("the allocation first, then what it pays for, then a claim citing the permit:\n")
-    rows = demo.submit(first, BUDGET)
-    rows += demo.submit(first, SPENDING_AND_PERMITS)
-    rows += demo.submit(first, CLAIM_OPENED)
+    now = int(time.time() * 1000)
+    click.echo("an appropriation, a budget line, payees, payments, a permit, two policies:\n")
+    rows = demo.submit(first, story.budget(now))
+    for record in story.spending_and_permits(now):  # one by one: the permit moves in order
+        rows += demo.submit(first, [record])
     click.echo(submissions(rows))
+    refused_tx = tell_refusals(demo, first)
 
-    heading("3. The committed blocks, and who certified them")
+    heading("4. The committed blocks, and who certified them")
     demo.show_blocks(first, 1, demo.height(first))
 
-    heading("4. The primary crashes; the others change view and keep committing")
+    heading("5. The primary crashes; the others change view and keep committing")
     victim = demo.crash_primary()
     survivor = demo.live_url(avoid=victim)
     before = demo.height(survivor)
     started = time.monotonic()
     name = next(n.id for n in net.nodes if n.url == survivor)
     click.echo(f"two more records, sent to {name} ({survivor}):")
-    rows = demo.submit(survivor, AFTER_CRASH)
+    rows = demo.submit(survivor, story.after_crash())
     click.echo(submissions(rows))
     click.echo(f"committed {time.monotonic() - started:.1f} s after the crash")
     demo.show_blocks(survivor, before + 1, demo.height(survivor))
@@ -291,7 +204,27 @@ def run_demo(net: network.Network, demo: Demo) -> None:
     if not views or min(views) == 0:
         raise Failed("the surviving nodes did not change view")
     show_operations(net, demo, survivor)
-    verify_trail(net, survivor, victim)
+    verify_trail(net, survivor, victim, refused_tx)
+
+
+def tell_refusals(demo: Demo, url: str) -> str:
+    """The refusals of the story; returns the tx id of the refused second payout."""
+    heading("3. What the rules refuse")
+    rows = demo.submit(url, [story.over_spend()])
+    click.echo(submissions(rows))
+    expect_outcome(rows, story.over_spend()[1], "over_allocation")
+    click.echo("a payment beyond what the line has left: recorded in its block, refused")
+    code = demo.refused_at_admission(url, story.duplicate_invoice())
+    if code != "duplicate_payment":
+        raise Failed(f"the duplicate invoice was refused as {code}, not duplicate_payment")
+    click.echo(f"invoice NR-2025-0412 paid again: refused at once by the node ({code})\n")
+    click.echo(f"typhoon {story.TYPHOON} damages {story.PARCEL}, insured at both insurers:")
+    rows = demo.submit(url, story.typhoon_claims(int(time.time() * 1000)))
+    rows += demo.submit(url, [story.second_payout()])
+    click.echo(submissions(rows))
+    expect_outcome(rows, story.second_payout()[1], "over_loss")
+    click.echo("the second insurer's payout would pay the same loss twice: refused (over_loss)")
+    return str(next(r["tx_id"] for r in rows if r["key"] == story.second_payout()[1]))
 
 
 def show_operations(net: network.Network, demo: Demo, survivor: str) -> None:
@@ -329,7 +262,7 @@ def auditor(net: network.Network) -> Signer:
     return Signer(network.AUDITOR_ID, key, net.genesis.chain_id)
 
 
-def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
+def verify_trail(net: network.Network, survivor: str, victim: str, refused_tx: str) -> None:
     heading("6. Auditing the trail against nothing but the genesis")
     signer = auditor(net)
     with (
@@ -355,17 +288,26 @@ def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
         f"verify --data-dir of the crashed {victim}'s store (offline): OK, "
         f"{report.blocks_checked} blocks, every one it acknowledged survived kill -9"
     )
+    claim = story.CS_CLAIM
     with NodeClient(survivor, signer=signer, genesis=net.genesis) as client:
-        history = client.get(f"/v1/history/{CLAIM}")
-        tx_id = history["versions"][0]["tx_id"]
+        tx_id = client.get(f"/v1/records/{claim}")["tx_id"]
         doc = export_bundle(client, tx_id)
+        refusal = export_bundle(client, refused_tx)
+        permit = client.get(f"/v1/history/{story.PERMIT}")
     path = net.root / "claim-proof.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     proven = proofs.verify_bundle(proofs.parse(path.read_bytes()), net.genesis)
     signers = ", ".join(net.genesis.validators[i].id for i, _ in proven.block.certificate.votes)
     click.echo(
-        f"proof of the claim {CLAIM} (tx {short(tx_id, 12)}): VALID offline, block "
-        f"{proven.block.header.height} certified by {signers}"
+        f"proof of the claim {claim} (tx {short(tx_id, 12)}): VALID offline, block "
+        f"{proven.block.header.height} certified by {signers}, outcome accepted"
+    )
+    refused = proofs.verify_bundle(refusal, net.genesis)
+    if refused.outcome != "over_loss":
+        raise Failed(f"the refused payout's bundle proves {refused.outcome!r}, not over_loss")
+    click.echo(
+        f"proof of the refused second payout (tx {short(refused_tx, 12)}): VALID offline, "
+        f"block {refused.block.header.height}, outcome refused ({refused.outcome})"
     )
     tampered = _raise_claimed_amount(doc)
     try:
@@ -375,17 +317,15 @@ def verify_trail(net: network.Network, survivor: str, victim: str) -> None:
     else:
         raise Failed("an altered proof bundle verified")
     click.echo(
-        f"history of {CLAIM}: "
-        + " -> ".join(f"{v['value']['status']} (block {v['height']})" for v in history["versions"])
+        f"history of {story.PERMIT}: "
+        + " -> ".join(f"{v['value']['status']} (block {v['height']})" for v in permit["versions"])
     )
 
 
 def _raise_claimed_amount(doc: dict[str, Any]) -> dict[str, Any]:
     """The bundle as a forger would alter it: a bigger claim, its tx id recomputed to match."""
     fields = decode(bytes.fromhex(doc["tx"]), TX_BYTES_MAX)
-    fields[7]["amount_claimed_cents"] *= (
-        10  # [version, chain, client, nonce, time, key, type, body, sig]
-    )
+    fields[7]["claimed_cents"] *= 10  # [version, chain, client, nonce, time, key, type, body, sig]
     raw = encode(fields)
     return dict(doc, tx=raw.hex(), tx_id=crypto.sha256(raw).hex())
 
@@ -424,7 +364,7 @@ def demo(keep: bool) -> None:
         finally:
             # Stop first: printing may fail (a closed pipe) and must not leave nodes running.
             outcome = processes.stop_children(net, procs)
-            heading("6. Stopping every node")
+            heading("7. Stopping every node")
             click.echo(
                 ", ".join(
                     f"{k} {'had crashed' if v == 'was not running' else v}"
