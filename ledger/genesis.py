@@ -107,6 +107,33 @@ _PARAM_BOUNDS: Final = {
 
 
 @dataclass(frozen=True)
+class RuleParams:
+    """The thresholds of risk monitoring (ledger/kinds/risks.py): genesis `[rules]`. Alerts
+    flag for a person and never refuse a tx. Every value is an integer (the genesis hashes
+    canonical bytes, which hold no floats): the Benford bound is in parts per million
+    (`benford_mad_max = 0.015` in the file is read as `benford_mad_max_ppm = 15000`)."""
+
+    approval_threshold_cents: int = 1_000_000
+    split_window_ms: int = 86_400_000
+    round_amount_cents: int = 100_000
+    velocity_window_ms: int = 86_400_000
+    velocity_max_payments: int = 20
+    benford_min_payments: int = 300
+    benford_mad_max_ppm: int = 15_000
+
+
+_RULE_BOUNDS: Final = {
+    "approval_threshold_cents": (1, 10**15),
+    "split_window_ms": (1, 366 * 86_400_000),
+    "round_amount_cents": (1, 10**15),
+    "velocity_window_ms": (1, 366 * 86_400_000),
+    "velocity_max_payments": (1, 255),  # below risks.RECENT_PAYMENTS_MAX
+    "benford_min_payments": (9, 10**9),
+    "benford_mad_max_ppm": (0, 1_000_000),
+}
+
+
+@dataclass(frozen=True)
 class Genesis:
     chain_id: str
     validators: tuple[Validator, ...]
@@ -116,6 +143,7 @@ class Genesis:
     hash: bytes = field(compare=False)
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # org -> extra namespaces
     public_namespaces: tuple[str, ...] = ()  # readable by anyone, without an identity
+    rules: RuleParams = RuleParams()  # risk monitoring thresholds
 
     @property
     def quorums(self) -> Quorums:
@@ -165,6 +193,8 @@ class Genesis:
             doc["read_policies"] = _policy_list(self.reads)
         if self.public_namespaces:
             doc["public_namespaces"] = list(self.public_namespaces)
+        if self.rules != RuleParams():  # the defaults leave older genesis hashes as they were
+            doc["rules"] = dataclasses.asdict(self.rules)
         return doc
 
 
@@ -213,6 +243,7 @@ def from_dict(doc: dict[str, Any]) -> Genesis:
     policies = _policies(doc.get("write_policies", []), "write_policies", problems)
     reads = _policies(doc.get("read_policies", []), "read_policies", problems)
     public = _namespaces(doc.get("public_namespaces", []), "public_namespaces", problems)
+    rules = _rules(doc.get("rules", {}), problems)
     known = {v.organisation for v in validators} | {c.organisation for c in clients.values()}
     for table, entries in (("write_policies", policies), ("read_policies", reads)):
         problems.extend(
@@ -229,14 +260,40 @@ def from_dict(doc: dict[str, Any]) -> Genesis:
     if problems:
         raise InvalidGenesis(problems)
     assert isinstance(chain_id, str)
-    genesis = Genesis(str(chain_id), validators, clients, policies, params, b"", reads, public)
+    genesis = Genesis(
+        str(chain_id), validators, clients, policies, params, b"", reads, public, rules
+    )
     return dataclasses.replace(genesis, hash=genesis_hash(genesis.to_dict()))
 
 
 _TOP_LEVEL: Final = frozenset(
     ("chain_id", "consensus", "validators", "clients", "write_policies", "read_policies",
-     "public_namespaces")
+     "public_namespaces", "rules")
 )  # fmt: skip
+
+
+def _rules(raw: Any, problems: list[str]) -> RuleParams:
+    if not isinstance(raw, dict):
+        problems.append("rules: expected a table")
+        return RuleParams()
+    values: dict[str, int] = {}
+    for given, raw_value in raw.items():
+        name, value = given, raw_value
+        if (
+            given == "benford_mad_max"
+            and isinstance(raw_value, float | int)
+            and 0 <= raw_value <= 1
+        ):
+            name, value = "benford_mad_max_ppm", round(raw_value * 1_000_000)
+        if name not in _RULE_BOUNDS:
+            problems.append(f"rules.{name}: unknown parameter")
+            continue
+        low, high = _RULE_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"rules.{name}: expected an integer in [{low}, {high}]")
+            continue
+        values[name] = value
+    return RuleParams(**values)
 
 
 def _params(raw: Any, problems: list[str]) -> ConsensusParams:
@@ -394,6 +451,9 @@ def dump_toml(genesis: Genesis) -> str:
         lines.append(f"public_namespaces = {_toml_value(doc['public_namespaces'])}")
     lines += ["", "[consensus]"]
     lines += [f"{k} = {v}" for k, v in doc["consensus"].items()]
+    if "rules" in doc:
+        lines += ["", "[rules]"]
+        lines += [f"{k} = {v}" for k, v in doc["rules"].items()]
     for table in ("validators", "clients", "write_policies", "read_policies"):
         for entry in doc.get(table, []):
             lines += ["", f"[[{table}]]"]

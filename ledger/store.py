@@ -6,35 +6,12 @@ It must never accept a block that does not extend its head, never write part of 
 never let a plyvel or decoding exception escape: the world's faults surface as `StoreError`
 (a damaged or foreign store) or `InvalidBlock` (a block that does not extend the head).
 
-Key layout (heights are 8-byte big-endian, tx positions 4-byte big-endian, so LevelDB's byte
-order is height order; every class of key has its own one-byte prefix or a fixed name):
+The key layout (one-byte prefixes; heights big-endian, so byte order is height order) is
+ledger/storelayout.py's docstring.
 
-    b"meta"                              -> encode([FORMAT_VERSION, chain_id, genesis_hash])
-    b"head"                              -> height(8) || block_hash(32); (0, genesis hash) if empty
-    b"B" height(8)                       -> the exact bytes of `Block.encode()`
-    b"C" height(8)                       -> the exact bytes of `Certificate.encode()`
-    b"H" block_hash(32)                  -> height(8)
-    b"T" tx_id(32)                       -> height(8) || index(4)
-    b"X" tx_id(32)                       -> height(8) || index(4) || the tx's canonical bytes
-    b"R" record_key b"\\x00" height index -> tx_id(32)
-    b"N" level(1) index(8)               -> hash(32), a node of the history tree
-    b"P" name                            -> the consensus replica's own state (not chain data)
-    b"S" state_key                       -> encode(value): the rule state (ledger/kinds)
-    b"O" tx_id(32)                       -> the reason code of a refused tx (accepted: none)
-
-Record keys never contain NUL (ledger.tx allows `A-Za-z0-9._:-/` only), so `b"R" key b"\\x00"`
-is a prefix that matches exactly one record's versions, in height/index order; the latest
-version is the first entry of a reverse scan. `N` holds every perfect-subtree node that
-`merkle.Frontier.append_with_nodes` reports: leaf i is block i's hash (leaf 0 the genesis hash,
-written with block 1), so any history proof for any size up to the head is O(log n) reads.
-
-Reads of one tx or of a record's versions never decode a block: `X` holds each committed tx's
-own bytes (a second copy of them, the price of history and tx lookups that cost a few point
-reads per version, whatever the size of the blocks they are in; format 2 added it).
-
-Block h's batch holds: B, C, H of block h, T and X of each of its txs, R of each accepted one
-and O of each refused one, the S entries its accepted txs write (their absolute values), the N
-nodes that appending leaf h completes (plus leaf 0 for h = 1), and the new head pointer.
+Block h's batch holds: B, C, H of block h, T and X of each of its txs, R of each accepted one,
+the rule-state, outcome and alert entries (ledger/rulestore.py), the N nodes that appending
+leaf h completes (plus leaf 0 for h = 1), and the new head pointer.
 LevelDB applies a batch atomically and replays its log on start, so after a crash (even
 kill -9) the store holds exactly the blocks whose `append` returned, plus possibly the one in
 flight, never half a block.
@@ -52,7 +29,7 @@ from typing import Any, Final, Self
 
 import plyvel
 
-from ledger import crypto, merkle
+from ledger import crypto, merkle, rulestore
 from ledger import tx as txs
 from ledger.block import (
     HEIGHT_MAX,
@@ -66,12 +43,14 @@ from ledger.block import (
     decode_certificate,
     verify_certificate,
 )
-from ledger.encoding import decode, encode
+from ledger.encoding import decode
 from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError, StoreError
 from ledger.genesis import Genesis
 from ledger.kinds.execute import Executed, Getter, Overlay, check_outcomes, execute
+from ledger.kinds.risks import Alert
 from ledger.leveldb import AUDIT_CACHE_BYTES, init_or_check_meta, open_db, record_keys
 from ledger.primitives import DIGEST_BYTES
+from ledger.rulestore import block_rules
 from ledger.storelayout import (
     BLOCK,
     CERT,
@@ -87,6 +66,7 @@ from ledger.storelayout import (
     BlockWrite,
     StateWrite,
     Step,
+    after_prefix,
     height_bytes,
     location_bytes,
     lookup_prefix,
@@ -108,6 +88,7 @@ class PendingWrite:
         self.base = base  # the store's head when it was prepared
         self.head = head  # the head once it is written
         self.written = False
+        self.alerts: list[Alert] = []  # what risk monitoring raised for its blocks
 
     def write(self) -> None:
         """The one synced LevelDB write of the whole batch (atomic: all of it or none)."""
@@ -268,6 +249,7 @@ class BlockStore:
         head = self.head
         in_batch: set[bytes] = set()  # tx ids of the blocks of this batch, not yet in LevelDB
         state = Overlay(self.rule_state)  # the rule state after the blocks of this batch
+        alerts: list[Alert] = []  # the risk alerts the batch's blocks raise
 
         def is_committed(tx_id: bytes) -> bool:
             return tx_id in in_batch or self.has_tx(tx_id)
@@ -282,12 +264,15 @@ class BlockStore:
                         batch.put(self._CONSENSUS + key, value)
                     continue
                 nodes, head, executed = self._check_append(step, head, is_committed, state.get)
-                self._put_block(batch, step.block, step.certificate, nodes, executed)
-                state.update(executed.writes)
+                entries, raised = block_rules(state, step.block, executed, self._genesis)
+                self._put_block(batch, step.block, step.certificate, nodes, entries)
+                alerts.extend(raised)
                 in_batch.update(t.tx_id for t in step.block.txs)
         except plyvel.Error as exc:
             raise StoreError(f"{self._path}: preparing a write failed: {exc}") from None
-        return PendingWrite(batch, self.head, head, self._path)
+        pending = PendingWrite(batch, self.head, head, self._path)
+        pending.alerts = alerts
+        return pending
 
     def advance(self, pending: "PendingWrite") -> None:
         """Take the head `pending` leaves, once its write is done."""
@@ -329,8 +314,9 @@ class BlockStore:
 
     @staticmethod
     def _put_block(
-        batch: Any, block: Block, cert: Certificate, nodes: list[merkle.Node], executed: Executed
-    ) -> None:
+        batch: Any, block: Block, cert: Certificate, nodes: list[merkle.Node],
+        entries: dict[bytes, bytes],
+    ) -> None:  # fmt: skip
         height = height_bytes(block.height)
         batch.put(BLOCK + height, block.encode())
         batch.put(CERT + height, cert.encode())
@@ -339,12 +325,10 @@ class BlockStore:
             location = location_bytes(block.height, index)
             batch.put(TX + t.tx_id, location)
             batch.put(TX_BYTES + t.tx_id, location + t.raw)
-            if code:  # refused: recorded, but no version of its record
-                batch.put(OUTCOME + t.tx_id, code.encode())
-            else:
+            if not code:  # a refused tx is recorded, but is no version of its record
                 batch.put(record_prefix(t.key) + location, t.tx_id)
-        for key, value in executed.writes.items():
-            batch.put(STATE + key, encode(value))
+        for key, value in entries.items():  # rule state, outcomes, alerts (ledger/rulestore.py)
+            batch.put(key, value)
         for node in nodes:
             batch.put(node_key(node.level, node.index), node.digest)
         batch.put(HEAD, height + block.hash)
@@ -514,6 +498,20 @@ class BlockStore:
             return decode(raw, STATE_VALUE_BYTES_MAX)
         except LedgerError:
             raise StoreError(f"{self._path}: the rule state entry {key!r} is damaged") from None
+
+    def alerts(self, first_height: int, limit: int, kind: str | None = None) -> list[Alert]:
+        """Up to `limit` risk alerts from `first_height` on, of `kind` if given."""
+        return rulestore.alerts(self._scan, first_height, limit, kind)
+
+    def alerts_at(self, height: int) -> list[Any]:
+        return rulestore.stored_alerts(self._scan, height)
+
+    def _scan(self, prefix: bytes, start: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        try:
+            with self._db.iterator(start=start or prefix, stop=after_prefix(prefix)) as it:
+                return [item for item, _ in zip(it, range(limit), strict=False)]
+        except plyvel.Error as exc:
+            raise StoreError(f"{self._path}: scan failed: {exc}") from None
 
     def tx_outcome(self, tx_id: bytes) -> str:
         """The reason code of a committed tx that was refused; "" if it was accepted."""

@@ -7,10 +7,10 @@ core over any source of (block bytes, certificate bytes); `verify_chain` runs it
 `BlockStore` and also checks every index entry the store holds for each block, so an altered
 byte anywhere in the store is found and the first bad height named.
 
-Every tx's outcome is recomputed from genesis: the verifier keeps the rule state its own
-replay built (ledger/kinds: the size of the typed records' state, not of the chain) and
-`check_block` compares each block's outcomes with it, so a wrong outcome is named at its
-height like any other bad byte.
+Every tx's outcome and every risk alert is recomputed from genesis: the verifier keeps the
+rule state its own replay built (ledger/kinds: the size of the typed records' state, not of
+the chain); `check_block` compares each block's outcomes with it and `verify_chain` the
+stored alerts, so a wrong outcome or alert is named at its height like any other bad byte.
 
 It must never import plyvel (it reads only through the `BlockStore` API), never write to the
 store, and never hold more than one block's worth of txs: duplicate txs across blocks are
@@ -34,6 +34,8 @@ from ledger.block import (
 from ledger.errors import InvalidBlock, LedgerError
 from ledger.genesis import Genesis
 from ledger.kinds.execute import Overlay
+from ledger.kinds.risks import Alert
+from ledger.rulestore import block_rules
 from ledger.store import BlockStore
 
 TxLocation = Callable[[bytes], tuple[int, int] | None]
@@ -63,6 +65,7 @@ class VerifiedBlock:
     block: Block
     certificate: Certificate
     history_nodes: tuple[merkle.Node, ...]
+    alerts: tuple[Alert, ...] = ()  # the risk alerts its replay raised
 
 
 class ChainVerifier:
@@ -101,7 +104,7 @@ class ChainVerifier:
         executed = check_block(
             block, self.head, self.genesis, is_committed=committed_elsewhere, state=self.state.get
         )
-        self.state.update(executed.writes)
+        _, alerts = block_rules(self.state, block, executed, self.genesis)  # advances the state
         nodes: tuple[merkle.Node, ...] = ()
         if height == 1:  # leaf 0, the genesis hash, is part of the tree block 1 extends
             nodes = merkle.Frontier.empty().append_with_nodes(self.genesis.hash)[1]
@@ -109,7 +112,7 @@ class ChainVerifier:
         self.head = ChainHead(height, block.hash, block.header.timestamp_ms, history)
         self.blocks_checked += 1
         self.txs_checked += len(block.txs)
-        return VerifiedBlock(block, certificate, nodes + completed)
+        return VerifiedBlock(block, certificate, nodes + completed, tuple(alerts))
 
 
 def _nothing(_key: bytes) -> None:
@@ -214,6 +217,8 @@ def _verify_stored_block(
             raise InvalidBlock(f"the record index entry of tx {index} ({t.key}) is wrong")
         if store.indexed_tx(t.tx_id) != (height, index, t.raw):
             raise InvalidBlock(f"the tx bytes index entry of tx {index} is missing or wrong")
+    if store.alerts_at(height) != [a.to_list() for a in verified.alerts]:
+        raise InvalidBlock(f"the risk alerts stored for height {height} are not the replay's")
     for node in verified.history_nodes:
         if store.history_node(node.level, node.index) != node.digest:
             raise InvalidBlock(f"history node ({node.level}, {node.index}) is missing or wrong")

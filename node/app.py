@@ -30,6 +30,7 @@ from node import (
     auth_sessions,
     codec,
     events,
+    fiscal,
     openapi,
     probes,
     proofs,
@@ -507,6 +508,7 @@ ROUTES: Final = (
     ("GET", "/metrics", get_metrics, auth.OPEN),  # loopback operators' scrape target
     ("GET", "/healthz", probes.get_healthz, auth.OPEN),
     ("GET", "/readyz", probes.get_readyz, auth.OPEN),
+    *fiscal.routes(_runtime, _off_loop),  # kinds, budget lines, risk alerts
     ("POST", MESSAGES_PATH, post_peer_messages, auth.TRANSPORT),
     ("GET", BLOCKS_PATH, get_peer_blocks, auth.TRANSPORT),
     *auth_sessions.ROUTES,

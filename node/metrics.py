@@ -102,6 +102,14 @@ class Metrics:
             "cityledger_invalid_peer_messages", "Peer messages dropped before the replica",
             ["why"], registry=self.registry,
         )  # fmt: skip
+        self.tx_refusals = Counter(
+            "cityledger_tx_refusals", "Committed txs a record rule refused, by reason code",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+        self.risk_alerts = Counter(
+            "cityledger_risk_alerts", "Risk alerts raised by committed blocks, by kind",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
         self.commit_latency = Histogram(
             "cityledger_commit_latency_seconds",
             "From admission of a client tx at this node to its commit here",

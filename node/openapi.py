@@ -8,6 +8,9 @@ where byte strings are msgpack bin instead of hex. Pure data: no I/O.
 from typing import Any, Final
 
 from ledger.kinds.base import REASONS
+from ledger.kinds.risks import ALERT_KINDS
+from ledger.kinds.schema import kind_view
+from ledger.kinds.table import KINDS
 from ledger.primitives import BLOCK_TXS_MAX
 from ledger.proofs import BUNDLE_FORMAT
 
@@ -182,7 +185,68 @@ def _status_schema() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     return {
         **_tx_schemas(), **_block_schemas(), **_proof_schemas(), "Status": _status_schema(),
-        **_auth_schemas(),
+        **_auth_schemas(), **_fiscal_schemas(),
+    }  # fmt: skip
+
+
+def _fiscal_schemas() -> dict[str, Any]:
+    """The kinds' views and, per kind, its record body's schema (`body.<type>`), which a
+    typed tx's body must follow (GET /v1/kinds/{type} serves the same)."""
+    text, cents = {"type": "string"}, _INT
+    rule = _obj(["code", "description"], code={"type": "string", "enum": REASONS}, description=text)
+    bodies = {
+        f"body.{kind.type}": {
+            k: v for k, v in kind_view(kind)["schema"].items() if k not in ("$schema", "$id")
+        }
+        for kind in KINDS.values()
+    }
+    return bodies | {
+        "Kind": _obj(
+            ["type", "namespace", "description", "final", "schema", "rules"], type=text,
+            namespace=text, description=text, final={"type": "boolean"},
+            schema={"type": "object", "description": "the record body's JSON Schema"},
+            rules=_array(rule),
+        ),
+        "Kinds": _obj(["kinds"], kinds=_array(_ref("Kind"))),
+        "BudgetLine": _obj(
+            ["line", "appropriated", "allocated", "spent", "remaining"], line=text,
+            appropriation=text, department={"type": ["string", "null"]},
+            fiscal_year={"type": ["integer", "null"]}, appropriated=cents, allocated=cents,
+            spent=cents, remaining=cents,
+        ),
+        "BudgetLines": _obj(["lines", "truncated"], lines=_array(_ref("BudgetLine")),
+                            truncated={"type": "boolean"}),
+        "Alert": _obj(["kind", "evidence", "height"], kind={"type": "string",
+                      "enum": list(ALERT_KINDS)}, evidence=_array(_HASH), height=_INT,
+                      detail=text),
+        "Alerts": _obj(["alerts", "next_from"], alerts=_array(_ref("Alert")),
+                       next_from={"type": ["integer", "null"]}),
+    }  # fmt: skip
+
+
+def _fiscal_paths() -> dict[str, Any]:
+    kind = [_param("type", "path", {"type": "string", "enum": list(KINDS)})]
+    line = [_param("key", "path", {"type": "string"})]
+    prefix = [_param("prefix", "query", {"type": "string"}, required=False)]
+    risks = [
+        _param("kind", "query", {"type": "string", "enum": list(ALERT_KINDS)}, required=False),
+        _param("from", "query", _INT | {"minimum": 1}, required=False),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+               required=False),
+    ]  # fmt: skip
+    return {
+        "/v1/kinds": _get("Every record kind: JSON Schema, rules, reason codes (anonymous)",
+                          _json("Kinds", "found")),
+        "/v1/kinds/{type}": _get("One record kind (anonymous)", _json("Kind", "found"), 404,
+                                 params=kind),
+        "/v1/budget/{key}": _get("A budget line (a budget.allocation's key): appropriated, "
+                                 "allocated, spent, remaining, in cents",
+                                 _json("BudgetLine", "found"), 400, 401, 403, 404, 503,
+                                 params=line),
+        "/v1/budget": _get("Budget lines whose keys start with ?prefix=", _json(
+            "BudgetLines", "found"), 400, 401, 403, 503, params=prefix),
+        "/v1/risks": _get("Risk alerts with their evidence tx ids, in height order", _json(
+            "Alerts", "found"), 400, 401, 503, params=risks),
     }  # fmt: skip
 
 
@@ -417,6 +481,11 @@ OPERATION_IDS: Final = {
     ("get", "/readyz"): "get_readyz",
     ("get", "/v1/records"): "query_records",
     ("get", "/v1/events"): "get_events",
+    ("get", "/v1/kinds"): "list_kinds",
+    ("get", "/v1/kinds/{type}"): "get_kind",
+    ("get", "/v1/budget"): "list_budget_lines",
+    ("get", "/v1/budget/{key}"): "get_budget_line",
+    ("get", "/v1/risks"): "list_risks",
 }
 
 
@@ -440,9 +509,13 @@ def document() -> dict[str, Any]:
             "title": "CityLedger node API",
             "version": VERSION,
             "description": "JSON with hex-encoded bytes; msgpack (bytes as bin) when the "
-            "request says application/msgpack. Errors are {error, reason}.",
+            "request says application/msgpack. Errors are {error, reason}. A tx whose type "
+            "names a record kind has a body that follows that kind's schema "
+            "(components body.<type>, and GET /v1/kinds/{type}) and meets its rules.",
         },
-        "paths": _with_operation_ids(_writes() | _reads() | _auth_paths() | _operations()),
+        "paths": _with_operation_ids(
+            _writes() | _reads() | _auth_paths() | _operations() | _fiscal_paths()
+        ),
         "components": {"schemas": _schemas(), "securitySchemes": _security()},
         # signed (all four headers), a browser session, or anonymous where the route allows
         "security": [

@@ -156,6 +156,8 @@ class Shell:
     def _written(self, write: Write, pending: PendingWrite) -> None:
         self._store.advance(pending)
         self.outbox.written(write)
+        for alert in pending.alerts:
+            self._metrics.risk_alerts.labels(alert.kind).inc()
         for action in write.blocks:
             self._committed(action.block)
 
@@ -218,6 +220,9 @@ class Shell:
             for future in self._waiters.pop(tx.tx_id, ()):
                 if not future.done():
                     future.set_result((block.height, index))
+        for code in block.outcomes:
+            if code:
+                self._metrics.tx_refusals.labels(code).inc()
         self._metrics.txs_committed.inc(len(block.txs))
         self._metrics.blocks_committed.inc()
         self._metrics.last_commit.set(now / 1000)

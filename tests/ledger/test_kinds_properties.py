@@ -7,6 +7,7 @@ A second, independent replay (block by block, as the verifier runs it) gives the
 outcomes.
 """
 
+import dataclasses
 from collections import Counter, defaultdict
 from typing import Any, Final
 
@@ -14,8 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import tx as txs
+from ledger.block import Block, BlockHeader
+from ledger.genesis import RuleParams
 from ledger.kinds import base
 from ledger.kinds.execute import Overlay, execute, execute_tx
+from ledger.kinds.risks import Alert, monitor
+from ledger.rulestore import block_rules
 from tests import factory
 
 NET: Final = factory.network()
@@ -30,6 +35,15 @@ EVENTS: Final = ("typhoon-1", "flood-2")
 PROPERTIES: Final = ("parcel-1", "parcel-2")
 
 cents = st.integers(min_value=0, max_value=1_500)
+amounts = st.one_of(cents.map(lambda c: c + 1), st.sampled_from((500, 2_000, 2_500, 3_000)))
+# Thresholds at the scale of these amounts, so that every kind of alert can fire.
+PARAMS: Final = RuleParams(
+    approval_threshold_cents=2_000,
+    round_amount_cents=500,
+    velocity_max_payments=5,
+    benford_min_payments=20,
+    benford_mad_max_ppm=60_000,
+)
 
 
 def _namespace(client: str) -> str:
@@ -45,10 +59,10 @@ def _prelude() -> list[tuple[str, str, str, dict[str, Any]]]:
     items: list[tuple[str, str, str, dict[str, Any]]] = []
     for i, key in enumerate(APPROPRIATIONS):
         body = {"fiscal_year": 2027, "fund": "general", "department": "parks",
-                "amount_cents": 3000 + i * 1000, "closes_at_ms": T0 + 10**9}  # fmt: skip
+                "amount_cents": 50_000 + i * 1000, "closes_at_ms": T0 + 10**9}  # fmt: skip
         items.append((FINANCE, key, "budget.appropriation", body))
     for i, key in enumerate(LINES):
-        body = {"appropriation": APPROPRIATIONS[i % 2], "amount_cents": 1000}
+        body = {"appropriation": APPROPRIATIONS[i % 2], "amount_cents": 10_000}
         items.append((FINANCE, key, "budget.allocation", body))
     items += [(FINANCE, k, "payee.registration", {"name": "P", "tax_id": "T", "status": "active"})
               for k in PAYEES]  # fmt: skip
@@ -83,7 +97,7 @@ def fiscal_tx(draw: st.DrawFn) -> tuple[str, str, str, dict[str, Any]]:
         return FINANCE, draw(st.sampled_from(PAYEES)), "payee.registration", body
     invoice = f"INV-{draw(st.integers(0, 5))}"
     body = {"line": draw(st.sampled_from(LINES)), "payee": draw(st.sampled_from(PAYEES)),
-            "invoice": invoice, "amount_cents": draw(cents) + 1}  # fmt: skip
+            "invoice": invoice, "amount_cents": draw(amounts)}  # fmt: skip
     return FINANCE, f"fiscal/d/{draw(st.integers(0, 10**6))}", "budget.disbursement", body
 
 
@@ -118,14 +132,30 @@ def _sign(items: list[tuple[str, str, str, dict[str, Any]]]) -> list[txs.Transac
     return [NET.tx(c, k, b, T0, t) for c, k, t, b in items]
 
 
-def _replay_one_by_one(body: list[txs.Transaction]) -> tuple[list[str], Overlay]:
+def _replay_one_by_one(
+    body: list[txs.Transaction], block_size: int
+) -> tuple[list[str], Overlay, list[Alert]]:
+    """Tx by tx through `execute_tx` (as a Book does), risk monitoring after each block."""
     state = Overlay(lambda _k: None)
-    outcomes = []
-    for tx in body:
-        code, writes = execute_tx(state, tx, ORG_OF[tx.client_id], T0 + 10)
-        state.update(writes)
-        outcomes.append(code)
-    return outcomes, state
+    outcomes: list[str] = []
+    alerts: list[Alert] = []
+    for height, start in enumerate(range(0, len(body), block_size), 1):
+        block = body[start : start + block_size]
+        codes = []
+        for tx in block:
+            code, writes = execute_tx(state, tx, ORG_OF[tx.client_id], _time(height))
+            state.update(writes)
+            codes.append(code)
+        raised, risk = monitor(state, height, _time(height), zip(block, codes, strict=True),
+                               ORG_OF, PARAMS)  # fmt: skip
+        state.update(risk)
+        outcomes += codes
+        alerts += raised
+    return outcomes, state, alerts
+
+
+def _time(height: int) -> int:
+    return T0 + 10 + height * 3_600_000  # an hour a block: windows open and close
 
 
 def _check_invariants(body: list[txs.Transaction], outcomes: list[str], state: Overlay) -> None:
@@ -171,14 +201,22 @@ def test_rules_hold_in_every_order_and_a_second_replay_agrees(
     items: list[tuple[str, str, str, dict[str, Any]]], block_size: int
 ) -> None:
     body = _sign(_prelude() + items)
-    outcomes, state = _replay_one_by_one(body)
+    outcomes, state, alerts = _replay_one_by_one(body, block_size)
     _check_invariants(body, outcomes, state)
-    # The verifier's replay: block by block through `execute`, against its own state.
+    # The verifier's replay: block by block through `execute` and the store's `block_rules`,
+    # against its own state.
     replayed: list[str] = []
+    raised: list[Alert] = []
     verifier = Overlay(lambda _k: None)
-    for start in range(0, len(body), block_size):
-        executed = execute(verifier.get, body[start : start + block_size], NET.genesis, T0 + 10)
-        verifier.update(executed.writes)
+    genesis = dataclasses.replace(NET.genesis, rules=PARAMS)
+    for height, start in enumerate(range(0, len(body), block_size), 1):
+        chunk = tuple(body[start : start + block_size])
+        executed = execute(verifier.get, chunk, genesis, _time(height))
+        header = BlockHeader(height, bytes(32), bytes(32), len(chunk), bytes(32), _time(height),
+                             0, 0, bytes(32))  # fmt: skip
+        block = Block(header, chunk, header.hash(), executed.outcomes)
+        raised += block_rules(verifier, block, executed, genesis)[1]
         replayed.extend(executed.outcomes)
     assert replayed == outcomes
+    assert raised == alerts
     assert verifier.writes == state.writes

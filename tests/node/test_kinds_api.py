@@ -10,6 +10,7 @@ import pytest
 
 from ledger import proofs
 from ledger import tx as txs
+from ledger.kinds.table import KINDS
 from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
 from tests.node.test_api import get, post, written
 
@@ -64,3 +65,42 @@ async def test_rules_at_admission_and_in_block_order(cluster: Cluster, http) -> 
     status, bundle = await get(http, c.url(3) + f"/v1/transactions/{greedy.tx_id.hex()}/proof")
     assert status == 200
     assert proofs.verify_bundle(bundle, c.genesis).outcome == "over_appropriation"
+
+
+async def test_kinds_are_published_and_budget_lines_read(cluster: Cluster, http, anonymous) -> None:
+    c = cluster
+    status, kinds = await get(anonymous, c.url(0) + "/v1/kinds")  # no identity needed
+    assert status == 200
+    assert [k["type"] for k in kinds["kinds"]] == list(KINDS)
+    status, one = await get(anonymous, c.url(1) + "/v1/kinds/budget.disbursement")
+    assert status == 200
+    assert one["schema"]["required"] == ["line", "payee", "invoice", "amount_cents"]
+    assert one["schema"]["additionalProperties"] is False
+    assert {r["code"] for r in one["rules"]} >= {"duplicate_payment", "over_allocation"}
+    status, missing = await get(anonymous, c.url(1) + "/v1/kinds/budget.nothing")
+    assert (status, missing["error"]) == (404, "not_found")
+    for tx in (
+        typed(c, "fiscal/2027/roads", "budget.appropriation", {
+            "fiscal_year": 2027, "fund": "general", "department": "roads",
+            "amount_cents": 5000, "closes_at_ms": now_ms() + 3_600_000}),
+        typed(c, "fiscal/lines/potholes", "budget.allocation",
+              {"appropriation": "fiscal/2027/roads", "amount_cents": 3000}),
+        typed(c, "fiscal/payees/acme", "payee.registration",
+              {"name": "Acme", "tax_id": "T-1", "status": "active"}),
+    ):  # fmt: skip
+        await committed(c, http, tx)
+    pay = typed(c, "fiscal/pay/1", "budget.disbursement", {
+        "line": "fiscal/lines/potholes", "payee": "fiscal/payees/acme", "invoice": "A-1",
+        "amount_cents": 1200})  # fmt: skip
+    body = await committed(c, http, pay)
+    await c.wait_height(body["height"])
+    status, line = await get(http, c.url(2) + "/v1/budget/fiscal/lines/potholes")
+    assert status == 200
+    assert (line["appropriated"], line["allocated"], line["spent"], line["remaining"]) == (
+        5000, 3000, 1200, 1800)  # fmt: skip
+    status, lines = await get(http, c.url(3) + "/v1/budget?prefix=fiscal/lines/")
+    assert (status, [ln["line"] for ln in lines["lines"]]) == (200, ["fiscal/lines/potholes"])
+    status, _ = await get(anonymous, c.url(3) + "/v1/budget/fiscal/lines/potholes")
+    assert status == 401
+    status, _ = await get(http, c.url(3) + "/v1/budget/fiscal/lines/none")
+    assert status == 404

@@ -1,0 +1,184 @@
+"""Risk monitoring: alerts that flag fund flows for a person and never refuse a tx.
+
+Deterministic over the committed chain: `monitor` runs after a block's execution, over its
+accepted txs in order, with the block's timestamp as the time, the genesis `[rules]`
+thresholds, and a risk state of its own inside the rule state (so every node, and a verifier
+replaying from genesis, raises the same alerts at the same heights). Each alert names its
+evidence, the tx ids (each provable with a proof bundle):
+
+- `split_payment`: payments to one payee inside `split_window_ms`, each under the approval
+  threshold, that together reach it (raised by the payment that crosses it);
+- `round_amount`: a payment at or above the threshold that is a multiple of
+  `round_amount_cents`;
+- `payee_velocity`: more than `velocity_max_payments` payments to one payee inside
+  `velocity_window_ms` (raised once, by the payment that passes the bound);
+- `near_duplicate_invoice`: a payee paid for an invoice whose number differs from one paid
+  before only in case, punctuation, spaces or leading zeros of its numbers;
+- `cross_insurer_claim`: one property and event claimed at two insurers;
+- `benford_deviation`: a department's first digits of payment amounts, once it has
+  `benford_min_payments`, deviate from Benford's law by a mean absolute deviation above
+  `benford_mad_max_ppm` (raised when it first passes the bound, again after it came back).
+
+The risk state is bounded: a payee's recent payments keep at most `RECENT_PAYMENTS_MAX`
+entries, evidence lists at most `EVIDENCE_MAX` tx ids. Integer arithmetic only.
+"""
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ledger.genesis import RuleParams
+from ledger.kinds import allocation, appropriation, claim
+from ledger.kinds.base import ACCEPTED, Writes, state_key
+from ledger.tx import Transaction
+
+SPLIT_PAYMENT: Final = "split_payment"
+ROUND_AMOUNT: Final = "round_amount"
+PAYEE_VELOCITY: Final = "payee_velocity"
+NEAR_DUPLICATE_INVOICE: Final = "near_duplicate_invoice"
+CROSS_INSURER_CLAIM: Final = "cross_insurer_claim"
+BENFORD_DEVIATION: Final = "benford_deviation"
+ALERT_KINDS: Final = (
+    SPLIT_PAYMENT, ROUND_AMOUNT, PAYEE_VELOCITY, NEAR_DUPLICATE_INVOICE, CROSS_INSURER_CLAIM,
+    BENFORD_DEVIATION,
+)  # fmt: skip
+RECENT_PAYMENTS_MAX: Final = 256
+EVIDENCE_MAX: Final = 32
+# Benford's first-digit probabilities log10(1 + 1/d), d = 1..9, in parts per million.
+BENFORD_PPM: Final = (301030, 176091, 124939, 96910, 79181, 66947, 57992, 51153, 45757)
+_RECENT: Final = b"rp"  # payee -> [[time_ms, cents, tx id hex], ...], oldest first
+_INVOICES: Final = b"rn"  # payee NUL normalised invoice -> [invoice, tx id hex]
+_CLAIMS: Final = b"rc"  # property NUL event -> [[organisation, tx id hex], ...]
+_DIGITS: Final = b"rb"  # department -> [payments, count of 1, ..., count of 9, flagged]
+_NOT_ALNUM: Final = re.compile(r"[^0-9A-Za-z]")
+_DIGIT_RUN: Final = re.compile(r"[0-9]+")
+
+
+def _no_leading_zeros(run: re.Match[str]) -> str:
+    return run.group().lstrip("0") or "0"
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    evidence: tuple[bytes, ...]  # tx ids, oldest first
+    height: int
+    detail: str
+
+    def to_list(self) -> list[Any]:
+        return [self.kind, list(self.evidence), self.detail]
+
+
+class _View:
+    """The state seen through this block's risk writes so far."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.writes: Writes = {}
+
+    def get(self, key: bytes) -> Any:
+        return self.writes[key] if key in self.writes else self.state.get(key)
+
+
+def monitor(
+    state: Any, height: int, time_ms: int, accepted: Iterable[tuple[Transaction, str]],
+    organisation_of: dict[str, str], params: RuleParams,
+) -> tuple[list[Alert], Writes]:  # fmt: skip
+    """The alerts of a block's txs and the risk state they write; `state` is the rule state
+    after the block's execution, `accepted` its (tx, outcome) pairs in order."""
+    view, alerts = _View(state), []
+    for tx, code in accepted:
+        if code != ACCEPTED:
+            continue
+        if tx.type == "budget.disbursement":
+            alerts += _payment(view, tx, height, time_ms, params)
+        elif tx.type == "insurance.claim":
+            alerts += _claim(view, tx, height, organisation_of[tx.client_id])
+    return alerts, view.writes
+
+
+def _payment(
+    view: _View, tx: Transaction, height: int, now: int, params: RuleParams
+) -> list[Alert]:
+    payee, cents, threshold = (
+        tx.body["payee"],
+        tx.body["amount_cents"],
+        params.approval_threshold_cents,
+    )
+    horizon = now - max(params.split_window_ms, params.velocity_window_ms)
+    key = state_key(_RECENT, payee)
+    recent = [p for p in view.get(key) or [] if p[0] >= horizon]
+    recent = [*recent, [now, cents, tx.tx_id.hex()]][-RECENT_PAYMENTS_MAX:]
+    view.writes[key] = recent
+    out = []
+    window = [p for p in recent if p[0] >= now - params.split_window_ms]
+    small = [p for p in window if p[1] < threshold]
+    before = sum(p[1] for p in small[:-1])
+    if cents < threshold and len(small) >= 2 and before < threshold <= before + cents:
+        out.append(_alert(SPLIT_PAYMENT, small, height, f"{len(small)} payments to {payee}"))
+    if cents >= threshold and cents % params.round_amount_cents == 0:
+        out.append(_alert(ROUND_AMOUNT, [recent[-1]], height, f"{cents} cents to {payee}"))
+    fast = [p for p in recent if p[0] >= now - params.velocity_window_ms]
+    if len(fast) == params.velocity_max_payments + 1:
+        out.append(_alert(PAYEE_VELOCITY, fast, height, f"{len(fast)} payments to {payee}"))
+    out += _invoice(view, tx, height)
+    out += _benford(view, tx, height, params)
+    return out
+
+
+def _alert(kind: str, entries: list[list[Any]], height: int, detail: str) -> Alert:
+    evidence = tuple(bytes.fromhex(p[-1]) for p in entries[-EVIDENCE_MAX:])
+    return Alert(kind, evidence, height, detail)
+
+
+def _invoice(view: _View, tx: Transaction, height: int) -> list[Alert]:
+    invoice, payee = tx.body["invoice"], tx.body["payee"]
+    normal = _DIGIT_RUN.sub(_no_leading_zeros, _NOT_ALNUM.sub("", invoice).upper())
+    key = state_key(_INVOICES, payee, normal)
+    seen = view.get(key)
+    if seen is None:
+        view.writes[key] = [invoice, tx.tx_id.hex()]
+        return []
+    if seen[0] == invoice:
+        return []
+    entries = [[seen[1]], [tx.tx_id.hex()]]
+    return [_alert(NEAR_DUPLICATE_INVOICE, entries, height, f"{invoice!r} after {seen[0]!r}")]
+
+
+def _benford(view: _View, tx: Transaction, height: int, params: RuleParams) -> list[Alert]:
+    line = view.get(state_key(allocation.TABLE, tx.body["line"]))
+    source = view.get(state_key(appropriation.TABLE, line["appropriation"])) if line else None
+    if source is None:
+        return []
+    key = state_key(_DIGITS, source["department"])
+    counts = list(view.get(key) or [0] * 10 + [False])
+    counts[0] += 1
+    counts[int(str(tx.body["amount_cents"])[0])] += 1
+    n = counts[0]
+    # mean |observed - expected| > bound  <=>  sum |count_d * 1e6 - n * E_d| > 9 * n * bound
+    deviation = sum(abs(counts[d] * 1_000_000 - n * BENFORD_PPM[d - 1]) for d in range(1, 10))
+    flagged = n >= params.benford_min_payments and deviation > 9 * n * params.benford_mad_max_ppm
+    raise_now = flagged and not counts[10]
+    counts[10] = flagged
+    view.writes[key] = counts
+    if not raise_now:
+        return []
+    mad_ppm = deviation // (9 * n)
+    detail = f"{source['department']}: {n} payments, mean absolute deviation {mad_ppm} ppm"
+    return [Alert(BENFORD_DEVIATION, (tx.tx_id,), height, detail)]
+
+
+def _claim(view: _View, tx: Transaction, height: int, organisation: str) -> list[Alert]:
+    filed = view.get(state_key(claim.TABLE, tx.key))
+    assert filed is not None  # an accepted claim wrote its entry
+    key = state_key(_CLAIMS, filed["property_id"], filed["event_id"])
+    claims = list(view.get(key) or [])
+    others = [c for c in claims if c[0] != organisation]
+    claims = [*claims, [organisation, tx.tx_id.hex()]][-EVIDENCE_MAX:]
+    view.writes[key] = claims
+    if not others:
+        return []
+    entries = [*[[c[1]] for c in others], [tx.tx_id.hex()]]
+    detail = f"{filed['property_id']} / {filed['event_id']} at {len(others) + 1} insurers"
+    return [_alert(CROSS_INSURER_CLAIM, entries, height, detail)]
