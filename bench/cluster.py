@@ -13,6 +13,7 @@ cores cannot commit more than cores x verify rate / nodes signed tx/s (the limit
     .venv/bin/python bench/cluster.py sweep [--rates 500,1000,...] [--plots DIR]
     .venv/bin/python bench/cluster.py nodes [--nodes-list 4,7]
     .venv/bin/python bench/cluster.py tls [--txs N]   # the same batched run, insecure then TLS
+    .venv/bin/python bench/cluster.py fiscal [--txs N]   # plain records, then typed ones
     .venv/bin/python bench/cluster.py all --plots docs/img     # every run above, with plots
 
 `throughput` runs batched submission (the headline figure: `tx_per_s`, `ratio`) and then
@@ -29,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fiscal as fiscal_records
 import harness
 
 BATCH_TXS = 200  # txs per request in batched mode (--batch)
@@ -123,6 +125,36 @@ def throughput(
     return out
 
 
+FISCAL_RATIO_TARGET = 0.85  # the fiscal workload's tx/s against plain records', same run
+
+
+def fiscal(
+    nodes: int, txs: int, verify: dict[str, float], batch: tuple[int, int]
+) -> dict[str, Any]:
+    """On one fresh cluster: the batched run of plain records, then the set-up of a budget
+    (committed first), then the same number of typed records with rules (bench/fiscal.py:
+    payments, reallocations, one payment in 20 refused in block order), batched alike."""
+    limit = _limit(verify, nodes)
+    with harness.started_cluster(nodes) as cluster:
+        spec = harness.LoadSpec(txs, "batched", batch[0], batch[1], run_id="plain")
+        result, cpu = harness.run_load(cluster, spec)
+        plain = _summary(result, cpu, limit, nodes)
+        count = fiscal_records.setup_count()
+        spec = harness.LoadSpec(count, "batched", count, 1, run_id="setup", nonce_base=txs,
+                                workload="fiscal-setup")  # fmt: skip
+        harness.run_load(cluster, spec)
+        spec = harness.LoadSpec(txs, "batched", batch[0], batch[1], run_id="fiscal",
+                                nonce_base=txs + count, workload="fiscal")  # fmt: skip
+        result, cpu = harness.run_load(cluster, spec)
+        typed = _summary(result, cpu, limit, nodes)
+    ratio = typed["tx_per_s"] / max(plain["tx_per_s"], 1e-9)
+    return {
+        "plain": plain, "fiscal": typed, "fiscal_over_plain": round(ratio, 3),
+        "target": FISCAL_RATIO_TARGET,
+        "refused_every": fiscal_records.REFUSED_EVERY,
+    }  # fmt: skip
+
+
 def tls_cost(
     nodes: int, txs: int, verify: dict[str, float], batch: tuple[int, int]
 ) -> dict[str, Any]:
@@ -191,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "what", nargs="?", default="throughput",
-        choices=["throughput", "latency", "sweep", "nodes", "tls", "all"],
+        choices=["throughput", "latency", "sweep", "nodes", "tls", "fiscal", "all"],
     )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--txs", type=int, default=60_000, help="txs of the batched run")
@@ -243,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         report["sweep"] = sweep(args.nodes, rates, min(args.seconds, 15.0), verify)
     if args.what in ("tls", "all"):
         report["tls_cost"] = tls_cost(args.nodes, args.txs, verify, (args.batch, args.concurrency))
+    if args.what in ("fiscal", "all"):
+        report["fiscal_workload"] = fiscal(
+            args.nodes, args.txs, verify, (args.batch, args.concurrency)
+        )
     if args.what in ("nodes", "all"):
         report["nodes_scaling"] = [
             throughput(int(n), args.txs, 0, verify) | {"nodes": int(n)}
@@ -273,6 +309,15 @@ def _print(r: dict[str, Any]) -> None:
         for name in ("insecure", "tls"):
             print(f"  {name}:")
             _print_run(t[name])
+    if "fiscal_workload" in r:
+        f = r["fiscal_workload"]
+        print(f"\nfiscal workload (typed records with rules, 1 in {f['refused_every']} payments "
+              f"refused in block order) against plain records, same cluster: "
+              f"{f['fiscal']['tx_per_s']:,} vs {f['plain']['tx_per_s']:,} tx/s "
+              f"(fiscal/plain = {f['fiscal_over_plain']}, target {f['target']})")  # fmt: skip
+        for name in ("plain", "fiscal"):
+            print(f"  {name}:")
+            _print_run(f[name])
     if "single" in r:
         s = r["single"]
         print(f"\nsingle-tx submissions ({s['concurrency']} in flight): {s['txs']:,} txs")

@@ -314,6 +314,7 @@ class LoadSpec:
     run_id: str = "r0"
     nonce_base: int = 0
     clients: int = 4
+    workload: str = "plain"  # plain | fiscal-setup | fiscal (bench/fiscal.py)
 
 
 def run_load(

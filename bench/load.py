@@ -52,6 +52,7 @@ class Spec:
     run_id: str = "r0"  # makes record keys and nonces of successive runs distinct
     nonce_base: int = 0
     clients: int = 4  # genesis clients that sign (round robin)
+    workload: str = "plain"  # plain | fiscal-setup | fiscal (bench/fiscal.py: typed records)
 
 
 @dataclass
@@ -89,6 +90,8 @@ def _sign_all(spec: Spec) -> tuple[list[bytes], float, Any]:
     middleware that signs each request as the first of those clients (measured: it is part of
     what every client pays)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import fiscal as bench_fiscal  # bench/fiscal.py, beside this file
+
     from ledger import crypto
     from ledger import genesis as genesis_mod
     from ledger import tx as txs
@@ -98,7 +101,7 @@ def _sign_all(spec: Spec) -> tuple[list[bytes], float, Any]:
     genesis = genesis_mod.load(root / "genesis.toml")
     signers = []
     clerks = [c for c in genesis.clients.values() if c.role == genesis_mod.CLERK]
-    for client in clerks[: spec.clients]:
+    for client in clerks[: spec.clients if spec.workload == "plain" else len(clerks)]:
         key = crypto.load_private_key(root / "clients" / f"{client.id}.pem")
         namespace = genesis.policies[client.organisation][0]
         signers.append((client.id, key, namespace))
@@ -106,13 +109,22 @@ def _sign_all(spec: Spec) -> tuple[list[bytes], float, Any]:
     now_ms = time.time_ns() // 1_000_000
     out: list[bytes] = []
     note = "inspection passed; documents filed with the city archive"
+    fiscal = [s for s in signers if s[2] == "fiscal/"][:1]
     for i in range(spec.txs):
         client_id, key, namespace = signers[i % len(signers)]
+        record_key = f"{namespace}bench/{spec.run_id}/{i % 1000}"
+        type_ = "inspection"
+        body: dict[str, Any] = {
+            "seq": i, "amount": 1000 + i, "note": note, "ref": f"{spec.run_id}-{i:09d}",
+        }  # fmt: skip
+        if spec.workload != "plain":  # the finance bureau's typed records (bench/fiscal.py)
+            client_id, key, _ = fiscal[0]
+            made = bench_fiscal.setup(i, now_ms) if spec.workload == "fiscal-setup" else (
+                bench_fiscal.record(i, spec.run_id))  # fmt: skip
+            record_key, type_, body = made
         tx = txs.create(
             key, chain_id=genesis.chain_id, client_id=client_id, nonce=spec.nonce_base + i,
-            timestamp_ms=now_ms, key=f"{namespace}bench/{spec.run_id}/{i % 1000}",
-            type_="inspection",
-            body={"seq": i, "amount": 1000 + i, "note": note, "ref": f"{spec.run_id}-{i:09d}"},
+            timestamp_ms=now_ms, key=record_key, type_=type_, body=body,
         )  # fmt: skip
         out.append(tx.raw)
         if i % 20_000 == 0 and i:

@@ -92,8 +92,8 @@ def init(
 
     By default 4 validators: the City Finance Bureau and the City Planning Office (municipal),
     Harbor Mutual Insurance and Civic Shield Assurance (insurers), and one clerk identity per
-    organisation. Write policies: fiscal/ by finance, permits/ by planning, claims/ and
-    policies/ by the insurers.
+    organisation. Write policies: fiscal/ by finance, permits/ by planning, and each insurer
+    its own claims/<insurer>/ and policies/<insurer>/.
     """
     if network.is_initialised(directory):
         raise click.BadParameter(f"{directory} already holds a network", param_hint="DIR")

@@ -12,7 +12,8 @@ Layout of a cluster directory (DESIGN.md):
 
 The organisations of a default network are those of a small city: two municipal validators (the
 finance bureau writes `fiscal/`, the planning office `permits/`) and two insurers (each may
-write `claims/` and `policies/`), one clerk identity each. Larger networks add more of both.
+write its own `claims/<insurer>/` and `policies/<insurer>/`), one clerk identity each. Larger
+networks add more of both.
 Reads: building permits are public records; the finance bureau also reads the insurers'
 `claims/` (disaster relief is budgeted from them) and the planning office reads `fiscal/`; the
 city's audit office has one auditor identity, `auditor`.
@@ -56,14 +57,19 @@ class Organisation:
     namespaces: tuple[str, ...]
 
 
-INSURANCE: Final = ("claims/", "policies/")
+def insurance(slug: str) -> tuple[str, ...]:
+    """An insurer writes its own claims and policies only: no insurer can overwrite another's
+    claim (and a record's later versions come only from its creator, whatever the policy)."""
+    return (f"claims/{slug}/", f"policies/{slug}/")
+
+
 ORGANISATIONS: Final = (
     Organisation("City Finance Bureau", "municipal", "finance", ("fiscal/",)),
     Organisation("City Planning Office", "municipal", "planning", ("permits/",)),
-    Organisation("Harbor Mutual Insurance", "insurer", "harbor-mutual", INSURANCE),
-    Organisation("Civic Shield Assurance", "insurer", "civic-shield", INSURANCE),
+    Organisation("Harbor Mutual Insurance", "insurer", "harbor-mutual", insurance("harbor-mutual")),
+    Organisation("Civic Shield Assurance", "insurer", "civic-shield", insurance("civic-shield")),
     Organisation("City Transport Authority", "municipal", "transport", ("transport/",)),
-    Organisation("Lakeside General Insurance", "insurer", "lakeside", INSURANCE),
+    Organisation("Lakeside General Insurance", "insurer", "lakeside", insurance("lakeside")),
     Organisation("City Water Utility", "municipal", "water", ("utilities/",)),
 )
 
@@ -221,7 +227,13 @@ def read_policies(used: Sequence[Organisation]) -> list[dict[str, Any]]:
     return [
         {"organisation": org.name, "namespaces": granted}
         for org in used
-        if (granted := [ns for ns in READ_POLICIES.get(org.name, ()) if ns in written])
+        if (
+            granted := [
+                ns
+                for ns in READ_POLICIES.get(org.name, ())
+                if any(w.startswith(ns) for w in written)
+            ]
+        )
     ]
 
 

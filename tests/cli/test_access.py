@@ -18,11 +18,13 @@ from node import tls
 from tests.browser import Browser, chromium_path, node_certificates, trust_certificates
 from tests.cli.conftest import RunningCluster, no_traceback, run, running_cluster
 
+CLAIM = "claims/harbor-mutual/9"  # each insurer writes its own claims/ and policies/ only
+POLICY = "policies/civic-shield/3"
 RECORDS = {  # clerk -> a record it writes
     "finance-clerk": "fiscal/budget/2026/parks",
     "planning-clerk": "permits/b/7",
-    "harbor-mutual-clerk": "claims/hm/9",
-    "civic-shield-clerk": "policies/cs/3",
+    "harbor-mutual-clerk": CLAIM,
+    "civic-shield-clerk": POLICY,
 }
 
 
@@ -65,7 +67,7 @@ def test_anonymous_requests_answer_401_except_the_public_ones(
 ) -> None:
     expected = {
         "/v1/status": 401, "/v1/blocks/1": 401, "/v1/checkpoint": 401,
-        "/v1/records/fiscal/budget/2026/parks": 401, "/v1/history/claims/hm/9": 401,
+        "/v1/records/fiscal/budget/2026/parks": 401, "/v1/history/claims/harbor-mutual/9": 401,
         f"/v1/transactions/{tx_ids['fiscal']}": 401,
         f"/v1/transactions/{tx_ids['permits']}/proof": 401,
         "/v1/records/permits/b/7": 200, "/v1/history/permits/b/7": 200,  # public records
@@ -83,8 +85,8 @@ def test_clerks_read_their_own_and_granted_namespaces_only(
     cluster: RunningCluster, tx_ids: dict[str, str]
 ) -> None:
     allowed = [  # (who, record): the finance bureau also reads claims/, planning fiscal/
-        ("finance-clerk", "fiscal/budget/2026/parks"), ("finance-clerk", "claims/hm/9"),
-        ("planning-clerk", "fiscal/budget/2026/parks"), ("harbor-mutual-clerk", "claims/hm/9"),
+        ("finance-clerk", "fiscal/budget/2026/parks"), ("finance-clerk", CLAIM),
+        ("planning-clerk", "fiscal/budget/2026/parks"), ("harbor-mutual-clerk", CLAIM),
         ("civic-shield-clerk", "permits/b/7"),
     ]  # fmt: skip
     for who, key in allowed:
@@ -92,8 +94,8 @@ def test_clerks_read_their_own_and_granted_namespaces_only(
         assert done.returncode == 0, (who, key, done.stderr)
         assert json.loads(done.stdout)["key"] == key
     refused = [
-        ("finance-clerk", "policies/cs/3"), ("harbor-mutual-clerk", "fiscal/budget/2026/parks"),
-        ("planning-clerk", "claims/hm/9"),
+        ("finance-clerk", POLICY), ("harbor-mutual-clerk", "fiscal/budget/2026/parks"),
+        ("planning-clerk", CLAIM),
     ]  # fmt: skip
     for who, key in refused:
         done = as_(cluster, who, "history", key)
@@ -173,18 +175,18 @@ async def test_a_browser_signs_in_with_a_key_file_and_reads_what_it_may(
         reads = {
             "fiscal/budget/2026/parks": await browser_read(browser, "record",
                                                            "fiscal/budget/2026/parks"),
-            "claims/hm/9": await browser_read(browser, "record", "claims/hm/9"),
-            "policies/cs/3": await browser_read(browser, "record", "policies/cs/3"),
+            CLAIM: await browser_read(browser, "record", CLAIM),
+            POLICY: await browser_read(browser, "record", POLICY),
             "block": await browser_read(browser, "block", "latest"),
         }  # fmt: skip
-        assert reads == {"fiscal/budget/2026/parks": "200 ok", "claims/hm/9": "200 ok",
-                         "policies/cs/3": "403 forbidden", "block": "403 forbidden"}  # fmt: skip
+        assert reads == {"fiscal/budget/2026/parks": "200 ok", CLAIM: "200 ok",
+                         POLICY: "403 forbidden", "block": "403 forbidden"}  # fmt: skip
         # The session cookie is HttpOnly: no script in the page can read it.
         assert "cityledger_session" not in await browser.evaluate("document.cookie")
         # The auditor's key file opens an auditor's session, which reads blocks.
         assert await sign_in(browser, cluster, "auditor") == "signed in"
         assert await browser_read(browser, "block", "latest") == "200 ok"
-        assert await browser_read(browser, "record", "policies/cs/3") == "200 ok"
+        assert await browser_read(browser, "record", POLICY) == "200 ok"
         # A key file that is not the identity's is refused; nothing is signed in with it.
         failed = await sign_in(browser, cluster, "planning-clerk", key_of="finance-clerk")
         assert failed.startswith("sign-in failed: bad_signature"), failed

@@ -45,9 +45,18 @@ def history(cluster: RunningCluster) -> list[dict[str, Any]]:
     out = [submitted(cluster, "finance-clerk", ALLOCATION, {"amount_cents": 100})]
     out.append(submitted(cluster, "planning-clerk", "permits/b/1", {"status": "approved"}))
     out.append(
-        submitted(cluster, "harbor-mutual-clerk", "policies/hm/1", {"permit": "permits/b/1"})
+        submitted(
+            cluster, "harbor-mutual-clerk", "policies/harbor-mutual/1", {"permit": "permits/b/1"}
+        )
     )
-    out.append(submitted(cluster, "civic-shield-clerk", "claims/cs/1", {"policy": "policies/hm/1"}))
+    out.append(
+        submitted(
+            cluster,
+            "civic-shield-clerk",
+            "claims/civic-shield/1",
+            {"policy": "policies/harbor-mutual/1"},
+        )
+    )
     out.append(submitted(cluster, "finance-clerk", ALLOCATION, {"amount_cents": 250}))
     return out
 
@@ -155,7 +164,7 @@ def test_tx(cluster: RunningCluster, history: list[Any]) -> None:
     tx_id = history[3]["tx_id"]
     text = cl(cluster, "tx", tx_id)
     assert text.returncode == 0
-    assert "claims/cs/1" in text.stdout
+    assert "claims/civic-shield/1" in text.stdout
     assert "civic-shield-clerk" in text.stdout
     doc = json.loads(cl(cluster, "tx", tx_id, "--json").stdout)
     assert {"tx_id", "status", "height", "index"} <= set(doc)
@@ -171,7 +180,7 @@ def test_block(cluster: RunningCluster, history: list[Any]) -> None:
     assert text.returncode == 0
     assert text.stdout.startswith(f"block {height}  ")
     assert "of 4 validators" in text.stdout
-    assert "policies/hm/1" in text.stdout
+    assert "policies/harbor-mutual/1" in text.stdout
     doc = json.loads(cl(cluster, "block", str(height), "--json").stdout)
     assert {"height", "hash", "header", "txs", "certificate"} <= set(doc)
     latest = json.loads(cl(cluster, "block", "latest", "--json").stdout)
@@ -198,7 +207,7 @@ def test_proof_and_verify_proof(
                         "--json").stdout)  # fmt: skip
     assert doc["ok"]
     assert (doc["height"], doc["index"]) == (history[3]["height"], history[3]["index"])
-    assert doc["key"] == "claims/cs/1"
+    assert doc["key"] == "claims/civic-shield/1"
     printed = cl(cluster, "proof", tx_id)
     assert json.loads(printed.stdout)["tx_id"] == tx_id
     summary = json.loads(cl(cluster, "proof", tx_id, "-o", str(out), "--json").stdout)

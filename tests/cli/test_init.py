@@ -69,7 +69,8 @@ def test_cluster_init_writes_a_network_of_two_municipal_and_two_insurer_nodes(
     assert genesis.policies["City Finance Bureau"] == ("fiscal/",)
     assert genesis.policies["City Planning Office"] == ("permits/",)
     for org in (o for o in by_org if by_org[o].kind == "insurer"):
-        assert set(genesis.policies[org]) == {"claims/", "policies/"}
+        slug = by_org[org].id
+        assert set(genesis.policies[org]) == {f"claims/{slug}/", f"policies/{slug}/"}
     for v in genesis.validators:
         config = node_config.load(root / "nodes" / v.id / "node.toml")
         identity = node_config.load_identity(config)  # the key file is this validator's key
@@ -91,7 +92,7 @@ def test_cluster_init_writes_a_network_of_two_municipal_and_two_insurer_nodes(
     assert genesis.public_namespaces == ("permits/",)
     assert genesis.reads == {"City Finance Bureau": ("claims/",),
                              "City Planning Office": ("fiscal/",)}  # fmt: skip
-    assert genesis.may_read("City Finance Bureau", "claims/hm/1")
+    assert genesis.may_read("City Finance Bureau", "claims/harbor-mutual/1")
     assert not genesis.may_read("Harbor Mutual Insurance", "fiscal/budget")
     assert genesis.may_read(None, "permits/b/1")
 
