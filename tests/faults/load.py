@@ -21,7 +21,7 @@ from ledger.tx import Transaction
 from tests.faults.harness import Cluster, make_tx
 
 REQUEST_TIMEOUT_S: Final = 20.0
-NAMESPACES: Final = ("fiscal/", "permits/", "claims/", "policies/")
+NAMESPACES: Final = ("fiscal/", "permits/", "claims/harbor-mutual/", "policies/civic-shield/")
 
 
 @dataclass

@@ -56,7 +56,7 @@ values = ["1", "2", "latest"]
 
 async def seed_data(c: Cluster) -> tuple[list[str], list[str]]:
     tx_ids, keys = [], []
-    for k, ns in enumerate(("fiscal/", "permits/", "claims/")):
+    for k, ns in enumerate(("fiscal/", "permits/", "claims/harbor-mutual/")):
         tx = make_tx(c.net, ns, f"fuzz/{k}", {"seq": k}, nonce=k)
         status, body = await c.submit(0, tx)
         assert status == 200, body

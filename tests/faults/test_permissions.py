@@ -156,7 +156,7 @@ async def chain_head(c: Cluster, i: int, height: int) -> ChainHead:
 def forgeries(c: Cluster, head: ChainHead) -> list[tuple[str, Block, Certificate]]:
     """Blocks that extend `head` validly, each under a certificate that must not pass."""
     net, g = c.net, c.net.genesis
-    tx = make_tx(net, "claims/", "forged/sync", {"forged": True}, nonce=99)
+    tx = make_tx(net, "claims/harbor-mutual/", "forged/sync", {"forged": True}, nonce=99)
     block = make_block(head, (tx,), now_ms(), 0, 0)
     other = make_block(head, (), now_ms(), 0, 0)
     real = certify(net, block)
