@@ -218,6 +218,7 @@ def tell_refusals(demo: Demo, url: str) -> str:
     if code != "duplicate_payment":
         raise Failed(f"the duplicate invoice was refused as {code}, not duplicate_payment")
     click.echo(f"invoice NR-2025-0412 paid again: refused at once by the node ({code})\n")
+    tell_split(demo, url)
     click.echo(f"typhoon {story.TYPHOON} damages {story.PARCEL}, insured at both insurers:")
     rows = demo.submit(url, story.typhoon_claims(int(time.time() * 1000)))
     rows += demo.submit(url, [story.second_payout()])
@@ -229,7 +230,7 @@ def tell_refusals(demo: Demo, url: str) -> str:
 
 def show_operations(net: network.Network, demo: Demo, survivor: str) -> None:
     """Readiness of every node, a query by prefix, and the event stream replayed from block 1."""
-    heading("5. What an operator and an integrator see")
+    heading("6. What an operator and an integrator see")
     for node in net.nodes:
         try:
             with NodeClient(node.url, genesis=net.genesis, timeout_s=2) as client:
@@ -256,6 +257,22 @@ def show_operations(net: network.Network, demo: Demo, survivor: str) -> None:
                     break
 
 
+def tell_split(demo: Demo, url: str) -> None:
+    rows = demo.submit(url, story.split_payments())
+    click.echo(submissions(rows))
+    with NodeClient(url, signer=demo.signer, genesis=demo.net.genesis) as client:
+        alerts = client.get("/v1/risks?kind=split_payment", expect=("alerts",))["alerts"]
+    paid = {r["tx_id"] for r in rows}
+    flagged = [a for a in alerts if paid <= set(a["evidence"])]
+    if not flagged:
+        raise Failed("the three split payments were not flagged")
+    click.echo(
+        f"risk alert at block {flagged[0]['height']}: split_payment ({flagged[0]['detail']}): "
+        f"evidence {', '.join(short(e, 12) for e in flagged[0]['evidence'])}; accepted, flagged "
+        "for a person\n"
+    )
+
+
 def auditor(net: network.Network) -> Signer:
     """The network's auditor identity, which signs the demo's requests."""
     key = crypto.load_private_key(net.auditor_key)
@@ -263,7 +280,7 @@ def auditor(net: network.Network) -> Signer:
 
 
 def verify_trail(net: network.Network, survivor: str, victim: str, refused_tx: str) -> None:
-    heading("6. Auditing the trail against nothing but the genesis")
+    heading("7. Auditing the trail against nothing but the genesis")
     signer = auditor(net)
     with (
         Progress("verifying") as progress,
@@ -364,7 +381,7 @@ def demo(keep: bool) -> None:
         finally:
             # Stop first: printing may fail (a closed pipe) and must not leave nodes running.
             outcome = processes.stop_children(net, procs)
-            heading("7. Stopping every node")
+            heading("8. Stopping every node")
             click.echo(
                 ", ".join(
                     f"{k} {'had crashed' if v == 'was not running' else v}"

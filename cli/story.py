@@ -71,6 +71,12 @@ def duplicate_invoice() -> Record:
     return _payment("0004", NORDBAU, "NR-2025-0412", 80_000_000)
 
 
+def split_payments() -> list[Record]:
+    """Three payments of 4,000.00 to one payee, each under the approval threshold (10,000.00),
+    together above it: accepted, and flagged for a person (`split_payment`)."""
+    return [_payment(f"01{n}", QUAYSIDE, f"QA-7740-{n}", 400_000) for n in (1, 2, 3)]
+
+
 def typhoon_claims(now_ms: int) -> list[Record]:
     event = {"event_id": TYPHOON, "event_ms": now_ms - DAY_MS, "peril": "typhoon",
              "loss_cents": LOSS_CENTS}  # fmt: skip

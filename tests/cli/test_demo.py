@@ -21,7 +21,8 @@ def test_the_demo_runs_end_to_end() -> None:
     out = result.stdout
     for expected in (
         "kill -9", "view", "verify --node", "OK", "VALID offline", "REJECTED",
-        "over_allocation", "duplicate_payment", "over_loss", "outcome refused (over_loss)",
+        "over_allocation", "duplicate_payment", "over_loss", "split_payment",
+        "outcome refused (over_loss)",
         "submitted (block", "-> approved (block", "-> issued (block", "Demo complete",
     ):  # fmt: skip
         assert expected in out, expected
