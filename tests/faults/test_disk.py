@@ -92,8 +92,9 @@ async def refused_at_start(net: Network, i: int) -> str:
 
 
 def block_bytes(view: dict[str, Any]) -> bytes:
-    """A block's bytes from its msgpack API view (header bytes and tx bytes as served)."""
-    return encode([decode(view["header"]["raw"], 512), [t["raw"] for t in view["txs"]]])
+    """A block's bytes from its msgpack API view (header, tx and outcome codes as served)."""
+    codes = [o["reason"] or "" for o in view["outcomes"]]
+    return encode([decode(view["header"]["raw"], 512), [t["raw"] for t in view["txs"]], codes])
 
 
 async def served_blocks(
