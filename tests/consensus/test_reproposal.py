@@ -97,7 +97,7 @@ def test_a_block_is_wanted_only_if_its_hash_is_the_one_named_at_its_height() -> 
 
 
 def test_the_log_keeps_blocks_by_hash_a_bounded_number_per_height_and_forgets_committed() -> None:
-    log = Log()
+    log = Log(NET.genesis)
     forks = [fork_at(2, v) for v in range(BLOCKS_PER_HEIGHT_MAX + 2)]
     votes = ((0, bytes(64)), (1, bytes(64)), (2, bytes(64)))
     log.prepared[2] = m.PreparedProof(0, 2, forks[0].hash, votes)  # the first is named
