@@ -32,7 +32,7 @@ RECORDS: Final = 100_000
 PER_BLOCK: Final = 1000
 PAGE: Final = 1000
 RSS_GROWTH_MAX_BYTES: Final = 96 * 1024 * 1024  # the node's memory while it serves every page
-NAMESPACES: Final = ("fiscal/", "policies/")  # the fiscal clerk may not read policies/
+NAMESPACES: Final = ("fiscal/", "policies/civic-shield/")  # the fiscal clerk may not read those
 
 
 def build(net: Network, into: Path) -> None:
@@ -108,9 +108,10 @@ async def test_a_query_pages_through_100000_records_with_bounded_memory(
     assert pages == RECORDS // PAGE  # a full last page says nothing follows: no empty page
     assert growth < RSS_GROWTH_MAX_BYTES, f"the node grew {growth / 2**20:.0f} MiB"
 
-    code, body = await c.get(0, "/v1/records?prefix=policies/q/00001&limit=1000")
+    code, body = await c.get(0, "/v1/records?prefix=policies/civic-shield/q/00001&limit=1000")
     assert code == 200
-    assert [r["key"] for r in body["records"]] == [f"policies/q/00001{d}" for d in "13579"]
+    expected = [f"policies/civic-shield/q/00001{d}" for d in "13579"]
+    assert [r["key"] for r in body["records"]] == expected
 
     clerk = net.clients[net.client_for("fiscal/")]
     identity = ["--node", c.api(0), "--genesis", str(net.genesis_path), "--client",
@@ -127,7 +128,7 @@ async def test_a_query_pages_through_100000_records_with_bounded_memory(
                                        "--limit", "1", "--json")  # fmt: skip
     assert code == 0, err
     assert [r["key"] for r in json.loads(out)["records"]] == ["fiscal/q/000006"]
-    code, out, err = await run_command("query", *identity, "--prefix", "policies/")
+    code, out, err = await run_command("query", *identity, "--prefix", "policies/civic-shield/")
     assert code == 1
     assert "may not read" in err
     code, out, err = await run_command("events", *identity, "--from", "2", "--until", "3",
