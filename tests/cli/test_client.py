@@ -152,12 +152,12 @@ async def test_async_client_does_the_same(cluster: RunningCluster) -> None:
     key = load_key(cluster.root / "clients" / "harbor-mutual-clerk.pem")
     async with AsyncClient(cluster.url, identity="harbor-mutual-clerk", key=key,
                            genesis=genesis) as node:  # fmt: skip
-        tx = await node.build("claims/async/1", "record", {"loss": 5000})
+        tx = await node.build("claims/harbor-mutual/async/1", "record", {"loss": 5000})
         status = await node.submit(tx, wait=True)
         assert status.committed
         assert await node.submit(tx) == status  # 409 duplicate: success
-        assert (await node.record("claims/async/1"))["value"] == {"loss": 5000}
-        versions = [v async for v in node.history("claims/async/1")]
+        assert (await node.record("claims/harbor-mutual/async/1"))["value"] == {"loss": 5000}
+        versions = [v async for v in node.history("claims/harbor-mutual/async/1")]
         assert [v["tx_id"] for v in versions] == [status.tx_id]
         proven = await node.prove(status.tx_id)
         assert proven.block.header.height == status.height
