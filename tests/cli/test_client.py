@@ -164,8 +164,9 @@ async def test_async_client_does_the_same(cluster: RunningCluster) -> None:
         with pytest.raises(Refused) as refused:
             await node.block(1)
         assert refused.value.status == 403
-        assert [r["key"] async for r in node.query("claims/async/")] == ["claims/async/1"]
-        async for event in node.events(from_height=status.height or 1, prefix="claims/async/"):
+        mine = "claims/harbor-mutual/async/"
+        assert [r["key"] async for r in node.query(mine)] == [f"{mine}1"]
+        async for event in node.events(from_height=status.height or 1, prefix=mine):
             if event.event == "tx":
                 assert (event.data["tx_id"], event.id) == (status.tx_id, f"{status.height}:0")
                 break
