@@ -109,11 +109,11 @@ def _flip_tx_byte(target: int) -> Tamper:
     def tamper(height: int, item: dict[str, Any]) -> dict[str, Any]:
         if height != target:
             return item
-        header, txs = decode(item["block"], BLOCK_BYTES_MAX)
+        header, txs, outcomes = decode(item["block"], BLOCK_BYTES_MAX)
         raw = bytearray(txs[1])
         raw[-70] ^= 0x01  # inside the body, before the signature
         txs[1] = bytes(raw)
-        return dict(item, block=encode([header, txs]))
+        return dict(item, block=encode([header, txs, outcomes]))
 
     return tamper
 
