@@ -44,7 +44,10 @@ class Checkpoints:
 
     def record(self, cp: m.Checkpoint, limit: int) -> int | None:
         """Count a vote (signature already checked) at a height up to `limit`; return the
-        height that became stable by it, if one did."""
+        height that became stable by it, if one did. Raise `InvalidMessage` for a height that
+        has no checkpoint."""
+        if not self.is_due(cp.height):
+            raise m.InvalidMessage(m.Reason.CHECKPOINT_HEIGHT)
         if not self.stable < cp.height <= limit:
             return None
         votes = self._votes.setdefault(cp.height, {})

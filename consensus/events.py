@@ -11,6 +11,13 @@ show at some moment, only later), and (2) the `is_committed` it gave the replica
 True for the txs of `CommitBlock`s still on their way to the store. Timer actions are local
 and may take effect at once. The transport is weak on purpose: a `Send` may be lost,
 duplicated or reordered; the replica recovers with its own timers.
+
+The events: `Start()` first. Admitted client txs go in as `ClientTxs` while the replica's
+`pool_free` allows (else the shell answers 429); the replica relays them to its peers as a
+`TxBatch`, which the receiving shell admits itself and hands in with `relayed=True`. Every
+other peer message goes in as `Received` after `decode_message` (the replica checks its
+signature); a `Timeout` when the deadline of a `SetTimer` comes; `BlocksFetched` with a peer's
+answer to `FetchBlocks`.
 """
 
 import enum

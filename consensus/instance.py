@@ -59,6 +59,17 @@ class Instance:
         add = self.add_prepare if isinstance(vote, Prepare) else self.add_commit
         add(vote.sender, vote.block_hash, vote.signature)
 
+    def vote(self, own: Prepare | Commit) -> None:
+        """This replica's own (signed) vote for the accepted block: counted, and kept to send
+        again."""
+        assert self.block is not None
+        assert own.block_hash == self.block.hash
+        if isinstance(own, Prepare):
+            self.own_prepare = own
+        else:
+            self.own_commit = own
+        self.add_vote(own)
+
     def _votes(self, by: dict[int, tuple[bytes, bytes]]) -> tuple[tuple[int, bytes], ...]:
         if self.block is None:
             return ()

@@ -147,6 +147,19 @@ class Log:
                 proofs.append(proof)
         return proofs
 
+    def prepared_run(self, head_height: int) -> Iterator[Instance]:
+        """The prepared instances right above the head, lowest first, up to the first height
+        that is not prepared (a replica sends Commit in height order)."""
+        height = head_height + 1
+        while (slot := self.slots.get(height)) is not None and slot.prepared:
+            yield slot
+            height += 1
+
+    def committable(self, head_height: int, quorum: int) -> Instance | None:
+        """The instance right above the head, if a quorum of Commits lets it commit."""
+        slot = self.slots.get(head_height + 1)
+        return slot if slot is not None and slot.can_commit(quorum) else None
+
     def committed(self, block: Block) -> None:
         """`block` is the new head: forget its height and below, and votes it made void."""
         self.rules.committed(block)

@@ -1,30 +1,23 @@
 """The PBFT replica (Castro & Liskov, adapted to a chain of blocks): a sans-I/O state machine.
 
-Contract with the shell (the node, or the simulator):
-- `Replica(genesis, index, key, head, is_committed, persisted, config, head_certificate)`:
-  `head` is the store's committed head (`ChainHead.genesis(g)` for an empty store) and
-  `head_certificate` its certificate (None at height 0); `is_committed(tx_id)` asks the store;
-  `persisted` is every entry of earlier `Persist` actions still on disk. Send `Start()` first.
-- `handle(event, now_ms) -> list[Action]`; the shell carries out the actions in order and
-  completely before the next event (consensus/events.py). Admitted client txs go in as
-  `ClientTxs` while `pool_free` allows (else the shell answers 429); the replica relays them to
-  its peers as a `TxBatch`, which the receiving shell admits itself and hands in with
-  `relayed=True`. Every other peer message goes in as `Received` after `decode_message`; the
-  replica checks signatures itself.
-- Read-only: the properties below, `head`, `counters`, `screen(msg)`, `log_size()`.
+Contract with the shell (the node, or the simulator): build it from the store's committed
+head (`ChainHead.genesis(g)` for an empty store) and that head's certificate (None at height
+0), `is_committed(tx_id)` (asks the store) and `persisted` (every entry of earlier `Persist`
+actions still on disk); hand it each event with `handle(event, now_ms)` and carry out the
+actions it returns, in order (consensus/events.py says which events, and how).
 
 The protocol (PBFT with the block height as sequence number, docs/protocol.md section 13):
 this class runs the normal case, a block pre-prepared, prepared and committed in height order
-with up to `pipeline_depth` heights in flight within the `window` above the head; no progress,
+with up to `pipeline_depth` heights in flight within the window above the head; no progress,
 or a tx passed over by blocks with room (consensus/censorship.py), starts a view change
 (consensus/viewstate.py); a NewView's re-proposed blocks that are missing here are asked for by
 hash (consensus/reproposal.py); a replica left behind catches up (consensus/catchup.py).
 
-This class owns the committed head and the pool, and glues the owners of every other kind of
-state: `Log` (the heights in flight), `Journal` (what is persisted), `Proposer`, `Checkpoints`,
-`ViewState` (the view and the view change), `CatchUp`, `SignatureCache`, `CensorshipWatch`,
-`Ticker`. They return values; only this class signs and emits actions. Timers are not kept in
-fields: `_wanted_timers` derives every deadline from the state.
+Each kind of state has one owner, which returns values; this class holds them, glues them,
+and alone emits actions (`Outbox`): `Chain` (the committed head and the window), `TxPool`,
+`Log` (the heights in flight), `Journal` (what is persisted), `Proposer`, `Checkpoints`,
+`ViewState` (the view and the view change), `CatchUp`, `Inbox` (which peer messages come in)
+and `Liveness`. No field mirrors a timer: `_wanted_timers` derives each deadline from state.
 """
 
 from collections import Counter
@@ -39,17 +32,18 @@ from ledger.genesis import Genesis
 from consensus import events as ev
 from consensus import messages as m
 from consensus.catchup import CatchUp
-from consensus.censorship import CensorshipWatch
+from consensus.chain import Chain
 from consensus.checkpoints import Checkpoints
 from consensus.config import ReplicaConfig
+from consensus.inbox import Inbox
 from consensus.instance import Instance, check_proposal
 from consensus.journal import Journal
+from consensus.liveness import Liveness
 from consensus.log import Log
+from consensus.outbox import Outbox
 from consensus.pool import RELAY_AGAIN_MAX, TxPool
 from consensus.proposer import Proposer
 from consensus.rulestate import CommittedState
-from consensus.signatures import SignatureCache
-from consensus.timers import Ticker, Timers
 from consensus.viewstate import ViewState
 
 __all__ = ["Replica", "ReplicaConfig"]
@@ -65,16 +59,13 @@ class Replica:
         state: CommittedState | None = None,
     ) -> None:  # fmt: skip
         assert 0 <= index < len(genesis.validators)
-        assert (head_certificate is None) == (head.height == 0), "a head above 0 needs its cert"
         self.genesis = genesis
         self.index = index
         self.config = cfg = config or ReplicaConfig()
         self.counters: Counter[str] = Counter()
-        self._key = key
         self._quorum = genesis.quorums.commit
         self._is_committed_in_store = is_committed
-        self.head = head
-        self._head_cert = head_certificate
+        self.chain = Chain(head, head_certificate, cfg.window)
         self.pool = TxPool(cfg.pool_capacity)
         self.log = Log(genesis, state)  # state: the committed rule state (None: in memory)
         self.journal = Journal(head.height, cfg.window)
@@ -83,13 +74,10 @@ class Replica:
         self.views = ViewState(genesis, index, cfg.view_change_timeout_max_ms)
         self.catchup = CatchUp(index, genesis.quorums.weak, cfg.fetch_blocks_max,
                                cfg.fetch_timeout_ms)  # fmt: skip
-        self.signatures = SignatureCache(genesis)
+        self.inbox = Inbox(genesis, index, self.counters)
+        self.liveness = Liveness(genesis.params, cfg.retransmit_ms)
+        self.out = Outbox(key, genesis.chain_id)
         self._now = 0
-        self._out: list[ev.Action] = []
-        self._last_progress_ms = 0  # the last commit, new view, or moment with nothing pending
-        self.ticker = Ticker(cfg.retransmit_ms)
-        self.censorship = CensorshipWatch(genesis.params)
-        self._timers = Timers()
         # Rebuild what this replica promised before a restart, so it never votes otherwise.
         restored = self.journal.restore(persisted or {}, head, cfg.window)
         self.views.view, self.views.in_view_change = restored.view, restored.in_view_change
@@ -111,7 +99,7 @@ class Replica:
 
     @property
     def committed_height(self) -> int:
-        return self.head.height
+        return self.chain.height
 
     @property
     def pending(self) -> int:
@@ -129,65 +117,52 @@ class Replica:
         return self.pool.get(tx_id)
 
     def screen(self, msg: m.Message) -> bool:
-        """The cheap checks of a peer message, its signature last: False if the replica drops
-        it (counted here, as `handle` would). The node screens a PrePrepare before it admits
-        the block's unknown txs (hundreds of client signatures): a forgery costs one check."""
-        per_height = msg if isinstance(msg, m.PrePrepare | m.Prepare | m.Commit) else None
-        if msg.sender == self.index or not 0 <= msg.sender < len(self.genesis.validators):
-            reason = m.Reason.SENDER
-        elif per_height and not self._in_window(per_height.view, per_height.height):
-            return False  # not a height we take part in, whatever its signature
-        elif isinstance(msg, m.PrePrepare) and msg.sender != self.primary:
-            reason = m.Reason.NOT_PRIMARY
-        elif not self.signatures.verify(msg):
-            reason = m.Reason.BAD_SIGNATURE
-        else:
-            return True
-        self._invalid(reason)
-        return False
+        """The cheap checks of a peer message, its signature last (consensus/inbox.py): False
+        if the replica drops it (counted, as `handle` would). The node screens a PrePrepare
+        before it admits the block's unknown txs (hundreds of client signatures): a forgery
+        costs one check."""
+        return self.inbox.admits(msg, self.views, self.chain)
 
     def log_size(self) -> int:
         """Entries in every per-height and per-view structure (bounded, whatever the length)."""
-        return self.log.size() + self.checkpoints.size() + self.views.size() + len(self.signatures)
+        parts = (self.log.size(), self.checkpoints.size(), self.views.size())
+        return sum(parts) + len(self.inbox.signatures)
 
     # --- the one entry point --------------------------------------------------------------
 
     def handle(self, event: ev.Event, now_ms: int) -> list[ev.Action]:
         self._now = max(self._now, now_ms)
-        height_before = self.head.height
+        height_before = self.chain.height
         if not self._is_busy():
-            self._last_progress_ms = self._now  # nothing waits, so nothing is late
+            self.liveness.progressed(self._now)  # nothing waits, so nothing is late
         match event:
             case ev.Start():
                 self._on_start()
             case ev.Received(message=msg):
                 self._on_message(msg)
             case ev.Timeout(timer=timer):
-                self._timers.fired(timer)
+                self.out.fired(timer)
                 self._on_timeout(timer)
             case ev.ClientTxs(txs=batch, relayed=relayed):
                 self._on_client_txs(batch, relayed=relayed)
             case ev.BlocksFetched(peer=peer, blocks=fetched):
                 self._on_blocks_fetched(peer, fetched)
         propose_due = self._maybe_propose()
-        self._out += self._timers.update(self._wanted_timers(propose_due))
-        out, self._out = self._out, []
+        out = self.out.take(self._wanted_timers(propose_due))
         self._check_postconditions(height_before, out)
         return out
 
     def _check_postconditions(self, height_before: int, out: list[ev.Action]) -> None:
         """What the replica promises after every event (a failure is our bug, not the world's)."""
-        low, high = self.head.height, self._window_top()
+        low, high = self.chain.height, self.chain.top
         assert low >= height_before, "the committed height only grows"
         committed = [a.block.height for a in out if isinstance(a, ev.CommitBlock)]
         assert committed == list(range(height_before + 1, low + 1)), "one block per height"
         assert self.log.within(low, high), "the log within the window"
 
     def _on_start(self) -> None:
-        self._last_progress_ms = self._now
-        self.censorship.new_view(self._now)
-        self.ticker.start(self._now)
-        self._broadcast(m.Status(self.view, self.head.height, self.index))
+        self.liveness.start(self._now)
+        self.out.broadcast(m.Status(self.view, self.chain.height, self.index))
         if self.in_view_change:
             self._send_view_change()
             return
@@ -198,12 +173,9 @@ class Replica:
     # --- messages ---------------------------------------------------------------------------
 
     def _on_message(self, msg: m.Message) -> None:
-        if not self.screen(msg):
-            return
-        try:
-            self._dispatch(msg)
-        except m.InvalidMessage as exc:
-            self._invalid(exc.reason)
+        if self.screen(msg):
+            with self.inbox.refusals():
+                self._dispatch(msg)
 
     def _dispatch(self, msg: m.Message) -> None:
         match msg:
@@ -213,60 +185,32 @@ class Replica:
                 self.log.slot(self.view, msg.height).add_vote(msg)
                 self._progress()
             case m.Checkpoint():
-                if not self.checkpoints.is_due(msg.height):
-                    raise m.InvalidMessage(m.Reason.CHECKPOINT_HEIGHT)
+                self._stabilise(self.checkpoints.record(msg, self.chain.top))  # if one is due
                 self.catchup.note(msg.sender, None, msg.height)
-                self._stabilise(self.checkpoints.record(msg, self._window_top()))
             case m.ViewChange():
                 self._on_view_change(msg)
             case m.NewView() if not self.views.is_stale(msg.view):
-                self.views.check_new_view(msg, self.signatures, self.config.window)
+                self.views.check_new_view(msg, self.inbox.signatures, self.config.window)
                 self._install_new_view(msg)
             case m.Status():
                 self.catchup.note(msg.sender, msg.view, msg.committed_height)
-                self._out += self.views.remind(msg.sender, msg.view)
+                self.out.emit(*self.views.remind(msg.sender, msg.view))
             case m.BlockRequest():
                 for block in self.log.known(msg.hashes):
-                    self._send(msg.sender, m.BlockReply(block, self.index))
+                    self.out.send(msg.sender, m.BlockReply(block, self.index))
+            case m.BlockReply() if self.views.wants(msg.block, self.chain.head, self.log.blocks):
+                self.counters["blocks_fetched_by_hash"] += 1
+                self.log.keep(msg.block)
+                self._repropose()
             case m.BlockReply():
-                pending = self.views.reproposal
-                if pending and pending.wants(msg.block, self.head, self.log.blocks):
-                    self.counters["blocks_fetched_by_hash"] += 1
-                    self.log.keep(msg.block)
-                    self._repropose()
-                else:
-                    self.counters["blocks_unwanted"] += 1  # late, a second holder's, or forged
+                self.counters["blocks_unwanted"] += 1  # late, a second holder's, or forged
             case m.TxBatch():
                 raise m.InvalidMessage(m.Reason.NOT_FOR_REPLICA)
-
-    def _invalid(self, reason: m.Reason) -> None:
-        self.counters[f"invalid_message:{reason}"] += 1
-
-    def _window_top(self) -> int:
-        return self.head.height + self.config.window
-
-    def _in_window(self, view: int, height: int) -> bool:
-        return (
-            view == self.view
-            and not self.in_view_change
-            and self.head.height < height <= self._window_top()
-        )
-
-    def _sign(self, msg: m.M) -> m.M:
-        return m.sign(msg, self._key, self.genesis.chain_id)
-
-    def _send(self, peer: int, msg: m.M) -> None:
-        self._out.append(ev.Send(peer, self._sign(msg)))
-
-    def _broadcast(self, msg: m.M) -> m.M:
-        signed = self._sign(msg)
-        self._out.append(ev.Broadcast(signed))
-        return signed
 
     # --- normal case ------------------------------------------------------------------------
 
     def _on_pre_prepare(self, pp: m.PrePrepare, *, own: bool = False) -> None:
-        if not self._in_window(pp.view, pp.height):
+        if not (self.views.is_current(pp.view) and self.chain.takes(pp.height)):
             return
         check_proposal(pp, self.primary, self._now)
         accepted = self.log.accepted(pp.height)
@@ -274,7 +218,7 @@ class Replica:
             if accepted.hash != pp.block.hash:
                 self.counters["equivocation"] += 1
             return
-        parent = self.log.parent(pp.height, self.head)
+        parent = self.log.parent(pp.height, self.chain.head)
         if parent is None or self.views.reproposal is not None:
             self.log.waiting[pp.height] = pp
             return
@@ -289,81 +233,75 @@ class Replica:
 
     def _checked_parent(self, block: Block) -> ChainHead:
         return self.log.checked_parent(
-            block, self.head, self.genesis, self._is_committed_in_store, self.pool
+            block, self.chain.head, self.genesis, self._is_committed_in_store, self.pool
         )
 
     def _on_buffered(self, pp: m.PrePrepare) -> None:
-        try:
+        with self.inbox.refusals():
             self._on_pre_prepare(pp)
-        except m.InvalidMessage as exc:
-            self._invalid(exc.reason)
 
     def _accept(self, block: Block, parent: ChainHead, own_pp: m.PrePrepare | None) -> None:
         """Pre-prepare `block`: persist the promise, then (primary) propose and vote Prepare."""
         slot = self.log.accept(self.view, block, parent)
         slot.checked = True  # every caller ran check_block on it against `parent`
-        self._out.append(self.journal.accepted(self.view, block))
+        self.out.emit(self.journal.accepted(self.view, block))
         if own_pp is not None:
             slot.own_pre_prepare = own_pp
-            self._out.append(ev.Broadcast(own_pp))
+            self.out.emit(ev.Broadcast(own_pp))
         self._vote_prepare(slot)
         self._progress()
 
     def _vote_prepare(self, slot: Instance) -> None:
         assert slot.block is not None
-        prepare = self._broadcast(m.Prepare(self.view, slot.height, slot.block.hash, self.index))
-        slot.own_prepare = prepare
-        slot.add_prepare(self.index, slot.block.hash, prepare.signature)
+        slot.vote(
+            self.out.broadcast(m.Prepare(self.view, slot.height, slot.block.hash, self.index))
+        )
+
+    def _vote_commit(self, slot: Instance) -> None:
+        assert slot.block is not None
+        slot.vote(self.out.broadcast(m.Commit(self.view, slot.height, slot.block.hash, self.index)))
 
     def _progress(self) -> None:
         """Prepared → send Commit (in height order) → commit, as far as the votes allow."""
-        self._out += map(self.journal.prepared, self.log.newly_prepared(self._quorum))
-        height = self.head.height + 1
-        while (slot := self.log.slots.get(height)) is not None and slot.prepared:
+        self.out.emit(*map(self.journal.prepared, self.log.newly_prepared(self._quorum)))
+        for slot in self.log.prepared_run(self.chain.height):
             if slot.own_commit is None:
-                assert slot.block is not None
-                commit = self._broadcast(m.Commit(self.view, height, slot.block.hash, self.index))
-                slot.own_commit = commit
-                slot.add_commit(self.index, slot.block.hash, commit.signature)
-            height += 1
-        while (first := self.log.slots.get(self.head.height + 1)) and first.can_commit(
-            self._quorum
-        ):
+                self._vote_commit(slot)
+        while (first := self.log.committable(self.chain.height, self._quorum)) is not None:
             assert first.block is not None
+            self.liveness.committed(first.block, self._now)  # not by state transfer
             cert = first.certificate(self._quorum)
-            self.censorship.committed(first.block, self._now)  # not by state transfer
             self._apply_commit(first.block, cert, txs_checked=first.checked)
 
     def _apply_commit(
         self, block: Block, certificate: Certificate, *, txs_checked: bool = False
     ) -> None:
         """Append a certified block: the one way the head moves (consensus or state transfer)."""
-        assert block.height == self.head.height + 1
-        self._out.append(ev.CommitBlock(block, certificate, txs_checked))
-        self.head = self.head.advance(block)
-        self._head_cert = certificate
+        assert block.height == self.chain.height + 1
+        self.out.emit(ev.CommitBlock(block, certificate, txs_checked))
+        self.chain.advance(block, certificate)
         self.counters["blocks_committed"] += 1
         self.counters["txs_committed"] += len(block.txs)
         self.pool.remove([t.tx_id for t in block.txs])
         self.log.committed(block)
-        self._last_progress_ms = self._now
+        self.liveness.progressed(self._now)
         self.views.committed()
         if self.checkpoints.is_due(block.height):
-            cp = self._broadcast(m.Checkpoint(block.height, block.hash, self.index))
-            self._stabilise(self.checkpoints.own(cp, self._window_top()))
+            cp = self.out.broadcast(m.Checkpoint(block.height, block.hash, self.index))
+            self._stabilise(self.checkpoints.own(cp, self.chain.top))
         self._repropose()
 
     def _stabilise(self, stable: int | None) -> None:
         """A quorum agrees on the block at `stable`: the persisted promises below are void."""
         if stable is not None:
             self.counters["checkpoints_stable"] += 1
-            self._out.append(self.journal.collect(stable))
+            self.out.emit(self.journal.collect(stable))
 
     def _on_client_txs(self, batch: tuple[txs.Transaction, ...], *, relayed: bool) -> None:
         added = tuple(t for t in batch if self.pool.add(t, self._now))
         self.counters["txs_pooled"] += len(added)
         if added and not relayed:
-            self._broadcast(m.TxBatch(added, self.index))
+            self.out.broadcast(m.TxBatch(added, self.index))
 
     # --- proposing --------------------------------------------------------------------------
 
@@ -372,14 +310,14 @@ class Replica:
         if self.primary != self.index or self.in_view_change or self.views.reproposal is not None:
             return None
         while isinstance(block := self.proposer.next_block(
-            self.pool, self.log, self.head, self._now, self.view, self.index,
+            self.pool, self.log, self.chain.head, self._now, self.view, self.index,
             self._is_committed_in_store,
         ), Block):  # fmt: skip
             # The primary's own proposal passes the same validation as a peer's.
-            self._on_pre_prepare(self._sign(m.PrePrepare(self.view, block.height, block,
+            self._on_pre_prepare(self.out.sign(m.PrePrepare(self.view, block.height, block,
                                                          self.index)), own=True)  # fmt: skip
             # Accepted, or (a single validator is its own quorum) already committed.
-            assert self.head.height >= block.height or self.log.accepted(block.height) == block
+            assert self.chain.height >= block.height or self.log.accepted(block.height) == block
         return block
 
     def _in_flight(self) -> frozenset[bytes]:
@@ -399,16 +337,16 @@ class Replica:
         """The old view's instances are void (its prepared proofs stay): persist where we are
         before any vote of the new view leaves."""
         self.log.new_view()
-        self._out.append(self.journal.view(self.view, in_view_change=self.in_view_change))
+        self.out.emit(self.journal.view(self.view, in_view_change=self.in_view_change))
 
     def _send_view_change(self) -> None:
-        vc = self.views.view_change(self.head, self._head_cert, self.log.prepared)
-        self.views.own(self._broadcast(vc), self._now)
+        vc = self.views.view_change(self.chain.head, self.chain.certificate, self.log.prepared)
+        self.views.own(self.out.broadcast(vc), self._now)
 
     def _on_view_change(self, vc: m.ViewChange) -> None:
         self.catchup.note(vc.sender, None, vc.committed_height)
         join, reminders = self.views.on_view_change(vc, self.config.window)
-        self._out += reminders
+        self.out.emit(*reminders)
         if join is not None:
             self._start_view_change(join)
         else:
@@ -417,13 +355,12 @@ class Replica:
     def _maybe_new_view(self) -> None:
         chosen = self.views.quorum_for_new_view()
         if chosen is not None:
-            self._install_new_view(self._broadcast(m.NewView(self.view, chosen, self.index)))
+            self._install_new_view(self.out.broadcast(m.NewView(self.view, chosen, self.index)))
 
     def _install_new_view(self, nv: m.NewView) -> None:
         self.views.install(nv, self.config.window)
         self._enter_view()
-        self._last_progress_ms = self._now
-        self.censorship.new_view(self._now)
+        self.liveness.new_view(self._now)
         self.counters["new_views"] += 1
         self._repropose()
 
@@ -433,14 +370,14 @@ class Replica:
         pending = self.views.reproposal
         if pending is None:
             return
-        if self.head.height < pending.base_height:
-            self._out += self.catchup.fetch(pending.selection.base_sender, self.head.height,
-                                            pending.base_height, self._now)  # fmt: skip
+        if self.chain.height < pending.base_height:
+            peer, base = pending.selection.base_sender, pending.base_height
+            self.out.emit(*self.catchup.fetch(peer, self.chain.height, base, self._now))
             return
-        chain = pending.ready(self.head, self.log.blocks.get)
+        chain = pending.ready(self.chain.head, self.log.blocks.get)
         if chain is None:
-            for peer, hashes in pending.requests(self.head, self.log.blocks.get):
-                self._send(peer, m.BlockRequest(hashes, self.index))
+            for peer, hashes in pending.requests(self.chain.head, self.log.blocks.get):
+                self.out.send(peer, m.BlockRequest(hashes, self.index))
             return
         self.views.reproposal = None
         for block in chain:
@@ -456,40 +393,41 @@ class Replica:
     # --- status, retransmission, state transfer --------------------------------------------
 
     def _on_retransmit(self) -> None:
-        self._broadcast(m.Status(self.view, self.head.height, self.index))
+        """Status to all, expired txs out; if the head did not move since the last tick, our
+        latest messages again (one may have been lost) and a catch-up if peers are ahead."""
+        self.out.broadcast(m.Status(self.view, self.chain.height, self.index))
         oldest = self._now - self.genesis.params.tx_ttl_ms
-        expired = self.pool.drop_expired(oldest, keep=self._in_flight())
-        if expired:
+        if expired := self.pool.drop_expired(oldest, keep=self._in_flight()):
             self.counters["txs_expired"] += len(expired)
-            self._out.append(ev.TxsExpired(expired))
+            self.out.emit(ev.TxsExpired(expired))
         if self.views.reproposal is not None:
             self.views.reproposal.tick()
             self._repropose()
-        if not self.ticker.tick(self._now, self.head.height):
-            if self.censorship.passed_over(self.pool, self._now):
-                self._relay_to_primary()
-            return
-        if self.in_view_change and self.views.sent is not None:
-            self._out.append(ev.Broadcast(self.views.sent.message))
-        else:
+        stalled = self.liveness.tick(self._now, self.chain.height)
+        if stalled and self.in_view_change and self.views.sent is not None:
+            self.out.emit(ev.Broadcast(self.views.sent.message))
+        elif stalled or self.liveness.passed_over(self.pool, self._now):
             self._relay_to_primary()
-        self._out += map(ev.Broadcast, self.log.own_messages())
-        self._out += self.catchup.catch_up(self.head.height, self._now)
+        if stalled:
+            self.out.emit(*map(ev.Broadcast, self.log.own_messages()))
+            self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
 
     def _relay_to_primary(self) -> None:
         """A relay may have been lost: make sure the primary has what we are waiting for."""
         if self.pool and self.primary != self.index and not self.in_view_change:
             oldest = self.pool.oldest(self._in_flight(), RELAY_AGAIN_MAX)
             if oldest:
-                self._send(self.primary, m.TxBatch(oldest, self.index))
+                self.out.send(self.primary, m.TxBatch(oldest, self.index))
 
     def _on_blocks_fetched(self, peer: int, fetched: tuple[tuple[Block, Certificate], ...]) -> None:
-        certified = self.catchup.on_answer(peer, fetched, self.head, self.genesis, self.counters)
+        certified = self.catchup.on_answer(
+            peer, fetched, self.chain.head, self.genesis, self.counters
+        )
         for block, cert in certified:
-            if block.height > self.head.height:  # (a re-proposal may have committed it)
+            if block.height > self.chain.height:  # (a re-proposal may have committed it)
                 self._apply_commit(block, cert)
         if certified:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
-            self._out += self.catchup.catch_up(self.head.height, self._now)
+            self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
 
     # --- timers -----------------------------------------------------------------------------
 
@@ -498,15 +436,11 @@ class Replica:
 
     def _wanted_timers(self, propose_due: int | None) -> dict[ev.Timer, int | None]:
         """Every deadline, derived from the state (the shell is told when one changes)."""
-        normal = not self.in_view_change
-        timeout = self.genesis.params.view_change_timeout_ms
-        progress = self._last_progress_ms + timeout if normal and self._is_busy() else None
+        normal, busy = not self.in_view_change, self._is_busy()
         return {
             ev.Timer.PROPOSE: propose_due,
-            ev.Timer.PROGRESS: progress,
-            ev.Timer.CENSORSHIP: self.censorship.deadline_ms(self.pool) if normal else None,
+            **self.liveness.deadlines(self.pool, busy=busy, normal=normal),
             ev.Timer.VIEW_CHANGE: self.views.deadline_ms(),
-            ev.Timer.RETRANSMIT: self.ticker.deadline_ms(),
             ev.Timer.FETCH: self.catchup.deadline_ms(),
         }
 
@@ -520,11 +454,11 @@ class Replica:
                 if self.catchup.fetching is not None:
                     self._on_blocks_fetched(self.catchup.fetching.peer, ())
             case ev.Timer.PROGRESS if not self.in_view_change and self._is_busy():
-                if self.catchup.peers_ahead() > self.head.height:
+                if self.catchup.peers_ahead() > self.chain.height:
                     # We lag behind an honest peer: what is missing is catching up, not a
                     # primary (alone in a later view we would be out of every quorum).
-                    self._last_progress_ms = self._now
-                    self._out += self.catchup.catch_up(self.head.height, self._now)
+                    self.liveness.progressed(self._now)
+                    self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
                 else:
                     self._start_view_change(self.view + 1)
             case ev.Timer.CENSORSHIP if not self.in_view_change:

@@ -15,10 +15,11 @@ gets no quorum is re-sent, not escalated, so a lone replica cannot run ahead; on
 whose primary fails moves on, waiting twice as long each time up to a cap.
 """
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
-from ledger.block import Certificate, ChainHead
+from ledger.block import Block, Certificate, ChainHead
 from ledger.genesis import Genesis
 
 from consensus import messages as m
@@ -59,6 +60,10 @@ class ViewState:
     @property
     def primary(self) -> int:
         return self.view % self._n
+
+    def is_current(self, view: int) -> bool:
+        """Is `view` ours, with no view change under way (the normal case runs in it)?"""
+        return view == self.view and not self.in_view_change
 
     def start(self, new_view: int) -> None:
         assert new_view > self.view or (new_view == self.view and self.in_view_change)
@@ -151,6 +156,11 @@ class ViewState:
         if peer_view < self.view and self.new_view is not None and not self.in_view_change:
             return [Send(peer, self.new_view)]
         return []
+
+    def wants(self, block: Block, head: ChainHead, held: Container[bytes]) -> bool:
+        """Is `block` one the pending re-proposal waits for (consensus/reproposal.py)? Raise
+        `InvalidMessage` if it names one by its header but not by its txs."""
+        return self.reproposal is not None and self.reproposal.wants(block, head, held)
 
     def install(self, nv: m.NewView, window: int) -> None:
         """Enter `nv`'s view; what it re-proposes waits in `reproposal` until installed."""

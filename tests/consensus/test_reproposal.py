@@ -6,9 +6,9 @@ import pytest
 
 from consensus import messages as m
 from consensus.journal import Journal
+from consensus.liveness import Ticker
 from consensus.log import BLOCKS_PER_HEIGHT_MAX, Log
 from consensus.reproposal import Reproposal
-from consensus.timers import Ticker
 from consensus.viewchange import Selection
 from consensus.viewstate import ViewState
 from ledger import block as blocks
