@@ -47,6 +47,9 @@ class Inbox:
         self.refuse(reason)
         return False
 
+    def size(self) -> int:
+        return len(self.signatures)
+
     def refuse(self, reason: m.Reason) -> None:
         self._counters[f"invalid_message:{reason}"] += 1
 

@@ -59,6 +59,16 @@ class Instance:
         add = self.add_prepare if isinstance(vote, Prepare) else self.add_commit
         add(vote.sender, vote.block_hash, vote.signature)
 
+    def prepare_vote(self, view: int, sender: int) -> Prepare:
+        """`sender`'s (unsigned) Prepare for the accepted block."""
+        assert self.block is not None
+        return Prepare(view, self.height, self.block.hash, sender)
+
+    def commit_vote(self, view: int, sender: int) -> Commit:
+        """`sender`'s (unsigned) Commit for the accepted block."""
+        assert self.block is not None
+        return Commit(view, self.height, self.block.hash, sender)
+
     def vote(self, own: Prepare | Commit) -> None:
         """This replica's own (signed) vote for the accepted block: counted, and kept to send
         again."""

@@ -38,12 +38,28 @@ class Log:
         self.waiting: dict[int, m.PrePrepare] = {}  # pre-prepares whose parent is not here yet
         self.blocks: dict[bytes, Block] = {}  # hash -> block, for the heights above the head
 
-    def accept(self, view: int, block: Block, parent: ChainHead) -> Instance:
-        """The instance of `block`'s height accepts it (held by hash too)."""
+    def accept(
+        self, view: int, block: Block, parent: ChainHead, own: m.PrePrepare | None = None, *,
+        checked: bool,
+    ) -> Instance:  # fmt: skip
+        """The instance of `block`'s height accepts it (held by hash too): `checked` if it
+        passed check_block against `parent` here, `own` the primary's own proposal of it."""
         slot = self.slot(view, block.height)
         slot.accept(block, parent)
+        slot.checked = checked
+        slot.own_pre_prepare = own
         self.keep(block)
         return slot
+
+    def hold(self, pp: m.PrePrepare) -> None:
+        """Keep a pre-prepare until the block below it is here (one per height, the last)."""
+        self.waiting[pp.height] = pp
+
+    def follower(self, height: int, view: int) -> m.PrePrepare | None:
+        """The pre-prepare held for the height above `height`, if it is of `view` (either way,
+        no longer held)."""
+        pp = self.waiting.pop(height + 1, None)
+        return pp if pp is not None and pp.view == view else None
 
     def keep(self, block: Block) -> None:
         """Hold `block` for a later NewView (ours or a peer's): a bounded number per height."""
@@ -72,7 +88,7 @@ class Log:
             self.keep(block)
         parent = head
         for block in restored.accepted:
-            slot = self.accept(restored.view, block, parent)
+            slot = self.accept(restored.view, block, parent, checked=False)
             assert slot.head_after is not None
             parent = slot.head_after
 

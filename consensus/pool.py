@@ -7,7 +7,7 @@ the pool when they commit or when their timestamp falls out of the time-to-live.
 
 import itertools
 from collections import deque
-from collections.abc import Iterator, Set
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,6 +51,10 @@ class TxPool:
         self._arrival_ms[tx.tx_id] = now_ms
         self._order.append((tx.tx_id, now_ms))
         return True
+
+    def add_all(self, txs: Iterable[Transaction], now_ms: int) -> tuple[Transaction, ...]:
+        """Add each of `txs` that is new while there is room; return those added."""
+        return tuple(t for t in txs if self.add(t, now_ms))
 
     def remove(self, tx_ids: Iterator[bytes] | list[bytes]) -> None:
         for tx_id in tx_ids:

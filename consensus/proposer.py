@@ -1,11 +1,12 @@
 """The primary's proposer: when the next block is due, and which pending txs go in it.
 
 Owns when this replica last proposed and the ids of the txs already in flight (in blocks
-accepted above the head). It never builds a PrePrepare nor sends anything: the replica asks it
-for the txs and whether a block is due, and proposes through the same path as a peer's block.
+accepted above the head); it reads the pool and the log, never changes them. It never builds a
+PrePrepare nor sends anything: the replica asks it for the block due, if any, and proposes it
+through the same path as a peer's block.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger import tx as txs
@@ -25,41 +26,45 @@ class Timing:
 
 
 class Proposer:
-    def __init__(self, params: ConsensusParams, pipeline_depth: int) -> None:
+    def __init__(
+        self, params: ConsensusParams, pipeline_depth: int, pool: TxPool, log: Log,
+        is_committed: Callable[[bytes], bool],
+    ) -> None:  # fmt: skip
         self._params = params
         self._pipeline_depth = pipeline_depth
+        self._pool = pool
+        self._log = log
+        self._is_committed = is_committed  # the store's answer
         self.last_proposal_ms = 0
         self._in_flight_key: tuple[tuple[int, bytes], ...] = ()
         self._in_flight_ids: frozenset[bytes] = frozenset()
 
-    def in_flight(self, blocks: Iterable[tuple[int, bytes, frozenset[bytes]]]) -> frozenset[bytes]:
-        """Tx ids of the blocks (height, hash, tx ids) accepted above the head in this view."""
+    def in_flight(self) -> frozenset[bytes]:
+        """Tx ids of the blocks accepted above the head in this view."""
         # Asked at every event on the primary, while the blocks above the head change only a
         # few times per block: keep the union until they do.
-        listed = tuple(blocks)
+        listed = tuple(self._log.blocks_in_flight())
         key = tuple((h, d) for h, d, _ in listed)
         if key != self._in_flight_key:
             self._in_flight_key = key
             self._in_flight_ids = frozenset().union(*(ids for _, _, ids in listed))
         return self._in_flight_ids
 
-    def next_block(
-        self, pool: TxPool, log: Log, head: ChainHead, now_ms: int, view: int, index: int,
-        is_committed: Callable[[bytes], bool],
-    ) -> Block | int | None:  # fmt: skip
+    def next_block(self, head: ChainHead, now_ms: int, view: int, index: int) -> Block | int | None:
         """The block to propose now, on the tip of the blocks in flight; else when one is due
         (None: none is). The replica proposes it through a peer's path."""
-        tip = log.tip(head)
-        in_flight = self.in_flight(log.blocks_in_flight())
-        timing = self.timing(pool, in_flight, tip.height - head.height, now_ms)
+        tip = self._log.tip(head)
+        in_flight = self.in_flight()
+        timing = self.timing(self._pool, in_flight, tip.height - head.height, now_ms)
         if not timing.now:
             return timing.due_ms
         timestamp = max(now_ms, tip.timestamp_ms)
-        chosen = self.choose(pool, in_flight, timestamp, is_committed)
+        chosen = self.choose(self._pool, in_flight, timestamp, self._is_committed)
         if not chosen:
             return None
         self.last_proposal_ms = now_ms
-        outcomes = log.outcomes(tip.height + 1, head, chosen, timestamp)  # the rules' verdicts
+        # The rules' verdicts on the chosen txs, in the state below the new block.
+        outcomes = self._log.outcomes(tip.height + 1, head, chosen, timestamp)
         return make_block(tip, chosen, timestamp, view, index, outcomes)
 
     def timing(self, pool: TxPool, in_flight: frozenset[bytes], blocks: int, now_ms: int) -> Timing:

@@ -36,7 +36,7 @@ from consensus.chain import Chain
 from consensus.checkpoints import Checkpoints
 from consensus.config import ReplicaConfig
 from consensus.inbox import Inbox
-from consensus.instance import Instance, check_proposal
+from consensus.instance import check_proposal
 from consensus.journal import Journal
 from consensus.liveness import Liveness
 from consensus.log import Log
@@ -50,7 +50,8 @@ __all__ = ["Replica", "ReplicaConfig"]
 
 
 class Replica:
-    """One validator's PBFT replica. See the module docstring for the contract."""
+    """One validator's PBFT replica (its contract: the module docstring). The shell reads only
+    the properties below, `counters`, `screen` and `log_size`."""
 
     def __init__(
         self, genesis: Genesis, index: int, key: Ed25519PrivateKey, head: ChainHead,
@@ -69,7 +70,8 @@ class Replica:
         self.pool = TxPool(cfg.pool_capacity)
         self.log = Log(genesis, state)  # state: the committed rule state (None: in memory)
         self.journal = Journal(head.height, cfg.window)
-        self.proposer = Proposer(genesis.params, cfg.pipeline_depth)
+        self.proposer = Proposer(genesis.params, cfg.pipeline_depth, self.pool, self.log,
+                                 is_committed)  # fmt: skip
         self.checkpoints = Checkpoints(genesis.params.checkpoint_interval, self._quorum)
         self.views = ViewState(genesis, index, cfg.view_change_timeout_max_ms)
         self.catchup = CatchUp(index, genesis.quorums.weak, cfg.fetch_blocks_max,
@@ -117,18 +119,15 @@ class Replica:
         return self.pool.get(tx_id)
 
     def screen(self, msg: m.Message) -> bool:
-        """The cheap checks of a peer message, its signature last (consensus/inbox.py): False
-        if the replica drops it (counted, as `handle` would). The node screens a PrePrepare
-        before it admits the block's unknown txs (hundreds of client signatures): a forgery
-        costs one check."""
+        """False if the replica drops `msg` (consensus/inbox.py). The node screens a PrePrepare
+        before it admits the block's unknown txs: a forgery costs one signature check."""
         return self.inbox.admits(msg, self.views, self.chain)
 
     def log_size(self) -> int:
         """Entries in every per-height and per-view structure (bounded, whatever the length)."""
-        parts = (self.log.size(), self.checkpoints.size(), self.views.size())
-        return sum(parts) + len(self.inbox.signatures)
+        return self.log.size() + self.checkpoints.size() + self.views.size() + self.inbox.size()
 
-    # --- the one entry point --------------------------------------------------------------
+    # --- the one entry point, and what it dispatches to -----------------------------------
 
     def handle(self, event: ev.Event, now_ms: int) -> list[ev.Action]:
         self._now = max(self._now, now_ms)
@@ -167,10 +166,9 @@ class Replica:
             self._send_view_change()
             return
         for height in sorted(self.log.slots):
-            self._vote_prepare(self.log.slots[height])
+            slot = self.log.slots[height]
+            slot.vote(self.out.broadcast(slot.prepare_vote(self.view, self.index)))
         self._progress()
-
-    # --- messages ---------------------------------------------------------------------------
 
     def _on_message(self, msg: m.Message) -> None:
         if self.screen(msg):
@@ -220,15 +218,14 @@ class Replica:
             return
         parent = self.log.parent(pp.height, self.chain.head)
         if parent is None or self.views.reproposal is not None:
-            self.log.waiting[pp.height] = pp
+            self.log.hold(pp)
             return
         try:
             self._checked_parent(pp.block)
         except InvalidBlock as exc:
             raise m.InvalidMessage(m.Reason.INVALID_BLOCK, str(exc)) from None
         self._accept(pp.block, parent, pp if own else None)
-        follower = self.log.waiting.pop(pp.height + 1, None)
-        if follower is not None and follower.view == self.view:
+        if (follower := self.log.follower(pp.height, self.view)) is not None:
             self._on_buffered(follower)
 
     def _checked_parent(self, block: Block) -> ChainHead:
@@ -241,32 +238,21 @@ class Replica:
             self._on_pre_prepare(pp)
 
     def _accept(self, block: Block, parent: ChainHead, own_pp: m.PrePrepare | None) -> None:
-        """Pre-prepare `block`: persist the promise, then (primary) propose and vote Prepare."""
-        slot = self.log.accept(self.view, block, parent)
-        slot.checked = True  # every caller ran check_block on it against `parent`
+        """Pre-prepare `block` (it passed check_block against `parent`): persist the promise,
+        then (the primary) propose it, and vote Prepare."""
+        slot = self.log.accept(self.view, block, parent, own_pp, checked=True)
         self.out.emit(self.journal.accepted(self.view, block))
         if own_pp is not None:
-            slot.own_pre_prepare = own_pp
             self.out.emit(ev.Broadcast(own_pp))
-        self._vote_prepare(slot)
+        slot.vote(self.out.broadcast(slot.prepare_vote(self.view, self.index)))
         self._progress()
-
-    def _vote_prepare(self, slot: Instance) -> None:
-        assert slot.block is not None
-        slot.vote(
-            self.out.broadcast(m.Prepare(self.view, slot.height, slot.block.hash, self.index))
-        )
-
-    def _vote_commit(self, slot: Instance) -> None:
-        assert slot.block is not None
-        slot.vote(self.out.broadcast(m.Commit(self.view, slot.height, slot.block.hash, self.index)))
 
     def _progress(self) -> None:
         """Prepared → send Commit (in height order) → commit, as far as the votes allow."""
         self.out.emit(*map(self.journal.prepared, self.log.newly_prepared(self._quorum)))
         for slot in self.log.prepared_run(self.chain.height):
             if slot.own_commit is None:
-                self._vote_commit(slot)
+                slot.vote(self.out.broadcast(slot.commit_vote(self.view, self.index)))
         while (first := self.log.committable(self.chain.height, self._quorum)) is not None:
             assert first.block is not None
             self.liveness.committed(first.block, self._now)  # not by state transfer
@@ -298,7 +284,7 @@ class Replica:
             self.out.emit(self.journal.collect(stable))
 
     def _on_client_txs(self, batch: tuple[txs.Transaction, ...], *, relayed: bool) -> None:
-        added = tuple(t for t in batch if self.pool.add(t, self._now))
+        added = self.pool.add_all(batch, self._now)
         self.counters["txs_pooled"] += len(added)
         if added and not relayed:
             self.out.broadcast(m.TxBatch(added, self.index))
@@ -309,20 +295,15 @@ class Replica:
         """Propose every block that is due; return when the next one will be (None: none)."""
         if self.primary != self.index or self.in_view_change or self.views.reproposal is not None:
             return None
-        while isinstance(block := self.proposer.next_block(
-            self.pool, self.log, self.chain.head, self._now, self.view, self.index,
-            self._is_committed_in_store,
-        ), Block):  # fmt: skip
+        while True:
+            block = self.proposer.next_block(self.chain.head, self._now, self.view, self.index)
+            if not isinstance(block, Block):
+                return block
             # The primary's own proposal passes the same validation as a peer's.
-            self._on_pre_prepare(self.out.sign(m.PrePrepare(self.view, block.height, block,
-                                                         self.index)), own=True)  # fmt: skip
+            pp = self.out.sign(m.PrePrepare(self.view, block.height, block, self.index))
+            self._on_pre_prepare(pp, own=True)
             # Accepted, or (a single validator is its own quorum) already committed.
             assert self.chain.height >= block.height or self.log.accepted(block.height) == block
-        return block
-
-    def _in_flight(self) -> frozenset[bytes]:
-        """Tx ids of every block accepted above the head in this view."""
-        return self.proposer.in_flight(self.log.blocks_in_flight())
 
     # --- view change (the rules in consensus/viewstate.py and viewchange.py) --------------
 
@@ -390,46 +371,7 @@ class Replica:
         for pp in self.log.take_waiting(self.view):
             self._on_buffered(pp)
 
-    # --- status, retransmission, state transfer --------------------------------------------
-
-    def _on_retransmit(self) -> None:
-        """Status to all, expired txs out; if the head did not move since the last tick, our
-        latest messages again (one may have been lost) and a catch-up if peers are ahead."""
-        self.out.broadcast(m.Status(self.view, self.chain.height, self.index))
-        oldest = self._now - self.genesis.params.tx_ttl_ms
-        if expired := self.pool.drop_expired(oldest, keep=self._in_flight()):
-            self.counters["txs_expired"] += len(expired)
-            self.out.emit(ev.TxsExpired(expired))
-        if self.views.reproposal is not None:
-            self.views.reproposal.tick()
-            self._repropose()
-        stalled = self.liveness.tick(self._now, self.chain.height)
-        if stalled and self.in_view_change and self.views.sent is not None:
-            self.out.emit(ev.Broadcast(self.views.sent.message))
-        elif stalled or self.liveness.passed_over(self.pool, self._now):
-            self._relay_to_primary()
-        if stalled:
-            self.out.emit(*map(ev.Broadcast, self.log.own_messages()))
-            self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
-
-    def _relay_to_primary(self) -> None:
-        """A relay may have been lost: make sure the primary has what we are waiting for."""
-        if self.pool and self.primary != self.index and not self.in_view_change:
-            oldest = self.pool.oldest(self._in_flight(), RELAY_AGAIN_MAX)
-            if oldest:
-                self.out.send(self.primary, m.TxBatch(oldest, self.index))
-
-    def _on_blocks_fetched(self, peer: int, fetched: tuple[tuple[Block, Certificate], ...]) -> None:
-        certified = self.catchup.on_answer(
-            peer, fetched, self.chain.head, self.genesis, self.counters
-        )
-        for block, cert in certified:
-            if block.height > self.chain.height:  # (a re-proposal may have committed it)
-                self._apply_commit(block, cert)
-        if certified:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
-            self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
-
-    # --- timers -----------------------------------------------------------------------------
+    # --- timers: the deadlines, status, retransmission, state transfer ---------------------
 
     def _is_busy(self) -> bool:
         return bool(self.pool) or bool(self.log.slots) or self.views.reproposal is not None
@@ -450,9 +392,8 @@ class Replica:
         match timer:
             case ev.Timer.RETRANSMIT:
                 self._on_retransmit()
-            case ev.Timer.FETCH:
-                if self.catchup.fetching is not None:
-                    self._on_blocks_fetched(self.catchup.fetching.peer, ())
+            case ev.Timer.FETCH if self.catchup.fetching is not None:
+                self._on_blocks_fetched(self.catchup.fetching.peer, ())
             case ev.Timer.PROGRESS if not self.in_view_change and self._is_busy():
                 if self.catchup.peers_ahead() > self.chain.height:
                     # We lag behind an honest peer: what is missing is catching up, not a
@@ -469,3 +410,40 @@ class Replica:
                     self._start_view_change(self.view + 1)  # its primary failed: move on
                 else:
                     self._send_view_change()  # ask again rather than run ahead alone
+
+    def _on_retransmit(self) -> None:
+        """Status to all, expired txs out; if the head did not move since the last tick, our
+        latest messages again (one may have been lost) and a catch-up if peers are ahead."""
+        self.out.broadcast(m.Status(self.view, self.chain.height, self.index))
+        oldest = self._now - self.genesis.params.tx_ttl_ms
+        if expired := self.pool.drop_expired(oldest, keep=self.proposer.in_flight()):
+            self.counters["txs_expired"] += len(expired)
+            self.out.emit(ev.TxsExpired(expired))
+        if self.views.reproposal is not None:
+            self.views.reproposal.tick()
+            self._repropose()
+        stalled = self.liveness.tick(self._now, self.chain.height)
+        if stalled and self.in_view_change and self.views.sent is not None:
+            self.out.emit(ev.Broadcast(self.views.sent.message))
+        elif stalled or self.liveness.passed_over(self.pool, self._now):
+            self._relay_to_primary()
+        if stalled:
+            self.out.emit(*map(ev.Broadcast, self.log.own_messages()))
+            self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
+
+    def _relay_to_primary(self) -> None:
+        """A relay may have been lost: make sure the primary has what we are waiting for."""
+        if self.pool and self.primary != self.index and not self.in_view_change:
+            oldest = self.pool.oldest(self.proposer.in_flight(), RELAY_AGAIN_MAX)
+            if oldest:
+                self.out.send(self.primary, m.TxBatch(oldest, self.index))
+
+    def _on_blocks_fetched(self, peer: int, fetched: tuple[tuple[Block, Certificate], ...]) -> None:
+        certified = self.catchup.on_answer(
+            peer, fetched, self.chain.head, self.genesis, self.counters
+        )
+        for block, cert in certified:
+            if block.height > self.chain.height:  # (a re-proposal may have committed it)
+                self._apply_commit(block, cert)
+        if certified:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
+            self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))

@@ -19,6 +19,7 @@ from consensus.journal import (
     height_key,
     parse_height_key,
 )
+from consensus.log import Log
 from consensus.pool import ORDER_SLACK, TxPool
 from consensus.proposer import Proposer
 from consensus.signatures import SignatureCache
@@ -26,6 +27,7 @@ from consensus.timers import Timers
 from consensus.viewstate import VIEW_AHEAD_MAX, ViewState
 from ledger import block as blocks
 from ledger import crypto
+from ledger.genesis import ConsensusParams
 from ledger.primitives import TX_BYTES_MAX
 from tests import factory
 
@@ -111,6 +113,11 @@ def test_the_journal_key_layout_is_parsed_by_prefix_and_width_not_by_length_alon
 # --- proposer --------------------------------------------------------------------------------
 
 
+def proposer(params: ConsensusParams = G.params, depth: int = 2) -> Proposer:
+    """A proposer for its pure rules (`timing`, `choose`): its own pool and log stay empty."""
+    return Proposer(params, depth, TxPool(1), Log(G), lambda _: False)
+
+
 def pool_of(*stamps: int) -> TxPool:
     pool = TxPool(100)
     for i, stamp in enumerate(stamps):
@@ -119,26 +126,26 @@ def pool_of(*stamps: int) -> TxPool:
 
 
 def test_the_proposer_is_due_one_interval_after_the_last_and_one_more_per_block_in_flight() -> None:
-    proposer = Proposer(G.params, pipeline_depth=2)
-    proposer.last_proposal_ms = 1000
+    rules = proposer()
+    rules.last_proposal_ms = 1000
     interval = G.params.block_interval_ms
     pool = pool_of(factory.BASE_TIME_MS)
-    assert proposer.timing(pool, frozenset(), 0, 1000).due_ms == 1000 + interval
-    assert not proposer.timing(pool, frozenset(), 0, 1000).now
-    assert proposer.timing(pool, frozenset(), 0, 1000 + interval).now
-    assert proposer.timing(pool, frozenset(), 1, 1000 + interval).due_ms == 1000 + 2 * interval
-    assert proposer.timing(pool, frozenset(), 2, 10**9).due_ms is None  # the pipeline is full
-    assert proposer.timing(TxPool(1), frozenset(), 0, 10**9).due_ms is None  # nothing pending
+    assert rules.timing(pool, frozenset(), 0, 1000).due_ms == 1000 + interval
+    assert not rules.timing(pool, frozenset(), 0, 1000).now
+    assert rules.timing(pool, frozenset(), 0, 1000 + interval).now
+    assert rules.timing(pool, frozenset(), 1, 1000 + interval).due_ms == 1000 + 2 * interval
+    assert rules.timing(pool, frozenset(), 2, 10**9).due_ms is None  # the pipeline is full
+    assert rules.timing(TxPool(1), frozenset(), 0, 10**9).due_ms is None  # nothing pending
     everything = frozenset(t.tx_id for t in pool.candidates(frozenset()))
-    assert proposer.timing(pool, everything, 1, 10**9).due_ms is None  # all in flight
+    assert rules.timing(pool, everything, 1, 10**9).due_ms is None  # all in flight
 
 
 def test_the_proposer_goes_at_once_with_a_full_block_of_pending_txs() -> None:
     params = replace(G.params, block_txs_max=2)
-    proposer = Proposer(params, pipeline_depth=2)
-    proposer.last_proposal_ms = 1000
-    assert proposer.timing(pool_of(0, 0), frozenset(), 0, 1001).now
-    assert not proposer.timing(pool_of(0), frozenset(), 0, 1001).now
+    rules = proposer(params)
+    rules.last_proposal_ms = 1000
+    assert rules.timing(pool_of(0, 0), frozenset(), 0, 1001).now
+    assert not rules.timing(pool_of(0), frozenset(), 0, 1001).now
 
 
 def test_the_proposer_chooses_oldest_first_within_ttl_skew_and_the_block_limits() -> None:
@@ -152,11 +159,9 @@ def test_the_proposer_chooses_oldest_first_within_ttl_skew_and_the_block_limits(
         now - 6,
     )
     ids = [t.tx_id for t in pool.candidates(frozenset())]
-    chosen = Proposer(params, 2).choose(pool, frozenset({ids[3]}), now, {ids[4]}.__contains__)
+    chosen = proposer(params).choose(pool, frozenset({ids[3]}), now, {ids[4]}.__contains__)
     assert [t.tx_id for t in chosen] == [ids[1]]  # in flight, committed, out of time: skipped
-    few = Proposer(replace(params, block_txs_max=1), 2).choose(
-        pool, frozenset(), now, lambda _: False
-    )
+    few = proposer(replace(params, block_txs_max=1)).choose(pool, frozenset(), now, lambda _: False)
     assert [t.tx_id for t in few] == [ids[1]]
 
 

@@ -1,5 +1,9 @@
 """Command line: `python -m tests.sim --seeds 0-999 [--nodes N] [--faults all] [--jobs 2]`.
 
+`--fingerprints` prints one line per seed: a digest of every node's head, the simulated time
+and the number of events. A change that must not alter behaviour (a refactor of the replica),
+run before and after, prints the same lines.
+
 Runs one seeded simulation per seed and exits 1 on the first violation, printing the seed, the
 fault schedule and the last trace lines (`--keep-going` runs every seed and lists failures).
 The wall clock here only measures the sweep for the summary; no run reads it.
@@ -30,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--progress", type=int, default=0, metavar="N", help="print a line every N seeds"
     )
+    parser.add_argument(
+        "--fingerprints",
+        action="store_true",
+        help="print each seed's fingerprint (heads, time, events): diff two runs of a refactor",
+    )
     args = parser.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
@@ -49,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         for done, outcome in enumerate(outcomes, 1):
             sim_ms += outcome.sim_ms
             events += outcome.events
+            if args.fingerprints:
+                print(f"seed={outcome.seed} {outcome.fingerprint} events={outcome.events}")
             if args.progress and done % args.progress == 0:
                 print(
                     f"{done} seeds run (up to seed {outcome.seed}), {len(failed)} failed",

@@ -193,6 +193,19 @@ def test_command_line_runs_fault_free_seeds(capsys: pytest.CaptureFixture[str]) 
     assert "2 passed, 0 failed" in capsys.readouterr().out
 
 
+def test_command_line_prints_a_fingerprint_per_seed_that_replays(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--seeds", "0-1", "--faults", "crash,loss", "--jobs", "1", "--fingerprints"]
+    assert main(args) == 0
+    first = [line for line in capsys.readouterr().out.splitlines() if line.startswith("seed=")]
+    assert [line.split()[0] for line in first] == ["seed=0", "seed=1"]
+    assert first[0].split()[1] != first[1].split()[1]  # two runs, two digests
+    assert main(args) == 0
+    again = [line for line in capsys.readouterr().out.splitlines() if line.startswith("seed=")]
+    assert again == first
+
+
 def test_command_line_takes_any_n_from_4(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--seeds", "0", "--nodes", "10", "--faults", "crash,byzantine", "--jobs", "1"]
     assert main(args) == 0

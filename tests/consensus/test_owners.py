@@ -1,0 +1,160 @@
+"""The owners the replica's last kinds of state went to, one rule at a time: the committed head
+and its window (Chain), the door for peer messages (Inbox), the state the liveness deadlines
+derive from (Liveness), the outbox, and the log's answers for the normal case."""
+
+from collections import Counter
+
+import pytest
+
+from consensus import events as ev
+from consensus import messages as m
+from consensus.chain import Chain
+from consensus.inbox import Inbox
+from consensus.liveness import Liveness
+from consensus.log import Log
+from consensus.outbox import Outbox
+from consensus.pool import TxPool
+from consensus.viewstate import ViewState
+from ledger import block as blocks
+from tests import factory
+
+NET = factory.network(4)
+G = NET.genesis
+WINDOW = 4
+CHAIN = list(factory.chain(NET, 4, 1))
+B = [block for block, _ in CHAIN]  # B[0] is height 1
+GENESIS_HEAD = blocks.ChainHead.genesis(G)
+FORGED = bytes(64)
+T = G.params.view_change_timeout_ms
+
+
+def head_at(height: int) -> blocks.ChainHead:
+    head = GENESIS_HEAD
+    for block in B[:height]:
+        head = head.advance(block)
+    return head
+
+
+# --- the committed head ------------------------------------------------------------------------
+
+
+def test_the_head_moves_one_certified_block_at_a_time_and_carries_the_window() -> None:
+    chain = Chain(GENESIS_HEAD, None, WINDOW)
+    assert [h for h in range(7) if chain.takes(h)] == [1, 2, 3, 4]
+    with pytest.raises(AssertionError):
+        chain.advance(B[1], CHAIN[1][1])  # height 2 on the genesis: not the next block
+    chain.advance(B[0], CHAIN[0][1])
+    assert (chain.height, chain.top, chain.certificate) == (1, 1 + WINDOW, CHAIN[0][1])
+    assert not chain.takes(1)
+    assert chain.takes(5)
+    with pytest.raises(AssertionError):
+        Chain(head_at(1), None, WINDOW)  # a head above the genesis comes with its certificate
+
+
+# --- the door for peer messages ----------------------------------------------------------------
+
+
+def test_the_inbox_drops_votes_outside_the_view_and_window_uncounted_and_counts_refusals() -> None:
+    counts: Counter[str] = Counter()
+    inbox = Inbox(G, 0, counts)
+    views = ViewState(G, 0, timeout_max_ms=30_000)
+    chain = Chain(GENESIS_HEAD, None, WINDOW)
+    digest = B[0].hash
+    assert not inbox.admits(m.Prepare(0, WINDOW + 1, digest, 1, FORGED), views, chain)
+    assert not inbox.admits(m.Commit(1, 1, digest, 1, FORGED), views, chain)  # a later view
+    assert counts == Counter()  # neither counted, and no signature checked
+    assert not inbox.admits(m.Prepare(0, 1, digest, 0, FORGED), views, chain)  # our own index
+    assert not inbox.admits(m.PrePrepare(0, 1, B[0], 1, FORGED), views, chain)  # not primary
+    assert not inbox.admits(m.Prepare(0, 1, digest, 1, FORGED), views, chain)
+    signed = m.sign(m.Prepare(0, 1, digest, 1), NET.validator_keys[1], G.chain_id)
+    assert inbox.admits(signed, views, chain)
+    assert inbox.size() == 1  # its signature is cached
+    views.start(1)
+    assert not inbox.admits(m.sign(m.Prepare(1, 1, digest, 1), NET.validator_keys[1], G.chain_id),
+                            views, chain)  # fmt: skip
+    with inbox.refusals():
+        raise m.InvalidMessage(m.Reason.CHECKPOINT_HEIGHT)
+    assert counts == {
+        "invalid_message:sender": 1,
+        "invalid_message:not_primary": 1,
+        "invalid_message:bad_signature": 1,
+        "invalid_message:checkpoint_height": 1,
+    }
+
+
+# --- the liveness deadlines ------------------------------------------------------------------
+
+
+def test_liveness_deadlines_derive_from_progress_the_tick_and_the_oldest_pooled_tx() -> None:
+    live = Liveness(G.params, retransmit_ms=500)
+    pool = TxPool(10)
+    wanted = live.deadlines(pool, busy=True, normal=True)
+    assert wanted == {ev.Timer.PROGRESS: T, ev.Timer.CENSORSHIP: None, ev.Timer.RETRANSMIT: None}
+    live.start(1000)
+    assert live.deadlines(pool, busy=True, normal=True)[ev.Timer.PROGRESS] == 1000 + T
+    assert live.deadlines(pool, busy=False, normal=True)[ev.Timer.PROGRESS] is None  # idle
+    assert live.deadlines(pool, busy=True, normal=False)[ev.Timer.PROGRESS] is None  # in a VC
+    assert live.deadlines(pool, busy=True, normal=True)[ev.Timer.RETRANSMIT] == 1500
+    live.progressed(2000)
+    assert live.deadlines(pool, busy=True, normal=True)[ev.Timer.PROGRESS] == 2000 + T
+    pool.add(B[1].txs[0], 2100)
+    live.committed(B[0], 2100 + T // 2 + 1)  # a block with room passed the tx over
+    assert live.deadlines(pool, busy=True, normal=True)[ev.Timer.CENSORSHIP] == 2100 + T
+    assert live.deadlines(pool, busy=True, normal=False)[ev.Timer.CENSORSHIP] is None
+    live.new_view(9000)  # the new primary has not passed it over yet
+    assert live.deadlines(pool, busy=True, normal=True)[ev.Timer.CENSORSHIP] is None
+    assert live.deadlines(pool, busy=True, normal=True)[ev.Timer.PROGRESS] == 9000 + T
+    assert not live.tick(1500, 3)
+    assert live.tick(2000, 3)  # the head did not move between two ticks
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+
+def test_the_outbox_signs_keeps_the_order_and_puts_timer_changes_last() -> None:
+    out = Outbox(NET.validator_keys[0], G.chain_id)
+    status = out.broadcast(m.Status(0, 0, 0))
+    assert m.verify_signature(status, G)
+    out.send(2, m.Status(0, 0, 0))
+    out.emit(ev.TxsExpired((b"t",)))
+    deadlines: dict[ev.Timer, int | None] = {ev.Timer.RETRANSMIT: 500, ev.Timer.PROPOSE: 100}
+    actions = out.take(deadlines)
+    assert [type(a) for a in actions[:3]] == [ev.Broadcast, ev.Send, ev.TxsExpired]
+    assert actions[3:] == [
+        ev.SetTimer(ev.Timer.PROPOSE, 100),
+        ev.SetTimer(ev.Timer.RETRANSMIT, 500),
+    ]
+    assert out.take(deadlines) == []  # empty, and the shell holds both deadlines
+    out.fired(ev.Timer.PROPOSE)
+    assert out.take(deadlines) == [ev.SetTimer(ev.Timer.PROPOSE, 100)]
+    assert out.take({ev.Timer.PROPOSE: None}) == [ev.CancelTimer(ev.Timer.PROPOSE)]
+
+
+# --- the log's answers for the normal case -----------------------------------------------------
+
+
+def test_the_log_names_the_prepared_run_above_the_head_and_the_next_block_to_commit() -> None:
+    log = Log(G)
+    slots = [log.accept(0, B[h], head_at(h), checked=True) for h in range(3)]
+    for slot in (slots[0], slots[2]):
+        for sender in range(3):
+            slot.add_vote(slot.prepare_vote(0, sender))
+    assert [p.height for p in log.newly_prepared(3)] == [1, 3]
+    assert [s.height for s in log.prepared_run(0)] == [1]  # Commit for 3 waits for 2
+    assert log.committable(0, 3) is None
+    for sender in range(3):
+        slots[0].add_vote(slots[0].commit_vote(0, sender))
+    assert log.committable(0, 3) is slots[0]
+    slots[1].vote(slots[1].prepare_vote(0, 3))
+    assert slots[1].own_prepare == m.Prepare(0, 2, B[1].hash, 3)
+
+
+def test_a_held_pre_prepare_follows_the_block_below_only_in_its_view() -> None:
+    log = Log(G)
+    pp = m.PrePrepare(0, 2, B[1], 0, FORGED)
+    log.hold(pp)
+    assert log.follower(1, view=1) is None  # of another view: dropped
+    assert log.follower(1, view=0) is None
+    log.hold(pp)
+    assert log.follower(1, view=0) == pp
+    assert log.waiting == {}
