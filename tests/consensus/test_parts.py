@@ -194,6 +194,8 @@ def test_a_checkpoint_quorum_for_another_block_or_outside_the_window_is_not_stab
     assert cps.stable == 0
     assert cps.is_due(8)
     assert not cps.is_due(6)
+    with pytest.raises(m.InvalidMessage, match="checkpoint_height"):
+        cps.record(checkpoint(1, 6, good), limit=10)  # no checkpoint is taken at 6
 
 
 # --- view state ------------------------------------------------------------------------------
