@@ -2,6 +2,7 @@
 // event stream: a block committed while the page is open appears without a reload.
 
 import { $ } from "./dom.js";
+import { showClaims, showFunds, showRisks } from "./fiscal.js";
 import { addLiveBlock, search, showBlock, showBlocks, showHistory, showOverview, showTx }
   from "./pages.js";
 import { check, prefill } from "./verifypage.js";
@@ -13,6 +14,9 @@ const ROUTES = [
   [/^#\/tx\/([0-9a-f]{64})$/, "tx", (m) => showTx(m[1])],
   [/^#\/record$/, "record", () => undefined],
   [/^#\/record\/(.+)$/, "record", (m) => showHistory(decodeURIComponent(m[1]))],
+  [/^#\/funds$/, "funds", () => showFunds()],
+  [/^#\/risks$/, "risks", () => showRisks()],
+  [/^#\/claims$/, "claims", () => showClaims()],
   [/^#\/verify$/, "verify", () => undefined],
   [/^#\/verify\/([0-9a-f]{64})$/, "verify", (m) => prefill(m[1])],
   [/^#\/signin$/, "signin", () => undefined],
@@ -61,6 +65,15 @@ $("history-form").addEventListener("submit", (event) => {
   event.preventDefault();
   location.hash = `#/record/${$("history-key").value.trim()}`;
 });
+$("funds-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  route();
+});
+$("risks-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  route();
+});
+$("risks-more").addEventListener("click", () => showRisks(true));
 $("history-more").addEventListener("click", () => showHistory($("history-key").value, true));
 window.addEventListener("hashchange", route);
 // Signing in or out changes what every page may show, and what the stream carries.

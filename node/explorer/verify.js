@@ -33,9 +33,9 @@ const BUNDLE_FIELDS = ["anchor", "block_hash", "certificate", "chain_id", "forma
 const REASONS = ["schema", "unknown_reference", "over_appropriation", "over_allocation",
   "duplicate_payment", "blocked_payee", "fiscal_year_closed", "policy_inactive",
   "peril_not_covered", "over_coverage", "over_loss", "invalid_transition", "not_owner"];
-// Each bundle format with its header: version 2 headers commit to the txs' outcomes.
+// The bundle format this verifier reads, with its header (version 2 commits to the txs'
+// outcomes; version 1 bundles, from before outcomes, are refused as the reference does).
 export const FORMATS = {
-  "cityledger-proof-bundle/1": { headerVersion: 1n, headerItems: 9, outcome: false },
   "cityledger-proof-bundle/2": { headerVersion: 2n, headerItems: 10, outcome: true },
 };
 

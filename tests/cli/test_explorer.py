@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from cli import story
+from cli.client import Client, load_genesis, load_key
 from ledger import genesis as genesis_mod
 from tests.browser import Browser, chromium_path, node_certificates, trust_certificates
 from tests.cli.conftest import RunningCluster, invoke, no_traceback, run, running_cluster
@@ -277,7 +280,7 @@ async def test_the_proof_page_says_valid_and_invalid_with_the_reason(
 
 def alter(doc: dict[str, Any], rng: random.Random) -> tuple[str, bytes]:
     """One random change to a bundle (or none), and the file bytes, as JSON or MessagePack."""
-    kind = rng.choice(["none", "byte", "byte", "int", "text"])
+    kind = rng.choice(["none", "byte", "byte", "int", "outcome", "text"])
     if kind == "byte":
         holder, name = rng.choice(list(hex_fields(doc)))
         raw = bytearray.fromhex(holder[name])
@@ -286,6 +289,8 @@ def alter(doc: dict[str, Any], rng: random.Random) -> tuple[str, bytes]:
     elif kind == "int":
         name = rng.choice(["height", "index", "tx_count"])
         doc[name] += rng.choice([-1, 1])
+    elif kind == "outcome":  # another outcome than the block's, or none that exists
+        doc["outcome"] = rng.choice(["", "over_allocation", "over_loss", "accepted"])
     if kind == "text":
         data = bytearray(json.dumps(doc).encode())
         data[rng.randrange(len(data))] = rng.randrange(32, 127)
@@ -317,9 +322,16 @@ def as_bytes(value: Any) -> Any:
 
 
 async def test_the_browser_verifier_agrees_with_verify_proof_on_200_bundles(
-    cluster: RunningCluster, written: dict[str, Any], browser: Browser, tmp_path: Path
+    cluster: RunningCluster,
+    written: dict[str, Any],
+    story_rows: dict[str, Any],
+    browser: Browser,
+    tmp_path: Path,
 ) -> None:
+    refused = [story_rows[story.over_spend()[1]], story_rows[story.second_payout()[1]]]
+    assert [r.reason for r in refused] == ["over_allocation", "over_loss"]
     tx_ids = [v["tx_id"] for versions in written.values() for v in versions]
+    tx_ids += [r.tx_id for r in refused]  # bundles that prove a refusal
     bundles = [json.loads(proof_file(cluster, t, tmp_path / f"{t}.json").read_text())
                for t in tx_ids]  # fmt: skip
     assert any(b["anchor"] is not None for b in bundles)  # proven under a later head too
@@ -341,3 +353,73 @@ async def test_the_browser_verifier_agrees_with_verify_proof_on_200_bundles(
         verdicts[page["valid"]] += 1
     assert verdicts[True] >= AGREEMENT_CASES // 10
     assert verdicts[False] >= AGREEMENT_CASES // 2
+
+
+# --- Records with rules: fund flows, risk alerts, claims --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def story_rows(cluster: RunningCluster) -> dict[str, Any]:
+    """The demo's story (cli/story.py) submitted in order, each record committed before the
+    next: a budget line and its payments, an over-spend refused in block order, three split
+    payments, one typhoon claimed at both insurers and the second payout refused."""
+    genesis = load_genesis(cluster.genesis)
+    now = int(time.time() * 1000)
+    records = [
+        *story.budget(now), *story.spending_and_permits(now), story.over_spend(),
+        *story.split_payments(), *story.typhoon_claims(now), story.second_payout(),
+    ]  # fmt: skip
+    rows: dict[str, Any] = {}
+    for org, key, type_, body in records:
+        clerk = f"{org}-clerk"
+        signer = load_key(cluster.root / "clients" / f"{clerk}.pem")
+        with Client(cluster.url, identity=clerk, key=signer, genesis=genesis) as client:
+            status = client.submit(client.build(key, type_, body), wait=True)
+        rows[key] = status
+    return rows
+
+
+async def test_fund_flows_risks_claims_and_outcomes_render_from_the_rules(
+    cluster: RunningCluster, story_rows: dict[str, Any], browser: Browser
+) -> None:
+    over = story_rows[story.over_spend()[1]]
+    assert over.reason == "over_allocation"
+    await sign_in(browser, cluster, "auditor")
+    await open_page(browser, cluster, "#/funds")
+    lines = await browser.evaluate(
+        "[...document.querySelectorAll('#budget-lines tbody tr')]"
+        ".map(r => [...r.cells].map(c => c.textContent))"
+    )
+    # The line: 1,500,000.00 allocated, two payments and three split ones spent.
+    spent = 80_000_000 + 45_500_000 + 3 * 400_000
+    assert [story.LINE, "Public Works", "2025", "4,000,000.00", "1,500,000.00",
+            cents(spent), cents(150_000_000 - spent)] in lines  # fmt: skip
+    refusals = await text(browser, "refusals")
+    assert "over_allocation1" in refusals
+    assert "over_loss1" in refusals
+    await screenshot(browser, "funds")
+    await show(browser, "#/risks")
+    risks = await browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('.risk-page tbody tr')].map(r =>"
+        " [r.cells[0].textContent, [...r.cells[3].querySelectorAll('a')].length]))"
+    )
+    assert risks["split_payment"] == 3  # its evidence: the three payments, each a link
+    assert risks["cross_insurer_claim"] == 2
+    await screenshot(browser, "risks")
+    await show(browser, "#/claims")
+    claims = await text(browser, "claims")
+    assert f"{story.PARCEL} / {story.TYPHOON}: 2 claims, 2 insurers" in claims
+    paid = await browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#claims tbody tr')].map(r =>"
+        " [r.cells[0].textContent, r.cells[5].textContent]))"
+    )
+    # Civic Shield paid the loss; Harbor Mutual's second payout was refused: nothing paid.
+    assert paid == {story.CS_CLAIM: cents(story.LOSS_CENTS), story.HM_CLAIM: "0.00"}
+    await screenshot(browser, "claims")
+    # The refused payment is in its block, marked with its reason.
+    await show(browser, f"#/block/{over.height}")
+    assert "refused: over_allocation" in await text(browser, "block-txs")
+
+
+def cents(value: int) -> str:
+    return f"{value // 100:,}.{value % 100:02d}"
