@@ -8,10 +8,12 @@ import { $, api, ApiRefusal, el, explain, facts, link, recordPath, short, table,
 export const BLOCKS_LISTED = 10;
 export const HASH_SEARCH_BLOCKS_MAX = 256; // how far back a block-hash search looks
 const FETCH_PARALLEL = 8;
+export const HEALTH_BLOCKS = 64; // the recent blocks whose certificates the overview reads
 // What the overview cannot show yet, and why (the routes do not exist on this node).
 export const NOT_YET = [
   ["epoch", "comes with governance (validator-set changes at epoch boundaries)"],
-  ["each validator's last vote, votes missed and view changes", "no route serves them yet"],
+  ["votes a validator cast that no certificate kept, and view changes each validator started",
+    "no route serves them yet: the overview counts what the blocks' certificates show"],
 ];
 
 let names = null; // validator index -> id, from /v1/status
@@ -41,7 +43,12 @@ export async function showOverview() {
     } catch (error) {
       if (!(error instanceof ApiRefusal)) throw error;
     }
-    out.append(overviewFacts(status, head), validatorTable(status),
+    const health = head ? await certificateHealth(head) : null;
+    out.append(overviewFacts(status, head), validatorTable(status, health),
+      health ? el("p", { id: "health-window" }, `Certificates of blocks ${health.floor} to ` +
+        `${health.top}: ${health.viewChanges} view changes in the blocks' views.`)
+        : el("p", {}, "Votes per validator come from the blocks' certificates, which only " +
+          "validators and auditors read."),
       el("h3", {}, "Not available yet"),
       el("ul", { id: "not-yet" }, NOT_YET.map(([what, why]) => el("li", {}, `${what}: ${why}`))));
     $("overview-status").textContent = "ok";
@@ -70,14 +77,40 @@ function overviewFacts(status, head) {
   ]);
 }
 
-function validatorTable(status) {
+// Over the last HEALTH_BLOCKS blocks: the last height whose certificate holds each
+// validator's vote, how many certificates lack it (a certificate keeps a quorum of votes, so
+// an absent vote was late or missing), and the view changes between the blocks' views.
+async function certificateHealth(head) {
+  const floor = Math.max(1, head.height - HEALTH_BLOCKS + 1);
+  const heights = [];
+  for (let h = head.height - 1; h >= floor; h--) heights.push(h);
+  const blocks = [head, ...(await blocksAt(heights))];
+  const last = new Map();
+  const absent = new Map();
+  for (const block of blocks) {
+    const voters = new Set(block.certificate.votes.map((v) => v.validator));
+    for (const index of names.keys()) {
+      if (voters.has(index)) last.set(index, Math.max(last.get(index) ?? 0, block.height));
+      else absent.set(index, (absent.get(index) ?? 0) + 1);
+    }
+  }
+  const views = blocks.map((b) => b.certificate.view);
+  const viewChanges = Math.max(...views) - Math.min(...views);
+  return { floor, top: head.height, last, absent, viewChanges };
+}
+
+function validatorTable(status, health) {
+  const votes = (index) => health ? [String(health.last.get(index) ?? "none"),
+    String(health.absent.get(index) ?? 0)] : ["—", "—"];
   const rows = [[String(status.index), status.node_id, "this node", status.ready ? "up" : "not ready",
-    "—"]];
+    "—", ...votes(status.index)]];
   for (const p of status.peers) {
-    rows.push([String(p.index), p.id, p.url, p.up ? "up" : "down", String(p.queued)]);
+    rows.push([String(p.index), p.id, p.url, p.up ? "up" : "down", String(p.queued),
+      ...votes(p.index)]);
   }
   rows.sort((a, b) => Number(a[0]) - Number(b[0]));
-  const t = table(["index", "validator", "reached at", "state", "messages queued"], rows);
+  const t = table(["index", "validator", "reached at", "state", "messages queued",
+    "last certified vote", "absent from certificates"], rows);
   t.id = "validators";
   return t;
 }
