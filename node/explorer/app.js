@@ -43,6 +43,10 @@ async function route() {
 function follow() {
   if (events !== null) events.close();
   events = new EventSource("/v1/events");
+  document.body.dataset.live = "connecting";
+  events.addEventListener("open", () => {
+    document.body.dataset.live = "open"; // the node follows the chain for this page from now
+  });
   events.addEventListener("block", (event) => {
     const height = JSON.parse(event.data).height;
     lastHeight = Math.max(lastHeight, height);

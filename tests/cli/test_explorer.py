@@ -200,6 +200,7 @@ async def test_a_new_block_appears_without_a_reload(
     await sign_in(browser, cluster, "auditor")
     await open_page(browser, cluster, "#/blocks")
     await browser.evaluate("window.sameDocument = true")  # gone if the page reloaded
+    await browser.wait_for("document.body.dataset.live === 'open'")  # the stream is subscribed
     status = submit(cluster, "finance-clerk", "fiscal/explorer/live", {"live": True})
     await browser.wait_for(
         f"document.querySelector('#blocks-body tr[data-height=\"{status['height']}\"]') !== null"
