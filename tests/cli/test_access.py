@@ -149,7 +149,9 @@ async def browser_read(browser: Browser, kind: str, value: str) -> str:
 async def sign_in(
     browser: Browser, cluster: RunningCluster, who: str, key_of: str | None = None
 ) -> str:
-    await browser.goto(cluster.url + "/explorer/", "document.body.dataset.ready === 'true'")
+    # The sign-in page by its fragment: once the explorer is open this changes no document, so
+    # the file input found next is the one the page shows (a reload could replace it meanwhile).
+    await browser.goto(cluster.url + "/explorer/#/signin", "document.body.dataset.ready === 'true'")
     await browser.evaluate(f"document.getElementById('identity').value = {json.dumps(who)}")
     await browser.set_files("#keyfile", cluster.root / "clients" / f"{key_of or who}.pem")
     await browser.evaluate("document.getElementById('signin-button').click()")
