@@ -33,6 +33,7 @@ def test_verify_proof_prints_what_is_proven(stored: Stored, tmp_path: Path) -> N
         invoke("verify-proof", str(path), "--genesis", str(stored.genesis_path), "--json").stdout
     )
     assert as_json["ok"] is True
+    assert (as_json["outcome"], as_json["reason"]) == ("accepted", None)
     assert (as_json["height"], as_json["index"], as_json["tx_count"]) == (2, 1, 3)
     assert as_json["anchor_height"] == 6
     assert as_json["signers"] == ["node0", "node1", "node2"]

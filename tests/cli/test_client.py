@@ -147,6 +147,36 @@ def test_sync_client_queries_pages_and_follows_events(cluster: RunningCluster) -
         next(iter(node.events(from_height=0)))
 
 
+async def test_a_tx_status_carries_the_rules_outcome_and_reason(cluster: RunningCluster) -> None:
+    """Refused in block order: committed, with outcome and reason (both clients read them);
+    refused at admission (settled already): a `Refused` with the rule's code, nothing sent on."""
+    closes = time.time_ns() // 1_000_000 + 3_600_000
+    with client_of(cluster, "finance-clerk") as node:
+        grant = node.build("fiscal/2027/lib/parks", "budget.appropriation", {
+            "fiscal_year": 2027, "fund": "general", "department": "parks",
+            "amount_cents": 1000, "closes_at_ms": closes})  # fmt: skip
+        granted = node.submit(grant, wait=True)
+        assert (granted.outcome, granted.reason) == ("accepted", None)
+        greedy = node.build(
+            "fiscal/2027/lib/lines/benches",
+            "budget.allocation",
+            {"appropriation": "fiscal/2027/lib/parks", "amount_cents": 1001},
+        )
+        refused = node.submit(greedy, wait=True)
+        assert refused.committed
+        assert (refused.outcome, refused.reason) == ("refused", "over_appropriation")
+        assert node.status(refused.tx_id) == refused
+        broken = node.build("fiscal/2027/lib/lines/paths", "budget.allocation", {"amount_cents": 5})
+        with pytest.raises(Refused) as settled:
+            node.submit(broken)
+        assert (settled.value.status, settled.value.code) == (422, "schema")
+    genesis = load_genesis(cluster.genesis)
+    key = load_key(cluster.root / "clients" / "finance-clerk.pem")
+    async with AsyncClient(cluster.url, identity="finance-clerk", key=key,
+                           genesis=genesis) as aio:  # fmt: skip
+        assert await aio.status(refused.tx_id) == refused
+
+
 async def test_async_client_does_the_same(cluster: RunningCluster) -> None:
     genesis = load_genesis(cluster.genesis)
     key = load_key(cluster.root / "clients" / "harbor-mutual-clerk.pem")
