@@ -28,8 +28,12 @@ QUERY_LIMIT_MAX: Final = 1000
 def _line(event: Event) -> str:
     d = event.data if isinstance(event.data, dict) else {}
     if event.event == "tx":
+        outcome = d.get("reason") or d.get("outcome")  # a refused tx shows its reason code
         return (f"tx     {d.get('height')}:{d.get('index')}  {d.get('key')}  {d.get('type')}  "
-                f"{d.get('tx_id')}")  # fmt: skip
+                f"{outcome}  {d.get('tx_id')}")  # fmt: skip
+    if event.event == "alert":
+        evidence = " ".join(str(e)[:12] for e in d.get("evidence", []))
+        return f"alert  {d.get('height')}  {d.get('kind')}  {d.get('detail')}  evidence: {evidence}"
     if event.event == "block":
         more = f"  {d['tx_count']} txs  {d['hash']}" if "tx_count" in d else ""
         return f"block  {d.get('height')}{more}"

@@ -8,7 +8,7 @@ Pure apart from the `get`/`items` functions the store hands in (no LevelDB here)
 """
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from ledger.block import Block
 from ledger.encoding import decode, encode
@@ -82,8 +82,8 @@ def _decode(key: bytes, value: bytes) -> Alert:
         raise StoreError(f"the alert entry {key!r} is damaged: {exc}") from None
 
 
-def stored_alerts(items: Items, height: int) -> list[Any]:
-    """The alerts stored for block `height`, as lists (for verifiers to compare)."""
+def block_alerts(items: Items, height: int) -> list[Alert]:
+    """The alerts stored for block `height`, in the order its txs raised them (for verifiers
+    to compare, and for the event stream)."""
     prefix = ALERT + height_bytes(height)
-    return [[a.kind, list(a.evidence), a.detail] for a in
-            (_decode(k, v) for k, v in items(prefix, None, ALERTS_MAX))]  # fmt: skip
+    return [_decode(k, v) for k, v in items(prefix, None, ALERTS_MAX)]

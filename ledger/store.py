@@ -503,8 +503,8 @@ class BlockStore:
         """Up to `limit` risk alerts from `first_height` on, of `kind` if given."""
         return rulestore.alerts(self._scan, first_height, limit, kind)
 
-    def alerts_at(self, height: int) -> list[Any]:
-        return rulestore.stored_alerts(self._scan, height)
+    def alerts_at(self, height: int) -> list[Alert]:  # in the order block `height` raised them
+        return rulestore.block_alerts(self._scan, height)
 
     def _scan(self, prefix: bytes, start: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         try:

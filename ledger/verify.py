@@ -217,7 +217,7 @@ def _verify_stored_block(
             raise InvalidBlock(f"the record index entry of tx {index} ({t.key}) is wrong")
         if store.indexed_tx(t.tx_id) != (height, index, t.raw):
             raise InvalidBlock(f"the tx bytes index entry of tx {index} is missing or wrong")
-    if store.alerts_at(height) != [a.to_list() for a in verified.alerts]:
+    if [a.to_list() for a in store.alerts_at(height)] != [a.to_list() for a in verified.alerts]:
         raise InvalidBlock(f"the risk alerts stored for height {height} are not the replay's")
     for node in verified.history_nodes:
         if store.history_node(node.level, node.index) != node.digest:

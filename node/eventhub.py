@@ -1,8 +1,9 @@
 """Who follows the chain's events (`GET /v1/events`), and the committed blocks handed to each.
 
-The shell calls `committed(block)` on the event loop once a block is in the store; the hub
-appends it to every subscriber's queue and wakes the subscriber. Each queue holds at most
-`queue_blocks_max` blocks (shared objects: the blocks are not copied per subscriber): a
+The shell calls `committed(block, alerts)` on the event loop once a block is in the store (with
+the risk alerts it raised); the hub appends it to every subscriber's queue and wakes the
+subscriber. Each queue holds at most `queue_blocks_max` blocks (shared objects: the blocks are
+not copied per subscriber): a
 subscriber that falls that far behind is dropped with a reason, never buffered without limit,
 and resumes by reconnecting with its last event id (node/events.py reads what it missed from
 the store). At most `subscribers_max` subscribers follow at once. No I/O, no store.
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ledger.block import Block
+from ledger.kinds.risks import Alert
 
 SUBSCRIBERS_MAX: Final = 64
 QUEUE_BLOCKS_MAX: Final = 256  # committed blocks one subscriber may have left unsent
@@ -22,9 +24,21 @@ SLOW: Final = "slow_subscriber"
 SHUTTING_DOWN: Final = "shutting_down"
 
 
+@dataclass(frozen=True)
+class Committed:
+    """A committed block and the risk alerts it raised (in the order the store keeps them)."""
+
+    block: Block
+    alerts: tuple[Alert, ...] = ()
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+
 @dataclass(eq=False)  # each subscriber is itself (hashed by identity)
 class Subscriber:
-    queue: deque[Block] = field(default_factory=deque)
+    queue: deque[Committed] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: str | None = None  # the reason code once dropped
     detail: str = ""
@@ -64,7 +78,8 @@ class EventHub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    def committed(self, block: Block) -> None:
+    def committed(self, block: Block, alerts: tuple[Alert, ...] = ()) -> None:
+        item = Committed(block, alerts)
         for subscriber in self._subscribers:
             if subscriber.dropped is not None:
                 continue
@@ -72,7 +87,7 @@ class EventHub:
                 subscriber.drop(SLOW, f"{len(subscriber.queue)} committed blocks unsent: "
                                 "reconnect with the last event id")  # fmt: skip
                 continue
-            subscriber.queue.append(block)
+            subscriber.queue.append(item)
             subscriber.wake.set()
 
     def close(self) -> None:

@@ -1,10 +1,12 @@
 """`GET /v1/events?from=H&prefix=P`: the chain's events as Server-Sent Events.
 
 Each committed block gives one `tx` event per tx the caller may read (and whose key starts with
-`prefix`), then one `block` event. Ids name positions: `H:I` is tx I of block H, `H` the end
-of block H. A client resumes exactly where it stopped by sending its last id as `Last-Event-ID`
-(or `?from=H` to start at block H): nothing is missed and nothing comes twice. Without either,
-the stream starts with the next block committed.
+`prefix`), with its outcome; then one `alert` event per risk alert the block raised whose tx
+(the last of its evidence, a tx of this block) the caller may see the same way; then one `block`
+event. Ids name positions: `H:I` is tx I of block H, `H:(m+J)` alert J of a block of m txs, `H`
+the end of block H. A client resumes exactly where it stopped by sending its last id as
+`Last-Event-ID` (or `?from=H` to start at block H): nothing is missed and nothing comes twice.
+Without either, the stream starts with the next block committed.
 
 Blocks older than the live queue come from the store (through the read pool, a block at a time);
 newer ones from the subscriber's queue (node/eventhub.py). A subscriber whose queue fills, or
@@ -21,11 +23,12 @@ from typing import Any, Final
 from aiohttp import web
 
 from ledger import tx as txs
-from ledger.block import HEIGHT_MAX, Block
+from ledger.block import HEIGHT_MAX
 from node import auth, codec
 from node.appkeys import READS, runtime
 from node.codec import ApiError
-from node.eventhub import SLOW, Subscriber
+from node.eventhub import SLOW, Committed, Subscriber
+from node.fiscal import alert_view
 from node.queries import valid_prefix
 from node.reads import ReadsBusy
 from node.runtime import Runtime
@@ -71,22 +74,32 @@ class _Stream:
         self._prefix = valid_prefix(request.query.get("prefix", ""))
         self._reads = request.app[READS]
 
-    def _may_read(self, key: str) -> bool:
+    def _wants(self, key: str) -> bool:
+        """Whether this stream shows an event about a tx of record `key`."""
+        if not key.startswith(self._prefix):
+            return False
         p = self._principal
         if p is not None and p.reads_all:
             return True
         return self._rt.identity.genesis.may_read(None if p is None else p.organisation, key)
 
-    def frames(self, block: Block, first_index: int) -> bytes:
+    def frames(self, item: Committed, first: int) -> bytes:
+        """The events of a committed block from position `first` on (txs, alerts, the end)."""
         out = bytearray()
-        height = block.height
-        for index in range(first_index, len(block.txs)):
+        block, height, count = item.block, item.height, len(item.block.txs)
+        for index in range(first, count):
             tx = block.txs[index]
-            if tx.key.startswith(self._prefix) and self._may_read(tx.key):
+            if self._wants(tx.key):
                 out += _frame("tx", f"{height}:{index}", {
                     "tx_id": tx.tx_id, "height": height, "index": index, "key": tx.key,
                     "type": tx.type, "client_id": tx.client_id, "status": "committed",
+                    **codec.outcome_view(block.outcomes[index]),
                 })  # fmt: skip
+        keys = {t.tx_id: t.key for t in block.txs} if item.alerts else {}
+        for number in range(max(first - count, 0), len(item.alerts)):
+            alert = item.alerts[number]
+            if self._shows(keys.get(alert.evidence[-1])):
+                out += _frame("alert", f"{height}:{count + number}", alert_view(alert))
         summary: dict[str, Any] = {"height": height}
         if self._principal is not None and self._principal.reads_all:
             summary |= {"hash": block.hash, "timestamp_ms": block.header.timestamp_ms,
@@ -94,18 +107,32 @@ class _Stream:
         out += _frame("block", str(height), summary)
         return bytes(out)
 
+    def _shows(self, key: str | None) -> bool:
+        """An alert is seen by whoever sees the tx that raised it (`key`: its record key); one
+        whose tx is not in its block (never so) only by those who read everything."""
+        if key is not None:
+            return self._wants(key)
+        return self._principal is not None and self._principal.reads_all and not self._prefix
+
     async def write(self, data: bytes) -> None:
         await asyncio.wait_for(self._response.write(data), WRITE_TIMEOUT_S)
 
-    async def next_block(self, sub: Subscriber, height: int) -> Block | None:
-        """Block `height` from the queue or the store; None if it is not committed yet."""
+    async def next_block(self, sub: Subscriber, height: int) -> Committed | None:
+        """Block `height` (with its alerts) from the queue or the store; None if it is not
+        committed yet."""
         while sub.queue and sub.queue[0].height < height:
             sub.queue.popleft()
         if sub.queue and sub.queue[0].height == height:
             return sub.queue.popleft()
         if height <= self._rt.store.height:
-            return await self._reads.run(self._rt.store.block, height)
+            return await self._reads.run(self._stored, height)
         return None
+
+    def _stored(self, height: int) -> Committed | None:
+        block = self._rt.store.block(height)
+        if block is None:
+            return None
+        return Committed(block, tuple(self._rt.store.alerts_at(height)))
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:

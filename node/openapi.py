@@ -416,7 +416,9 @@ def _operations() -> dict[str, Any]:
             "schema": {
                 "type": "string",
                 "description": (
-                    "events `tx` (id H:I) and `block` (id H), data JSON; `dropped` ends a stream"
+                    "events `tx` (id H:I, with outcome and reason), `alert` (a risk alert, "
+                    "id H:K after the block's txs) and `block` (id H), data JSON; `dropped` "
+                    "ends a stream"
                 ),
             }
         }

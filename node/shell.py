@@ -47,6 +47,7 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from ledger.block import Block
+from ledger.kinds.risks import Alert
 from ledger.store import BlockStore, PendingWrite
 from ledger.storelayout import BlockWrite, StateWrite, Step
 from node.metrics import Metrics
@@ -67,12 +68,13 @@ class Shell:
         self, replica: Replica, store: BlockStore, transport: PeerTransport, metrics: Metrics,
         clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
         gate: Gate, writer: Executor | None = None, observe: Callable[[], None] = lambda: None,
-        on_commit: Callable[[Block], None] = lambda _block: None,
+        on_commit: Callable[[Block, tuple[Alert, ...]], None] = lambda _block, _alerts: None,
     ) -> None:  # fmt: skip
         """`writer`: the one thread that carries out the store's synced writes while the event
         loop goes on; None writes on the loop, blocking it (one-core nodes, tests, tools).
         `observe` is called after every event the replica handled (node/health.py), and
-        `on_commit` with every block once it is in the store (node/events.py)."""
+        `on_commit` with every block once it is in the store, and the risk alerts it raised
+        (node/events.py)."""
         self.replica = replica
         self._store = store
         self._transport = transport
@@ -156,10 +158,12 @@ class Shell:
     def _written(self, write: Write, pending: PendingWrite) -> None:
         self._store.advance(pending)
         self.outbox.written(write)
+        raised: dict[int, list[Alert]] = {}
         for alert in pending.alerts:
             self._metrics.risk_alerts.labels(alert.kind).inc()
+            raised.setdefault(alert.height, []).append(alert)
         for action in write.blocks:
-            self._committed(action.block)
+            self._committed(action.block, tuple(raised.get(action.block.height, ())))
 
     def submit(self, admitted: Admitted, *, relayed: bool) -> int:
         """Hand admitted txs to the replica as far as its pool has room; return how many (the
@@ -210,8 +214,9 @@ class Shell:
         while len(self.expired) > EXPIRED_KEPT:
             self.expired.popitem(last=False)
 
-    def _committed(self, block: Block) -> None:
-        """`block` is in the store: answer its waiters, count it."""
+    def _committed(self, block: Block, alerts: tuple[Alert, ...]) -> None:
+        """`block` is in the store (with the risk `alerts` it raised): answer its waiters,
+        count it."""
         now = self._clock()
         for index, tx in enumerate(block.txs):
             admitted = self._admitted_ms.pop(tx.tx_id, None)
@@ -226,7 +231,7 @@ class Shell:
         self._metrics.txs_committed.inc(len(block.txs))
         self._metrics.blocks_committed.inc()
         self._metrics.last_commit.set(now / 1000)
-        self._on_commit(block)
+        self._on_commit(block, alerts)
         remaining = []
         for height, event in self._height_events:
             if block.height >= height:

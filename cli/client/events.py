@@ -35,8 +35,8 @@ class EventStreamEnded(ClientError):
 
 @dataclass(frozen=True)
 class Event:
-    """One event: `id` (the resume point, "height" or "height:index"), `event` (block, tx,
-    ...), `data` (its JSON, decoded; the raw text if it is not JSON)."""
+    """One event: `id` (the resume point, "height" or "height:position"), `event` (tx, alert,
+    block, ...), `data` (its JSON, decoded; the raw text if it is not JSON)."""
 
     id: str | None
     event: str

@@ -1,14 +1,17 @@
 """`GET /v1/events` on a live node: positions and resumption, filters and read policy, bad
 input; the hub's bounds (subscribers, a slow subscriber dropped with a reason)."""
 
+from typing import Any
+
 import aiohttp
 import pytest
 
 from cli.client.events import Event, EventParser
 from ledger import block as blocks
+from ledger import tx as txs
 from node.eventhub import SLOW, EventHub
 from tests import factory
-from tests.node.conftest import Cluster, signed_as, within
+from tests.node.conftest import Cluster, now_ms, signed_as, within
 from tests.node.test_queries import FISCAL, PERMITS, commit, record
 
 
@@ -73,6 +76,57 @@ async def test_live_events_follow_commits(single: Cluster, http) -> None:
         events = await within(read_events(r, 1))
     assert [(e.event, e.id) for e in events] == [("tx", "1:0"), ("block", "1")]
     assert events[0].data["key"] == "fiscal/live"
+
+
+async def committed(c: Cluster, http: aiohttp.ClientSession, tx: txs.Transaction) -> Any:
+    async with http.post(c.url(0) + "/v1/transactions?wait=true", json={"raw": tx.raw.hex()}) as r:
+        body = await r.json()
+        assert (r.status, body["status"]) == (200, "committed"), body
+        return body
+
+
+async def test_outcomes_and_risk_alerts_arrive_on_the_stream(single: Cluster, http) -> None:
+    c, closes = single, now_ms() + 3_600_000
+    for key, type_, body in [
+        ("fiscal/2027/roads", "budget.appropriation", {"fiscal_year": 2027, "fund": "general",
+         "department": "roads", "amount_cents": 5_000_000, "closes_at_ms": closes}),
+        ("fiscal/lines/roads", "budget.allocation",
+         {"appropriation": "fiscal/2027/roads", "amount_cents": 2_000_000}),
+        ("fiscal/payees/acme", "payee.registration",
+         {"name": "Acme", "tax_id": "T-1", "status": "active"}),
+    ]:  # fmt: skip
+        await committed(c, http, record(c, FISCAL, key, type_, body))
+    # Three payments under the approval threshold (1,000,000 cents) that together pass it: the
+    # third raises `split_payment`; then one beyond what the line has left: refused in order.
+    pays = [record(c, FISCAL, f"fiscal/pay/{n}", "budget.disbursement", {
+        "line": "fiscal/lines/roads", "payee": "fiscal/payees/acme", "invoice": f"A-{n}",
+        "amount_cents": cents}) for n, cents in ((1, 400_000), (2, 400_000), (3, 400_000),
+                                                  (4, 900_000))]  # fmt: skip
+    statuses = [await committed(c, http, t) for t in pays]
+    assert [(s["outcome"], s["reason"]) for s in statuses] == [("accepted", None)] * 3 + [
+        ("refused", "over_allocation")]  # fmt: skip
+    third, head = statuses[2]["height"], statuses[3]["height"]
+
+    events = await stream(http, c.url(0), head, params={"from": "1"})
+    outcomes = {e.data["tx_id"]: (e.data["outcome"], e.data["reason"])
+                for e in events if e.event == "tx"}  # fmt: skip
+    assert outcomes.pop(pays[3].tx_id.hex()) == ("refused", "over_allocation")
+    assert set(outcomes.values()) == {("accepted", None)}
+    assert len(outcomes) == 6
+    alerts = [e for e in events if e.event == "alert"]
+    found = [(e.id, e.data["kind"], e.data["height"]) for e in alerts]
+    assert found == [(f"{third}:1", "split_payment", third)]  # after the block's one tx
+    assert alerts[0].data["evidence"] == [t.tx_id.hex() for t in pays[:3]]
+    ids = [e.id for e in events]
+    assert ids[ids.index(f"{third}:1") + 1] == str(third)
+
+    resumed = await stream(http, c.url(0), head, headers={"Last-Event-ID": f"{third}:0"})
+    assert [e.id for e in resumed] == ids[ids.index(f"{third}:0") + 1 :]  # the alert, once
+    permits = signed_as(PERMITS, c.net.client_keys[PERMITS])
+    theirs = await stream(http, c.url(0), head, params={"from": "1"}, middlewares=permits)
+    assert [e.event for e in theirs] == ["block"] * head  # no fiscal tx, nor its alert
+    filtered = await stream(http, c.url(0), head, params={"from": "1", "prefix": "permits/"})
+    assert [e.event for e in filtered] == ["block"] * head
 
 
 @pytest.mark.parametrize("query", [
