@@ -18,6 +18,7 @@ from ledger import crypto
 from ledger.encoding import encode
 from ledger.errors import InvalidGenesis
 from ledger.primitives import (
+    ADMINS_MAX,
     BLOCK_BYTES_MAX,
     BLOCK_TXS_MAX,
     CLIENTS_MAX,
@@ -32,6 +33,16 @@ AUDITOR: Final = "auditor"
 ROLES: Final = (CLERK, AUDITOR)
 _ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _NAMESPACE_RE: Final = re.compile(r"^([A-Za-z0-9._:-]+/)+$")
+
+
+def is_identifier(text: str) -> bool:
+    """Whether `text` may name a chain, validator, client or admin."""
+    return _ID_RE.fullmatch(text) is not None
+
+
+def is_namespace(text: str) -> bool:
+    """Whether `text` is a record-key namespace of a policy ('fiscal/', 'claims/acme/')."""
+    return _NAMESPACE_RE.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,28 @@ class Client:
     public_key: bytes
     key: Ed25519PublicKey = field(compare=False, repr=False)
     role: str = CLERK  # an auditor reads everything and writes nothing
+
+
+@dataclass(frozen=True)
+class Admin:
+    """An organisation's governance identity: it signs `_gov/` txs and nothing else."""
+
+    id: str
+    organisation: str
+    public_key: bytes
+    key: Ed25519PublicKey = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GovernancePolicy:
+    """Genesis `[governance]` (ledger/gov): how many voting organisations must approve a change
+    (0: more than half of them) and after how many blocks a pending proposal expires."""
+
+    quorum: int = 0
+    expiry_blocks: int = 1000
+
+
+GOVERNANCE_BOUNDS: Final = {"quorum": (0, VALIDATORS_MAX), "expiry_blocks": (1, 1_000_000)}
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,8 @@ class Genesis:
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # org -> extra namespaces
     public_namespaces: tuple[str, ...] = ()  # readable by anyone, without an identity
     rules: RuleParams = RuleParams()  # risk monitoring thresholds
+    admins: dict[str, Admin] = field(default_factory=dict)  # id -> governance identity
+    governance: GovernancePolicy = GovernancePolicy()
 
     @property
     def quorums(self) -> Quorums:
@@ -195,7 +230,15 @@ class Genesis:
             doc["public_namespaces"] = list(self.public_namespaces)
         if self.rules != RuleParams():  # the defaults leave older genesis hashes as they were
             doc["rules"] = dataclasses.asdict(self.rules)
+        if self.admins:  # like the access fields: absent unless set, older hashes unchanged
+            doc["admins"] = [_admin_dict(a) for a in self.admins.values()]
+        if self.governance != GovernancePolicy():
+            doc["governance"] = dataclasses.asdict(self.governance)
         return doc
+
+
+def _admin_dict(a: Admin) -> dict[str, str]:
+    return {"id": a.id, "organisation": a.organisation, "public_key": a.public_key.hex()}
 
 
 def _client_dict(c: Client) -> dict[str, str]:
@@ -244,7 +287,19 @@ def from_dict(doc: dict[str, Any]) -> Genesis:
     reads = _policies(doc.get("read_policies", []), "read_policies", problems)
     public = _namespaces(doc.get("public_namespaces", []), "public_namespaces", problems)
     rules = _rules(doc.get("rules", {}), problems)
+    admins = _admins(doc.get("admins", []), problems)
+    governance = _governance(doc.get("governance", {}), problems)
     known = {v.organisation for v in validators} | {c.organisation for c in clients.values()}
+    problems.extend(
+        f"admins: organisation {a.organisation!r} has no validator or client"
+        for a in admins.values()
+        if a.organisation not in known
+    )
+    problems.extend(
+        f"admins: id {a.id!r} is also a client's or a validator's (signers are named by id)"
+        for a in admins.values()
+        if a.id in clients or any(v.id == a.id for v in validators)
+    )
     for table, entries in (("write_policies", policies), ("read_policies", reads)):
         problems.extend(
             f"{table}: organisation {org!r} has no validator or client"
@@ -261,14 +316,15 @@ def from_dict(doc: dict[str, Any]) -> Genesis:
         raise InvalidGenesis(problems)
     assert isinstance(chain_id, str)
     genesis = Genesis(
-        str(chain_id), validators, clients, policies, params, b"", reads, public, rules
-    )
+        str(chain_id), validators, clients, policies, params, b"", reads, public, rules, admins,
+        governance,
+    )  # fmt: skip
     return dataclasses.replace(genesis, hash=genesis_hash(genesis.to_dict()))
 
 
 _TOP_LEVEL: Final = frozenset(
     ("chain_id", "consensus", "validators", "clients", "write_policies", "read_policies",
-     "public_namespaces", "rules")
+     "public_namespaces", "rules", "admins", "governance")
 )  # fmt: skip
 
 
@@ -311,6 +367,41 @@ def _params(raw: Any, problems: list[str]) -> ConsensusParams:
             continue
         values[name] = value
     return ConsensusParams(**values)
+
+
+def _governance(raw: Any, problems: list[str]) -> GovernancePolicy:
+    if not isinstance(raw, dict):
+        problems.append("governance: expected a table")
+        return GovernancePolicy()
+    values: dict[str, int] = {}
+    for name, value in raw.items():
+        if name not in GOVERNANCE_BOUNDS:
+            problems.append(f"governance.{name}: unknown parameter")
+            continue
+        low, high = GOVERNANCE_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"governance.{name}: expected an integer in [{low}, {high}]")
+            continue
+        values[name] = value
+    return GovernancePolicy(**values)
+
+
+def _admins(raw: Any, problems: list[str]) -> dict[str, Admin]:
+    if not isinstance(raw, list) or len(raw) > ADMINS_MAX:
+        problems.append(f"admins: expected a list of at most {ADMINS_MAX} admins")
+        return {}
+    out: dict[str, Admin] = {}
+    for i, entry in enumerate(raw):
+        where = f"admins[{i}]"
+        fields = _fields(entry, where, ("id", "organisation", "public_key"), problems)
+        if fields is None:
+            continue
+        key = _key(fields["public_key"], where, problems)
+        if fields["id"] in out:
+            problems.append(f"admins: duplicate id {fields['id']!r}")
+        elif key is not None:
+            out[fields["id"]] = Admin(fields["id"], fields["organisation"], key[0], key[1])
+    return out
 
 
 def _key(raw: Any, where: str, problems: list[str]) -> tuple[bytes, Ed25519PublicKey] | None:
@@ -454,7 +545,10 @@ def dump_toml(genesis: Genesis) -> str:
     if "rules" in doc:
         lines += ["", "[rules]"]
         lines += [f"{k} = {v}" for k, v in doc["rules"].items()]
-    for table in ("validators", "clients", "write_policies", "read_policies"):
+    if "governance" in doc:
+        lines += ["", "[governance]"]
+        lines += [f"{k} = {v}" for k, v in doc["governance"].items()]
+    for table in ("validators", "clients", "admins", "write_policies", "read_policies"):
         for entry in doc.get(table, []):
             lines += ["", f"[[{table}]]"]
             lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]

@@ -29,3 +29,4 @@ BLOCK_TXS_MAX: Final = 10_000  # hard ceiling; genesis sets the operating value 
 BLOCK_BYTES_MAX: Final = 64 * 1024 * 1024
 VALIDATORS_MAX: Final = 64
 CLIENTS_MAX: Final = 10_000
+ADMINS_MAX: Final = 1000  # governance identities (a few per organisation)

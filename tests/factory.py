@@ -36,6 +36,7 @@ class Network:
     validator_keys: list[Ed25519PrivateKey]
     client_keys: dict[str, Ed25519PrivateKey]
     nonces: dict[str, int] = field(default_factory=dict)
+    admin_keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
 
     def client_for(self, namespace: str) -> str:
         org = next(o for o, ns in self.genesis.policies.items() if namespace in ns)
@@ -47,8 +48,9 @@ class Network:
     ) -> txs.Transaction:  # fmt: skip
         nonce = self.nonces.get(client_id, 0)
         self.nonces[client_id] = nonce + 1
+        signing_key = self.client_keys.get(client_id) or self.admin_keys[client_id]
         return txs.create(
-            self.client_keys[client_id], chain_id=self.genesis.chain_id, client_id=client_id,
+            signing_key, chain_id=self.genesis.chain_id, client_id=client_id,
             nonce=nonce, timestamp_ms=timestamp_ms, key=key, type_=type_, body=body,
         )  # fmt: skip
 
@@ -65,7 +67,9 @@ class Network:
 CHAIN_ID: Final = "testcity"
 
 
-def network(validators: int = 4, clients_per_org: int = 1, chain_id: str = CHAIN_ID) -> Network:
+def network(
+    validators: int = 4, clients_per_org: int = 1, chain_id: str = CHAIN_ID, admins_per_org: int = 0
+) -> Network:
     vkeys = [seeded_key(f"{chain_id}/validator/{i}") for i in range(validators)]
     doc: dict[str, Any] = {
         "chain_id": chain_id,
@@ -92,7 +96,23 @@ def network(validators: int = 4, clients_per_org: int = 1, chain_id: str = CHAIN
                 {"id": cid, "organisation": org,
                  "public_key": crypto.public_key_bytes(ckeys[cid]).hex()}
             )  # fmt: skip
-    return Network(genesis.from_dict(doc), vkeys, ckeys)
+    akeys = _admins(doc, chain_id, admins_per_org)
+    return Network(genesis.from_dict(doc), vkeys, ckeys, admin_keys=akeys)
+
+
+def _admins(doc: dict[str, Any], chain_id: str, per_org: int) -> dict[str, Ed25519PrivateKey]:
+    """`per_org` admins of each organisation, `<namespace>-admin<j>` (none: no `admins` table,
+    so the genesis hash is the one it has always been)."""
+    keys: dict[str, Ed25519PrivateKey] = {}
+    for org, _, ns in ORGS if per_org else ():
+        for j in range(per_org):
+            aid = f"{ns.rstrip('/')}-admin{j}"
+            keys[aid] = seeded_key(f"{chain_id}/admin/{aid}")
+            doc.setdefault("admins", []).append(
+                {"id": aid, "organisation": org,
+                 "public_key": crypto.public_key_bytes(keys[aid]).hex()}
+            )  # fmt: skip
+    return keys
 
 
 def chain(

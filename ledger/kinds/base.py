@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from ledger.gov.codes import GOV_REASONS
 from ledger.tx import key_problem
 
 # Reason codes (stable: the API, the CLI, metrics and docs/protocol.md use them).
@@ -44,6 +45,7 @@ REASONS: Final = (
     OVER_LOSS,
     INVALID_TRANSITION,
     NOT_OWNER,
+    *GOV_REASONS,  # ledger/gov: governance txs and revoked clients
 )
 ACCEPTED: Final = ""  # the outcome code of an accepted tx
 

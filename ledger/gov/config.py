@@ -1,0 +1,138 @@
+"""The configuration in force: who may sign, write, read and govern, and since which height.
+
+A `Config` is the genesis with every effective governance change applied in order
+(ledger/gov/changes.py). Its `members` is that configuration in the genesis's own shape: a
+`Genesis` whose `hash` is still the chain's, so every rule written against the genesis
+(transaction validity, request authentication, read access) applies the configuration in
+force by being handed `members` instead of the genesis file.
+
+Version and epoch: `version` counts the effective changes since genesis; `since` is the height
+of the block whose change made this version. `epoch` counts the changes of the validator set
+and of the consensus parameters, which take effect at an epoch boundary; no such change is in
+force yet (ledger/gov/changes.py refuses them as `not_in_force`), so every chain is in epoch 0.
+
+Identities are never reused: a revoked client's or removed admin's id stays in `retired`, so
+an id names one signer for the whole chain (its txs stay attributable after it leaves).
+"""
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ledger.genesis import AUDITOR, Client, Genesis, Validator
+
+EPOCH_GENESIS: Final = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    members: Genesis
+    version: int = 0
+    since: int = 0
+    epoch: int = EPOCH_GENESIS
+    retired: frozenset[str] = frozenset()  # revoked clients and removed admins
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The organisations whose admins vote: those that run a validator, in name order."""
+        return tuple(sorted({v.organisation for v in self.members.validators}))
+
+    @property
+    def quorum(self) -> int:
+        """Approving organisations a change needs: the policy's number, or more than half of
+        the voters when it names none; never more than there are voters (a policy set when
+        there were more voters cannot freeze governance once some leave)."""
+        voters = len(self.voters)
+        wanted = self.members.governance.quorum or voters // 2 + 1
+        return min(wanted, voters)
+
+    def organisations(self) -> frozenset[str]:
+        """Every organisation the configuration knows: of a validator, client or admin."""
+        m = self.members
+        return frozenset(
+            [v.organisation for v in m.validators]
+            + [c.organisation for c in m.clients.values()]
+            + [a.organisation for a in m.admins.values()]
+        )
+
+    def id_taken(self, signer_id: str) -> bool:
+        """Whether `signer_id` names, or once named, a validator, client or admin."""
+        m = self.members
+        return (
+            signer_id in m.clients
+            or signer_id in m.admins
+            or signer_id in self.retired
+            or m.validator(signer_id) is not None
+        )
+
+    def key_in_use(self, public_key: bytes) -> bool:
+        """Whether a validator, client or admin in force holds `public_key`."""
+        return public_key in set(self._keys())
+
+    def _keys(self) -> Iterator[bytes]:
+        m = self.members
+        yield from (v.public_key for v in m.validators)
+        yield from (c.public_key for c in m.clients.values())
+        yield from (a.public_key for a in m.admins.values())
+
+    def admins_of(self, organisation: str) -> tuple[str, ...]:
+        return tuple(a.id for a in self.members.admins.values() if a.organisation == organisation)
+
+    def next_version(self, members: Genesis, height: int, retired: frozenset[str]) -> "Config":
+        """This configuration changed by one effective change at `height`."""
+        assert height >= self.since  # several changes may take effect in one block
+        return dataclasses.replace(
+            self, members=members, version=self.version + 1, since=height, retired=retired
+        )
+
+    def to_json(self, height: int) -> dict[str, Any]:
+        """The view of `/v1/config` and `cityledger members --json` at `height`."""
+        m = self.members
+        return {
+            "height": height,
+            "epoch": self.epoch,
+            "version": self.version,
+            "since": self.since,
+            "validators": [_validator_json(v) for v in m.validators],
+            "clients": [_client_json(c) for c in sorted(m.clients.values(), key=lambda c: c.id)],
+            "admins": [
+                {"id": a.id, "organisation": a.organisation, "public_key": a.public_key.hex()}
+                for a in sorted(m.admins.values(), key=lambda a: a.id)
+            ],
+            "retired": sorted(self.retired),
+            "policies": {
+                "write": {org: list(ns) for org, ns in sorted(m.policies.items())},
+                "read": {org: list(ns) for org, ns in sorted(m.reads.items())},
+                "public": list(m.public_namespaces),
+                "governance": {
+                    "voters": list(self.voters),
+                    "quorum": self.quorum,
+                    "expiry_blocks": m.governance.expiry_blocks,
+                },
+            },
+            "params": {
+                "consensus": dataclasses.asdict(m.params),
+                "rules": dataclasses.asdict(m.rules),
+                "governance": dataclasses.asdict(m.governance),
+            },
+        }
+
+
+def _validator_json(v: Validator) -> dict[str, str]:
+    return {"id": v.id, "organisation": v.organisation, "kind": v.kind,
+            "public_key": v.public_key.hex(), "url": v.url}  # fmt: skip
+
+
+def _client_json(c: Client) -> dict[str, str]:
+    return {"id": c.id, "organisation": c.organisation, "role": c.role,
+            "public_key": c.public_key.hex()}  # fmt: skip
+
+
+def from_genesis(genesis: Genesis) -> Config:
+    return Config(genesis)
+
+
+def is_auditor(config: Config, signer_id: str) -> bool:
+    client = config.members.clients.get(signer_id)
+    return client is not None and client.role == AUDITOR
