@@ -133,6 +133,9 @@ def init(
             [[c.id, c.organisation, " ".join(c.namespaces), c.key] for c in net.clients],
         )
     )
+    admins = [[a.id, a.organisation, directory / network.ADMINS_DIR / f"{a.id}.pem"]
+              for a in net.genesis.admins.values()]  # fmt: skip
+    click.echo("\n" + table(["ADMIN (GOVERNANCE)", "ORGANISATION", "KEY"], admins))
     click.echo(f"\nStart it with: cityledger cluster up {directory}")
     click.echo(
         "The CLI checks every node against this genesis: "
@@ -165,6 +168,14 @@ def describe(net: network.Network) -> dict[str, Any]:
                 "key": str(c.key),
             }
             for c in net.clients
+        ],
+        "admins": [
+            {
+                "id": a.id,
+                "organisation": a.organisation,
+                "key": str(net.root / network.ADMINS_DIR / f"{a.id}.pem"),
+            }
+            for a in net.genesis.admins.values()
         ],
     }
 

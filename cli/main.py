@@ -11,7 +11,19 @@ from typing import Any
 
 import click
 
-from cli import anchors, audit, backup, cluster, demo, fiscal, follow, keys, noderun, records
+from cli import (
+    anchors,
+    audit,
+    backup,
+    cluster,
+    demo,
+    fiscal,
+    follow,
+    gov,
+    keys,
+    noderun,
+    records,
+)
 from cli.client.errors import ClientError
 from cli.errors import Failed
 from ledger.errors import LedgerError
@@ -52,6 +64,8 @@ cli.add_command(follow.events)
 cli.add_command(fiscal.kinds)
 cli.add_command(fiscal.budget)
 cli.add_command(fiscal.risks)
+cli.add_command(gov.gov)
+cli.add_command(gov.members)
 cli.add_command(audit.verify)
 cli.add_command(audit.proof)
 cli.add_command(audit.verify_proof)

@@ -8,6 +8,8 @@ Layout of a cluster directory (DESIGN.md):
     DIR/nodes/<id>/data/             its LevelDB block store (created by the node)
     DIR/clients/<id>.pem             client identities' private keys (mode 0600), among them
                                      DIR/clients/auditor.pem (role auditor: reads everything)
+    DIR/admins/<id>.pem              one admin per organisation, id <node>-admin (mode 0600):
+                                     they sign governance txs (proposals, approvals)
     DIR/logs/<id>.log, DIR/pids/<id>.pid   written by `cluster up`
 
 The organisations of a default network are those of a small city: two municipal validators (the
@@ -32,6 +34,7 @@ from node.config import machine_cores
 GENESIS_FILE: Final = "genesis.toml"
 NODES_DIR: Final = "nodes"
 CLIENTS_DIR: Final = "clients"
+ADMINS_DIR: Final = "admins"
 LOGS_DIR: Final = "logs"
 PIDS_DIR: Final = "pids"
 NODE_CONFIG: Final = "node.toml"
@@ -167,6 +170,7 @@ def init(
     orgs = [organisation_of(i) for i in range(len(nodes))]
     used = list(dict.fromkeys(org for org, _ in orgs))  # in validator order, once each
     client_keys = {f"{org.slug}-clerk": crypto.generate_key() for org in used}
+    admin_keys = {admin_id(org): crypto.generate_key() for org in used}
     auditor_key = crypto.generate_key()
     doc: dict[str, Any] = {
         "chain_id": chain_id,
@@ -202,6 +206,14 @@ def init(
         ],
         "read_policies": read_policies(used),
         "public_namespaces": list(PUBLIC_NAMESPACES),
+        "admins": [
+            {
+                "id": admin_id(org),
+                "organisation": org.name,
+                "public_key": crypto.public_key_bytes(admin_keys[admin_id(org)]).hex(),
+            }
+            for org in used
+        ],
     }
     genesis = genesis_mod.from_dict(doc)  # validate before writing anything
     root.mkdir(parents=True, exist_ok=True)
@@ -217,7 +229,15 @@ def init(
     (root / CLIENTS_DIR).mkdir()
     for client_id, key in [*client_keys.items(), (AUDITOR_ID, auditor_key)]:
         crypto.write_private_key(root / CLIENTS_DIR / f"{client_id}.pem", key)
+    (root / ADMINS_DIR).mkdir()
+    for admin, key in admin_keys.items():
+        crypto.write_private_key(root / ADMINS_DIR / f"{admin}.pem", key)
     return load(root)
+
+
+def admin_id(org: Organisation) -> str:
+    """The id of an organisation's admin: its (first) node's id and `-admin`."""
+    return f"{org.slug}-admin"
 
 
 def read_policies(used: Sequence[Organisation]) -> list[dict[str, Any]]:

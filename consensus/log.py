@@ -150,7 +150,7 @@ class Log:
         self, height: int, head: ChainHead, body: tuple[Transaction, ...], time_ms: int
     ) -> tuple[str, ...]:
         """The outcomes of `body` as the block at `height` stamped `time_ms` (the proposer's)."""
-        return self.rules.outcomes(self._state_below(height, head), body, time_ms)
+        return self.rules.outcomes(self._state_below(height, head), body, time_ms, height)
 
     def newly_prepared(self, quorum: int) -> list[m.PreparedProof]:
         """Proofs of the instances that reached a quorum of Prepares just now (kept here)."""

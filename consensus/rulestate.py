@@ -81,12 +81,13 @@ class RuleStates:
         return state
 
     def _execute(self, state: Overlay, block: Block) -> Writes:
-        return execute(state.get, block.txs, self._genesis, block.header.timestamp_ms).writes
+        time_ms = block.header.timestamp_ms
+        return execute(state.get, block.txs, self._genesis, time_ms, block.height).writes
 
     def outcomes(
-        self, state: Overlay, body: tuple[Transaction, ...], time_ms: int
+        self, state: Overlay, body: tuple[Transaction, ...], time_ms: int, height: int
     ) -> tuple[str, ...]:
-        return execute(state.get, body, self._genesis, time_ms).outcomes
+        return execute(state.get, body, self._genesis, time_ms, height).outcomes
 
     def remember(self, block: Block, writes: Writes) -> None:
         self._in_flight[block.hash] = writes

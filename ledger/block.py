@@ -22,6 +22,8 @@ from ledger import tx as txs
 from ledger.encoding import decode, encode, expect_bytes, expect_int, expect_list
 from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction
 from ledger.genesis import Genesis
+from ledger.gov.history import config_of
+from ledger.gov.signers import block_signer, check_block_signature
 from ledger.kinds.base import ACCEPTED, REASONS
 from ledger.kinds.execute import Executed, Getter, check_outcomes, execute, outcome_root
 from ledger.primitives import (
@@ -284,17 +286,18 @@ def check_block(
     ids = [t.tx_id for t in block.txs]
     if len(set(ids)) != len(ids):
         raise InvalidBlock(f"block {header.height} holds a tx twice")
+    config = config_of(state, genesis)  # in force before the block (ledger/gov)
     for index, t in enumerate(block.txs):
         try:
             if is_committed(t.tx_id):
                 raise InvalidTransaction(txs.DUPLICATE, "already committed")
-            client = txs.check_stateless(t, genesis)
+            signer = block_signer(t, config)
             txs.check_time(t, genesis, header.timestamp_ms)
             if t.tx_id not in signatures_checked:
-                txs.check_signature(t, client)
+                check_block_signature(t, signer, config)
         except InvalidTransaction as exc:
             raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None
-    executed = execute(state, block.txs, genesis, header.timestamp_ms)
+    executed = execute(state, block.txs, genesis, header.timestamp_ms, header.height)
     check_outcomes(block.outcomes, executed, header.height)
     return executed
 

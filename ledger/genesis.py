@@ -31,6 +31,7 @@ KINDS: Final = ("municipal", "insurer")
 CLERK: Final = "clerk"
 AUDITOR: Final = "auditor"
 ROLES: Final = (CLERK, AUDITOR)
+GOV_NAMESPACE: Final = "_gov/"  # reserved for governance txs (ledger/gov): admins write it
 _ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _NAMESPACE_RE: Final = re.compile(r"^([A-Za-z0-9._:-]+/)+$")
 
@@ -202,7 +203,10 @@ class Genesis:
         Auditors and validators read everything; callers decide that before asking."""
         if record_key.startswith(self.public_namespaces):
             return True
-        return organisation is not None and record_key.startswith(self.readable(organisation))
+        if organisation is None:
+            return False
+        # Governance records are read by every identity: each may be asked to approve.
+        return record_key.startswith((*self.readable(organisation), GOV_NAMESPACE))
 
     def to_dict(self) -> dict[str, Any]:
         """The content as plain values, in the shape of the TOML file. The access fields
@@ -487,6 +491,8 @@ def _policies(raw: Any, table: str, problems: list[str]) -> dict[str, tuple[str,
             continue
         before = len(problems)
         checked = _namespaces(namespaces, f"{where}.namespaces", problems)
+        if table == "write_policies" and any(ns.startswith(GOV_NAMESPACE) for ns in checked):
+            problems.append(f"{where}.namespaces: {GOV_NAMESPACE} is written by admins only")
         if len(problems) == before:
             out[org] = out.get(org, ()) + checked
     return out

@@ -14,6 +14,7 @@ from ledger.block import Block
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError, StoreError
 from ledger.genesis import Genesis
+from ledger.gov.history import config_of
 from ledger.kinds.execute import Executed, Overlay
 from ledger.kinds.risks import Alert, monitor
 from ledger.storelayout import HEIGHT_BYTES, OUTCOME, STATE, height_bytes
@@ -32,8 +33,11 @@ def block_rules(
 ) -> tuple[dict[bytes, bytes], list[Alert]]:
     """The entries a block adds besides its block entries (and its alerts), with `state` (the
     batch's overlay, with the block's execution writes in) advanced by the risk writes."""
+    config = config_of(state.get, genesis)  # before the block's writes: the one it ran under
     state.update(executed.writes)
-    organisation_of = {c.id: c.organisation for c in genesis.clients.values()}
+    m = config.members
+    signers = [*m.clients.values(), *m.admins.values(), *config.retired.values()]
+    organisation_of = {s.id: s.organisation for s in signers}
     pairs = zip(block.txs, block.outcomes, strict=True)
     alerts, risk = monitor(
         state, block.height, block.header.timestamp_ms, pairs, organisation_of, genesis.rules

@@ -296,7 +296,9 @@ class BlockStore:
         if step.txs_checked:
             check_links(block, head, self._genesis)
             # The writes are needed, and the outcomes pair-checked against the replica's.
-            executed = execute(state, block.txs, self._genesis, block.header.timestamp_ms)
+            executed = execute(
+                state, block.txs, self._genesis, block.header.timestamp_ms, block.height
+            )
             check_outcomes(block.outcomes, executed, block.height)
         else:
             executed = check_block(

@@ -25,7 +25,7 @@ from ledger.encoding import (
     expect_str,
 )
 from ledger.errors import InvalidEncoding, InvalidTransaction
-from ledger.genesis import AUDITOR, Client, Genesis
+from ledger.genesis import AUDITOR, GOV_NAMESPACE, Admin, Client, Genesis
 from ledger.primitives import (
     BODY_BYTES_MAX,
     ID_BYTES_MAX,
@@ -192,13 +192,18 @@ def _parse(value: Any, raw: bytes) -> Transaction:
     return tx
 
 
-def check_stateless(tx: Transaction, genesis: Genesis) -> Client:
-    """Chain, client and namespace rules: everything but time, signature and duplicates."""
+def check_stateless(tx: Transaction, genesis: Genesis) -> Client | Admin:
+    """Chain, signer and namespace rules: everything but time, signature and duplicates.
+    `genesis` is the genesis, or the configuration in force in its shape (ledger/gov/config.py).
+    Admins sign governance txs (`_gov/` keys) and nothing else; clients never sign those."""
     if tx.chain_id != genesis.chain_id:
         raise InvalidTransaction(WRONG_CHAIN, f"tx is for chain {tx.chain_id!r}")
+    if tx.key.startswith(GOV_NAMESPACE) or tx.client_id in genesis.admins:
+        return _admin(tx, genesis)
     client = genesis.clients.get(tx.client_id)
     if client is None:
-        raise InvalidTransaction(UNKNOWN_CLIENT, f"no client {tx.client_id!r} in genesis")
+        why = f"no client {tx.client_id!r} in the configuration in force"
+        raise InvalidTransaction(UNKNOWN_CLIENT, why)
     if not genesis.may_write(client, tx.key):
         why = (
             f"client {client.id!r} is an auditor: auditors read everything and write nothing"
@@ -207,6 +212,20 @@ def check_stateless(tx: Transaction, genesis: Genesis) -> Client:
         )
         raise InvalidTransaction(FORBIDDEN_NAMESPACE, why)
     return client
+
+
+def _admin(tx: Transaction, genesis: Genesis) -> Admin:
+    admin = genesis.admins.get(tx.client_id)
+    if admin is not None and tx.key.startswith(GOV_NAMESPACE):
+        return admin
+    if admin is not None:
+        why = f"{tx.client_id!r} is an admin: admins write {GOV_NAMESPACE} only"
+        raise InvalidTransaction(FORBIDDEN_NAMESPACE, why)
+    if tx.client_id in genesis.clients:
+        why = f"{GOV_NAMESPACE} is written by admins only"
+        raise InvalidTransaction(FORBIDDEN_NAMESPACE, why)
+    why = f"no admin {tx.client_id!r} in the configuration in force"
+    raise InvalidTransaction(UNKNOWN_CLIENT, why)
 
 
 def check_time(tx: Transaction, genesis: Genesis, now_ms: int) -> None:
@@ -218,7 +237,7 @@ def check_time(tx: Transaction, genesis: Genesis, now_ms: int) -> None:
         raise InvalidTransaction(FUTURE_TIMESTAMP, "timestamp too far in the future")
 
 
-def check_signature(tx: Transaction, client: Client) -> None:
+def check_signature(tx: Transaction, client: Client | Admin) -> None:
     if not crypto.verify(client.key, crypto.Domain.TX, tx.unsigned_payload(), tx.signature):
         raise InvalidTransaction(BAD_SIGNATURE, "signature does not match the client's key")
 

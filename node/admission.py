@@ -29,10 +29,11 @@ from typing import Final
 
 from ledger import tx as txs
 from ledger.errors import InvalidTransaction
-from ledger.genesis import Client, Genesis
+from ledger.genesis import Admin, Client, Genesis
+from ledger.gov.config import Config as GovConfig
 from node.ordering import Admitted, Gate, check_cheap, verify_signatures
 
-Precheck = Callable[[txs.Transaction, Client], InvalidTransaction | None]
+Precheck = Callable[[txs.Transaction, Client | Admin], InvalidTransaction | None]
 """``precheck(tx, client)``: the certain refusal of a client's tx by a record rule, or None."""
 
 VERIFY_CHUNK_TXS: Final = 128  # txs verified per thread-pool job (fewer, larger jobs: each costs)
@@ -75,8 +76,11 @@ class Admission:
         is_committed: Callable[[bytes], bool],
         is_pending: Callable[[bytes], bool],
         executor: Executor | None,
+        configuration: Callable[[], GovConfig] | None = None,
     ) -> None:
         self._genesis = genesis
+        # The configuration in force (ledger/gov), read at every admission: who may sign.
+        self._configuration = configuration or (lambda: GovConfig(genesis))
         self._gate = gate  # shared with the shell, which submits what it admitted
         self._is_committed = is_committed
         self._is_pending = is_pending
@@ -108,15 +112,16 @@ class Admission:
         """Check every item in the rule order of node/ordering.py. The admitted txs stay held
         by the gate (known to every other admission) until the shell submits them."""
         rejected: list[Rejection] = []
-        candidates: list[tuple[int, txs.Transaction, Client]] = []
+        candidates: list[tuple[int, txs.Transaction, Client | Admin]] = []
         seen: set[bytes] = set()
+        config = self._configuration()
         for index, item in enumerate(items):
             decoded: txs.Transaction | None = None  # named in a refusal once it decodes
             try:
                 tx = decoded = item if isinstance(item, txs.Transaction) else self._decode(item)
                 client = check_cheap(
                     tx, self._genesis, now_ms, seen=seen,
-                    is_committed=self._is_committed, is_known=self.is_known,
+                    is_committed=self._is_committed, is_known=self.is_known, config=config,
                 )  # fmt: skip
                 refused = None if precheck is None else precheck(tx, client)
                 if refused is not None:
@@ -156,7 +161,7 @@ class Admission:
             raise item
         return txs.decode_tx(item)
 
-    async def _verify(self, pairs: list[tuple[txs.Transaction, Client]]) -> list[bool]:
+    async def _verify(self, pairs: list[tuple[txs.Transaction, Client | Admin]]) -> list[bool]:
         if len(pairs) < INLINE_VERIFY_TXS_MAX:
             return verify_signatures(pairs)
         if self._executor is None:

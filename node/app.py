@@ -20,7 +20,7 @@ from consensus.replica import ReplicaConfig
 from ledger import tx as txs
 from ledger.block import HEIGHT_MAX, verify_certificate
 from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
-from ledger.genesis import Client
+from ledger.genesis import Admin, Client
 from ledger.kinds.base import REASONS
 from ledger.kinds.execute import settled_refusal
 from ledger.store import RECORD_VERSIONS_MAX
@@ -31,6 +31,7 @@ from node import (
     codec,
     events,
     fiscal,
+    governance,
     openapi,
     probes,
     proofs,
@@ -211,7 +212,9 @@ def _submitted_status(
     return _tx_status(tx_id, where, expired=tx_id in located, code=code)
 
 
-def _precheck(rt: Runtime, tx: txs.Transaction, client: Client) -> InvalidTransaction | None:
+def _precheck(
+    rt: Runtime, tx: txs.Transaction, client: Client | Admin
+) -> InvalidTransaction | None:
     """A client tx's refusal by a record rule, when the committed state already settles it."""
     head_ms = rt.store.head.timestamp_ms
     refused = settled_refusal(rt.store.rule_state, tx, client.organisation, head_ms)
@@ -251,7 +254,7 @@ async def get_transaction(request: web.Request) -> web.StreamResponse:
             location, tx = rt.store.tx_location(tx_id), rt.store.tx(tx_id)
             assert location is not None
             assert tx is not None
-            auth.require_read(request, rt.identity.genesis, tx.key)
+            auth.require_read(request, rt.members(), tx.key)
             code = rt.store.tx_outcome(tx_id)
             return {**_tx_status(tx_id, location, code=code), "tx": codec.tx_view(tx)}
 
@@ -270,7 +273,7 @@ async def get_proof(request: web.Request) -> web.StreamResponse:
     def bundle() -> dict[str, Any]:
         tx = rt.store.tx(tx_id)
         if tx is not None:  # a proof shows the tx: only for those who may read its record
-            auth.require_read(request, rt.identity.genesis, tx.key)
+            auth.require_read(request, rt.members(), tx.key)
         found = proofs.bundle(rt.store, tx_id)
         if found is None:
             raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
@@ -314,7 +317,7 @@ def _record_key(request: web.Request) -> str:
     problem = txs.key_problem(key)
     if problem is not None:  # no tx can have this key: say so rather than 404
         raise ApiError(400, txs.MALFORMED, problem)
-    auth.require_read(request, request.app[RUNTIME].identity.genesis, key)
+    auth.require_read(request, request.app[RUNTIME].members(), key)
     return key
 
 
@@ -438,7 +441,7 @@ async def get_status(request: web.Request) -> web.StreamResponse:
         "peers": peers, "running": not rt.shell.closed,
         "quorum": {"reachable": rt.watch.reachable(), "needed": genesis.quorums.commit},
         "catching_up": rt.watch.catching_up, "ready": readiness.ready,
-        "not_ready": readiness.reason,
+        "not_ready": readiness.reason, "epoch": rt.configuration().epoch,
     })  # fmt: skip
 
 
@@ -509,6 +512,7 @@ ROUTES: Final = (
     ("GET", "/healthz", probes.get_healthz, auth.OPEN),
     ("GET", "/readyz", probes.get_readyz, auth.OPEN),
     *fiscal.routes(_runtime, _off_loop),  # kinds, budget lines, risk alerts
+    *governance.routes(_runtime, _off_loop),  # the configuration in force, proposals
     ("POST", MESSAGES_PATH, post_peer_messages, auth.TRANSPORT),
     ("GET", BLOCKS_PATH, get_peer_blocks, auth.TRANSPORT),
     *auth_sessions.ROUTES,
@@ -554,6 +558,7 @@ def create_app(
             config, identity, clock=clock, replica_config=replica_config, on_failure=on_failure
         ) as runtime:
             app[RUNTIME] = runtime
+            gate.configuration = runtime.configuration  # signers: the configuration in force
             reads = ReadPool(queue_max=config.reads_queue_max, share=config.read_share_pct / 100)
             app[READS] = reads
             try:

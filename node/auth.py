@@ -19,11 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger import crypto
 from ledger.genesis import AUDITOR, Genesis
+from ledger.gov.codes import REVOKED
+from ledger.gov.config import Config as GovConfig
 from node import auth_request as wire
 from node import codec
 from node.codec import ApiError
 
 VALIDATOR: Final = "validator"  # the role of a validator signing with its node key
+ADMIN: Final = "admin"  # an organisation's governance identity (ledger/gov)
 REQUEST_SKEW_MS: Final = 30_000  # how far a request's timestamp may be from the node's clock
 REPLAY_ENTRIES_MAX: Final = 200_000  # signatures remembered inside the window
 RETRY_AFTER_S: Final = "1"
@@ -66,10 +69,14 @@ SessionLookup = Callable[[web.Request], "Principal | None"]
 
 
 def principal_of(genesis: Genesis, identity: str) -> Principal | None:
-    """The identity named `identity` in the configuration in force, or None."""
+    """The identity named `identity` in the configuration in force, or None. `genesis`: the
+    configuration in force in the genesis's shape (ledger/gov/config.py)."""
     client = genesis.clients.get(identity)
     if client is not None:
         return Principal(client.id, client.organisation, client.role)
+    admin = genesis.admins.get(identity)
+    if admin is not None:  # reads as a clerk of its organisation, and governance records
+        return Principal(admin.id, admin.organisation, ADMIN)
     validator = genesis.validator(identity)
     if validator is not None:
         return Principal(validator.id, validator.organisation, VALIDATOR)
@@ -108,11 +115,22 @@ class Gate:
     """Turns a request into its Principal (or None for anonymous), or refuses it with 401."""
 
     def __init__(self, genesis: Genesis, clock: Clock, body_bytes_max: int) -> None:
-        self.genesis = genesis
+        self._genesis = genesis
+        # The configuration in force once the node's store is open (set by the app then).
+        self.configuration: Callable[[], GovConfig] | None = None
         self.clock = clock
         self.body_bytes_max = body_bytes_max
         self.replays = ReplayCache()
         self.sessions: SessionLookup | None = None  # set when browser sign-in is installed
+
+    @property
+    def genesis(self) -> Genesis:
+        """Who may sign requests: the configuration in force, in the genesis's shape."""
+        return self._genesis if self.configuration is None else self.configuration().members
+
+    def retired(self, identity: str) -> bool:
+        """Whether governance revoked (or removed) `identity`."""
+        return self.configuration is not None and identity in self.configuration().retired
 
     async def principal(self, request: web.Request) -> Principal | None:
         present = [h for h in wire.HEADERS if h in request.headers]
@@ -121,15 +139,16 @@ class Gate:
         if len(present) != len(wire.HEADERS):
             missing = ", ".join(h for h in wire.HEADERS if h not in present)
             raise _unauthorized(BAD_AUTH, f"a signed request carries all four headers: {missing}")
-        principal, timestamp_ms, nonce, signature = self._check_headers(request)
+        genesis = self.genesis  # one configuration for the whole check
+        principal, timestamp_ms, nonce, signature = self._check_headers(request, genesis)
         target = request.raw_path
         if len(target.encode()) > wire.TARGET_BYTES_MAX:
             raise ApiError(414, "target_too_long", f"at most {wire.TARGET_BYTES_MAX} bytes")
         body = await codec.read_body(request, self.body_bytes_max)
         signed = wire.payload(
-            self.genesis.chain_id, principal.id, timestamp_ms, nonce, request.method, target, body
+            genesis.chain_id, principal.id, timestamp_ms, nonce, request.method, target, body
         )
-        key = public_key(self.genesis, principal)
+        key = public_key(genesis, principal)
         if not crypto.verify(key, crypto.Domain.REQUEST, signed, signature):
             raise _unauthorized(
                 BAD_SIGNATURE,
@@ -140,11 +159,15 @@ class Gate:
         request[codec.BODY] = body
         return principal
 
-    def _check_headers(self, request: web.Request) -> tuple[Principal, int, bytes, bytes]:
+    def _check_headers(
+        self, request: web.Request, genesis: Genesis
+    ) -> tuple[Principal, int, bytes, bytes]:
         """Every check that costs no signature: form, identity, time window, replay."""
         headers = request.headers
         identity = headers[wire.IDENTITY_HEADER]
-        principal = principal_of(self.genesis, identity) if len(identity) <= 64 else None
+        principal = principal_of(genesis, identity) if len(identity) <= 64 else None
+        if principal is None and self.retired(identity):
+            raise _unauthorized(REVOKED, f"{identity[:64]!r} was revoked by governance")
         if principal is None:
             raise _unauthorized(UNKNOWN_IDENTITY, f"{identity[:64]!r} is no identity of this chain")
         text = headers[wire.TIMESTAMP_HEADER]
@@ -169,6 +192,8 @@ def public_key(genesis: Genesis, principal: Principal) -> Ed25519PublicKey:
         validator = genesis.validator(principal.id)
         assert validator is not None
         return validator.key
+    if principal.role == ADMIN:
+        return genesis.admins[principal.id].key
     return genesis.clients[principal.id].key
 
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ledger import crypto
+from ledger.genesis import Genesis
 from ledger.primitives import SIGNATURE_BYTES
 from node import auth_request as wire
 from node import codec
@@ -72,11 +73,16 @@ class Sessions:
     """Owns the challenge secret, the used challenges and the session table."""
 
     def __init__(self, gate: Gate, clock: Clock) -> None:
-        self.genesis = gate.genesis
+        self._gate = gate
         self.clock = clock
         self._secret = os.urandom(32)
         self._table: dict[bytes, Session] = {}  # SHA-256 of the token -> session
         self._used: dict[bytes, int] = {}  # challenge -> when it expires
+
+    @property
+    def genesis(self) -> Genesis:
+        """The configuration in force (the gate's), in the genesis's shape."""
+        return self._gate.genesis
 
     def __len__(self) -> int:
         return len(self._table)
@@ -89,11 +95,12 @@ class Sessions:
         """A new session for `identity`, or ApiError 401/503. Cheap checks come first."""
         now = self.clock()
         expires = self._check_challenge(challenge, now)
-        principal = principal_of(self.genesis, identity) if len(identity) <= 64 else None
+        genesis = self.genesis  # one configuration for the whole check
+        principal = principal_of(genesis, identity) if len(identity) <= 64 else None
         if principal is None:
             raise ApiError(401, UNKNOWN_IDENTITY, f"{identity[:64]!r} is no identity here")
-        key = public_key(self.genesis, principal)
-        payload = wire.session_payload(self.genesis.chain_id, identity, challenge)
+        key = public_key(genesis, principal)
+        payload = wire.session_payload(genesis.chain_id, identity, challenge)
         if not crypto.verify(key, crypto.Domain.SESSION, payload, signature):
             raise ApiError(
                 401, BAD_SIGNATURE, f"the signature does not verify with {identity!r}'s key"

@@ -81,7 +81,7 @@ class _Stream:
         p = self._principal
         if p is not None and p.reads_all:
             return True
-        return self._rt.identity.genesis.may_read(None if p is None else p.organisation, key)
+        return self._rt.members().may_read(None if p is None else p.organisation, key)
 
     def frames(self, item: Committed, first: int) -> bytes:
         """The events of a committed block from position `first` on (txs, alerts, the end)."""

@@ -82,7 +82,7 @@ def routes(runtime_of: RuntimeOf, off_loop: OffLoop) -> tuple[tuple[str, str, An
         problem = txs.key_problem(key)
         if problem is not None:
             raise ApiError(400, txs.MALFORMED, problem)
-        auth.require_read(request, rt.identity.genesis, key)
+        auth.require_read(request, rt.members(), key)
 
         def read() -> dict[str, Any]:
             found = budget_line(rt.store, key)
@@ -97,7 +97,7 @@ def routes(runtime_of: RuntimeOf, off_loop: OffLoop) -> tuple[tuple[str, str, An
         prefix = request.query.get("prefix", "")
         if len(prefix.encode()) > 256 or "\x00" in prefix:
             raise ApiError(400, txs.MALFORMED, "prefix: at most 256 bytes, no NUL")
-        auth.require_read(request, rt.identity.genesis, prefix)
+        auth.require_read(request, rt.members(), prefix)
 
         def read() -> dict[str, Any]:
             table = allocation.TABLE

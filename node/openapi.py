@@ -178,14 +178,55 @@ def _status_schema() -> dict[str, Any]:
         height=_INT, head_hash=_HASH, mempool=_INT, mempool_free=_INT,
         running={"type": "boolean"}, peers=_array(peer), ready={"type": "boolean"},
         not_ready={"type": ["string", "null"]}, catching_up={"type": "boolean"},
-        quorum=_obj(["reachable", "needed"], reachable=_INT, needed=_INT),
+        quorum=_obj(["reachable", "needed"], reachable=_INT, needed=_INT), epoch=_INT,
     )  # fmt: skip
 
 
 def _schemas() -> dict[str, Any]:
     return {
         **_tx_schemas(), **_block_schemas(), **_proof_schemas(), "Status": _status_schema(),
-        **_auth_schemas(), **_fiscal_schemas(),
+        **_auth_schemas(), **_fiscal_schemas(), **_governance_schemas(),
+    }  # fmt: skip
+
+
+def _governance_schemas() -> dict[str, Any]:
+    """The configuration in force and proposals (docs/protocol.md section 20)."""
+    text, table = {"type": "string"}, {"type": "object"}
+    named = _obj(["id", "organisation", "public_key"], id=text, organisation=text,
+                 public_key=_HASH, role=text, kind=text, url=text)  # fmt: skip
+    return {
+        "Config": _obj(
+            ["height", "epoch", "validators", "clients", "admins", "policies", "params"],
+            height=_INT, epoch=_INT, version=_INT, since=_INT, validators=_array(named),
+            clients=_array(named), admins=_array(named), retired=_array(text), policies=table,
+            params=table,
+        ),
+        "Proposal": _obj(
+            ["id", "status", "approvals", "effective_height"], id=text, change=table,
+            proposer=text, organisation=text, height=_INT,
+            status={"type": "string", "enum": ["pending", "effective", "expired"]},
+            approvals=_array(text), quorum=_INT, expires_after=_INT,
+            effective_height={"type": ["integer", "null"]},
+        ),
+        "Proposals": _obj(["proposals", "truncated"], proposals=_array(_ref("Proposal")),
+                          truncated={"type": "boolean"}),
+    }  # fmt: skip
+
+
+def _governance_paths() -> dict[str, Any]:
+    height = [_param("height", "query", _INT, required=False)]
+    every = [_param("all", "query", {"type": "boolean"}, required=False)]
+    one = [_param("id", "path", {"type": "string"})]
+    return {
+        "/v1/config": _get("The configuration in force after block ?height= (default: the "
+                           "head), with its epoch", _json("Config", "found"), 400, 401, 404,
+                           503, params=height),
+        "/v1/governance/proposals": _get("Governance proposals: pending ones, or ?all=true",
+                                         _json("Proposals", "found"), 400, 401, 503,
+                                         params=every),
+        "/v1/governance/proposals/{id}": _get("One proposal: status, approvals, effect height",
+                                              _json("Proposal", "found"), 400, 401, 404, 503,
+                                              params=one),
     }  # fmt: skip
 
 
@@ -488,6 +529,9 @@ OPERATION_IDS: Final = {
     ("get", "/v1/budget"): "list_budget_lines",
     ("get", "/v1/budget/{key}"): "get_budget_line",
     ("get", "/v1/risks"): "list_risks",
+    ("get", "/v1/config"): "get_config",
+    ("get", "/v1/governance/proposals"): "list_proposals",
+    ("get", "/v1/governance/proposals/{id}"): "get_proposal",
 }
 
 
@@ -516,7 +560,12 @@ def document() -> dict[str, Any]:
             "(components body.<type>, and GET /v1/kinds/{type}) and meets its rules.",
         },
         "paths": _with_operation_ids(
-            _writes() | _reads() | _auth_paths() | _operations() | _fiscal_paths()
+            _writes()
+            | _reads()
+            | _auth_paths()
+            | _operations()
+            | _fiscal_paths()
+            | _governance_paths()
         ),
         "components": {"schemas": _schemas(), "securitySchemes": _security()},
         # signed (all four headers), a browser session, or anonymous where the route allows

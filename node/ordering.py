@@ -37,7 +37,9 @@ from consensus import messages
 from consensus.events import Action, CancelTimer, CommitBlock, Persist, SetTimer
 from ledger import tx as txs
 from ledger.errors import InvalidTransaction
-from ledger.genesis import Client, Genesis
+from ledger.genesis import Admin, Client, Genesis
+from ledger.gov.config import Config as GovConfig
+from ledger.gov.signers import admitted_signer
 
 Durable = Persist | CommitBlock
 
@@ -123,10 +125,12 @@ def check_cheap(
     seen: set[bytes],
     is_committed: Callable[[bytes], bool],
     is_known: Callable[[bytes], bool],
-) -> Client:
+    config: GovConfig | None = None,
+) -> Client | Admin:
     """Every admission rule but the signature, cheapest first; raise InvalidTransaction.
-    `seen`: the tx ids earlier in the same request; `is_known`: pending or being admitted."""
-    client = txs.check_stateless(tx, genesis)
+    `seen`: the tx ids earlier in the same request; `is_known`: pending or being admitted;
+    `config`: the configuration in force (ledger/gov; None: the genesis's)."""
+    client = admitted_signer(tx, config or GovConfig(genesis))
     txs.check_time(tx, genesis, now_ms)
     if tx.tx_id in seen:
         raise InvalidTransaction(txs.DUPLICATE, "the same tx twice in one request")
@@ -137,7 +141,7 @@ def check_cheap(
     return client
 
 
-def verify_signatures(pairs: Sequence[tuple[txs.Transaction, Client]]) -> list[bool]:
+def verify_signatures(pairs: Sequence[tuple[txs.Transaction, Client | Admin]]) -> list[bool]:
     """The last rule: does each tx carry its client's signature."""
     out = []
     for tx, client in pairs:

@@ -18,7 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ledger import tx as txs
-from ledger.genesis import Genesis
+from ledger.genesis import GOV_NAMESPACE, Genesis
 from ledger.primitives import RECORD_KEY_BYTES_MAX, RECORD_TYPE_BYTES_MAX
 from ledger.store import BlockStore
 from node import auth
@@ -50,7 +50,7 @@ def readable_ranges(genesis: Genesis, principal: auth.Principal | None, prefix: 
         return [(prefix, _past(prefix))]
     namespaces = list(genesis.public_namespaces)
     if principal is not None:
-        namespaces += genesis.readable(principal.organisation)
+        namespaces += [*genesis.readable(principal.organisation), GOV_NAMESPACE]
     starts = set()
     for ns in namespaces:
         if ns.startswith(prefix):
@@ -150,9 +150,10 @@ async def get_records(request: web.Request) -> web.StreamResponse:
     prefix, type_, after = _query(request)
     limit = int_param(request, "limit", RECORDS_LIMIT_DEFAULT, 1, RECORDS_LIMIT_MAX)
     principal = request.get(auth.PRINCIPAL)
-    ranges = readable_ranges(rt.identity.genesis, principal, prefix)
+    members = rt.members()
+    ranges = readable_ranges(members, principal, prefix)
     if not ranges:  # nothing under the prefix is readable: say so, as a record read would
-        auth.require_read(request, rt.identity.genesis, prefix or "/")
+        auth.require_read(request, members, prefix or "/")
     budget = rt.config.answer_bytes_max
     return await off_loop(request, lambda: page(
         rt.store, ranges, type_=type_, after=after, limit=limit, bytes_max=budget,

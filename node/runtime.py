@@ -26,6 +26,9 @@ from consensus import messages
 from consensus.events import Received
 from consensus.replica import Replica, ReplicaConfig
 from ledger.block import ChainHead
+from ledger.genesis import Genesis
+from ledger.gov.config import Config as GovConfig
+from ledger.gov.history import config_of
 from ledger.store import BlockStore
 from ledger.tx import Transaction
 from node import envelopes, tls
@@ -91,6 +94,14 @@ class Runtime:
     @property
     def replica(self) -> Replica:
         return self.shell.replica
+
+    def configuration(self) -> GovConfig:
+        """The configuration in force after the stored head (ledger/gov)."""
+        return config_of(self.store.rule_state, self.identity.genesis)
+
+    def members(self) -> Genesis:
+        """The configuration in force in the genesis's shape: who may sign, write and read."""
+        return self.configuration().members
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     ticker: asyncio.Task[None] | None = None  # `watch_peers`
@@ -296,7 +307,7 @@ def _build(
     )  # fmt: skip
     admission = Admission(
         genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,
-        executor=executor,
+        executor=executor, configuration=functools.partial(config_of, store.rule_state, genesis),
     )  # fmt: skip
     return Runtime(
         config, identity, store, shell, admission, transport, metrics, clock, watch, events

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ledger import crypto
+from ledger import tx as txs
 from ledger.gov import history, machine
 from ledger.gov.config import Config
 from ledger.kinds.base import ACCEPTED, Refused, Writes
@@ -27,6 +28,15 @@ CLERK: Final = "fiscal-clerk0"
 def key_hex(name: str) -> str:
     """The public key of a test key made from `name`, as a change body names it."""
     return crypto.public_key_bytes(factory.seeded_key(name)).hex()
+
+
+def client_tx(client_id: str, key_name: str = "") -> txs.Transaction:
+    """A record tx of `client_id`, signed with its genesis key, or the test key `key_name`."""
+    signing_key = factory.seeded_key(key_name) if key_name else NET.client_keys[client_id]
+    return txs.create(
+        signing_key, chain_id=NET.genesis.chain_id, client_id=client_id, nonce=0,
+        timestamp_ms=factory.BASE_TIME_MS, key="fiscal/r", type_="record", body={},
+    )  # fmt: skip
 
 
 def propose(signer: str, proposal_id: str, change: str, **fields: Any) -> machine.GovTx:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ledger import crypto
 from ledger.genesis import (
+    GOV_NAMESPACE,
     GOVERNANCE_BOUNDS,
     ROLES,
     Admin,
@@ -29,7 +30,7 @@ from ledger.genesis import (
     is_namespace,
 )
 from ledger.gov.codes import CONFLICT, NOT_IN_FORCE
-from ledger.gov.config import Config
+from ledger.gov.config import OLD_KEYS_MAX, Config
 from ledger.kinds.base import SCHEMA, Refused, require
 
 ADD_CLIENT: Final = "add-client"
@@ -44,14 +45,13 @@ ADD_VALIDATOR: Final = "add-validator"
 REMOVE_VALIDATOR: Final = "remove-validator"
 ROTATE_VALIDATOR_KEY: Final = "rotate-validator-key"
 
-GOV_NAMESPACE: Final = "_gov/"  # reserved: no policy grants it, only admins write in it
 NAMESPACES_MAX: Final = 32  # namespaces one policy change names
 ORGANISATION_BYTES_MAX: Final = 256  # as in the genesis file
 PARAMS_PREFIX_IN_FORCE: Final = "governance."
 PARAMS_PREFIXES_NOT_YET: Final = ("consensus.", "rules.")
 PARAMS_MAX: Final = 8  # parameters one set-params change names
 
-_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+FIELDS: Final[dict[str, tuple[str, ...]]] = {
     ADD_CLIENT: ("id", "organisation", "role", "public_key"),
     REVOKE_CLIENT: ("id",),
     ROTATE_CLIENT_KEY: ("id", "public_key"),
@@ -62,7 +62,7 @@ _FIELDS: Final[dict[str, tuple[str, ...]]] = {
     SET_PARAMS: ("params",),
 }
 NOT_YET: Final = (ADD_VALIDATOR, REMOVE_VALIDATOR, ROTATE_VALIDATOR_KEY)
-KINDS: Final = (*_FIELDS, *NOT_YET)
+KINDS: Final = (*FIELDS, *NOT_YET)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def parse(body: Mapping[str, Any]) -> Change:
     if not isinstance(kind, str) or kind not in KINDS:
         raise Refused(SCHEMA, f"change: one of {', '.join(KINDS)}")
     require(kind not in NOT_YET, NOT_IN_FORCE, f"{kind} is not carried out by this version")
-    names = _FIELDS[kind]
+    names = FIELDS[kind]
     unknown = sorted(set(body) - {"change", *names})
     require(not unknown, SCHEMA, f"unknown field {unknown[:1]!r} for {kind}")
     for name in names:
@@ -175,11 +175,11 @@ _CHECKS: Final[dict[str, Callable[[Any], None]]] = {
 def apply(config: Config, change: Change, height: int) -> Config:
     """`config` with `change` made by the block at `height`; `Refused(conflict)` if it does
     not fit `config` (and then nothing changes)."""
-    members, retired = _APPLY[change.kind](config, change)
-    return config.next_version(members, height, retired)
+    members, changed = _APPLY[change.kind](config, change)
+    return config.next_version(members, height, **changed)
 
 
-Applied = tuple[Genesis, frozenset[str]]
+Applied = tuple[Genesis, dict[str, Any]]  # members, and the other fields of Config it changes
 
 
 def _add_client(config: Config, change: Change) -> Applied:
@@ -190,7 +190,7 @@ def _add_client(config: Config, change: Change) -> Applied:
     raw = _unused_key(config, change)
     client = Client(signer_id, organisation, raw, crypto.load_public_key(raw), change.get("role"))
     m = config.members
-    return dataclasses.replace(m, clients={**m.clients, signer_id: client}), config.retired
+    return dataclasses.replace(m, clients={**m.clients, signer_id: client}), {}
 
 
 def _revoke_client(config: Config, change: Change) -> Applied:
@@ -198,7 +198,8 @@ def _revoke_client(config: Config, change: Change) -> Applied:
     m = config.members
     require(signer_id in m.clients, CONFLICT, f"no client {signer_id!r} in force")
     clients = {k: c for k, c in m.clients.items() if k != signer_id}
-    return dataclasses.replace(m, clients=clients), config.retired | {signer_id}
+    retired = {**config.retired, signer_id: m.clients[signer_id]}
+    return dataclasses.replace(m, clients=clients), {"retired": retired}
 
 
 def _rotate_client_key(config: Config, change: Change) -> Applied:
@@ -208,8 +209,10 @@ def _rotate_client_key(config: Config, change: Change) -> Applied:
     require(client is not None, CONFLICT, f"no client {signer_id!r} in force")
     assert client is not None
     raw = _unused_key(config, change)
-    rotated = dataclasses.replace(client, public_key=raw, key=crypto.load_public_key(raw))
-    return dataclasses.replace(m, clients={**m.clients, signer_id: rotated}), config.retired
+    new = dataclasses.replace(client, public_key=raw, key=crypto.load_public_key(raw))
+    old = (client.public_key, *config.rotated.get(signer_id, ()))[:OLD_KEYS_MAX]
+    rotated = {**config.rotated, signer_id: old}
+    return dataclasses.replace(m, clients={**m.clients, signer_id: new}), {"rotated": rotated}
 
 
 def _add_admin(config: Config, change: Change) -> Applied:
@@ -218,7 +221,7 @@ def _add_admin(config: Config, change: Change) -> Applied:
     raw = _unused_key(config, change)
     admin = Admin(signer_id, organisation, raw, crypto.load_public_key(raw))
     m = config.members
-    return dataclasses.replace(m, admins={**m.admins, signer_id: admin}), config.retired
+    return dataclasses.replace(m, admins={**m.admins, signer_id: admin}), {}
 
 
 def _remove_admin(config: Config, change: Change) -> Applied:
@@ -234,7 +237,7 @@ def _remove_admin(config: Config, change: Change) -> Applied:
         f"{signer_id!r} is the last admin of {admin.organisation}, which votes",
     )
     admins = {k: a for k, a in m.admins.items() if k != signer_id}
-    return dataclasses.replace(m, admins=admins), config.retired | {signer_id}
+    return dataclasses.replace(m, admins=admins), {"retired": {**config.retired, signer_id: admin}}
 
 
 def _set_policy(config: Config, change: Change) -> Applied:
@@ -247,8 +250,8 @@ def _set_policy(config: Config, change: Change) -> Applied:
     if change.get("namespaces"):
         updated[organisation] = tuple(change.get("namespaces"))
     if change.kind == SET_WRITE_POLICY:
-        return dataclasses.replace(m, policies=updated), config.retired
-    return dataclasses.replace(m, reads=updated), config.retired
+        return dataclasses.replace(m, policies=updated), {}
+    return dataclasses.replace(m, reads=updated), {}
 
 
 def _set_params(config: Config, change: Change) -> Applied:
@@ -259,7 +262,7 @@ def _set_params(config: Config, change: Change) -> Applied:
     policy = GovernancePolicy(**values)
     voters = len(config.voters)
     require(policy.quorum <= voters, CONFLICT, f"a quorum above the {voters} voting organisations")
-    return dataclasses.replace(m, governance=policy), config.retired
+    return dataclasses.replace(m, governance=policy), {}
 
 
 def _unused_key(config: Config, change: Change) -> bytes:
@@ -278,4 +281,4 @@ _APPLY: Final[dict[str, Callable[[Config, Change], Applied]]] = {
     SET_READ_POLICY: _set_policy,
     SET_PARAMS: _set_params,
 }
-assert set(_APPLY) == set(_FIELDS)
+assert set(_APPLY) == set(FIELDS)

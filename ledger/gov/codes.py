@@ -17,6 +17,7 @@ CONFLICT: Final = "conflict"  # does not apply to the configuration in force, or
 # has another pending proposal
 NOT_IN_FORCE: Final = "not_in_force"  # a kind of change this version does not carry out yet
 REVOKED: Final = "revoked"  # a client tx signed by a revoked client
+KEY_ROTATED: Final = "key_rotated"  # a client tx signed with a key rotated out
 
 GOV_REASONS: Final = (
     NOT_ADMIN,
@@ -29,4 +30,5 @@ GOV_REASONS: Final = (
     CONFLICT,
     NOT_IN_FORCE,
     REVOKED,
+    KEY_ROTATED,
 )

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ledger.genesis import AUDITOR, Client, Genesis, Validator
+from ledger.genesis import Admin, Client, Genesis, Validator
 
 EPOCH_GENESIS: Final = 0
+OLD_KEYS_MAX: Final = 4  # rotated-out keys kept per client
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,12 @@ class Config:
     version: int = 0
     since: int = 0
     epoch: int = EPOCH_GENESIS
-    retired: frozenset[str] = frozenset()  # revoked clients and removed admins
+    # Revoked clients and removed admins, with the key each held last: a tx it signed before
+    # it left may still reach a block, where its signature is checked and the tx refused.
+    retired: dict[str, Client | Admin] = dataclasses.field(default_factory=dict)
+    # Keys rotated out, by client id, the latest first (at most OLD_KEYS_MAX): a tx signed
+    # with one before the rotation may still reach a block, where it is refused.
+    rotated: dict[str, tuple[bytes, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def voters(self) -> tuple[str, ...]:
@@ -79,11 +85,17 @@ class Config:
     def admins_of(self, organisation: str) -> tuple[str, ...]:
         return tuple(a.id for a in self.members.admins.values() if a.organisation == organisation)
 
-    def next_version(self, members: Genesis, height: int, retired: frozenset[str]) -> "Config":
-        """This configuration changed by one effective change at `height`."""
+    def signer(self, signer_id: str) -> Client | Admin | None:
+        """The client or admin in force, or retired, that `signer_id` names."""
+        m = self.members
+        return m.clients.get(signer_id) or m.admins.get(signer_id) or self.retired.get(signer_id)
+
+    def next_version(self, members: Genesis, height: int, **changed: Any) -> "Config":
+        """This configuration changed by one effective change at `height` (`changed`: the
+        `retired` or `rotated` table that the change replaces)."""
         assert height >= self.since  # several changes may take effect in one block
         return dataclasses.replace(
-            self, members=members, version=self.version + 1, since=height, retired=retired
+            self, members=members, version=self.version + 1, since=height, **changed
         )
 
     def to_json(self, height: int) -> dict[str, Any]:
@@ -131,8 +143,3 @@ def _client_json(c: Client) -> dict[str, str]:
 
 def from_genesis(genesis: Genesis) -> Config:
     return Config(genesis)
-
-
-def is_auditor(config: Config, signer_id: str) -> bool:
-    client = config.members.clients.get(signer_id)
-    return client is not None and client.role == AUDITOR

@@ -29,6 +29,7 @@ GOV: Final = b"g"  # the rule-state table of governance
 HEAD: Final = state_key(GOV, "head")
 DIGEST_DOMAIN: Final = b"cityledger/gov/v1"
 CONFIGS_CACHED: Final = 16  # configurations kept: the ones of the blocks in flight, and a few
+GENESES_CACHED: Final = 4  # chains whose configurations `configs_for` keeps
 
 Getter = Callable[[bytes], Any]
 
@@ -95,13 +96,16 @@ class Configs:
         return self._build(get, low, digest)
 
     def _build(self, get: Getter, version: int, digest: bytes) -> Config:
+        # Store writers may run on other threads than the replica: every step below is one
+        # dict operation (atomic in CPython), and a lost cache entry only costs a replay.
         pending: list[tuple[int, dict[str, Any]]] = []
-        while digest not in self._cache:
+        config = self._cache.get(digest)
+        while config is None:
             assert version >= 1, "a state's change log reaches back to the genesis"
             height, body, before = get(change_key(version))
             pending.append((int(height), dict(body)))
             version, digest = version - 1, bytes(before)
-        config = self._cache[digest]
+            config = self._cache.get(digest)
         for height, body in reversed(pending):
             config = changes.apply(config, changes.parse(body), height)
             digest = next_digest(digest, height, body)
@@ -110,6 +114,29 @@ class Configs:
 
     def _remember(self, digest: bytes, config: Config) -> None:
         self._cache[digest] = config
-        while len(self._cache) > CONFIGS_CACHED:
-            oldest = next(d for d in self._cache if d != self._genesis.hash)
-            del self._cache[oldest]
+        for oldest in list(self._cache)[1 : max(1, len(self._cache) - CONFIGS_CACHED + 1)]:
+            self._cache.pop(oldest, None)  # the first entry, the genesis's, stays
+
+
+_SHARED: dict[bytes, Configs] = {}
+
+
+def configs_for(genesis: Genesis) -> Configs:
+    """The shared cache of the configurations of `genesis`'s chain. It memoises pure
+    functions of (genesis, state), so sharing it changes no result, only saves replays: the
+    replica, the store and a verifier of one chain in one process reuse each other's work
+    without each taking a cache as an argument through every layer. Bounded in chains."""
+    configs = _SHARED.get(genesis.hash)
+    # The hash names the content of a loaded genesis; one built in memory (tests) may share
+    # the hash of another's content: then the latest one asked about takes the entry.
+    if configs is None or (configs.genesis is not genesis and configs.genesis != genesis):
+        _SHARED.pop(genesis.hash, None)
+        for other in list(_SHARED)[: max(0, len(_SHARED) - GENESES_CACHED + 1)]:
+            _SHARED.pop(other, None)
+        configs = _SHARED.setdefault(genesis.hash, Configs(genesis))
+    return configs
+
+
+def config_of(get: Getter, genesis: Genesis) -> Config:
+    """The configuration in force after the state `get` reads (of `genesis`'s chain)."""
+    return configs_for(genesis).of_state(get)

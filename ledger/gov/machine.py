@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ledger.genesis import is_identifier
+from ledger.genesis import GOV_NAMESPACE, is_identifier
 from ledger.gov import changes, history
 from ledger.gov.codes import (
     ALREADY_APPROVED,
@@ -37,14 +37,13 @@ from ledger.gov.codes import (
     NOT_ADMIN,
     NOT_PENDING,
     NOT_VOTER,
-    REVOKED,
     UNKNOWN_PROPOSAL,
 )
 from ledger.gov.config import Config
 from ledger.kinds.base import SCHEMA, Writes, require, state_key
 
-PROPOSALS: Final = changes.GOV_NAMESPACE + "proposals/"
-APPROVALS: Final = changes.GOV_NAMESPACE + "approvals/"
+PROPOSALS: Final = GOV_NAMESPACE + "proposals/"
+APPROVALS: Final = GOV_NAMESPACE + "approvals/"
 PROPOSAL_TYPE: Final = "gov.proposal"
 APPROVAL_TYPE: Final = "gov.approval"
 PENDING: Final = "pending"
@@ -121,14 +120,7 @@ def read_proposal(get: history.Getter, proposal_id: str) -> Proposal | None:
 
 
 def is_governance(key: str) -> bool:
-    return key.startswith(changes.GOV_NAMESPACE)
-
-
-def signer_refusal(config: Config, client_id: str) -> str | None:
-    """The code that refuses a client tx in a block governed by `config`, if any: a client
-    whose id was revoked (its signature still verifies under the key it held, so the tx can
-    have been admitted before the revocation took effect)."""
-    return REVOKED if client_id in config.retired else None
+    return key.startswith(GOV_NAMESPACE)
 
 
 def execute(
@@ -149,7 +141,7 @@ def execute(
 
 def _proposal_id(tx: GovTx) -> str:
     prefix = {PROPOSAL_TYPE: PROPOSALS, APPROVAL_TYPE: APPROVALS}.get(tx.type)
-    require(prefix is not None, SCHEMA, f"a {changes.GOV_NAMESPACE} tx is a proposal or approval")
+    require(prefix is not None, SCHEMA, f"a {GOV_NAMESPACE} tx is a proposal or approval")
     assert prefix is not None
     require(tx.key.startswith(prefix), SCHEMA, f"a {tx.type} lives under {prefix}")
     proposal_id = tx.key.removeprefix(prefix)

@@ -21,6 +21,9 @@ from ledger import merkle
 from ledger.encoding import encode
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
+from ledger.gov import history, machine
+from ledger.gov.config import Config
+from ledger.gov.signers import execution_refusal
 from ledger.kinds.base import (
     ACCEPTED,
     INVALID_TRANSITION,
@@ -116,18 +119,38 @@ def settled_refusal(
 
 
 def execute(
-    base: Getter, transactions: Iterable[Transaction], genesis: Genesis, time_ms: int
-) -> Executed:
-    """Run `transactions` in order on the state `base` as a block stamped `time_ms` would."""
+    base: Getter, transactions: Iterable[Transaction], genesis: Genesis, time_ms: int,
+    height: int,
+) -> Executed:  # fmt: skip
+    """Run `transactions` in order on the state `base` as block `height` stamped `time_ms`
+    would, under the configuration in force before it (ledger/gov)."""
+    configs = history.configs_for(genesis)
+    before = configs.of_state(base)
     state = Overlay(base)
     outcomes = []
     for tx in transactions:
-        client = genesis.clients.get(tx.client_id)
-        assert client is not None, "execute only txs that passed the stateless rules"
-        code, writes = execute_tx(state, tx, client.organisation, time_ms)
+        code, writes = _execute_one(state, tx, before, configs, time_ms, height)
         state.update(writes)
         outcomes.append(code)
     return Executed(tuple(outcomes), state.writes)
+
+
+def _execute_one(
+    state: Overlay, tx: Transaction, before: Config, configs: history.Configs, time_ms: int,
+    height: int,
+) -> tuple[str, Writes]:  # fmt: skip
+    if machine.is_governance(tx.key):  # its signer is an admin (the block's signer rules)
+        gov = machine.GovTx(tx.client_id, tx.key, tx.type, tx.body)
+        try:
+            return ACCEPTED, machine.execute(state.get, gov, height, before, configs)
+        except Refused as refused:
+            return refused.code, {}
+    refusal = execution_refusal(tx, before)
+    if refusal is not None:
+        return refusal, {}
+    client = before.members.clients.get(tx.client_id)
+    assert client is not None, "execute only txs that passed the block's signer rules"
+    return execute_tx(state, tx, client.organisation, time_ms)
 
 
 def outcome_leaf(tx_id: bytes, code: str) -> bytes:

@@ -85,6 +85,13 @@ def test_cluster_init_writes_a_network_of_two_municipal_and_two_insurer_nodes(
         if client.role == "clerk":
             assert genesis.may_write(client, genesis.policies[client.organisation][0] + "x")
     assert len(genesis.clients) == 5
+    # One admin per organisation, `<node>-admin`, its key 0600 under admins/.
+    assert sorted(genesis.admins) == sorted(f"{by_org[o].id}-admin" for o in by_org)
+    for admin in genesis.admins.values():
+        path = root / "admins" / f"{admin.id}.pem"
+        assert crypto.public_key_bytes(crypto.load_private_key(path)) == admin.public_key
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert by_org[admin.organisation].id == admin.id.removesuffix("-admin")
     # One auditor, who reads everything and writes nothing; read policies that fit the network.
     auditor = genesis.clients["auditor"]
     assert (auditor.role, auditor.organisation) == ("auditor", "City Audit Office")
@@ -101,7 +108,10 @@ def test_cluster_init_json_and_larger_networks(tmp_path: Path) -> None:
     result = invoke("cluster", "init", str(tmp_path / "n"), "-n", "9", "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    assert set(doc) == {"dir", "chain_id", "genesis_hash", "genesis", "nodes", "clients"}
+    assert set(doc) == {
+        "dir", "chain_id", "genesis_hash", "genesis", "nodes", "clients", "admins"
+    }  # fmt: skip
+    assert len(doc["admins"]) == len(ORGANISATIONS)
     ids = [n["id"] for n in doc["nodes"]]
     assert len(ids) == len(set(ids)) == 9
     assert {n["organisation"] for n in doc["nodes"]} == {o.name for o in ORGANISATIONS}

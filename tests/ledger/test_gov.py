@@ -5,6 +5,7 @@ the default quorum is 3 of the 4 (more than half), so a proposal (which counts f
 proposer's organisation) takes effect with the second other organisation's approval.
 """
 
+from pathlib import Path
 from typing import Final
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from ledger import genesis
 from ledger.errors import InvalidGenesis
 from ledger.gov import changes, codes, machine
+from ledger.gov.signers import execution_refusal
 from ledger.kinds.base import ACCEPTED, SCHEMA
 from tests import factory
 from tests.gov_book import (
@@ -25,6 +27,7 @@ from tests.gov_book import (
     Book,
     add_client,
     approve,
+    client_tx,
     key_hex,
     propose,
 )
@@ -48,7 +51,7 @@ def test_admins_and_policy_are_hashed_only_when_present() -> None:
     assert changed.hash != with_admins.genesis.hash
 
 
-def test_genesis_with_admins_round_trips_through_toml(tmp_path: factory.Any) -> None:
+def test_genesis_with_admins_round_trips_through_toml(tmp_path: Path) -> None:
     doc = NET.genesis.to_dict() | {"governance": {"quorum": 2, "expiry_blocks": 50}}
     original = genesis.from_dict(doc)
     path = tmp_path / "genesis.toml"
@@ -109,8 +112,8 @@ def test_revoke_client_retires_its_id_for_good() -> None:
     book.enact(propose(FINANCE, "p1", "revoke-client", id=CLERK), PLANNING, HARBOR)
     assert CLERK not in book.config.members.clients
     assert CLERK in book.config.retired
-    assert machine.signer_refusal(book.config, CLERK) == codes.REVOKED
-    assert machine.signer_refusal(book.after[0], CLERK) is None
+    assert execution_refusal(client_tx(CLERK), book.config) == codes.REVOKED
+    assert execution_refusal(client_tx(CLERK), book.after[0]) is None
     again = add_client(FINANCE, "p2", CLERK)
     assert book.one(again) == codes.CONFLICT, "a retired id is never reused"
 

@@ -211,7 +211,7 @@ def test_rules_hold_in_every_order_and_a_second_replay_agrees(
     genesis = dataclasses.replace(NET.genesis, rules=PARAMS)
     for height, start in enumerate(range(0, len(body), block_size), 1):
         chunk = tuple(body[start : start + block_size])
-        executed = execute(verifier.get, chunk, genesis, _time(height))
+        executed = execute(verifier.get, chunk, genesis, _time(height), height)
         header = BlockHeader(height, bytes(32), bytes(32), len(chunk), bytes(32), _time(height),
                              0, 0, bytes(32))  # fmt: skip
         block = Block(header, chunk, header.hash(), executed.outcomes)

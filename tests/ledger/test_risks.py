@@ -36,7 +36,7 @@ class Ledger:
         self.blocks.append((body, time_ms))
         self.txs += body
         self.height += 1
-        executed = execute(self.state.get, body, NET.genesis, time_ms)
+        executed = execute(self.state.get, body, NET.genesis, time_ms, self.height)
         self.state.update(executed.writes)
         pairs = zip(body, executed.outcomes, strict=True)
         raised, writes = risks.monitor(self.state, self.height, time_ms, pairs, ORG_OF, self.params)

@@ -37,11 +37,12 @@ LINE: Final = _tx("fiscal/lines/trees", "budget.allocation",
 TOO_MUCH: Final = _tx("fiscal/lines/paths", "budget.allocation",
                       {"appropriation": "fiscal/2027/parks", "amount_cents": 201})  # fmt: skip
 NOTE: Final = _tx("fiscal/notes/1", "record", {"text": "plain records are as before"})
-APPROPRIATION_STATE: Final = execute(lambda _k: None, (APPROPRIATION,), NET.genesis, T0).writes
+APPROPRIATION_STATE: Final = execute(lambda _k: None, (APPROPRIATION,), NET.genesis, T0, 1).writes
 
 
 def _block(head: blocks.ChainHead, body: tuple[txs.Transaction, ...], state: Any) -> blocks.Block:
-    outcomes = execute(state, body, NET.genesis, T0 + 1000 * (head.height + 1)).outcomes
+    time_ms, height = T0 + 1000 * (head.height + 1), head.height + 1
+    outcomes = execute(state, body, NET.genesis, time_ms, height).outcomes
     return blocks.make_block(head, body, T0 + 1000 * (head.height + 1), 0, 0, outcomes)
 
 
