@@ -98,6 +98,21 @@ def test_a_clerk_added_commits_and_once_revoked_is_refused(
     assert len(shown["approvals"]) == 3
 
 
+def test_a_clerks_key_rotated_signs_and_the_old_one_no_longer(
+    cluster: RunningCluster, tmp_path: Path
+) -> None:
+    old_key = cluster.root / "clients" / "planning-clerk.pem"
+    new_key = tmp_path / "planning-clerk-2.pem"
+    assert cl(cluster, "keys", "new", str(new_key)).returncode == 0
+    enact(cluster, "rotate-client-key", "--id", "planning-clerk", "--public-key-file", str(new_key))
+    fresh = submit(cluster, "planning-clerk", new_key, "permits/gov/1")
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads(fresh.stdout)["outcome"] == "accepted"
+    stale = submit(cluster, "planning-clerk", old_key, "permits/gov/2")
+    assert stale.returncode == 1
+    assert "bad_signature" in stale.stderr  # its signed request no longer verifies
+
+
 def test_refusals_carry_their_codes(cluster: RunningCluster) -> None:
     outsider = cl(cluster, "gov", "approve", *admin(cluster, "finance"), "no-such-proposal")
     assert outsider.returncode == 1
