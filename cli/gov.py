@@ -97,13 +97,22 @@ def change_body(change: str, given: dict[str, Any]) -> dict[str, Any]:
 
 def _submit(
     node_url: str, genesis: Genesis | None, admin_id: str, key_path: Path,
-    passphrase_file: Path | None, record_key: str, record_type: str, body: dict[str, Any],
+    passphrase_file: Path | None, proposal_id: str, record_type: str, body: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
+    """Send a proposal or approval of `proposal_id` and wait for it; its tx status, and the
+    proposal's status once the tx is accepted (`proposal_status`, `effective_height`)."""
     key = keyfile.load_key(key_path, passphrase_file)
     signer = Signer(admin_id, key, None if genesis is None else genesis.chain_id)
+    prefix = machine.PROPOSALS if record_type == machine.PROPOSAL_TYPE else machine.APPROVALS
     with Client(node_url, signer=signer, genesis=genesis) as client:
-        tx = client.build(record_key, record_type, body)
-        return send(client, tx, wait=True, timeout_s=WAIT_TIMEOUT_S)
+        tx = client.build(prefix + proposal_id, record_type, body)
+        status = send(client, tx, wait=True, timeout_s=WAIT_TIMEOUT_S)
+        if status.get("outcome") == "accepted":
+            path = "/v1/governance/proposals/" + path_of(proposal_id)
+            proposal = client.get(path, expect=("status", "effective_height"))
+            status["proposal_status"] = proposal["status"]
+            status["effective_height"] = proposal["effective_height"]
+    return status
 
 
 def _report(proposal_id: str, status: dict[str, Any], as_json: bool) -> None:
@@ -112,7 +121,13 @@ def _report(proposal_id: str, status: dict[str, Any], as_json: bool) -> None:
     else:
         pairs: list[tuple[str, object]] = [("proposal", proposal_id)]
         pairs += [(k, status[k]) for k in ("tx_id", "height", "outcome") if status.get(k)]
-        click.echo(fields(pairs + ([("reason", status["reason"])] if status["reason"] else [])))
+        if status.get("reason"):
+            pairs.append(("reason", status["reason"]))
+        if "proposal_status" in status:
+            effective = status["effective_height"]
+            pairs.append(("status", status["proposal_status"] + (
+                f" (in force from block {effective + 1})" if effective else "")))  # fmt: skip
+        click.echo(fields(pairs))
     if status.get("outcome") == "refused":
         raise Failed(f"governance refused it in its block: {status['reason']}")
 
@@ -155,8 +170,7 @@ def propose(
     }  # fmt: skip
     body = change_body(change, given)
     pid = proposal_id or _made_up_id(body)
-    key = machine.PROPOSALS + pid
-    status = _submit(node_url, genesis, admin_id, key_path, passphrase_file, key,
+    status = _submit(node_url, genesis, admin_id, key_path, passphrase_file, pid,
                      machine.PROPOSAL_TYPE, body)  # fmt: skip
     _report(pid, status, as_json)
 
@@ -179,8 +193,7 @@ def approve(
     proposal_id: str, genesis: Genesis | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Approve PROPOSAL_ID for the admin's organisation."""
-    key = machine.APPROVALS + proposal_id
-    status = _submit(node_url, genesis, admin_id, key_path, passphrase_file, key,
+    status = _submit(node_url, genesis, admin_id, key_path, passphrase_file, proposal_id,
                      machine.APPROVAL_TYPE, {})  # fmt: skip
     _report(proposal_id, status, as_json)
 

@@ -40,7 +40,7 @@ _HINTS: Final = {
     txs.STALE_TIMESTAMP: "is this machine's clock right?",
     txs.FUTURE_TIMESTAMP: "is this machine's clock right?",
     "unknown_identity": "is --client an identity in force (`cityledger members`)?",
-    "revoked": "governance revoked --client: see `cityledger members`",
+    "revoked": "see `cityledger members`",
     "stale_request": "is this machine's clock right?",
     "unauthenticated": "pass --client and --key, or set CITYLEDGER_CLIENT and CITYLEDGER_KEY",
     "forbidden": "does --client's organisation (or role) read this?",

@@ -52,7 +52,9 @@ def enact(cluster: RunningCluster, change: str, *options: str) -> dict[str, Any]
     gov(cluster, "approve", *admin(cluster, "planning"), pid)
     listed = json.loads(cl(cluster, "gov", "list", "--json").stdout)
     assert [p["id"] for p in listed["proposals"]] == [pid], "pending: 2 of 3 approvals"
-    return gov(cluster, "approve", *admin(cluster, "harbor-mutual"), pid)
+    last = gov(cluster, "approve", *admin(cluster, "harbor-mutual"), pid)
+    assert (last["proposal_status"], last["effective_height"]) == ("effective", last["height"])
+    return last
 
 
 def submit(cluster: RunningCluster, client: str, key: Path, record: str) -> Any:
