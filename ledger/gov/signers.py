@@ -45,7 +45,7 @@ def check_block_signature(tx: txs.Transaction, signer: Client | Admin, config: C
     for old in config.rotated.get(tx.client_id, ()):
         if crypto.verify(crypto.load_public_key(old), crypto.Domain.TX, payload, tx.signature):
             return
-    raise InvalidTransaction(txs.BAD_SIGNATURE, "signature does not match the signer's key")
+    raise InvalidTransaction(txs.BAD_SIGNATURE, "signature does not match the client's key")
 
 
 def execution_refusal(tx: txs.Transaction, config: Config) -> str | None:

@@ -120,7 +120,7 @@ def test_submit_with_genesis_checks_locally(cluster: RunningCluster) -> None:
             "claims/x",
             "City Finance Bureau may not write 'claims/x'",
         ),
-        ("mayor", "finance-clerk", "fiscal/x", "is --client a client in force"),
+        ("mayor", "finance-clerk", "fiscal/x", "in force (`cityledger members`)?"),
         ("finance-clerk", "planning-clerk", "fiscal/x", "is --key the private key of --client?"),
     ],
 )
