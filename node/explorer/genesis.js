@@ -9,6 +9,7 @@ import { encode } from "./msgpack.js";
 export const GENESIS_BYTES_MAX = 4194304;
 const VALIDATORS_MAX = 64;
 const CLIENTS_MAX = 10000;
+const ADMINS_MAX = 1000;
 const ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const NAMESPACE = /^([A-Za-z0-9._:-]+\/)+$/;
 const KINDS = ["municipal", "insurer"];
@@ -25,8 +26,10 @@ const RULES = {
   velocity_max_payments: [1, 255, 20], benford_min_payments: [9, 10 ** 9, 300],
   benford_mad_max_ppm: [0, 1000000, 15000],
 };
+// Section 10.7: the governance policy (0: more than half of the voting organisations).
+const GOVERNANCE = { quorum: [0, 64, 0], expiry_blocks: [1, 1000000, 1000] };
 const TOP_LEVEL = ["chain_id", "consensus", "rules", "validators", "clients", "write_policies",
-  "read_policies", "public_namespaces"];
+  "read_policies", "public_namespaces", "admins", "governance"];
 
 export class InvalidGenesis extends Error {}
 
@@ -332,6 +335,23 @@ function clientsOf(raw, problems) {
   return out;
 }
 
+function adminsOf(raw, problems) {
+  const out = new Map();
+  if (!Array.isArray(raw) || raw.length > ADMINS_MAX) {
+    problems.push(`admins: expected a list of at most ${ADMINS_MAX} admins`);
+    return out;
+  }
+  raw.forEach((entry, i) => {
+    const where = `admins[${i}]`;
+    const f = strings(entry, where, ["id", "organisation", "public_key"], problems);
+    if (!f) return;
+    const key = publicKey(f.public_key, where, problems);
+    if (out.has(f.id)) problems.push(`admins: duplicate id ${f.id}`);
+    else if (key) out.set(f.id, { ...f, public_key: key });
+  });
+  return out;
+}
+
 function unique(values, message, problems) {
   const seen = new Set();
   for (const v of values) {
@@ -362,6 +382,13 @@ function contentOf(g) {
   if (g.publicNamespaces.length) content.set("public_namespaces", g.publicNamespaces);
   const defaults = Object.entries(RULES).every(([k, [, , d]]) => g.rules.get(k) === BigInt(d));
   if (!defaults) content.set("rules", g.rules);
+  if (g.admins.size) {
+    content.set("admins", [...g.admins.values()].map((a) => new Map([["id", a.id],
+      ["organisation", a.organisation], ["public_key", hexOf(a.public_key)]])));
+  }
+  const policy = Object.entries(GOVERNANCE).every(([k, [, , d]]) =>
+    g.governance.get(k) === BigInt(d));
+  if (!policy) content.set("governance", g.governance);
   return content;
 }
 
@@ -391,6 +418,8 @@ export async function loadGenesis(text) {
     reads: policies(doc.get("read_policies") ?? [], "read_policies", problems),
     publicNamespaces: namespaces(doc.get("public_namespaces") ?? [], "public_namespaces",
       problems) ?? [],
+    admins: adminsOf(doc.get("admins") ?? [], problems),
+    governance: params(doc.get("governance") ?? new Map(), GOVERNANCE, "governance", problems),
   };
   const known = new Set([...g.validators.map((v) => v.organisation),
     ...[...g.clients.values()].map((c) => c.organisation)]);
@@ -401,6 +430,14 @@ export async function loadGenesis(text) {
   }
   for (const v of g.validators) {
     if (g.clients.has(v.id)) problems.push(`clients: id ${v.id} is also a validator's`);
+  }
+  for (const a of g.admins.values()) {
+    if (!known.has(a.organisation)) {
+      problems.push(`admins: organisation ${a.organisation} has no member`);
+    }
+    if (g.clients.has(a.id) || g.validators.some((v) => v.id === a.id)) {
+      problems.push(`admins: id ${a.id} is also a client's or a validator's`);
+    }
   }
   for (const name of doc.keys()) {
     if (!TOP_LEVEL.includes(name)) problems.push(`unknown field ${name}`);
