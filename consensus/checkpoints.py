@@ -5,7 +5,8 @@ becomes stable when a quorum of validators signed the same block hash at its hei
 replica committed that block itself (its own vote is among them); everything at or below it is
 then void and may be forgotten. The replica sends its own checkpoints and carries out the
 forgetting (`Journal.collect`); this object only counts. It keeps the matching votes of the
-last stable checkpoint (`proof`): q signatures that prove it to anyone (docs/protocol.md 13).
+last stable checkpoint (`proof`): q signatures that prove it to anyone (docs/protocol.md 13);
+the journal persists it with the forgetting, and `restore` takes it back after a restart.
 """
 
 from dataclasses import dataclass
@@ -34,18 +35,23 @@ class Checkpoints:
         self._own: dict[int, bytes] = {}  # height -> hash of the block this replica committed
         self.proof: StableProof | None = None  # the votes of the last stable checkpoint
 
+    def restore(self, proof: StableProof | None) -> None:
+        """The stable checkpoint a replica persisted before its restart (journal)."""
+        if proof is not None:
+            self.stable, self.proof = proof.height, proof
+
     def is_due(self, height: int) -> bool:
         return height % self.interval == 0
 
-    def own(self, cp: m.Checkpoint, limit: int) -> int | None:
-        """Record this replica's own checkpoint; the newly stable height, if one is."""
+    def own(self, cp: m.Checkpoint, limit: int) -> StableProof | None:
+        """Record this replica's own checkpoint; the newly stable checkpoint, if one is."""
         self._own[cp.height] = cp.block_hash
         return self.record(cp, limit)
 
-    def record(self, cp: m.Checkpoint, limit: int) -> int | None:
+    def record(self, cp: m.Checkpoint, limit: int) -> StableProof | None:
         """Count a vote (signature already checked) at a height up to `limit`; return the
-        height that became stable by it, if one did. Raise `InvalidMessage` for a height that
-        has no checkpoint."""
+        checkpoint that became stable by it (with its votes), if one did. Raise
+        `InvalidMessage` for a height that has no checkpoint."""
         if not self.is_due(cp.height):
             raise m.InvalidMessage(m.Reason.CHECKPOINT_HEIGHT)
         if not self.stable < cp.height <= limit:
@@ -62,7 +68,7 @@ class Checkpoints:
         for table in (self._votes, self._own):
             for h in [h for h in table if h <= cp.height]:
                 del table[h]
-        return cp.height
+        return self.proof
 
     def size(self) -> int:
         return sum(len(v) for v in self._votes.values()) + len(self._own)

@@ -10,7 +10,10 @@ Layout (values are canonical encodings):
 - `a/` + height (8 bytes, big-endian) -> `[view, block_hash]`: the block accepted there
 - `p/` + height -> `[view, block_hash, [[sender, signature], ...]]`: its prepared proof
 - `b/` + block hash -> the block's bytes, for every accepted block still referenced
-Entries at or below a stable checkpoint are void and deleted in one batch (`collect`).
+- `stable` -> `[height, block_hash, [[sender, signature], ...]]`: the last stable checkpoint and
+  the q Checkpoint votes that prove it (served to anyone after a restart, too)
+Entries at or below a stable checkpoint are void and deleted in one batch (`collect`), the
+batch that records the new stable checkpoint.
 """
 
 from collections.abc import Mapping
@@ -22,12 +25,14 @@ from ledger.encoding import decode, encode
 from ledger.primitives import DIGEST_BYTES
 
 from consensus import messages as m
+from consensus.checkpoints import StableProof
 from consensus.events import Persist
 
 STATE_BYTES_MAX: Final = 64 * 1024 * 1024
 HEIGHT_BYTES: Final = 8
 
 KEY_VIEW: Final = b"view"
+KEY_STABLE: Final = b"stable"
 PREFIX_ACCEPTED: Final = b"a/"
 PREFIX_PREPARED: Final = b"p/"
 PREFIX_BLOCK: Final = b"b/"
@@ -55,6 +60,7 @@ class Restored:
     prepared: dict[int, m.PreparedProof]
     accepted: tuple[Block, ...]  # heads+1, head+2, ...: accepted in `view`, each on the last
     blocks: tuple[Block, ...]  # every block accepted above the head, in any view
+    stable: StableProof | None  # the last stable checkpoint, at or below the head
 
 
 class Journal:
@@ -82,8 +88,10 @@ class Journal:
         value = encode([proof.view, proof.block_hash, votes])
         return Persist(puts=((height_key(PREFIX_PREPARED, proof.height), value),))
 
-    def collect(self, stable_height: int) -> Persist:
-        """Delete every entry at or below a stable checkpoint (void promises), in one batch."""
+    def collect(self, proof: StableProof) -> Persist:
+        """Record a new stable checkpoint and delete every entry at or below it (void
+        promises), in one batch."""
+        stable_height = proof.height
         deletes = [
             height_key(p, h)
             for h in range(max(1, self._floor), stable_height + 1)
@@ -94,7 +102,9 @@ class Journal:
         for digest in done:
             del self._blocks[digest]
         self._floor = stable_height + 1
-        return Persist(puts=(), deletes=tuple(deletes))
+        votes = [list(v) for v in proof.votes]
+        stable = encode([proof.height, proof.block_hash, votes])
+        return Persist(puts=((KEY_STABLE, stable),), deletes=tuple(deletes))
 
     def size(self) -> int:
         return len(self._blocks)
@@ -138,4 +148,17 @@ class Journal:
             prev_hash = block.hash
         top = head.height + window
         above = tuple(b for b in blocks.values() if head.height < b.height <= top)
-        return Restored(view, in_view_change, prepared, tuple(chain), above)
+        return Restored(
+            view, in_view_change, prepared, tuple(chain), above, _stable(persisted, head)
+        )
+
+
+def _stable(persisted: Mapping[bytes, bytes], head: ChainHead) -> StableProof | None:
+    """The persisted stable checkpoint, if one is at or below the head (a crash between its
+    write and the block's could leave it above: it is then forgotten, and proven again)."""
+    if KEY_STABLE not in persisted:
+        return None
+    height, digest, votes = decode(persisted[KEY_STABLE], STATE_BYTES_MAX)
+    if height > head.height:
+        return None
+    return StableProof(height, digest, tuple((s, sig) for s, sig in votes))

@@ -33,7 +33,7 @@ from consensus import events as ev
 from consensus import messages as m
 from consensus.catchup import CatchUp
 from consensus.chain import Chain
-from consensus.checkpoints import Checkpoints
+from consensus.checkpoints import Checkpoints, StableProof
 from consensus.config import ReplicaConfig
 from consensus.inbox import Inbox
 from consensus.instance import check_proposal
@@ -84,6 +84,7 @@ class Replica:
         restored = self.journal.restore(persisted or {}, head, cfg.window)
         self.views.view, self.views.in_view_change = restored.view, restored.in_view_change
         self.log.restore(head, restored)
+        self.checkpoints.restore(restored.stable)
 
     # --- read-only views for the shell ----------------------------------------------------
 
@@ -277,7 +278,7 @@ class Replica:
             self._stabilise(self.checkpoints.own(cp, self.chain.top))
         self._repropose()
 
-    def _stabilise(self, stable: int | None) -> None:
+    def _stabilise(self, stable: StableProof | None) -> None:
         """A quorum agrees on the block at `stable`: the persisted promises below are void."""
         if stable is not None:
             self.counters["checkpoints_stable"] += 1

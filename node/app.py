@@ -415,7 +415,7 @@ async def get_stable_checkpoint(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     proof = rt.replica.checkpoints.proof
     if proof is None:
-        raise ApiError(404, "not_found", "no checkpoint is stable on this node since it started")
+        raise ApiError(404, "not_found", "no checkpoint is stable on this node yet")
     return render(request, proofs.stable_checkpoint(rt.identity.genesis, proof))
 
 

@@ -10,7 +10,7 @@ from consensus import events as ev
 from consensus import messages as m
 from consensus.catchup import CatchUp
 from consensus.censorship import CensorshipWatch, censorship_deadline, has_room
-from consensus.checkpoints import Checkpoints
+from consensus.checkpoints import Checkpoints, StableProof
 from consensus.journal import (
     KEY_VIEW,
     PREFIX_ACCEPTED,
@@ -94,12 +94,17 @@ def test_the_journal_collects_every_entry_at_or_below_a_stable_checkpoint() -> N
     journal = Journal(0, WINDOW)
     writes = [journal.accepted(0, b) for b, _ in CHAIN[:5]]
     writes += [journal.prepared(proof(b, 0)) for b, _ in CHAIN[:5]]
-    writes.append(journal.collect(4))
+    stable = StableProof(4, CHAIN[3][0].hash, ((0, b"a"), (1, b"b"), (2, b"c")))
+    writes.append(journal.collect(stable))
     disk = disk_after(writes)
     heights = sorted(h for k in disk if (p := parse_height_key(k)) for h in [p[1]])
     assert heights == [5, 5]
     assert journal.size() == 1  # the one block still referenced
-    assert disk == disk_after([*writes, journal.collect(4)])  # nothing more to collect
+    assert disk == disk_after([*writes, journal.collect(stable)])  # nothing more to collect
+    assert Journal(4, WINDOW).restore(disk, head_at(4), WINDOW).stable == stable  # after a restart
+    # the block's write was lost in a crash: the proof above the head is forgotten
+    assert Journal(3, WINDOW).restore(disk, head_at(3), WINDOW).stable is None
+    assert Journal(0, WINDOW).restore({}, GENESIS_HEAD, WINDOW).stable is None
 
 
 def test_the_journal_key_layout_is_parsed_by_prefix_and_width_not_by_length_alone() -> None:
@@ -179,8 +184,9 @@ def test_a_checkpoint_is_stable_with_a_quorum_that_matches_our_own_block() -> No
     assert cps.record(checkpoint(2, 4, good), limit=10) is None
     assert cps.record(checkpoint(3, 4, bad), limit=10) is None
     assert cps.stable == 0  # three votes, but we have not committed height 4 ourselves
-    assert cps.own(checkpoint(0, 4, good), limit=10) == 4
-    assert cps.stable == 4
+    stable = cps.own(checkpoint(0, 4, good), limit=10)
+    assert stable == StableProof(4, good, ((0, b"s"), (1, b"s"), (2, b"s")))
+    assert (cps.stable, cps.proof) == (4, stable)
     assert cps.size() == 0  # everything at or below the stable checkpoint is forgotten
 
 

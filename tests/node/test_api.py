@@ -469,7 +469,8 @@ async def test_waiting_requests_are_capped(tmp_path: Path, http) -> None:
 
 async def test_raw_chain_and_stable_checkpoint_votes(tmp_path: Path, http) -> None:
     """`/v1/chain` serves the exact stored bytes, which verify from the genesis alone;
-    `/v1/checkpoint/stable` serves q Checkpoint votes that prove the stable checkpoint."""
+    `/v1/checkpoint/stable` serves q Checkpoint votes that prove the stable checkpoint, before
+    and after the node restarts."""
     c = await start_cluster(tmp_path, 4)  # the factory's checkpoint interval: 4 blocks
     try:
         status, _ = await get(http, c.url(0) + "/v1/checkpoint/stable")
@@ -490,6 +491,10 @@ async def test_raw_chain_and_stable_checkpoint_votes(tmp_path: Path, http) -> No
         forged = {**stable, "votes": stable["votes"][:1] * 3}
         with pytest.raises(ValueError, match="not a valid checkpoint signature"):
             core.verify_stable_checkpoint(forged, c.genesis)
+        await c.stop(0)  # the votes are kept with the consensus state: a restart keeps them
+        await c.start(0)
+        status, again = await get(http, c.url(0) + "/v1/checkpoint/stable")
+        assert (status, again) == (200, stable)
 
         head = c.node(2).runtime.store.height
         async with http.get(c.url(2) + "/v1/chain?from=1", headers={"Accept": MSGPACK}) as r:
