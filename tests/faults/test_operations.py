@@ -112,12 +112,14 @@ async def test_readiness_follows_quorum_and_events_are_logged_once(
     back_s = await wait_ready(c, [0, 1, 2, 3], "quorum back")
 
     for i in WITNESSES:
-        seen = tally(events(c, i))
-        assert seen[("quorum_lost", "")] == 1, seen
-        assert seen[("quorum_reachable", "")] == 2, seen  # at start, and once back
-        assert seen[("peer_down", ids[3])] == 2, seen
-        assert seen[("peer_down", ids[0])] == 1, seen
-        assert seen[("peer_up", ids[3])] == 3, seen  # at start, and after each restart
+        lines = events(c, i)
+        seen = tally(lines)
+        story = [(e["event"], e.get("peer", e.get("view", "")), e.get("silent_ms")) for e in lines]
+        assert seen[("quorum_lost", "")] == 1, story
+        assert seen[("quorum_reachable", "")] == 2, story  # at start, and once back
+        assert seen[("peer_down", ids[3])] == 2, story
+        assert seen[("peer_down", ids[0])] == 1, story
+        assert seen[("peer_up", ids[3])] == 3, story  # at start, and after each restart
         assert seen[("view_change_started", str(view + 1))] == 1, seen
         assert seen[("view_change_finished", str(view + 1))] == 1, seen
         metrics = await c.metrics(i)
