@@ -370,6 +370,11 @@ class Cluster:
         line = next(e for e in reversed(self.log_entries(i)) if e.get("msg") == "listening")
         return next(int(p) for p, kind in line["listeners"].items() if kind == "metrics")
 
+    async def replica_events(self, nodes: Sequence[int], event: str) -> float:
+        """The sum over `nodes` of the replica counter `event` (cityledger_replica_events_total)."""
+        name = f'cityledger_replica_events_total{{event="{event}"}}'
+        return sum([(await self.metrics(i)).get(name, 0.0) for i in nodes])
+
     async def metrics(self, i: int) -> dict[str, float]:
         """Node `i`'s /metrics samples by full name, labels included (`a_total{why="x"}`)."""
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)

@@ -12,21 +12,12 @@ from typing import Final
 
 from tests.faults.conftest import ClusterFactory
 from tests.faults.figures import report
-from tests.faults.harness import Cluster, loopback_network, same_chain
+from tests.faults.harness import loopback_network, same_chain
 from tests.faults.load import Load
 
 HONEST: Final = [1, 2, 3]
 CENSOR: Final = 0
 SEED: Final = 43
-
-
-async def counted(c: Cluster, event: str) -> float:
-    """The sum over the honest nodes of the replica counter `event`."""
-    name = f'cityledger_replica_events_total{{event="{event}"}}'
-    total = 0.0
-    for i in HONEST:
-        total += (await c.metrics(i)).get(name, 0.0)
-    return total
 
 
 async def test_a_censoring_primary_is_replaced_and_the_censored_client_committed(
@@ -53,7 +44,7 @@ async def test_a_censoring_primary_is_replaced_and_the_censored_client_committed
         await load.stop()
     head = await c.wait_converged(HONEST, timeout_s=60)
     await same_chain(c, HONEST, head["height"])
-    censorship = await counted(c, "censorship_view_changes")
+    censorship = await c.replica_events(HONEST, "censorship_view_changes")
     liar = [e for e in c.log_entries(CENSOR) if e.get("logger") == "cityledger.byzantine"]
     censored = sum(e.get("txs", 0) for e in liar if e.get("msg") == "censoring")
     assert censored > 0, "the censor never kept a tx of its victim out"

@@ -12,21 +12,12 @@ from typing import Final
 
 from tests.faults.conftest import ClusterFactory
 from tests.faults.figures import report
-from tests.faults.harness import Cluster, loopback_network, same_chain
+from tests.faults.harness import loopback_network, same_chain
 from tests.faults.load import Load
 
 HONEST: Final = [1, 2, 3]
 LIAR: Final = 0
 SEED: Final = 47
-
-
-async def counted(c: Cluster, event: str) -> float:
-    """The sum over the honest nodes of the replica counter `event`."""
-    name = f'cityledger_replica_events_total{{event="{event}"}}'
-    total = 0.0
-    for i in HONEST:
-        total += (await c.metrics(i)).get(name, 0.0)
-    return total
 
 
 async def test_a_primary_marking_an_outcome_wrongly_is_refused_and_replaced(
@@ -46,7 +37,7 @@ async def test_a_primary_marking_an_outcome_wrongly_is_refused_and_replaced(
         await load.stop()
     head = await c.wait_converged(HONEST, timeout_s=60)
     await same_chain(c, HONEST, head["height"])
-    refused = await counted(c, "invalid_message:invalid_block")
+    refused = await c.replica_events(HONEST, "invalid_message:invalid_block")
     liar = [e for e in c.log_entries(LIAR) if e.get("logger") == "cityledger.byzantine"]
     mismarked = sum(1 for e in liar if e.get("msg") == "mismarking")
     assert mismarked > 0, "the liar never proposed a mismarked block"
