@@ -7,10 +7,11 @@ cli/client/core.py exactly as the synchronous client does.
 """
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -242,17 +243,19 @@ class AsyncClient:
             self.url, from_height=from_height, prefix=prefix, last_id=last_id
         )
         while True:
+            stream = self._stream(subscription.path(), subscription.headers())
             try:
-                async for event in self._stream(subscription.path(), subscription.headers()):
-                    if not subscription.take(event):
-                        break
-                    yield event
+                async with contextlib.aclosing(stream):  # the connection closes when we stop
+                    async for event in stream:
+                        if not subscription.take(event):
+                            break
+                        yield event
             except NodeUnreachable:
                 pass
             subscription.ended()
             await asyncio.sleep(RECONNECT_PAUSE_S)
 
-    async def _stream(self, path: str, headers: dict[str, str]) -> AsyncIterator[Event]:
+    async def _stream(self, path: str, headers: dict[str, str]) -> AsyncGenerator[Event, None]:
         """One event stream's events until it ends; `Refused` on an error status."""
         session = await self._open()
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s,
