@@ -37,19 +37,21 @@ async def wait_ready(c: Cluster, nodes: list[int], what: str) -> float:
     return await c.wait_for(f"nodes {nodes} ready: {what}", check, READY_S)
 
 
-async def wait_peer_down(c: Cluster, peer: int) -> None:
-    """Until every witness's /v1/status says `peer` is down (a peer that comes back before
-    anyone sent it a message was never seen down)."""
+async def wait_peer(c: Cluster, peer: int, *, up: bool) -> None:
+    """Until every witness's /v1/status says `peer` is up (or down). A peer that comes back
+    before anyone sent it a message was never seen down; a witness that has not heard a
+    restarted peer yet would not count its next stop as a second one."""
     peer_id = c.net.nodes[peer].node_id
 
-    async def down() -> bool:
+    async def seen() -> bool:
         got = (await c.statuses(list(WITNESSES))).values()
         return all(
-            s is not None and any(p["id"] == peer_id and not p["up"] for p in s["peers"])
+            s is not None and any(p["id"] == peer_id and p["up"] is up for p in s["peers"])
             for s in got
         )
 
-    await c.wait_for(f"the witnesses see node {peer} down", down, READY_S)
+    state = "up" if up else "down"
+    await c.wait_for(f"the witnesses see node {peer} {state}", seen, READY_S)
 
 
 def events(c: Cluster, i: int) -> list[dict[str, Any]]:
@@ -74,9 +76,10 @@ async def test_readiness_follows_quorum_and_events_are_logged_once(
     for n in range(20):
         code, body = await c.submit(0, make_tx(c.net, "fiscal/", f"ops/{n}", {"n": n}, nonce=n))
         assert code == 200, body
-    await wait_peer_down(c, 3)  # the witnesses saw it go before it comes back
+    await wait_peer(c, 3, up=False)  # the witnesses saw it go before it comes back
     await c.start(3)
     await wait_ready(c, [0, 1, 2, 3], "node 3 caught up")
+    await wait_peer(c, 3, up=True)  # and saw it back before it goes again
 
     status = await c.status(1)
     assert status is not None
