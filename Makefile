@@ -39,6 +39,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
+	@# The reference beside CityLedger's figures: Debian's etcd-server (root only to install).
+	@command -v etcd >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd-server not installed"
 	$(PY) bench/cluster.py all --plots docs/bench --out docs/bench/cluster.json
 	$(PY) bench/scaling.py --sizes 10000,100000 --plots docs/bench --out docs/bench/scaling.json
 	$(PY) bench/verify.py

@@ -17,7 +17,9 @@ cores cannot commit more than cores x verify rate / nodes signed tx/s (the limit
     .venv/bin/python bench/cluster.py all --plots docs/img     # every run above, with plots
 
 `throughput` runs batched submission (the headline figure: `tx_per_s`, `ratio`) and then
-single-tx submission on the same cluster. `--json` prints one JSON object.
+single-tx submission on the same cluster; then, if etcd is installed (`--no-etcd` skips it),
+the same two runs on a 4-member etcd cluster (bench/etcd.py) from the same load process:
+`etcd` and `over_etcd` (CityLedger's tx/s over etcd's puts/s). `--json` prints one JSON object.
 """
 
 import argparse
@@ -30,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import etcd
 import fiscal as fiscal_records
 import harness
 
@@ -93,8 +96,10 @@ def throughput(
     verify: dict[str, float],
     profile: Path | None = None,
     batch: tuple[int, int] = (BATCH_TXS, BATCH_CONCURRENCY),
+    reference: bool = False,
 ) -> dict[str, Any]:
-    """Batched, then single-tx submission, on one fresh cluster."""
+    """Batched, then single-tx submission, on one fresh cluster; with `reference`, the same
+    two runs on a fresh etcd cluster right after (`etcd`, and CityLedger over etcd)."""
     limit = _limit(verify, nodes)
     out: dict[str, Any] = {}
     with harness.started_cluster(nodes) as cluster:
@@ -122,6 +127,23 @@ def throughput(
         disk = {n.id: harness.dir_bytes(cluster.data_dir(n.id)) for n in cluster.net.nodes}
         out["disk_bytes_per_tx"] = round(sum(disk.values()) / len(disk) / max(chain_txs, 1), 1)
         out["heights"] = heights
+    if reference:
+        out["etcd"] = _reference(txs, single_txs, batch)
+        out["over_etcd"] = {
+            "batched": round(out["tx_per_s"] / out["etcd"]["tx_per_s"], 3),
+            "single": round(out["single"]["tx_per_s"] / out["etcd"]["single"]["tx_per_s"], 3)
+            if single_txs else None,
+        }  # fmt: skip
+    return out
+
+
+def _reference(txs: int, single_txs: int, batch: tuple[int, int]) -> dict[str, Any]:
+    """etcd (bench/etcd.py) under the same load: batched as one Txn of puts per request, then
+    one put per request, each on a fresh cluster."""
+    batched = etcd.run(txs, "batched", batch[0], batch[1])
+    out = {"tx_per_s": batched["tx_per_s"], "batched": batched}
+    if single_txs:
+        out["single"] = etcd.run(single_txs, "single", 1, SINGLE_CONCURRENCY)
     return out
 
 
@@ -240,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=BATCH_CONCURRENCY, help="batched requests in flight"
     )
+    parser.add_argument(
+        "--etcd", action=argparse.BooleanOptionalAction, default=etcd.binary() is not None,
+        help="throughput: the same runs on a 4-member etcd cluster (default: if installed)",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="py-spy every node into this directory")
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -266,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("throughput", "all"):
         report |= throughput(
             args.nodes, args.txs, args.single_txs, verify, args.profile,
-            (args.batch, args.concurrency),
+            (args.batch, args.concurrency), reference=args.etcd,
         )  # fmt: skip
     if args.what in ("latency", "all"):
         report["latency_run"] = latency(args.nodes, args.rate, args.seconds)
@@ -322,6 +348,8 @@ def _print(r: dict[str, Any]) -> None:
         s = r["single"]
         print(f"\nsingle-tx submissions ({s['concurrency']} in flight): {s['txs']:,} txs")
         _print_run(s)
+    if "etcd" in r:
+        _print_reference(r)
     if "latency_run" in r:
         lr = r["latency_run"]
         lat = lr["latency_ms"]
@@ -336,6 +364,23 @@ def _print(r: dict[str, Any]) -> None:
     for run in r.get("nodes_scaling", ()):
         print(f"\n{run['nodes']} nodes, batched: {run['tx_per_s']} tx/s, limit "
               f"{run['limit_tx_per_s']}, ratio {run['ratio']}")  # fmt: skip
+
+
+def _print_reference(r: dict[str, Any]) -> None:
+    e, over = r["etcd"], r["over_etcd"]
+    print(f"\netcd, {e['batched']['members']} members, the same load process and concurrency, "
+          f"puts of {e['batched']['put_bytes']:g} bytes (CityLedger / etcd):")  # fmt: skip
+    for mode in ("batched", "single"):
+        if mode not in e:
+            continue
+        run, lat = e[mode], e[mode]["latency_ms"]
+        what = f"Txn of {run['batch_txs']} puts" if mode == "batched" else "one put"
+        print(f"  {mode} ({what} per request, {run['concurrency']} in flight): "
+              f"{run['tx_per_s']:,} puts/s, p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+              f"{run['cpu_us_per_put_per_member']} µs CPU/put/member; "
+              f"CityLedger / etcd = {over[mode]}")  # fmt: skip
+        if run["errors"]:
+            print(f"    errors: {run['errors']}")
 
 
 def _print_run(s: dict[str, Any]) -> None:

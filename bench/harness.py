@@ -186,7 +186,40 @@ class NodeStats:
     height: int
 
 
-class Cluster:
+class Processes:
+    """/proc readings of a cluster's processes (`procs`, by member name): what `run_load`
+    measures, for CityLedger's nodes and for the reference cluster alike."""
+
+    root: Path  # where the load process reads the cluster's genesis and keys, if it has any
+    procs: dict[str, subprocess.Popen[bytes]]
+    rss_max: dict[str, int]
+
+    @property
+    def urls(self) -> list[str]:
+        raise NotImplementedError
+
+    def head(self) -> int:
+        """How far the cluster's history is (blocks, or revisions): counted per load run."""
+        raise NotImplementedError
+
+    def sample_rss(self) -> None:
+        for name, proc in self.procs.items():
+            self.rss_max[name] = max(self.rss_max.get(name, 0), rss_bytes(proc.pid))
+
+    def cpu(self) -> dict[str, float]:
+        return {k: cpu_seconds(p.pid) for k, p in self.procs.items()}
+
+    def run_delay(self) -> dict[str, float]:
+        return {k: run_delay_seconds(p.pid) for k, p in self.procs.items()}
+
+    def main_cpu(self) -> dict[str, float]:
+        return {k: main_thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
+
+    def thread_cpu(self) -> dict[str, dict[str, float]]:
+        return {k: thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
+
+
+class Cluster(Processes):
     """A fresh cluster in a temporary directory; a context manager that always stops it."""
 
     def __init__(
@@ -276,21 +309,9 @@ class Cluster:
         except (NodeUnreachable, Refused, KeyError, TypeError, ValueError):
             return -1
 
-    def sample_rss(self) -> None:
-        for node_id, proc in self.procs.items():
-            self.rss_max[node_id] = max(self.rss_max.get(node_id, 0), rss_bytes(proc.pid))
-
-    def cpu(self) -> dict[str, float]:
-        return {k: cpu_seconds(p.pid) for k, p in self.procs.items()}
-
-    def run_delay(self) -> dict[str, float]:
-        return {k: run_delay_seconds(p.pid) for k, p in self.procs.items()}
-
-    def main_cpu(self) -> dict[str, float]:
-        return {k: main_thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
-
-    def thread_cpu(self) -> dict[str, dict[str, float]]:
-        return {k: thread_cpu_seconds(p.pid) for k, p in self.procs.items()}
+    def head(self) -> int:
+        """The first node's height (blocks committed during a load run)."""
+        return self.height(self.net.nodes[0].id)
 
     def wait_height(self, node_id: str, height: int, timeout_s: float) -> float:
         """Seconds until `node_id` reports at least `height` (raise after `timeout_s`)."""
@@ -315,10 +336,11 @@ class LoadSpec:
     nonce_base: int = 0
     clients: int = 4
     workload: str = "plain"  # plain | fiscal-setup | fiscal (bench/fiscal.py)
+    target: str = "cityledger"  # cityledger | etcd (bench/etcd.py)
 
 
 def run_load(
-    cluster: Cluster, spec: LoadSpec, profile_dir: Path | None = None
+    cluster: Processes, spec: LoadSpec, profile_dir: Path | None = None
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Run one load process against `cluster`; return its result and each node's CPU seconds
     spent during the measured phase (signing happens before and is not counted). With
@@ -335,7 +357,7 @@ def run_load(
         if line.strip() != b"ready":
             raise RuntimeError(f"the load process did not get ready: {line!r}")
         spies = _profile(cluster, profile_dir) if profile_dir else []
-        height_before = cluster.height(cluster.net.nodes[0].id)
+        height_before = cluster.head()
         before, main_before, wait_before = cluster.cpu(), cluster.main_cpu(), cluster.run_delay()
         threads_before = cluster.thread_cpu()
         proc.stdin.write(b"go\n")
@@ -343,7 +365,7 @@ def run_load(
         out = _await_line(proc, cluster, spec.deadline_s + 60)
         after, main_after, wait_after = cluster.cpu(), cluster.main_cpu(), cluster.run_delay()
         threads_after = cluster.thread_cpu()
-        blocks = cluster.height(cluster.net.nodes[0].id) - height_before
+        blocks = cluster.head() - height_before
         proc.wait(timeout=30)
     finally:
         for spy in spies:
@@ -381,7 +403,7 @@ def _thread_cpu_spent(
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
-def _profile(cluster: Cluster, out_dir: Path) -> list[subprocess.Popen[bytes]]:
+def _profile(cluster: Processes, out_dir: Path) -> list[subprocess.Popen[bytes]]:
     """A py-spy sampler per node (py-spy from the venv: a tool of the bench, not a dependency)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
@@ -415,7 +437,7 @@ def _readline(proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
     raise RuntimeError("the load process gave no answer in time")
 
 
-def _await_line(proc: subprocess.Popen[bytes], cluster: Cluster, timeout_s: float) -> bytes:
+def _await_line(proc: subprocess.Popen[bytes], cluster: Processes, timeout_s: float) -> bytes:
     """The load process's result line, sampling node RSS while it runs."""
     assert proc.stdout is not None
     import selectors
