@@ -402,7 +402,7 @@ def signer_names(node_url: str, genesis: Genesis | None, signer: Signer | None) 
 def block_lines(value: dict[str, Any], names: dict[int, str], n_validators: int) -> list[str]:
     """A block for people: header, who certified it, its transactions."""
     header, cert = value["header"], value["certificate"]
-    signers = [names.get(v["validator"], f"#{v['validator']}") for v in cert["votes"]]
+    signers = [v.get("validator_id") or f"#{v['validator']}" for v in cert["votes"]]
     lines = [
         f"block {value['height']}  {value['hash']}",
         fields(

@@ -37,6 +37,7 @@ from node import (
     proofs,
     queries,
     tls_sites,
+    votes,
 )
 from node.admission import Rejection, Verdict
 from node.appkeys import READS, RUNTIME
@@ -288,16 +289,22 @@ async def get_proof(request: web.Request) -> web.StreamResponse:
 async def get_block(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
     which = request.match_info["height"]
+    block_hash: bytes | None = None  # a block hash: the store's index names its height
     if which == "latest":
-        height = rt.store.height
-        if height == 0:
+        asked = rt.store.height
+        if asked == 0:
             raise ApiError(404, "not_found", "no block is committed yet")
     elif which.isdigit() and len(which) <= 19:
-        height = int(which)
+        asked = int(which)
+    elif len(which) == 64:
+        asked, block_hash = 0, _hex_id(which, "block hash")
     else:
-        raise ApiError(400, txs.MALFORMED, "height: expected an integer or 'latest'")
+        raise ApiError(400, txs.MALFORMED, "height: expected an integer, 'latest' or a hash")
 
     def view() -> dict[str, Any]:
+        height = asked if block_hash is None else rt.store.height_of(block_hash)
+        if height is None:
+            raise ApiError(404, "not_found", f"no block with hash {which} is committed here")
         block, cert = rt.store.block(height), rt.store.certificate(height)
         if block is None or cert is None:
             head = rt.store.height
@@ -306,7 +313,8 @@ async def get_block(request: web.Request) -> web.StreamResponse:
             verify_certificate(cert, block, rt.identity.genesis)
         except InvalidBlock as exc:
             raise StoreError(f"stored block {height} is damaged: {exc}") from None
-        return codec.block_view(block, cert)
+        ids = [v.id for v in rt.identity.genesis.validators]  # the set that certified it
+        return codec.block_view(block, cert, ids)
 
     return await _off_loop(request, view)
 
@@ -513,6 +521,7 @@ ROUTES: Final = (
     ("GET", "/readyz", probes.get_readyz, auth.OPEN),
     *fiscal.routes(_runtime, _off_loop),  # kinds, budget lines, risk alerts
     *governance.routes(_runtime, _off_loop),  # the configuration in force, proposals
+    *votes.routes(_runtime, _off_loop, _int_param),  # the votes and view changes this node saw
     ("POST", MESSAGES_PATH, post_peer_messages, auth.TRANSPORT),
     ("GET", BLOCKS_PATH, get_peer_blocks, auth.TRANSPORT),
     *auth_sessions.ROUTES,

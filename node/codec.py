@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -119,12 +119,15 @@ def header_view(header: BlockHeader) -> dict[str, Any]:
     }
 
 
-def certificate_view(cert: Certificate) -> dict[str, Any]:
+def certificate_view(cert: Certificate, ids: Sequence[str]) -> dict[str, Any]:
+    """`ids`: the validator ids of the set that certified the block, in index order."""
+    named = [(i, ids[i] if i < len(ids) else None, s) for i, s in cert.votes]
     return {
         "height": cert.height,
         "block_hash": cert.block_hash,
         "view": cert.view,
-        "votes": [{"validator": i, "signature": s} for i, s in cert.votes],
+        "signers": [validator_id for _, validator_id, _ in named],
+        "votes": [{"validator": i, "validator_id": v, "signature": s} for i, v, s in named],
         "raw": cert.encode(),
     }
 
@@ -134,14 +137,14 @@ def outcome_view(code: str) -> dict[str, Any]:
     return {"outcome": "refused" if code else "accepted", "reason": code or None}
 
 
-def block_view(block: Block, cert: Certificate) -> dict[str, Any]:
+def block_view(block: Block, cert: Certificate, ids: Sequence[str]) -> dict[str, Any]:
     return {
         "height": block.height,
         "hash": block.hash,
         "header": header_view(block.header),
         "txs": [tx_view(t) for t in block.txs],
         "outcomes": [outcome_view(code) for code in block.outcomes],
-        "certificate": certificate_view(cert),
+        "certificate": certificate_view(cert, ids),
     }
 
 

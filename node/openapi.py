@@ -13,6 +13,7 @@ from ledger.kinds.schema import kind_view
 from ledger.kinds.table import KINDS
 from ledger.primitives import BLOCK_TXS_MAX
 from ledger.proofs import BUNDLE_FORMAT
+from node import votes
 
 VERSION: Final = "0.1.0"
 _HEX: Final = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes, as hex"}
@@ -98,7 +99,8 @@ def _block_schemas() -> dict[str, Any]:
     raw_block = _obj(["height", "block", "certificate"], height=_INT, block=_HEX,
                      certificate=_HEX)  # fmt: skip
     return {
-        "Vote": _obj(["validator", "signature"], validator=_INT, signature=_HEX),
+        "Vote": _obj(["validator", "validator_id", "signature"], validator=_INT,
+                     validator_id={"type": ["string", "null"]}, signature=_HEX),
         "Header": _obj(
             ["height", "prev_hash", "tx_root", "tx_count", "history_root", "timestamp_ms", "view",
              "proposer"], height=_INT, prev_hash=_HASH, tx_root=_HASH, tx_count=_TX_COUNT,
@@ -106,8 +108,9 @@ def _block_schemas() -> dict[str, Any]:
             outcome_root=_HASH, raw=_HEX,
         ),
         "Certificate": _obj(
-            ["height", "block_hash", "view", "votes"], height=_INT, block_hash=_HASH, view=_INT,
-            votes=_array(_ref("Vote")), raw=_HEX,
+            ["height", "block_hash", "view", "signers", "votes"], height=_INT, block_hash=_HASH,
+            view=_INT, signers=_array({"type": ["string", "null"]}), votes=_array(_ref("Vote")),
+            raw=_HEX,
         ),
         "Block": _obj(
             ["height", "hash", "header", "txs", "certificate"], height=_INT, hash=_HASH,
@@ -185,7 +188,7 @@ def _status_schema() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     return {
         **_tx_schemas(), **_block_schemas(), **_proof_schemas(), "Status": _status_schema(),
-        **_auth_schemas(), **_fiscal_schemas(), **_governance_schemas(),
+        **_auth_schemas(), **_fiscal_schemas(), **_governance_schemas(), "Votes": votes.SCHEMA,
     }  # fmt: skip
 
 
@@ -395,7 +398,9 @@ def _reads() -> dict[str, Any]:
     limit = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10_000},
                    required=False)  # fmt: skip
     cursor = _param("cursor", "query", {"type": "string"}, required=False)
-    height = [_param("height", "path", {"type": "string", "pattern": "^([0-9]+|latest)$"})]
+    height = [
+        _param("height", "path", {"type": "string", "pattern": "^([0-9]+|latest|[0-9a-f]{64})$"})
+    ]
     heights = [_param("from", "query", _INT), _param("to", "query", _INT, required=False)]
     # path -> (summary, response schema, error statuses, parameters)
     table: dict[str, tuple[str, str, tuple[int, ...], list[Any]]] = {
@@ -403,7 +408,8 @@ def _reads() -> dict[str, Any]:
                                      (400, 401, 403, 404, 503), tx_id),
         "/v1/transactions/{tx_id}/proof": ("Proof bundle of a committed tx (docs/protocol.md)",
                                            "ProofBundle", (400, 401, 403, 404, 503), tx_id),
-        "/v1/blocks/{height}": ("A certified block, or 'latest': validators and auditors",
+        "/v1/blocks/{height}": (("A certified block by height, 'latest' or block hash: "
+                                 "validators and auditors"),
                                 "Block", (400, 401, 403, 404, 503), height),
         "/v1/records/{key}": ("Current value of a record (the key may contain /)", "Record",
                               (400, 401, 403, 404, 503), [key]),
@@ -420,6 +426,8 @@ def _reads() -> dict[str, Any]:
         "/v1/consistency": ("Consistency proof between two certified heads", "Consistency",
                             (400, 401, 404, 503), heights),
         "/v1/status": ("Node status", "Status", (401,), []),
+        "/v1/votes": (("Each validator's votes (kept by a certificate or not) and view changes, "
+                       "as this node saw them"), "Votes", (400, 401, 404, 503), votes.PARAMS),
     }  # fmt: skip
     paths = {
         path: _get(summary, _json(schema, "found"), *errors, params=params)
@@ -510,6 +518,7 @@ OPERATION_IDS: Final = {
     ("get", "/v1/checkpoint/stable"): "get_stable_checkpoint",
     ("get", "/v1/consistency"): "get_consistency",
     ("get", "/v1/status"): "get_status",
+    ("get", "/v1/votes"): "get_votes",
     ("get", "/v1/openapi.json"): "get_openapi",
     ("get", "/metrics"): "get_metrics",
     ("get", "/v1/auth/challenge"): "get_challenge",

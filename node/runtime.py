@@ -40,6 +40,7 @@ from node.metrics import Metrics, Snapshot
 from node.ordering import Gate, peer_txs, relayer_ok
 from node.peers import PeerTransport
 from node.shell import Clock, Shell
+from node.votes import VoteLog
 
 log = logging.getLogger("cityledger.node")
 
@@ -90,6 +91,7 @@ class Runtime:
     clock: Clock
     watch: Watch
     events: EventHub
+    votes: VoteLog  # the votes and view changes this node saw (`GET /v1/votes`)
 
     @property
     def replica(self) -> Replica:
@@ -129,6 +131,7 @@ class Runtime:
                 self.metrics.invalid_peer_messages.labels(exc.reason).inc()
                 continue
             self.watch.heard(msg.sender)
+            self.votes.saw(msg)
             if isinstance(msg, messages.TxBatch) and not relayer_ok(msg, genesis, own_index):
                 self.metrics.invalid_peer_messages.labels(messages.Reason.BAD_SIGNATURE).inc()
                 continue
@@ -287,6 +290,7 @@ def _build(
     for reason in messages.Reason:
         metrics.invalid_peer_messages.labels(reason)
     events = EventHub()
+    votes = VoteLog(genesis, identity.index, lambda: store.height)
 
     def send_failed(peer: int, why: str) -> None:
         metrics.peer_send_failures.labels(ids[peer], why).inc()
@@ -303,12 +307,12 @@ def _build(
         replica, store, transport, metrics, clock,
         fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
         on_failure=on_failure, gate=gate, writer=writer, observe=watch.after_event,
-        on_commit=events.committed,
+        on_commit=events.committed, sent=votes.saw,
     )  # fmt: skip
     admission = Admission(
         genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,
         executor=executor, configuration=functools.partial(config_of, store.rule_state, genesis),
     )  # fmt: skip
     return Runtime(
-        config, identity, store, shell, admission, transport, metrics, clock, watch, events
-    )
+        config, identity, store, shell, admission, transport, metrics, clock, watch, events, votes
+    )  # fmt: skip

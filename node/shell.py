@@ -69,12 +69,13 @@ class Shell:
         clock: Clock, *, fetch_timeout_ms: int, on_failure: Callable[[BaseException], None],
         gate: Gate, writer: Executor | None = None, observe: Callable[[], None] = lambda: None,
         on_commit: Callable[[Block, tuple[Alert, ...]], None] = lambda _block, _alerts: None,
+        sent: Callable[[messages.Message], None] = lambda _msg: None,
     ) -> None:  # fmt: skip
         """`writer`: the one thread that carries out the store's synced writes while the event
         loop goes on; None writes on the loop, blocking it (one-core nodes, tests, tools).
         `observe` is called after every event the replica handled (node/health.py), and
         `on_commit` with every block once it is in the store, and the risk alerts it raised
-        (node/events.py)."""
+        (node/events.py); `sent` with every consensus message the replica sends (node/votes.py)."""
         self.replica = replica
         self._store = store
         self._transport = transport
@@ -94,6 +95,7 @@ class Shell:
         self._gate = gate  # shared with admission: what it admitted, and nothing else, goes in
         self._observe = observe
         self._on_commit = on_commit
+        self._sent = sent
         self.outbox = Outbox()
         self.failure: BaseException | None = None
         self.closed = False
@@ -184,8 +186,10 @@ class Shell:
     def _execute(self, action: Action) -> None:
         match action:
             case Send(to=to, message=msg):
+                self._sent(msg)
                 self._transport.send(to, messages.encode_message(msg, self._chain_id))
             case Broadcast(message=msg):
+                self._sent(msg)
                 self._transport.broadcast(messages.encode_message(msg, self._chain_id))
             case Persist() | CommitBlock():
                 raise AssertionError("durable actions go through _pump")

@@ -110,6 +110,11 @@ async def test_submit_json_wait_then_read_everything(cluster: Cluster, http) -> 
     assert set(block) >= {"height", "hash", "header", "txs", "certificate"}
     assert first.tx_id.hex() in [t["tx_id"] for t in block["txs"]]
     assert block["header"]["tx_count"] == len(block["txs"])
+    ids = [v.id for v in c.genesis.validators]
+    votes = block["certificate"]["votes"]
+    assert len(votes) >= c.genesis.quorums.commit
+    assert [v["validator_id"] for v in votes] == [ids[v["validator"]] for v in votes]
+    assert block["certificate"]["signers"] == [v["validator_id"] for v in votes]
     status, latest = await get(http, c.url(0) + "/v1/blocks/latest")
     assert status == 200
     assert latest["height"] >= two["height"]

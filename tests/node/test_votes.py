@@ -1,0 +1,137 @@
+"""`GET /v1/votes`: the votes and view changes each validator made, as this node saw them.
+
+Against four real nodes: a height whose certificate kept three votes shows the fourth
+validator's vote too (seen, verified, not kept); a stopped validator's votes are missed from
+the heights committed without it. The log itself: a forged vote never counts, a view change
+counts once per higher view, every table stays bounded. Nothing sleeps: waits poll the answer.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from consensus import messages as m
+from ledger import crypto
+from ledger.block import commit_payload
+from node import votes
+from tests import factory
+from tests.node.conftest import WAIT_S, Cluster, now_ms, start_cluster, stop_all, tx_json
+
+POLL_S = 0.05
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = await start_cluster(tmp_path, 4)
+    try:
+        yield c
+    finally:
+        await stop_all(c)
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+async def commit_one(c: Cluster, http: aiohttp.ClientSession, node: int, name: str) -> int:
+    tx = c.tx("fiscal/", name, {"n": name}, timestamp_ms=now_ms())
+    async with http.post(c.url(node) + "/v1/transactions?wait=true", json=tx_json(tx)) as r:
+        body = await r.json()
+    assert r.status == 200, body
+    height: int = body["height"]
+    return height
+
+
+async def page_until(http: aiohttp.ClientSession, url: str, holds: Any) -> dict[str, Any]:
+    """Poll `url` until `holds(answer)`, within WAIT_S."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while True:
+        status, page = await get(http, url)
+        assert status == 200, page
+        if holds(page):
+            return dict(page)
+        assert asyncio.get_running_loop().time() < deadline, f"never held: {page}"
+        await asyncio.sleep(POLL_S)
+
+
+async def test_votes_beyond_the_certificate_and_missed_votes(cluster: Cluster, http) -> None:
+    c = cluster
+    ids = [v.id for v in c.genesis.validators]
+    first = await commit_one(c, http, 0, "votes-1")
+    url = c.url(1) + f"/v1/votes?from={first}&limit=1"
+    page = await page_until(http, url, lambda p: len(p["heights"][0]["voters"]) == 4)
+    row = page["heights"][0]
+    assert row["seen"] is True
+    assert len(row["signers"]) >= c.genesis.quorums.commit
+    assert set(row["signers"]) <= set(row["voters"]) == set(ids)
+    kept = {v["id"]: v for v in page["validators"]}
+    assert all(kept[i]["missed"] == 0 and kept[i]["last_vote"] == first for i in ids)
+    assert sum(v["not_kept"] for v in page["validators"]) == 4 - len(row["signers"])
+
+    await c.stop(3)  # its votes are missed from now on, as node 1 sees it
+    later = await commit_one(c, http, 0, "votes-2")
+    status, page = await get(http, c.url(1) + f"/v1/votes?from={first}")
+    assert status == 200
+    assert page["to"] >= later
+    assert page["next_from"] is None
+    gone = next(v for v in page["validators"] if v["id"] == ids[3])
+    assert gone["last_vote"] == first
+    assert gone["missed"] >= 1
+    assert all(ids[3] not in r["voters"] for r in page["heights"] if r["height"] > first)
+
+
+async def test_bad_pages_are_refused(cluster: Cluster, http, anonymous) -> None:
+    c = cluster
+    height = await commit_one(c, http, 0, "votes-bad")
+    for bad in ("?from=0", f"?from={height + 1}", "?limit=0",
+                f"?limit={votes.VOTES_PAGE_MAX + 1}", "?from=x"):  # fmt: skip
+        status, refused = await get(http, c.url(0) + "/v1/votes" + bad)
+        assert (status, refused["error"]) == (400, "malformed"), bad
+    status, _ = await get(anonymous, c.url(0) + "/v1/votes")
+    assert status == 401
+    status, page = await get(http, c.url(0) + f"/v1/votes?from=1&limit={height}")
+    assert status == 200
+    assert [r["height"] for r in page["heights"]] == list(range(1, height + 1))
+
+
+def _commit(
+    net: factory.Network, sender: int, height: int, block_hash: bytes, view: int = 0
+) -> m.Commit:
+    payload = commit_payload(net.genesis.chain_id, view, height, block_hash)
+    signature = crypto.sign(net.validator_keys[sender], crypto.Domain.COMMIT, payload)
+    return m.Commit(view, height, block_hash, sender, signature)
+
+
+def test_the_log_verifies_votes_counts_view_changes_and_stays_bounded() -> None:
+    net = factory.network(4)
+    head = [10]
+    log = votes.VoteLog(net.genesis, 0, lambda: head[0])
+    good, other = b"\x01" * 32, b"\x02" * 32
+    log.saw(_commit(net, 1, 11, good))
+    log.saw(_commit(net, 2, 11, other))  # a vote for another block than the committed one
+    forged = _commit(net, 3, 11, good)
+    log.saw(m.Commit(forged.view, 11, good, 3, bytes(64)))  # not its signature
+    assert log.voters(11, good) == {1}
+    for view in (1, 1, 3, 2):  # one count per higher view
+        log.saw(m.ViewChange(view, 0, b"\x00" * 32, None, (), 2))
+    assert log._views[2].count == 2
+    assert log._views[2].last_view == 3
+    # Heights far from the head are not taken; old ones are dropped as the head moves on.
+    log.saw(_commit(net, 1, head[0] + votes.VOTE_HEIGHTS_AHEAD + 1, good))
+    log.saw(_commit(net, 1, head[0] - votes.VOTE_HEIGHTS_KEPT, good))
+    assert set(log._votes) == {11}
+    for height in range(12, 12 + votes.VOTE_HEIGHTS_KEPT + votes.VOTE_HEIGHTS_AHEAD + 8):
+        head[0] = height
+        log.saw(_commit(net, 1, height, good))
+        log.saw(_commit(net, 1, height, good, view=1))
+        for view in range(2, 2 + votes.VOTES_PER_SENDER_MAX + 2):
+            log.saw(_commit(net, 1, height, good, view=view))
+    assert len(log._votes) <= votes.VOTE_HEIGHTS_KEPT + votes.VOTE_HEIGHTS_AHEAD
+    assert all(
+        len(v) <= votes.VOTES_PER_SENDER_MAX for h in log._votes.values() for v in h.values()
+    )
