@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help .venv test lint demo bench soak clean
+.PHONY: help .venv test lint screenshots demo bench soak clean
 
 help:
 	@echo "make demo   - start a local 4-node cluster, submit sample records, verify the trail"
 	@echo "make test   - create .venv if needed and run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict)"
+	@echo "make screenshots - the explorer's screenshots in docs/explorer/ (a browser test run)"
 	@echo "make bench  - benchmarks (figures in docs/benchmarks.md)"
 
 .venv: $(STAMP)
@@ -33,6 +34,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The explorer's screenshots in docs/explorer/ (tracked), from a browser test run against a
+# fresh cluster; `make test` writes its own to build/screenshots/ (ignored), keeping the tree clean.
+screenshots: $(STAMP)
+	CITYLEDGER_SCREENSHOTS=$(CURDIR)/docs/explorer $(PY) -m pytest tests/cli/test_explorer.py -q
 
 demo: $(STAMP)
 	$(VENV)/bin/cityledger demo

@@ -5,6 +5,7 @@ import { $ } from "./dom.js";
 import { showClaims, showFunds, showRisks } from "./fiscal.js";
 import { addLiveBlock, search, showBlock, showBlocks, showHistory, showOverview, showTx }
   from "./pages.js";
+import { showGovernance, showMembers } from "./governance.js";
 import { check, prefill } from "./verifypage.js";
 
 const ROUTES = [
@@ -17,6 +18,9 @@ const ROUTES = [
   [/^#\/funds$/, "funds", () => showFunds()],
   [/^#\/risks$/, "risks", () => showRisks()],
   [/^#\/claims$/, "claims", () => showClaims()],
+  [/^#\/members$/, "members", () => showMembers()],
+  [/^#\/members\/([0-9]{1,19})$/, "members", (m) => showMembers(m[1])],
+  [/^#\/governance$/, "governance", () => showGovernance()],
   [/^#\/verify$/, "verify", () => undefined],
   [/^#\/verify\/([0-9a-f]{64})$/, "verify", (m) => prefill(m[1])],
   [/^#\/signin$/, "signin", () => undefined],
@@ -76,6 +80,15 @@ $("funds-form").addEventListener("submit", (event) => {
 $("risks-form").addEventListener("submit", (event) => {
   event.preventDefault();
   route();
+});
+$("members-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const height = $("members-height").value.trim();
+  if (height && !/^[0-9]{1,19}$/.test(height)) {
+    $("members-status").textContent = "enter a block height (a whole number), or nothing for the head";
+    return;
+  }
+  location.hash = height ? `#/members/${height}` : "#/members";
 });
 $("risks-more").addEventListener("click", () => showRisks(true));
 $("history-more").addEventListener("click", () => showHistory($("history-key").value, true));

@@ -6,15 +6,8 @@ import { $, api, ApiRefusal, el, explain, facts, link, recordPath, short, table,
   from "./dom.js";
 
 export const BLOCKS_LISTED = 10;
-export const HASH_SEARCH_BLOCKS_MAX = 256; // how far back a block-hash search looks
 const FETCH_PARALLEL = 8;
-export const HEALTH_BLOCKS = 64; // the recent blocks whose certificates the overview reads
-// What the overview cannot show yet, and why (the routes do not exist on this node).
-export const NOT_YET = [
-  ["epoch", "comes with governance (validator-set changes at epoch boundaries)"],
-  ["votes a validator cast that no certificate kept, and view changes each validator started",
-    "no route serves them yet: the overview counts what the blocks' certificates show"],
-];
+export const HEALTH_BLOCKS = 64; // the recent heights whose votes the overview shows
 
 let names = null; // validator index -> id, from /v1/status
 
@@ -43,14 +36,13 @@ export async function showOverview() {
     } catch (error) {
       if (!(error instanceof ApiRefusal)) throw error;
     }
-    const health = head ? await certificateHealth(head) : null;
-    out.append(overviewFacts(status, head), validatorTable(status, health),
-      health ? el("p", { id: "health-window" }, `Certificates of blocks ${health.floor} to ` +
-        `${health.top}: ${health.viewChanges} view changes in the blocks' views.`)
-        : el("p", {}, "Votes per validator come from the blocks' certificates, which only " +
-          "validators and auditors read."),
-      el("h3", {}, "Not available yet"),
-      el("ul", { id: "not-yet" }, NOT_YET.map(([what, why]) => el("li", {}, `${what}: ${why}`))));
+    const votes = status.height > 0 ? await api(`/v1/votes?limit=${HEALTH_BLOCKS}`) : null;
+    out.append(overviewFacts(status, head), validatorTable(status, votes),
+      votes ? el("p", { id: "health-window" }, `Votes of heights ${votes.from} to ${votes.to}`
+        + ` as ${status.node_id} saw them (it keeps the votes of heights from ${votes.kept_from}`
+        + " on; a certificate keeps a quorum of them). View changes: the signed requests for a "
+        + "higher view this node received from each validator since it started.")
+        : el("p", {}, "No block is committed yet."));
     $("overview-status").textContent = "ok";
   } catch (error) {
     $("overview-status").textContent = explain(error);
@@ -62,6 +54,7 @@ function overviewFacts(status, head) {
   return facts([
     ["chain id", el("span", { id: "ov-chain" }, status.chain_id)],
     ["genesis hash", el("code", { id: "ov-genesis" }, status.genesis_hash)],
+    ["epoch", el("span", { id: "ov-epoch" }, String(status.epoch))],
     ["view", el("span", { id: "ov-view" }, String(status.view))],
     ["primary", `${nameOf(status.primary)} (validator ${status.primary})`
       + (status.in_view_change ? ", view change in progress" : "")],
@@ -77,40 +70,25 @@ function overviewFacts(status, head) {
   ]);
 }
 
-// Over the last HEALTH_BLOCKS blocks: the last height whose certificate holds each
-// validator's vote, how many certificates lack it (a certificate keeps a quorum of votes, so
-// an absent vote was late or missing), and the view changes between the blocks' views.
-async function certificateHealth(head) {
-  const floor = Math.max(1, head.height - HEALTH_BLOCKS + 1);
-  const heights = [];
-  for (let h = head.height - 1; h >= floor; h--) heights.push(h);
-  const blocks = [head, ...(await blocksAt(heights))];
-  const last = new Map();
-  const absent = new Map();
-  for (const block of blocks) {
-    const voters = new Set(block.certificate.votes.map((v) => v.validator));
-    for (const index of names.keys()) {
-      if (voters.has(index)) last.set(index, Math.max(last.get(index) ?? 0, block.height));
-      else absent.set(index, (absent.get(index) ?? 0) + 1);
-    }
-  }
-  const views = blocks.map((b) => b.certificate.view);
-  const viewChanges = Math.max(...views) - Math.min(...views);
-  return { floor, top: head.height, last, absent, viewChanges };
-}
-
-function validatorTable(status, health) {
-  const votes = (index) => health ? [String(health.last.get(index) ?? "none"),
-    String(health.absent.get(index) ?? 0)] : ["—", "—"];
+function validatorTable(status, votes) {
+  const of = new Map((votes?.validators ?? []).map((v) => [v.index, v]));
+  const seen = (votes?.heights ?? []).filter((h) => h.seen).length;
+  const health = (index) => {
+    const v = of.get(index);
+    if (!v) return ["—", "—", "—", "—"];
+    return [v.last_vote === null ? "none" : String(v.last_vote), `${v.missed} of ${seen}`,
+      String(v.not_kept), v.last_view_change === null ? String(v.view_changes)
+        : `${v.view_changes} (last to view ${v.last_view_change})`];
+  };
   const rows = [[String(status.index), status.node_id, "this node", status.ready ? "up" : "not ready",
-    "—", ...votes(status.index)]];
+    "—", ...health(status.index)]];
   for (const p of status.peers) {
     rows.push([String(p.index), p.id, p.url, p.up ? "up" : "down", String(p.queued),
-      ...votes(p.index)]);
+      ...health(p.index)]);
   }
   rows.sort((a, b) => Number(a[0]) - Number(b[0]));
   const t = table(["index", "validator", "reached at", "state", "messages queued",
-    "last certified vote", "absent from certificates"], rows);
+    "last vote", "votes missed", "votes no certificate kept", "view changes"], rows);
   t.id = "validators";
   return t;
 }
@@ -124,7 +102,7 @@ function blockRow(block) {
     el("td", {}, String(block.header.tx_count)),
     el("td", {}, String(block.header.view)),
     el("td", {}, nameOf(block.header.proposer)),
-    el("td", {}, block.certificate.votes.map((v) => nameOf(v.validator)).join(", ")),
+    el("td", {}, block.certificate.signers.join(", ")),
     el("td", {}, el("code", {}, short(block.hash))));
   return row;
 }
@@ -182,17 +160,12 @@ export async function search(text) {
   } catch (error) {
     if (!(error instanceof ApiRefusal) || error.status !== 404) throw error;
   }
-  const latest = await api("/v1/blocks/latest");
-  if (latest.hash === query) return `#/block/${latest.height}`;
-  const floor = Math.max(1, latest.height - HASH_SEARCH_BLOCKS_MAX);
-  for (let top = latest.height - 1; top >= floor; top -= FETCH_PARALLEL) {
-    const heights = [];
-    for (let h = top; h > top - FETCH_PARALLEL && h >= floor; h--) heights.push(h);
-    const found = (await blocksAt(heights)).find((b) => b.hash === query);
-    if (found) return `#/block/${found.height}`;
+  try {  // the node's index of every block hash: the whole chain, however long
+    return `#/block/${(await api(`/v1/blocks/${query}`)).height}`;
+  } catch (error) {
+    if (!(error instanceof ApiRefusal) || error.status !== 404) throw error;
   }
-  throw new Error(`no tx with that id, and no block with that hash among the last ` +
-    `${HASH_SEARCH_BLOCKS_MAX} blocks`);
+  throw new Error("no tx with that id and no block with that hash is committed on this node");
 }
 
 export async function showBlock(height) {
@@ -227,7 +200,7 @@ export async function showBlock(height) {
 
 function signersTable(cert) {
   const t = table(["validator", "index", "signature"], cert.votes.map((v) =>
-    [nameOf(v.validator), String(v.validator), el("code", {}, short(v.signature))]));
+    [v.validator_id, String(v.validator), el("code", {}, short(v.signature))]));
   t.id = "signers";
   return t;
 }
