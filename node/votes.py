@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 VOTE_HEIGHTS_KEPT: Final = 1024  # committed heights below the head whose votes are remembered
 VOTE_HEIGHTS_AHEAD: Final = 64  # heights above the head whose votes are taken (in flight)
+PRUNE_HEIGHTS: Final = 64  # heights past the bound before the old ones go, in one sweep
 VOTES_PER_SENDER_MAX: Final = 4  # commit votes of one validator at one height (by view)
 VOTES_PAGE_MAX: Final = 256  # heights in one answer
 VOTES_PAGE_DEFAULT: Final = 64
@@ -95,9 +96,11 @@ class VoteLog:
             return
         by_sender = self._votes.setdefault(msg.height, {})
         votes = by_sender.setdefault(msg.sender, [])
+        if len(votes) >= VOTES_PER_SENDER_MAX:  # rare: only votes that verify keep their place
+            votes[:] = [v for v in votes if self._valid(msg.sender, msg.height, v, v[1])]
         if len(votes) < VOTES_PER_SENDER_MAX and all(v[0] != msg.view for v in votes):
             votes.append((msg.view, msg.block_hash, msg.signature))
-        if len(self._votes) > VOTE_HEIGHTS_KEPT + VOTE_HEIGHTS_AHEAD:
+        if len(self._votes) > VOTE_HEIGHTS_KEPT + VOTE_HEIGHTS_AHEAD + PRUNE_HEIGHTS:
             for height in [h for h in self._votes if h <= head - VOTE_HEIGHTS_KEPT]:
                 del self._votes[height]
 

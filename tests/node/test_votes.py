@@ -119,19 +119,24 @@ def test_the_log_verifies_votes_counts_view_changes_and_stays_bounded() -> None:
     assert log.voters(11, good) == {1}
     for view in (1, 1, 3, 2):  # one count per higher view
         log.saw(m.ViewChange(view, 0, b"\x00" * 32, None, (), 2))
+    # Forged votes in another's name cannot take the places of its real one.
+    for view in range(1, 1 + votes.VOTES_PER_SENDER_MAX):
+        log.saw(m.Commit(view, 11, good, 3, bytes(64)))
+    log.saw(_commit(net, 3, 11, good, view=9))
+    assert log.voters(11, good) == {1, 3}
     assert log._views[2].count == 2
     assert log._views[2].last_view == 3
     # Heights far from the head are not taken; old ones are dropped as the head moves on.
     log.saw(_commit(net, 1, head[0] + votes.VOTE_HEIGHTS_AHEAD + 1, good))
     log.saw(_commit(net, 1, head[0] - votes.VOTE_HEIGHTS_KEPT, good))
     assert set(log._votes) == {11}
-    for height in range(12, 12 + votes.VOTE_HEIGHTS_KEPT + votes.VOTE_HEIGHTS_AHEAD + 8):
+    for view in range(1, 3 + votes.VOTES_PER_SENDER_MAX):  # valid ones, beyond the cap
+        log.saw(_commit(net, 1, 11, good, view=view))
+    assert len(log._votes[11][1]) == votes.VOTES_PER_SENDER_MAX
+    vote = _commit(net, 1, 12, good)
+    bound = votes.VOTE_HEIGHTS_KEPT + votes.VOTE_HEIGHTS_AHEAD + votes.PRUNE_HEIGHTS
+    for height in range(12, 12 + 2 * bound):
         head[0] = height
-        log.saw(_commit(net, 1, height, good))
-        log.saw(_commit(net, 1, height, good, view=1))
-        for view in range(2, 2 + votes.VOTES_PER_SENDER_MAX + 2):
-            log.saw(_commit(net, 1, height, good, view=view))
-    assert len(log._votes) <= votes.VOTE_HEIGHTS_KEPT + votes.VOTE_HEIGHTS_AHEAD
-    assert all(
-        len(v) <= votes.VOTES_PER_SENDER_MAX for h in log._votes.values() for v in h.values()
-    )
+        log.saw(m.Commit(0, height, good, 1, vote.signature))  # the count of heights only
+        assert len(log._votes) <= bound
+    assert min(log._votes) > head[0] - bound
