@@ -281,18 +281,18 @@ def check_block(
     outcomes must be the ones its txs get, in order, against `state`: the rule state at
     `head` (the default, an empty state, is the state before any typed record).
     """
-    check_links(block, head, genesis)
+    config = config_of(state, genesis)  # in force before the block (ledger/gov)
+    check_links(block, head, config.members)  # the proposer and limits of the block's epoch
     header = block.header
     ids = [t.tx_id for t in block.txs]
     if len(set(ids)) != len(ids):
         raise InvalidBlock(f"block {header.height} holds a tx twice")
-    config = config_of(state, genesis)  # in force before the block (ledger/gov)
     for index, t in enumerate(block.txs):
         try:
             if is_committed(t.tx_id):
                 raise InvalidTransaction(txs.DUPLICATE, "already committed")
             signer = block_signer(t, config)
-            txs.check_time(t, genesis, header.timestamp_ms)
+            txs.check_time(t, config.members, header.timestamp_ms)
             if t.tx_id not in signatures_checked:
                 check_block_signature(t, signer, config)
         except InvalidTransaction as exc:

@@ -52,6 +52,7 @@ class Domain(enum.Enum):
     GENESIS = b"cityledger/genesis/v1\x00"
     REQUEST = b"cityledger/request/v1\x00"  # signed API requests (node/auth_request.py)
     SESSION = b"cityledger/session/v1\x00"  # browser sign-in challenges
+    POSSESSION = b"cityledger/possession/v1\x00"  # a new validator key signs its own proposal
 
 
 def sha256(data: bytes) -> bytes:

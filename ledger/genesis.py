@@ -138,6 +138,7 @@ _PARAM_BOUNDS: Final = {
     "tx_ttl_ms": (1000, 7 * 24 * 3600 * 1000),
     "clock_skew_ms": (0, 3600 * 1000),
 }
+CONSENSUS_BOUNDS: Final = _PARAM_BOUNDS  # what governance's set-params may set (ledger/gov)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,14 @@
 
 A proposal's body names its kind in `change` and carries the kind's fields (docs/protocol.md
 section 20.3). `parse` turns a body into a `Change` or refuses it (`schema`, or
-`not_in_force` for the kinds this version does not carry out yet); `apply` returns the
+`not_in_force` for the kinds this version does not carry out); `apply` returns the
 configuration with the change made, or refuses it (`conflict`) when it does not fit the
 configuration it is applied to. Both are pure and change nothing when they refuse.
 
-Kinds in force: add-client, revoke-client, rotate-client-key, add-admin, remove-admin,
-set-write-policy, set-read-policy, set-params (governance.* parameters). Not yet:
-add-validator, remove-validator, rotate-validator-key and set-params of consensus.* and rules.*
-parameters (they take effect at an epoch boundary, which the consensus side does not have yet).
+The kinds that end an epoch (ledger/gov/epochs.py: add-validator, remove-validator,
+rotate-validator-key, set-params of consensus.* parameters) are specified and made here, but
+a chain carries them out only once its replicas follow epochs: until `EPOCHS_IN_FORCE` is
+set they are refused `not_in_force`, as rules.* parameters always are.
 """
 
 import dataclasses
@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ledger import crypto
 from ledger.genesis import (
+    CONSENSUS_BOUNDS,
     GOV_NAMESPACE,
     GOVERNANCE_BOUNDS,
     ROLES,
@@ -29,6 +30,10 @@ from ledger.genesis import (
     is_identifier,
     is_namespace,
 )
+from ledger.genesis import (
+    KINDS as VALIDATOR_KINDS,
+)
+from ledger.gov import epochs
 from ledger.gov.codes import CONFLICT, NOT_IN_FORCE
 from ledger.gov.config import OLD_KEYS_MAX, Config
 from ledger.kinds.base import SCHEMA, Refused, require
@@ -47,9 +52,15 @@ ROTATE_VALIDATOR_KEY: Final = "rotate-validator-key"
 
 NAMESPACES_MAX: Final = 32  # namespaces one policy change names
 ORGANISATION_BYTES_MAX: Final = 256  # as in the genesis file
+URL_BYTES_MAX: Final = 256  # a validator's URL
+PROOF_HEX: Final = 128  # hex digits of a proof of possession (a 64-byte signature)
 PARAMS_PREFIX_IN_FORCE: Final = "governance."
-PARAMS_PREFIXES_NOT_YET: Final = ("consensus.", "rules.")
+PARAMS_PREFIXES_NOT_YET: Final = (epochs.CONSENSUS_PREFIX, "rules.")
 PARAMS_MAX: Final = 8  # parameters one set-params change names
+# Whether a chain carries out the kinds that end an epoch. Off until the replica follows
+# epochs (the validator set and quorum of each height): a chain that certified blocks with a
+# set its configuration no longer names would fail its own verification.
+EPOCHS_IN_FORCE: Final = False
 
 FIELDS: Final[dict[str, tuple[str, ...]]] = {
     ADD_CLIENT: ("id", "organisation", "role", "public_key"),
@@ -60,9 +71,12 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
     SET_WRITE_POLICY: ("organisation", "namespaces"),
     SET_READ_POLICY: ("organisation", "namespaces"),
     SET_PARAMS: ("params",),
+    ADD_VALIDATOR: ("id", "organisation", "kind", "public_key", "url", "proof"),
+    REMOVE_VALIDATOR: ("id",),
+    ROTATE_VALIDATOR_KEY: ("id", "public_key", "url", "proof"),
 }
-NOT_YET: Final = (ADD_VALIDATOR, REMOVE_VALIDATOR, ROTATE_VALIDATOR_KEY)
-KINDS: Final = (*FIELDS, *NOT_YET)
+VALIDATOR_CHANGES: Final = (ADD_VALIDATOR, REMOVE_VALIDATOR, ROTATE_VALIDATOR_KEY)
+KINDS: Final = tuple(FIELDS)
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,14 @@ class Change:
 
     def get(self, name: str) -> Any:
         return dict(self.fields)[name]
+
+    @property
+    def ends_epoch(self) -> bool:
+        """Whether the change takes effect at an epoch boundary (the validator set or a
+        consensus parameter)."""
+        if self.kind == SET_PARAMS:
+            return any(epochs.is_consensus_param(name) for name in self.get("params"))
+        return self.kind in VALIDATOR_CHANGES
 
     def body(self) -> dict[str, Any]:
         """The canonical body (keys sorted): what a proposal of this change carries."""
@@ -94,7 +116,8 @@ def parse(body: Mapping[str, Any]) -> Change:
     kind = body.get("change")
     if not isinstance(kind, str) or kind not in KINDS:
         raise Refused(SCHEMA, f"change: one of {', '.join(KINDS)}")
-    require(kind not in NOT_YET, NOT_IN_FORCE, f"{kind} is not carried out by this version")
+    in_force = EPOCHS_IN_FORCE or kind not in VALIDATOR_CHANGES
+    require(in_force, NOT_IN_FORCE, f"{kind} is not carried out by this version")
     names = FIELDS[kind]
     unknown = sorted(set(body) - {"change", *names})
     require(not unknown, SCHEMA, f"unknown field {unknown[:1]!r} for {kind}")
@@ -155,11 +178,37 @@ def _check_params(value: Any) -> None:
 
 def _check_params_in_force(params: dict[str, int]) -> None:
     for name, number in params.items():
-        require(name.startswith(PARAMS_PREFIX_IN_FORCE), NOT_IN_FORCE, f"{name}: not yet")
-        short = name.removeprefix(PARAMS_PREFIX_IN_FORCE)
-        require(short in GOVERNANCE_BOUNDS, SCHEMA, f"params.{name}: unknown parameter")
-        low, high = GOVERNANCE_BOUNDS[short]
+        consensus = EPOCHS_IN_FORCE and epochs.is_consensus_param(name)
+        require(name.startswith(PARAMS_PREFIX_IN_FORCE) or consensus, NOT_IN_FORCE,
+                f"{name}: not yet")  # fmt: skip
+        prefix, bounds = (
+            (epochs.CONSENSUS_PREFIX, CONSENSUS_BOUNDS)
+            if consensus
+            else (PARAMS_PREFIX_IN_FORCE, GOVERNANCE_BOUNDS)
+        )
+        short = name.removeprefix(prefix)
+        require(short in bounds, SCHEMA, f"params.{name}: unknown parameter")
+        low, high = bounds[short]
         require(low <= number <= high, SCHEMA, f"params.{name}: in [{low}, {high}]")
+
+
+def _check_kind(value: Any) -> None:
+    require(value in VALIDATOR_KINDS, SCHEMA, f"kind: one of {', '.join(VALIDATOR_KINDS)}")
+
+
+def _check_url(value: Any) -> None:
+    ok = isinstance(value, str) and len(value.encode()) <= URL_BYTES_MAX and value.isprintable()
+    ok = ok and value.startswith(("http://", "https://"))
+    require(ok, SCHEMA, f"url: an http:// or https:// URL of at most {URL_BYTES_MAX} bytes")
+
+
+def _check_proof(value: Any) -> None:
+    ok = isinstance(value, str) and len(value) == PROOF_HEX
+    try:
+        ok = ok and len(bytes.fromhex(value)) * 2 == PROOF_HEX
+    except ValueError:
+        ok = False
+    require(ok, SCHEMA, f"proof: {PROOF_HEX} hex digits (a signature)")
 
 
 _CHECKS: Final[dict[str, Callable[[Any], None]]] = {
@@ -169,13 +218,25 @@ _CHECKS: Final[dict[str, Callable[[Any], None]]] = {
     "public_key": _check_public_key,
     "namespaces": _check_namespaces,
     "params": _check_params,
+    "kind": _check_kind,
+    "url": _check_url,
+    "proof": _check_proof,
 }
+
+
+def check_possession(change: Change, chain_id: str) -> None:
+    """`Refused(bad_proof)` unless a change enrolling a validator key proves its possession
+    (docs/protocol.md section 20.8); nothing for the other kinds."""
+    if change.kind in (ADD_VALIDATOR, ROTATE_VALIDATOR_KEY):
+        epochs.check_possession(dict(change.fields), chain_id)
 
 
 def apply(config: Config, change: Change, height: int) -> Config:
     """`config` with `change` made by the block at `height`; `Refused(conflict)` if it does
     not fit `config` (and then nothing changes)."""
     members, changed = _APPLY[change.kind](config, change)
+    if change.ends_epoch:
+        changed |= epochs.ended(config, height)
     return config.next_version(members, height, **changed)
 
 
@@ -255,10 +316,13 @@ def _set_policy(config: Config, change: Change) -> Applied:
 
 
 def _set_params(config: Config, change: Change) -> Applied:
-    m = config.members
+    params = change.get("params")
+    consensus = {k: v for k, v in params.items() if epochs.is_consensus_param(k)}
+    m = epochs.set_consensus_params(config, consensus) if consensus else config.members
     values = dataclasses.asdict(m.governance)
-    for name, number in change.get("params").items():
-        values[name.removeprefix(PARAMS_PREFIX_IN_FORCE)] = number
+    for name, number in params.items():
+        if name.startswith(PARAMS_PREFIX_IN_FORCE):
+            values[name.removeprefix(PARAMS_PREFIX_IN_FORCE)] = number
     policy = GovernancePolicy(**values)
     voters = len(config.voters)
     require(policy.quorum <= voters, CONFLICT, f"a quorum above the {voters} voting organisations")
@@ -280,5 +344,10 @@ _APPLY: Final[dict[str, Callable[[Config, Change], Applied]]] = {
     SET_WRITE_POLICY: _set_policy,
     SET_READ_POLICY: _set_policy,
     SET_PARAMS: _set_params,
+    ADD_VALIDATOR: lambda config, change: epochs.add_validator(config, dict(change.fields)),
+    REMOVE_VALIDATOR: lambda config, change: epochs.remove_validator(config, dict(change.fields)),
+    ROTATE_VALIDATOR_KEY: lambda config, change: epochs.rotate_validator_key(
+        config, dict(change.fields)
+    ),
 }
 assert set(_APPLY) == set(FIELDS)

@@ -18,6 +18,7 @@ CONFLICT: Final = "conflict"  # does not apply to the configuration in force, or
 NOT_IN_FORCE: Final = "not_in_force"  # a kind of change this version does not carry out yet
 REVOKED: Final = "revoked"  # a client tx signed by a revoked client
 KEY_ROTATED: Final = "key_rotated"  # a client tx signed with a key rotated out
+BAD_PROOF: Final = "bad_proof"  # a new validator key's proof of possession does not verify
 
 GOV_REASONS: Final = (
     NOT_ADMIN,
@@ -31,4 +32,5 @@ GOV_REASONS: Final = (
     NOT_IN_FORCE,
     REVOKED,
     KEY_ROTATED,
+    BAD_PROOF,
 )

@@ -8,8 +8,11 @@ force by being handed `members` instead of the genesis file.
 
 Version and epoch: `version` counts the effective changes since genesis; `since` is the height
 of the block whose change made this version. `epoch` counts the changes of the validator set
-and of the consensus parameters, which take effect at an epoch boundary; no such change is in
-force yet (ledger/gov/changes.py refuses them as `not_in_force`), so every chain is in epoch 0.
+and of the consensus parameters (ledger/gov/epochs.py), `epoch_height` is the height of the
+block that made the latest one (0 in epoch 0): the last block of the previous epoch, so the
+epoch's first block is `epoch_height + 1`. A block at height h is executed and certified
+under the configuration after block h-1: its validators are `members.validators` of that
+configuration, its quorum `members.quorums.commit`.
 
 Identities are never reused: a revoked client's or removed admin's id stays in `retired`, so
 an id names one signer for the whole chain (its txs stay attributable after it leaves).
@@ -32,12 +35,15 @@ class Config:
     version: int = 0
     since: int = 0
     epoch: int = EPOCH_GENESIS
+    epoch_height: int = 0  # the block that ended the previous epoch (0: epoch 0)
     # Revoked clients and removed admins, with the key each held last: a tx it signed before
     # it left may still reach a block, where its signature is checked and the tx refused.
     retired: dict[str, Client | Admin] = dataclasses.field(default_factory=dict)
     # Keys rotated out, by client id, the latest first (at most OLD_KEYS_MAX): a tx signed
     # with one before the rotation may still reach a block, where it is refused.
     rotated: dict[str, tuple[bytes, ...]] = dataclasses.field(default_factory=dict)
+    # Removed validators, by id: their ids are retired for good, as a client's.
+    former: dict[str, Validator] = dataclasses.field(default_factory=dict)
 
     @property
     def voters(self) -> tuple[str, ...]:
@@ -69,6 +75,7 @@ class Config:
             signer_id in m.clients
             or signer_id in m.admins
             or signer_id in self.retired
+            or signer_id in self.former
             or m.validator(signer_id) is not None
         )
 
@@ -104,6 +111,7 @@ class Config:
         return {
             "height": height,
             "epoch": self.epoch,
+            "epoch_height": self.epoch_height,
             "version": self.version,
             "since": self.since,
             "validators": [_validator_json(v) for v in m.validators],
@@ -112,7 +120,7 @@ class Config:
                 {"id": a.id, "organisation": a.organisation, "public_key": a.public_key.hex()}
                 for a in sorted(m.admins.values(), key=lambda a: a.id)
             ],
-            "retired": sorted(self.retired),
+            "retired": sorted([*self.retired, *self.former]),
             "policies": {
                 "write": {org: list(ns) for org, ns in sorted(m.policies.items())},
                 "read": {org: list(ns) for org, ns in sorted(m.reads.items())},

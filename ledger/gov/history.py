@@ -95,6 +95,24 @@ class Configs:
             digest = bytes(before)
         return self._build(get, low, digest)
 
+    def of_block(self, get: Getter, height: int) -> Config:
+        """The configuration block `height` is executed and certified under (the one after
+        block height-1): its epoch is the block's, its validators the ones whose Commit votes
+        make the block's certificate, with its quorum (docs/protocol.md section 20.8)."""
+        assert height >= 1
+        return self.at_height(get, height - 1)
+
+    def epoch_ends(self, get: Getter) -> list[int]:
+        """The heights of the blocks that ended an epoch, in order, as of a state: entry e-1
+        is the last block of epoch e-1, so epoch e starts at the block after it."""
+        version, _ = head(get, self._genesis)
+        ends = []
+        for number in range(1, version + 1):
+            height, body, _ = get(change_key(number))
+            if changes.parse(dict(body)).ends_epoch:
+                ends.append(int(height))
+        return ends
+
     def _build(self, get: Getter, version: int, digest: bytes) -> Config:
         # Store writers may run on other threads than the replica: every step below is one
         # dict operation (atomic in CPython), and a lost cache entry only costs a replay.

@@ -8,14 +8,16 @@ Two record forms live in the reserved namespace `_gov/`, signed by admins only:
 Rules, in this order, each refusing with its code and changing nothing (ledger/gov/codes.py):
 the signer is an admin in the configuration `before` the block (`not_admin`) of an
 organisation that runs a validator (`not_voter`); the key and type are one of the two forms
-(`schema`); a proposal parses (`schema`, `not_in_force`), its id is new
+(`schema`); a proposal parses (`schema`, `not_in_force`), a new validator key in it proves
+its possession (`bad_proof`), its id is new
 (`duplicate_proposal`), no pending proposal has its subject (`conflict`) and it applies to
 the configuration in force (`conflict`); an approval names a proposal (`unknown_proposal`)
 that is not effective yet (`not_pending`) nor past its expiry (`expired`), from an organisation
 that has not approved it (`already_approved`: the proposer's organisation approves by
 proposing). When the approving organisations that still vote reach the quorum, the change is
-applied to the configuration as this block has left it so far; if it no longer fits, the
-approval is refused (`conflict`) and the proposal stays pending until it expires.
+applied to the configuration as this block has left it so far; if it no longer fits, or it
+ends an epoch in a block that already ended one, the approval is refused (`conflict`) and the
+proposal stays pending until it expires.
 
 Signer checks use the configuration before the block, the fit of a change the configuration
 with the block's earlier effects in: a change made by block h is in force from block h+1.
@@ -159,6 +161,7 @@ def _propose(
     configs: history.Configs,
 ) -> Writes:  # fmt: skip
     change = changes.parse(tx.body)
+    changes.check_possession(change, configs.genesis.chain_id)
     require(get(proposal_key(proposal_id)) is None, DUPLICATE_PROPOSAL, f"{proposal_id!r} exists")
     now = configs.of_state(get)
     other = get(subject_key(change.subject))
@@ -199,6 +202,8 @@ def _settle(
     if votes < now.quorum:
         return {proposal_key(proposal.id): proposal.to_list()}
     change = changes.parse(proposal.change)
+    one_per_block = not (change.ends_epoch and now.epoch_height == height)
+    require(one_per_block, CONFLICT, f"block {height} already ends its epoch with a change")
     changes.apply(now, change, height)  # raises conflict if it no longer fits
     effective = Proposal(proposal.id, proposal.change, proposal.proposer, proposal.organisation,
                          proposal.height, proposal.approvals, height)  # fmt: skip

@@ -40,6 +40,7 @@ def test_domain_tags_are_exact() -> None:
         "GENESIS": b"cityledger/genesis/v1\x00",
         "REQUEST": b"cityledger/request/v1\x00",
         "SESSION": b"cityledger/session/v1\x00",
+        "POSSESSION": b"cityledger/possession/v1\x00",
     }
 
 
