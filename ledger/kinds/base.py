@@ -117,11 +117,16 @@ class Kind:
     mutable: bool = True  # later versions allowed (by the creating organisation)
     # The part of `apply` whose refusal no later tx can undo (admission answers it at once).
     settled: Callable[[State, Context], None] | None = field(default=None, compare=False)
+    names: frozenset[str] = field(init=False, compare=False, repr=False)  # of its fields
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(f.name for f in self.fields))
 
 
 def state_key(table: bytes, *parts: str) -> bytes:
     """The state entry of `parts` in `table` (one byte); parts hold no NUL."""
-    return table + b"\x00".join(p.encode() for p in parts)
+    # The UTF-8 of parts joined with NUL is the parts' UTF-8 joined with NUL (NUL is ASCII).
+    return table + "\x00".join(parts).encode()
 
 
 def check_schema(kind: Kind, key: str, body: Mapping[str, Any]) -> None:
@@ -129,9 +134,8 @@ def check_schema(kind: Kind, key: str, body: Mapping[str, Any]) -> None:
     and within its bounds, and `key` lies in the kind's namespace."""
     if not key.startswith(kind.namespace):
         raise Refused(SCHEMA, f"a {kind.type} record lives under {kind.namespace}")
-    names = {f.name for f in kind.fields}
-    unknown = sorted(set(body) - names)
-    if unknown:
+    if not kind.names.issuperset(body):
+        unknown = sorted(set(body) - kind.names)
         raise Refused(SCHEMA, f"unknown field {unknown[0]!r}")
     for f in kind.fields:
         if f.name not in body:

@@ -23,6 +23,8 @@ The risk state is bounded: a payee's recent payments keep at most `RECENT_PAYMEN
 entries, evidence lists at most `EVIDENCE_MAX` tx ids. Integer arithmetic only.
 """
 
+import bisect
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,6 +53,8 @@ _RECENT: Final = b"rp"  # payee -> [[time_ms, cents, tx id hex], ...], oldest fi
 _INVOICES: Final = b"rn"  # payee NUL normalised invoice -> [invoice, tx id hex]
 _CLAIMS: Final = b"rc"  # property NUL event -> [[organisation, tx id hex], ...]
 _DIGITS: Final = b"rb"  # department -> [payments, count of 1, ..., count of 9, flagged]
+_TIME: Final = operator.itemgetter(0)  # of a recent payment [time_ms, cents, tx id hex]
+_CENTS: Final = operator.itemgetter(1)
 _NOT_ALNUM: Final = re.compile(r"[^0-9A-Za-z]")
 _DIGIT_RUN: Final = re.compile(r"[0-9]+")
 
@@ -76,6 +80,9 @@ class _View:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.writes: Writes = {}
+        # Payee list key -> (count, cents) of its small payments in the split window, for the
+        # lists this view wrote (one block: one time, so the same windows; see `_recent`).
+        self.small: dict[bytes, tuple[int, int]] = {}
 
     def get(self, key: bytes) -> Any:
         return self.writes[key] if key in self.writes else self.state.get(key)
@@ -106,25 +113,64 @@ def _payment(
         tx.body["amount_cents"],
         params.approval_threshold_cents,
     )
-    horizon = now - max(params.split_window_ms, params.velocity_window_ms)
+    split_from = now - params.split_window_ms
     key = state_key(_RECENT, payee)
-    recent = [p for p in view.get(key) or [] if p[0] >= horizon]
-    recent = [*recent, [now, cents, tx.tx_id.hex()]][-RECENT_PAYMENTS_MAX:]
-    view.writes[key] = recent
+    recent, (count, total) = _recent(view, key, now, [now, cents, tx.tx_id.hex()], params)
     out = []
-    window = [p for p in recent if p[0] >= now - params.split_window_ms]
-    small = [p for p in window if p[1] < threshold]
-    before = sum(p[1] for p in small[:-1])
-    if cents < threshold and len(small) >= 2 and before < threshold <= before + cents:
-        out.append(_alert(SPLIT_PAYMENT, small, height, f"{len(small)} payments to {payee}"))
-    if cents >= threshold and cents % params.round_amount_cents == 0:
+    if cents < threshold:
+        before = total - cents  # the small payments in the window before this one
+        if count >= 2 and before < threshold <= total:
+            window = recent[_since(recent, split_from) :]
+            small = [p for p in window if p[1] < threshold]
+            out.append(_alert(SPLIT_PAYMENT, small, height, f"{count} payments to {payee}"))
+    elif cents % params.round_amount_cents == 0:
         out.append(_alert(ROUND_AMOUNT, [recent[-1]], height, f"{cents} cents to {payee}"))
-    fast = [p for p in recent if p[0] >= now - params.velocity_window_ms]
-    if len(fast) == params.velocity_max_payments + 1:
-        out.append(_alert(PAYEE_VELOCITY, fast, height, f"{len(fast)} payments to {payee}"))
+    fast = len(recent) - _since(recent, now - params.velocity_window_ms)
+    if fast == params.velocity_max_payments + 1:
+        out.append(_alert(PAYEE_VELOCITY, recent[-fast:], height, f"{fast} payments to {payee}"))
     out += _invoice(view, tx, height)
     out += _benford(view, tx, height, params)
     return out
+
+
+def _recent(
+    view: _View, key: bytes, now: int, entry: list[Any], params: RuleParams
+) -> tuple[list[list[Any]], tuple[int, int]]:
+    """A payee's recent payments with `entry` (this payment) appended, written to the view,
+    and the (count, sum of cents) of those under the approval threshold in the split window.
+
+    Block times never decrease (ledger/block.py, check_links) and each payment is appended at
+    its block's time, so a payee's list is in time order and every window is a suffix. The
+    first payment of a block to a payee filters the stored list and counts its window; the
+    next ones (same block, same time: same windows) only append and drop the oldest, and
+    keep the count up to date, instead of a pass over up to RECENT_PAYMENTS_MAX entries each.
+    """
+    threshold, split_from = params.approval_threshold_cents, now - params.split_window_ms
+    known = view.small.get(key)
+    if known is None:
+        stored = view.get(key) or []
+        assert not stored or stored[-1][0] <= now, "payments are recorded in time order"
+        horizon = now - max(params.split_window_ms, params.velocity_window_ms)
+        recent = [*stored[_since(stored, horizon) :], entry][-RECENT_PAYMENTS_MAX:]
+        small = list(filter(threshold.__gt__, map(_CENTS, recent[_since(recent, split_from) :])))
+        count, total = len(small), sum(small)
+    else:
+        recent, (count, total) = view.writes[key], known  # this view's own list
+        recent.append(entry)
+        if entry[1] < threshold:
+            count, total = count + 1, total + entry[1]
+        while len(recent) > RECENT_PAYMENTS_MAX:
+            dropped = recent.pop(0)
+            if dropped[0] >= split_from and dropped[1] < threshold:
+                count, total = count - 1, total - dropped[1]
+    view.writes[key] = recent
+    view.small[key] = (count, total)
+    return recent, (count, total)
+
+
+def _since(entries: list[list[Any]], time_ms: int) -> int:
+    """The index of the first of `entries` (in time order) at or after `time_ms`."""
+    return bisect.bisect_left(entries, time_ms, key=_TIME)
 
 
 def _alert(kind: str, entries: list[list[Any]], height: int, detail: str) -> Alert:

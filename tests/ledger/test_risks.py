@@ -4,8 +4,11 @@ the ordinary flow next to it; a replay from genesis raises the same alerts."""
 import dataclasses
 from typing import Any, Final
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ledger.genesis import RuleParams
-from ledger.kinds import risks
+from ledger.kinds import base, risks
 from ledger.kinds.execute import Overlay, execute
 from tests import factory
 
@@ -163,3 +166,84 @@ def test_a_second_replay_raises_the_same_alerts() -> None:
         risks.NEAR_DUPLICATE_INVOICE,
         risks.ROUND_AMOUNT,
     ]
+
+
+# --- The payee windows against a plain definition ---------------------------------------------
+# `risks` keeps a count per payee within a block instead of passing over its recent payments
+# for each payment; this reference does the passes, straight from the definitions.
+
+
+def _reference_payments(
+    blocks: list[tuple[list[tuple[str, int, bytes]], int]], params: RuleParams
+) -> tuple[list[tuple[str, tuple[bytes, ...], str]], dict[str, list[list[Any]]]]:
+    lists: dict[str, list[list[Any]]] = {}
+    out: list[tuple[str, tuple[bytes, ...], str]] = []
+    threshold = params.approval_threshold_cents
+    for payments, now in blocks:
+        for payee, cents, tx_id in payments:
+            horizon = now - max(params.split_window_ms, params.velocity_window_ms)
+            kept = [p for p in lists.get(payee, []) if p[0] >= horizon]
+            recent = [*kept, [now, cents, tx_id.hex()]][-risks.RECENT_PAYMENTS_MAX :]
+            lists[payee] = recent
+            window = [p for p in recent if p[0] >= now - params.split_window_ms]
+            small = [p for p in window if p[1] < threshold]
+            before = sum(p[1] for p in small[:-1])
+            if cents < threshold and len(small) >= 2 and before < threshold <= before + cents:
+                out.append((risks.SPLIT_PAYMENT, _ids(small), f"{len(small)} payments to {payee}"))
+            if cents >= threshold and cents % params.round_amount_cents == 0:
+                out.append((risks.ROUND_AMOUNT, _ids(recent[-1:]), f"{cents} cents to {payee}"))
+            fast = [p for p in recent if p[0] >= now - params.velocity_window_ms]
+            if len(fast) == params.velocity_max_payments + 1:
+                out.append((risks.PAYEE_VELOCITY, _ids(fast), f"{len(fast)} payments to {payee}"))
+    return out, lists
+
+
+def _ids(entries: list[list[Any]]) -> tuple[bytes, ...]:
+    return tuple(bytes.fromhex(p[-1]) for p in entries[-risks.EVIDENCE_MAX :])
+
+
+_PAYEES: Final = ("fiscal/p/acme", "fiscal/p/bolt", "fiscal/p/coda")
+_WINDOW_PARAMS: Final = RuleParams(
+    approval_threshold_cents=1_000, split_window_ms=50, round_amount_cents=250,
+    velocity_window_ms=80, velocity_max_payments=6,
+)  # fmt: skip
+_CENTS: Final = (1, 90, 300, 499, 999, 1_000, 1_250)  # around the threshold, and round
+_payment = st.tuples(st.sampled_from(_PAYEES), st.sampled_from(_CENTS))
+_blocks = st.lists(
+    st.tuples(st.lists(_payment, max_size=14), st.integers(min_value=0, max_value=60)),
+    min_size=1, max_size=12,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(_blocks, st.sampled_from((4, 9, 256)))
+def test_payee_windows_match_their_plain_definition(
+    blocks: list[tuple[list[tuple[str, int]], int]], recent_max: int
+) -> None:
+    """Splits, round amounts and velocity, with several payments per payee in one block,
+    windows that open and close, and lists at their bound (a small bound, to reach it)."""
+    saved = risks.RECENT_PAYMENTS_MAX
+    risks.RECENT_PAYMENTS_MAX = recent_max  # type: ignore[misc]
+    try:
+        state: dict[bytes, Any] = {}
+        raised: list[risks.Alert] = []
+        timed, now, n = [], T0, 0
+        for payments, step in blocks:
+            now += step
+            body = []
+            for payee, cents in payments:
+                n += 1
+                body.append(NET.tx(FINANCE, f"fiscal/d/{n}", {
+                    "line": "fiscal/l/none", "payee": payee, "invoice": f"I{n}",
+                    "amount_cents": cents}, T0, "budget.disbursement"))  # fmt: skip
+            pairs = [(t, "") for t in body]
+            alerts, writes = risks.monitor(state, 1, now, pairs, ORG_OF, _WINDOW_PARAMS)
+            state.update(writes)
+            raised += alerts
+            timed.append(([(t.body["payee"], t.body["amount_cents"], t.tx_id) for t in body], now))
+        expected, lists = _reference_payments(timed, _WINDOW_PARAMS)
+        assert [(a.kind, a.evidence, a.detail) for a in raised] == expected
+        for payee, recent in lists.items():
+            assert state[base.state_key(b"rp", payee)] == recent
+    finally:
+        risks.RECENT_PAYMENTS_MAX = saved  # type: ignore[misc]
