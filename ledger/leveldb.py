@@ -1,5 +1,6 @@
 """Opening the block store's LevelDB: its tuning, and the meta record that names its chain;
-and the ordered scan of record keys (`record_keys`).
+the ordered scan of record keys (`record_keys`), and the checked reads the store's parts share
+(`Reader`).
 
 Split from `ledger.store` (which owns every key and value); like it, it lets no plyvel error
 escape: a store that cannot be opened, or belongs to another chain, is a `StoreError`.
@@ -121,3 +122,51 @@ def record_keys(
     except (plyvel.Error, UnicodeDecodeError) as exc:
         raise StoreError(f"{path}: scanning the record index failed: {exc}") from None
     return keys
+
+
+# --- Reads ------------------------------------------------------------------------------------
+
+
+class Reader:
+    """The reads the store's parts share (ledger/store.py, ledger/records.py,
+    ledger/rulestore.py) on one open LevelDB: every plyvel error becomes a `StoreError` that
+    names the store, and fixed-length entries are checked for their length."""
+
+    def __init__(self, db: Any, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self.db.get(key)
+        except plyvel.Error as exc:
+            raise StoreError(f"{self.path}: read failed: {exc}") from None
+        return value
+
+    def items(self, prefix: bytes, *, reverse: bool, limit: int) -> list[tuple[bytes, bytes]]:
+        try:
+            with self.db.iterator(prefix=prefix, reverse=reverse) as it:
+                return [item for item, _ in zip(it, range(limit), strict=False)]
+        except plyvel.Error as exc:
+            raise StoreError(f"{self.path}: scan failed: {exc}") from None
+
+    def keys(self, prefix: bytes, *, reverse: bool, limit: int) -> list[bytes]:
+        return [k for k, _ in self.items(prefix, reverse=reverse, limit=limit)]
+
+    def scan(
+        self, start: bytes, stop: bytes, limit: int, *, include_start: bool = True
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` entries with start <= key < stop (key > start without
+        `include_start`), in key order."""
+        try:
+            with self.db.iterator(start=start, stop=stop, include_start=include_start) as it:
+                return [item for item, _ in zip(it, range(limit), strict=False)]
+        except plyvel.Error as exc:
+            raise StoreError(f"{self.path}: scan failed: {exc}") from None
+
+    def checked_length(self, key: bytes, value: bytes, length: int) -> bytes:
+        """`value` if it has the fixed length of its kind of entry (the message is only built
+        on failure: these checks run for every tx a verifier reads)."""
+        if len(value) != length:
+            raise StoreError(f"{self.path}: the entry {key!r} is damaged (length {len(value)})")
+        return value

@@ -1,14 +1,16 @@
-"""The rule-state side of a block's batch, and the reads of risk alerts, for `ledger.store`.
+"""The rule-state side of the block store: a block's batch entries, and the reads of them.
 
 A block's batch gets, besides its block entries: the rule state its accepted txs wrote and the
 risk state its alerts wrote (`S` + state key -> encode(value)), the reason code of each refused
 tx (`O` + tx id), and its alerts (`A` + height(8) + index(2) -> encode([kind, evidence tx ids,
 detail])). Risk monitoring runs here, after execution, over the same overlay of the batch.
-Pure apart from the `get`/`items` functions the store hands in (no LevelDB here).
+`block_rules` is pure; `RuleStateReads` reads these entries through the store's `Reader` and
+keeps the decoded rule state it read or the store wrote last (every block's execution reads
+the same few entries: budget lines, payees, a payee's recent payments), within a bound.
 """
 
-from collections.abc import Callable
-from typing import Final
+import threading
+from typing import Any, Final
 
 from ledger.block import Block
 from ledger.encoding import decode, encode
@@ -17,15 +19,21 @@ from ledger.genesis import Genesis
 from ledger.gov.history import config_of
 from ledger.kinds.execute import Executed, Overlay
 from ledger.kinds.risks import Alert, monitor
-from ledger.storelayout import HEIGHT_BYTES, OUTCOME, STATE, height_bytes
+from ledger.leveldb import Reader
+from ledger.storelayout import HEIGHT_BYTES, OUTCOME, STATE, after_prefix, height_bytes
 
 ALERT: Final = b"A"
 ALERT_INDEX_BYTES: Final = 2  # a block raises at most a few alerts per tx: 65 535 is ample
 ALERT_BYTES_MAX: Final = 64 * 1024
 ALERTS_MAX: Final = 1000  # alerts in one answer of `alerts`
+STATE_VALUE_BYTES_MAX: Final = 64 * 1024  # one rule-state entry (a few fields)
+# Decoded rule-state entries kept, counted by their encoded size (plus a few bytes per entry,
+# absent ones included): a few blocks' worth of the entries a busy chain reads.
+STATE_CACHE_BYTES_MAX: Final = 8 * 1024 * 1024
+_ENTRY_BYTES: Final = 64  # what an entry counts besides its value: its key, the dict slot
 
-Items = Callable[[bytes, bytes | None, int], list[tuple[bytes, bytes]]]
-"""``items(prefix, start, limit)``: stored entries under `prefix`, from key `start` on."""
+StateWrites = dict[bytes, tuple[Any, int]]
+"""Rule-state writes of a batch: state key -> (value, bytes of its encoding)."""
 
 
 def block_rules(
@@ -57,24 +65,103 @@ def _alert_key(height: int, index: int) -> bytes:
     return ALERT + height_bytes(height) + index.to_bytes(ALERT_INDEX_BYTES, "big")
 
 
-def alerts(items: Items, first_height: int, limit: int, kind: str | None = None) -> list[Alert]:
-    """Up to `limit` stored alerts from `first_height` on (of `kind` only, if given), in
-    height order."""
-    assert 1 <= limit <= ALERTS_MAX
-    out: list[Alert] = []
-    start = ALERT + height_bytes(first_height)
-    while len(out) < limit:
-        found = items(ALERT, start, ALERTS_MAX)
-        for key, value in found:
-            alert = _decode(key, value)
-            if kind is None or alert.kind == kind:
-                out.append(alert)
-                if len(out) == limit:
-                    break
-        if len(found) < ALERTS_MAX:
-            break
-        start = found[-1][0] + b"\x00"
-    return out
+class RuleStateReads:
+    """The committed rule state, outcomes and alerts of one store. Decoded rule-state entries
+    are kept (absent ones too) up to STATE_CACHE_BYTES_MAX, and `written` updates them with a
+    batch's writes once the store's head includes it. Values are shared, never to be changed
+    in place (rules return new values; ledger/kinds/base.py). Reads may come from other
+    threads than the writer's: a read that raced a write keeps nothing (`_generation`)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._cache: dict[bytes, tuple[Any, int]] = {}  # key -> (value, bytes counted)
+        self._cached_bytes = 0
+        self._generation = 0  # writes taken in so far
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Any:
+        """The committed value of rule-state entry `key` (ledger/kinds), or None."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit[0]
+        generation = self._generation
+        raw = self._reader.get(STATE + key)
+        value = None if raw is None else self._decode_state(key, raw)
+        with self._lock:
+            if generation == self._generation:  # no write was taken in meanwhile
+                self._keep(key, value, len(raw or b""))
+        return value
+
+    def written(self, writes: StateWrites) -> None:
+        """Take in the rule-state writes of a batch that is on disk (before any later one)."""
+        with self._lock:
+            self._generation += 1
+            for key, (value, size) in writes.items():
+                self._keep(key, value, size)
+
+    def _keep(self, key: bytes, value: Any, size: int) -> None:
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cached_bytes -= old[1]
+        counted = size + len(key) + _ENTRY_BYTES
+        self._cache[key] = (value, counted)
+        self._cached_bytes += counted
+        while self._cached_bytes > STATE_CACHE_BYTES_MAX:  # the oldest kept go first
+            self._cached_bytes -= self._cache.pop(next(iter(self._cache)))[1]
+
+    def entries(self, prefix: bytes, limit: int) -> list[tuple[bytes, Any]]:
+        """The first `limit` rule-state entries whose keys start with `prefix`, in key order."""
+        items = self._reader.items(STATE + prefix, reverse=False, limit=limit)
+        return [(k[1:], self._decode_state(k, v)) for k, v in items]
+
+    def _decode_state(self, key: bytes, raw: bytes) -> Any:
+        try:
+            return decode(raw, STATE_VALUE_BYTES_MAX)
+        except LedgerError:
+            path = self._reader.path
+            raise StoreError(f"{path}: the rule state entry {key!r} is damaged") from None
+
+    def tx_outcome(self, tx_id: bytes) -> str:
+        """The reason code of a committed tx that was refused; "" if it was accepted."""
+        raw = self._reader.get(OUTCOME + tx_id)
+        return "" if raw is None else raw.decode(errors="replace")
+
+    def alerts(
+        self, first_height: int, limit: int, kind: str | None = None,
+        after: tuple[int, int] | None = None,
+    ) -> list[tuple[int, Alert]]:  # fmt: skip
+        """Up to `limit` stored alerts (of `kind` only, if given) with their index in their
+        block, in (height, index) order: from `first_height` on, or after the alert at
+        `after` (height, index) when given."""
+        assert 1 <= limit <= ALERTS_MAX
+        out: list[tuple[int, Alert]] = []
+        start = (
+            ALERT + height_bytes(first_height) if after is None else _alert_key(*after) + b"\x00"
+        )
+        while len(out) < limit:
+            found = self._reader.scan(start, after_prefix(ALERT), ALERTS_MAX)
+            for key, value in found:
+                alert = _decode(key, value)
+                if kind is None or alert.kind == kind:
+                    out.append((_index(key), alert))
+                    if len(out) == limit:
+                        break
+            if len(found) < ALERTS_MAX:
+                break
+            start = found[-1][0] + b"\x00"
+        return out
+
+    def block_alerts(self, height: int) -> list[Alert]:
+        """The alerts stored for block `height`, in the order its txs raised them (for
+        verifiers to compare, and for the event stream)."""
+        prefix = ALERT + height_bytes(height)
+        return [
+            _decode(k, v) for k, v in self._reader.scan(prefix, after_prefix(prefix), ALERTS_MAX)
+        ]
+
+
+def _index(key: bytes) -> int:
+    return int.from_bytes(key[len(ALERT) + HEIGHT_BYTES :], "big")
 
 
 def _decode(key: bytes, value: bytes) -> Alert:
@@ -86,8 +173,7 @@ def _decode(key: bytes, value: bytes) -> Alert:
         raise StoreError(f"the alert entry {key!r} is damaged: {exc}") from None
 
 
-def block_alerts(items: Items, height: int) -> list[Alert]:
-    """The alerts stored for block `height`, in the order its txs raised them (for verifiers
-    to compare, and for the event stream)."""
-    prefix = ALERT + height_bytes(height)
-    return [_decode(k, v) for k, v in items(prefix, None, ALERTS_MAX)]
+def state_writes(state: Overlay, entries: dict[bytes, bytes]) -> StateWrites:
+    """The rule-state writes among a block's `entries`, with their values as `state` (the
+    batch's overlay, right after the block) holds them, for `RuleStateReads.written`."""
+    return {k[1:]: (state.get(k[1:]), len(v)) for k, v in entries.items() if k[:1] == STATE}

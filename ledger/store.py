@@ -1,7 +1,9 @@
 """The block store: certified blocks and their indexes in one LevelDB, one synced batch per block.
 
-This module owns everything CityLedger keeps on disk; it and `ledger.leveldb` (which opens the
-LevelDB) are the only ones that import plyvel.
+This module owns everything CityLedger keeps on disk, and writes all of it; its reads are split
+by what they read: ledger/records.py (txs and records), ledger/rulestore.py (rule state,
+outcomes, alerts). It and `ledger.leveldb` (which opens the LevelDB and converts its errors)
+are the only ones that import plyvel.
 It must never accept a block that does not extend its head, never write part of a block, and
 never let a plyvel or decoding exception escape: the world's faults surface as `StoreError`
 (a damaged or foreign store) or `InvalidBlock` (a block that does not extend the head).
@@ -21,7 +23,6 @@ nodes, whatever the length of the chain. `BlockStore.open_for_audit` skips the h
 that `ledger.verify` can name the first bad height of a damaged store.
 """
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ from typing import Any, Final, Self
 
 import plyvel
 
-from ledger import crypto, merkle, rulestore
+from ledger import crypto, merkle
 from ledger import tx as txs
 from ledger.block import (
     HEIGHT_MAX,
@@ -43,40 +44,30 @@ from ledger.block import (
     decode_certificate,
     verify_certificate,
 )
-from ledger.encoding import decode
-from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError, StoreError
+from ledger.errors import InvalidBlock, StoreError
 from ledger.genesis import Genesis
 from ledger.kinds.execute import Executed, Getter, Overlay, check_outcomes, execute
 from ledger.kinds.risks import Alert
-from ledger.leveldb import AUDIT_CACHE_BYTES, init_or_check_meta, open_db, record_keys
+from ledger.leveldb import AUDIT_CACHE_BYTES, Reader, init_or_check_meta, open_db
 from ledger.primitives import DIGEST_BYTES
-from ledger.rulestore import block_rules
+from ledger.records import Records
+from ledger.rulestore import RuleStateReads, StateWrites, block_rules, state_writes
 from ledger.storelayout import (
     BLOCK,
     CERT,
     HASH,
     HEAD,
     HEIGHT_BYTES,
-    LOCATION_BYTES,
-    OUTCOME,
-    RECORD,
-    STATE,
     TX,
     TX_BYTES,
     BlockWrite,
     StateWrite,
     Step,
-    after_prefix,
     height_bytes,
     location_bytes,
-    lookup_prefix,
     node_key,
     record_prefix,
-    unpack_location,
 )  # fmt: skip
-
-RECORD_VERSIONS_MAX: Final = 10_000  # one call's answer; callers page with `after`
-STATE_VALUE_BYTES_MAX: Final = 64 * 1024  # one rule-state entry (a few fields)
 
 
 class PendingWrite:
@@ -89,6 +80,7 @@ class PendingWrite:
         self.head = head  # the head once it is written
         self.written = False
         self.alerts: list[Alert] = []  # what risk monitoring raised for its blocks
+        self.state_writes: StateWrites = {}  # the rule state its blocks wrote
 
     def write(self) -> None:
         """The one synced LevelDB write of the whole batch (atomic: all of it or none)."""
@@ -108,6 +100,9 @@ class BlockStore:
         self._path = path
         self._genesis = genesis
         self._head = head  # None when opened for audit: the head is then not trusted
+        self._reader = Reader(db, path)
+        self._records = Records(self._reader)
+        self._rules = RuleStateReads(self._reader)
 
     # --- Opening and closing -----------------------------------------------------------------
 
@@ -202,7 +197,7 @@ class BlockStore:
 
     def head_pointer(self) -> tuple[int, bytes] | None:
         """The head pointer as stored (height, block hash), unchecked; for verifiers."""
-        raw = self._get(HEAD)
+        raw = self._reader.get(HEAD)
         if raw is None:
             return None
         if len(raw) != HEIGHT_BYTES + DIGEST_BYTES:
@@ -221,7 +216,7 @@ class BlockStore:
         """The highest height any block or certificate is stored at (0 if none), unchecked."""
         highest = 0
         for prefix in (BLOCK, CERT):
-            for key in self._keys(prefix, reverse=True, limit=1):
+            for key in self._reader.keys(prefix, reverse=True, limit=1):
                 highest = max(highest, int.from_bytes(key[len(prefix) :], "big"))
         return highest
 
@@ -250,6 +245,7 @@ class BlockStore:
         in_batch: set[bytes] = set()  # tx ids of the blocks of this batch, not yet in LevelDB
         state = Overlay(self.rule_state)  # the rule state after the blocks of this batch
         alerts: list[Alert] = []  # the risk alerts the batch's blocks raise
+        written: StateWrites = {}
 
         def is_committed(tx_id: bytes) -> bool:
             return tx_id in in_batch or self.has_tx(tx_id)
@@ -267,17 +263,20 @@ class BlockStore:
                 entries, raised = block_rules(state, step.block, executed, self._genesis)
                 self._put_block(batch, step.block, step.certificate, nodes, entries)
                 alerts.extend(raised)
+                written.update(state_writes(state, entries))
                 in_batch.update(t.tx_id for t in step.block.txs)
         except plyvel.Error as exc:
             raise StoreError(f"{self._path}: preparing a write failed: {exc}") from None
         pending = PendingWrite(batch, self.head, head, self._path)
         pending.alerts = alerts
+        pending.state_writes = written
         return pending
 
     def advance(self, pending: "PendingWrite") -> None:
         """Take the head `pending` leaves, once its write is done."""
         assert pending.written, "write, then advance"
         assert pending.base is self._head, "one write at a time, in order"
+        self._rules.written(pending.state_writes)
         self._head = pending.head
 
     def _check_append(
@@ -296,9 +295,8 @@ class BlockStore:
         if step.txs_checked:
             check_links(block, head, self._genesis)
             # The writes are needed, and the outcomes pair-checked against the replica's.
-            executed = execute(
-                state, block.txs, self._genesis, block.header.timestamp_ms, block.height
-            )
+            time_ms, height = block.header.timestamp_ms, block.height
+            executed = execute(state, block.txs, self._genesis, time_ms, height)
             check_outcomes(block.outcomes, executed, block.height)
         else:
             executed = check_block(
@@ -338,10 +336,10 @@ class BlockStore:
     # --- Blocks and certificates ---------------------------------------------------------------
 
     def raw_block(self, height: int) -> bytes | None:
-        return self._get(BLOCK + height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
+        return self._reader.get(BLOCK + height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
 
     def raw_certificate(self, height: int) -> bytes | None:
-        return self._get(CERT + height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
+        return self._reader.get(CERT + height_bytes(height)) if 1 <= height <= HEIGHT_MAX else None
 
     def block(self, height: int) -> Block | None:
         raw = self.raw_block(height)
@@ -383,142 +381,64 @@ class BlockStore:
             yield self._checked_block(height), cert
 
     def height_of(self, block_hash: bytes) -> int | None:
-        raw = self._get(HASH + block_hash)
+        raw = self._reader.get(HASH + block_hash)
         if raw is None:
             return None
-        return int.from_bytes(self._checked_length(HASH + block_hash, raw, HEIGHT_BYTES), "big")
+        return int.from_bytes(
+            self._reader.checked_length(HASH + block_hash, raw, HEIGHT_BYTES), "big"
+        )
 
-    # --- Transactions and records --------------------------------------------------------------
+    # --- Reads of txs and records (ledger/records.py), of the rule state, outcomes and alerts
+    # (ledger/rulestore.py): what each answers is documented there.
 
     def has_tx(self, tx_id: bytes) -> bool:
-        """Whether the tx is committed here (`tx_location` without decoding the entry)."""
-        return self._get(TX + tx_id) is not None
+        return self._records.has_tx(tx_id)
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
-        key = TX + tx_id
-        raw = self._get(key)
-        if raw is None:
-            return None
-        return unpack_location(self._checked_length(key, raw, LOCATION_BYTES))
+        return self._records.tx_location(tx_id)
 
     def tx(self, tx_id: bytes) -> txs.Transaction | None:
-        location = self.tx_location(tx_id)
-        return None if location is None else self._tx_at(*location, tx_id)
-
-    def _tx_at(self, height: int, index: int, tx_id: bytes) -> txs.Transaction:
-        """The committed tx `tx_id` at (height, index), from its `X` entry: pair-checked
-        against the location the caller read from another index and against its own id."""
-        key = TX_BYTES + tx_id
-        value = self._get(key)
-        found = None
-        if value is not None and value[:LOCATION_BYTES] == location_bytes(height, index):
-            with contextlib.suppress(InvalidTransaction):
-                found = txs.decode_tx(value[LOCATION_BYTES:])
-        if found is None or found.tx_id != tx_id:
-            raise StoreError(f"{self._path}: the entry {key!r} is damaged")
-        return found
+        return self._records.tx(tx_id)
 
     def indexed_tx(self, tx_id: bytes) -> tuple[int, int, bytes] | None:
-        """The `X` entry of `tx_id` as stored, unchecked: (height, index, tx bytes); for
-        verifiers. None if there is none."""
-        value = self._get(TX_BYTES + tx_id)
-        if value is None or len(value) < LOCATION_BYTES:
-            return None if value is None else (-1, -1, value)
-        return (*unpack_location(value[:LOCATION_BYTES]), value[LOCATION_BYTES:])
+        return self._records.indexed_tx(tx_id)
 
     def record_versions(
         self, key: str, limit: int, after: tuple[int, int] | None = None
     ) -> list[tuple[int, int, bytes]]:
-        """(height, index, tx id) of the first `limit` versions of record `key` that come after
-        version `after` (a (height, index) from an earlier page; None: from the first), oldest
-        first. One index scan: no block is read."""
-        if not 1 <= limit <= RECORD_VERSIONS_MAX:
-            raise ValueError(f"limit must be in [1, {RECORD_VERSIONS_MAX}]")
-        prefix = lookup_prefix(key)
-        if prefix is None:
-            return []
-        start = prefix if after is None else prefix + location_bytes(*after)
-        stop = prefix[:-1] + bytes([prefix[-1] + 1])  # just past every key with this prefix
-        try:
-            with self._db.iterator(start=start, stop=stop, include_start=after is None) as it:
-                items = [item for item, _ in zip(it, range(limit), strict=False)]
-        except plyvel.Error as exc:
-            raise StoreError(f"{self._path}: scan failed: {exc}") from None
-        return [self._record_entry(prefix, k, v) for k, v in items]
+        return self._records.versions(key, limit, after)
 
     def record_version_txs(
         self, key: str, limit: int, after: tuple[int, int] | None = None
     ) -> list[tuple[int, int, txs.Transaction]]:
-        """`record_versions` with each version's tx (from the `X` index: no block decoded)."""
-        return [
-            (height, index, self._tx_at(height, index, tx_id))
-            for height, index, tx_id in self.record_versions(key, limit, after)
-        ]
+        return self._records.version_txs(key, limit, after)
 
     def record_keys(self, low: str, high: str | None, limit: int) -> list[str]:
-        """Up to `limit` record keys k with low <= k (< high), in order: one seek per record."""
-        return record_keys(self._db, RECORD, low, high, limit, self._path)
+        return self._records.keys(low, high, limit)
 
     def latest_record(self, key: str) -> tuple[int, int, txs.Transaction] | None:
-        prefix = lookup_prefix(key)
-        if prefix is None:
-            return None
-        for k, v in self._items(prefix, reverse=True, limit=1):
-            height, index, tx_id = self._record_entry(prefix, k, v)
-            return height, index, self._tx_at(height, index, tx_id)
-        return None
+        return self._records.latest(key)
 
     def record_entry(self, key: str, height: int, index: int) -> bytes | None:
-        """The tx id the record index holds for version (height, index) of `key`, if any."""
-        prefix = lookup_prefix(key)
-        if prefix is None or not (0 <= height <= HEIGHT_MAX and 0 <= index < 2**32):
-            return None
-        entry = prefix + location_bytes(height, index)
-        raw = self._get(entry)
-        return None if raw is None else self._checked_length(entry, raw, DIGEST_BYTES)
-
-    def _record_entry(self, prefix: bytes, key: bytes, value: bytes) -> tuple[int, int, bytes]:
-        height, index = unpack_location(
-            self._checked_length(key, key[len(prefix) :], LOCATION_BYTES)
-        )
-        return height, index, self._checked_length(key, value, DIGEST_BYTES)
-
-    # --- Rule state and outcomes -----------------------------------------------------------------
+        return self._records.entry(key, height, index)
 
     def rule_state(self, key: bytes) -> Any:
-        """The committed value of rule-state entry `key` (ledger/kinds), or None."""
-        raw = self._get(STATE + key)
-        return None if raw is None else self._decode_state(key, raw)
+        return self._rules.get(key)
 
     def rule_states(self, prefix: bytes, limit: int) -> list[tuple[bytes, Any]]:
-        """The first `limit` rule-state entries whose keys start with `prefix`, in key order."""
-        items = self._items(STATE + prefix, reverse=False, limit=limit)
-        return [(k[1:], self._decode_state(k, v)) for k, v in items]
-
-    def _decode_state(self, key: bytes, raw: bytes) -> Any:
-        try:
-            return decode(raw, STATE_VALUE_BYTES_MAX)
-        except LedgerError:
-            raise StoreError(f"{self._path}: the rule state entry {key!r} is damaged") from None
-
-    def alerts(self, first_height: int, limit: int, kind: str | None = None) -> list[Alert]:
-        """Up to `limit` risk alerts from `first_height` on, of `kind` if given."""
-        return rulestore.alerts(self._scan, first_height, limit, kind)
-
-    def alerts_at(self, height: int) -> list[Alert]:  # in the order block `height` raised them
-        return rulestore.block_alerts(self._scan, height)
-
-    def _scan(self, prefix: bytes, start: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        try:
-            with self._db.iterator(start=start or prefix, stop=after_prefix(prefix)) as it:
-                return [item for item, _ in zip(it, range(limit), strict=False)]
-        except plyvel.Error as exc:
-            raise StoreError(f"{self._path}: scan failed: {exc}") from None
+        return self._rules.entries(prefix, limit)
 
     def tx_outcome(self, tx_id: bytes) -> str:
-        """The reason code of a committed tx that was refused; "" if it was accepted."""
-        raw = self._get(OUTCOME + tx_id)
-        return "" if raw is None else raw.decode(errors="replace")
+        return self._rules.tx_outcome(tx_id)
+
+    def alerts(
+        self, first_height: int, limit: int, kind: str | None = None,
+        after: tuple[int, int] | None = None,
+    ) -> list[tuple[int, Alert]]:  # fmt: skip
+        return self._rules.alerts(first_height, limit, kind, after)
+
+    def alerts_at(self, height: int) -> list[Alert]:
+        return self._rules.block_alerts(height)
 
     # --- The history tree ----------------------------------------------------------------------
 
@@ -526,8 +446,8 @@ class BlockStore:
         if not (0 <= level < merkle.LEVELS_MAX and 0 <= index < 2**64):
             return None
         key = node_key(level, index)
-        raw = self._get(key)
-        return None if raw is None else self._checked_length(key, raw, DIGEST_BYTES)
+        raw = self._reader.get(key)
+        return None if raw is None else self._reader.checked_length(key, raw, DIGEST_BYTES)
 
     def _node_or_raise(self, level: int, index: int) -> bytes:
         node = self.history_node(level, index)
@@ -552,32 +472,6 @@ class BlockStore:
     def _check_history_size(self, size: int) -> None:
         if not 1 <= size <= self.height + 1:
             raise ValueError(f"the history tree has sizes 1..{self.height + 1}, not {size}")
-
-    # --- plyvel access: every error becomes a StoreError -------------------------------------
-
-    def _checked_length(self, key: bytes, value: bytes, length: int) -> bytes:
-        """`value` if it has the fixed length of its kind of entry (the message is only built
-        on failure: these checks run for every tx a verifier reads)."""
-        if len(value) != length:
-            raise StoreError(f"{self._path}: the entry {key!r} is damaged (length {len(value)})")
-        return value
-
-    def _get(self, key: bytes) -> bytes | None:
-        try:
-            value: bytes | None = self._db.get(key)
-        except plyvel.Error as exc:
-            raise StoreError(f"{self._path}: read failed: {exc}") from None
-        return value
-
-    def _items(self, prefix: bytes, *, reverse: bool, limit: int) -> list[tuple[bytes, bytes]]:
-        try:
-            with self._db.iterator(prefix=prefix, reverse=reverse) as it:
-                return [item for item, _ in zip(it, range(limit), strict=False)]
-        except plyvel.Error as exc:
-            raise StoreError(f"{self._path}: scan failed: {exc}") from None
-
-    def _keys(self, prefix: bytes, *, reverse: bool, limit: int) -> list[bytes]:
-        return [k for k, _ in self._items(prefix, reverse=reverse, limit=limit)]
 
     # --- Consensus state (added for node/: the replica's `Persist` actions) --------------------
     # The replica's own small state (its view, what it prepared) under a prefix of its own,

@@ -23,7 +23,7 @@ from ledger.errors import InvalidBlock, InvalidTransaction, StoreError
 from ledger.genesis import Admin, Client
 from ledger.kinds.base import REASONS
 from ledger.kinds.execute import settled_refusal
-from ledger.store import RECORD_VERSIONS_MAX
+from ledger.records import RECORD_VERSIONS_MAX
 from node import (
     appkeys,
     auth,

@@ -116,7 +116,7 @@ def routes(runtime_of: RuntimeOf, off_loop: OffLoop) -> tuple[tuple[str, str, An
         limit = _int(request, "limit", RISKS_LIMIT_DEFAULT, ALERTS_MAX)
 
         def read() -> dict[str, Any]:
-            found = rt.store.alerts(first, limit, kind)
+            found = [a for _, a in rt.store.alerts(first, limit, kind)]
             after = found[-1].height + 1 if len(found) == limit else None
             if after is not None and found[0].height != found[-1].height:
                 # a page ends at a block's end: the next one starts at the next block

@@ -11,9 +11,11 @@ import pytest
 
 from ledger import block as blocks
 from ledger import tx as txs
+from ledger.encoding import encode
 from ledger.errors import InvalidBlock
 from ledger.kinds import base
 from ledger.kinds.execute import execute
+from ledger.rulestore import RuleStateReads
 from ledger.store import BlockStore
 from ledger.storelayout import BlockWrite
 from ledger.verify import verify_chain
@@ -128,3 +130,42 @@ def _head_at(store: BlockStore, height: int) -> blocks.ChainHead:
         assert block is not None
         head = head.advance(block)
     return head
+
+
+def test_the_rule_state_read_before_a_block_is_its_value_after(store: BlockStore) -> None:
+    key = base.state_key(b"a", "fiscal/2027/parks")
+    assert store.rule_state(key) is None  # read (and kept) before the block writes it
+    block = _block(store.head, (APPROPRIATION,), store.rule_state)
+    store.append(block, NET.certify(block))
+    assert store.rule_state(key) == APPROPRIATION_STATE[key]
+    path = store.path
+    store.close()
+    with BlockStore.open(path, NET.genesis) as reopened:
+        assert reopened.rule_state(key) == APPROPRIATION_STATE[key]
+
+
+def test_a_read_that_races_a_write_keeps_nothing(tmp_path: Path) -> None:
+    """A read on another thread than the writer's that got the value from before a write
+    taken in meanwhile must not keep it: the next read reads again."""
+
+    class Racing:
+        path = tmp_path
+        old = encode({"v": 1})
+
+        def __init__(self) -> None:
+            self.rules: RuleStateReads | None = None
+            self.reads = 0
+
+        def get(self, _key: bytes) -> bytes | None:
+            self.reads += 1
+            if self.reads == 1 and self.rules is not None:  # the write lands mid-read
+                self.rules.written({b"k": ({"v": 2}, 8)})
+                return self.old
+            return encode({"v": 2})
+
+    racing = Racing()
+    rules = RuleStateReads(racing)  # type: ignore[arg-type]
+    racing.rules = rules
+    assert rules.get(b"k") == {"v": 1}  # what this read saw
+    assert rules.get(b"k") == {"v": 2}  # the write's value, not the raced read's
+    assert racing.reads == 1  # ...kept from the write: no second read
