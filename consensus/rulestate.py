@@ -57,7 +57,8 @@ class RuleStates:
         self._memory = MemoryState() if committed is None else None
         self._committed: CommittedState = committed or self._memory  # type: ignore[assignment]
         self._in_flight: dict[bytes, Writes] = {}  # block hash -> writes, accepted blocks
-        self._unstored: dict[int, Writes] = {}  # height -> writes, committed but maybe unstored
+        # height -> (block hash, writes) of the blocks committed but maybe not stored yet
+        self._unstored: dict[int, tuple[bytes, Writes]] = {}
 
     def below(self, accepted: Iterable[Block]) -> Overlay:
         """The state after the committed head and then `accepted` (the accepted blocks from the
@@ -77,7 +78,7 @@ class RuleStates:
             del self._unstored[height]
         state = Overlay(self._committed.get)
         for height in sorted(self._unstored):
-            state.update(self._unstored[height])
+            state.update(self._unstored[height][1])
         return state
 
     def _execute(self, state: Overlay, block: Block) -> Writes:
@@ -100,7 +101,13 @@ class RuleStates:
         if self._memory is not None:
             self._memory.apply(block.height, writes)
         else:
-            self._unstored[block.height] = writes
+            self._unstored[block.height] = (block.hash, writes)
+
+    def writes_of(self, block: Block) -> Writes | None:
+        """What committed `block` wrote, while it is not known stored (the store's write of
+        it takes them instead of executing it again); None if not held."""
+        held = self._unstored.get(block.height)
+        return held[1] if held is not None and held[0] == block.hash else None
 
     def keep_only(self, hashes: Iterable[bytes]) -> None:
         """Forget the writes of every block in flight but these (a commit or a view change

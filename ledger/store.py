@@ -292,7 +292,10 @@ class BlockStore:
         ids = [t.tx_id if t._parsed else crypto.sha256(t.raw) for t in block.txs]
         if block.hash != block.header.hash() or ids != [t.tx_id for t in block.txs]:
             raise InvalidBlock(f"block {block.height}: hashes do not match its content")
-        if step.txs_checked:
+        if step.txs_checked and step.writes is not None:  # the replica's execution of it
+            check_links(block, head, self._genesis)
+            executed = Executed(block.outcomes, step.writes)
+        elif step.txs_checked:
             check_links(block, head, self._genesis)
             # The writes are needed, and the outcomes pair-checked against the replica's.
             time_ms, height = block.header.timestamp_ms, block.height

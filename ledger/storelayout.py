@@ -30,10 +30,11 @@ reads per version, whatever the size of the blocks they are in; format 2 added i
 Pure: byte layouts and frozen values, no LevelDB.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from ledger.block import Block, Certificate
+from ledger.kinds.base import Writes
 from ledger.leveldb import HEAD_KEY
 
 HEAD: Final = HEAD_KEY
@@ -91,11 +92,14 @@ class StateWrite:
 class BlockWrite:
     """A certified block to append. `txs_checked`: the caller (consensus) ran `check_block` on
     this very block against the same parent, so its txs' rules are not checked again; its
-    links, roots, hashes and certificate always are."""
+    links, roots, hashes and certificate always are. `writes`: with `txs_checked`, the rule
+    state that check's execution wrote (the state after the parent is the same, so the store
+    takes them instead of executing the block a second time); None: the store executes it."""
 
     block: Block
     certificate: Certificate
     txs_checked: bool = False
+    writes: Writes | None = field(default=None, compare=False)
 
 
 Step = StateWrite | BlockWrite

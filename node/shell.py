@@ -46,6 +46,7 @@ from consensus.events import (
     TxsExpired,
 )
 from consensus.replica import Replica
+from consensus.rulestate import RuleStates
 from ledger.block import Block
 from ledger.kinds.risks import Alert
 from ledger.store import BlockStore, PendingWrite
@@ -136,7 +137,8 @@ class Shell:
             if not isinstance(step, Write):
                 self._execute(step)
                 continue
-            pending = self._store.prepare([_step(a) for a in step.actions])  # checked on the loop
+            # Checked on the loop; a block the replica executed comes with what it wrote.
+            pending = self._store.prepare([_step(a, self.replica.log.rules) for a in step.actions])
             if self._writer is None:
                 pending.write()
                 self._written(step, pending)
@@ -329,7 +331,8 @@ class Shell:
         self.wake_waiters()
 
 
-def _step(action: Durable) -> Step:
+def _step(action: Durable, rules: RuleStates) -> Step:
     if isinstance(action, Persist):
         return StateWrite(action.puts, action.deletes)
-    return BlockWrite(action.block, action.certificate, action.txs_checked)
+    writes = rules.writes_of(action.block) if action.txs_checked else None
+    return BlockWrite(action.block, action.certificate, action.txs_checked, writes)

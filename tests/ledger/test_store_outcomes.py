@@ -169,3 +169,20 @@ def test_a_read_that_races_a_write_keeps_nothing(tmp_path: Path) -> None:
     assert rules.get(b"k") == {"v": 1}  # what this read saw
     assert rules.get(b"k") == {"v": 2}  # the write's value, not the raced read's
     assert racing.reads == 1  # ...kept from the write: no second read
+
+
+def test_a_checked_block_comes_with_its_writes_and_is_not_executed_again(
+    store: BlockStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = _block(store.head, (APPROPRIATION, LINE, TOO_MUCH), store.rule_state)
+    executed = execute(store.rule_state, block.txs, NET.genesis, block.header.timestamp_ms, 1)
+
+    def no_second_execution(*_args: Any) -> None:
+        raise AssertionError("the store executed a block the replica handed over")
+
+    monkeypatch.setattr("ledger.store.execute", no_second_execution)
+    store.write([BlockWrite(block, NET.certify(block), txs_checked=True, writes=executed.writes)])
+    assert store.height == 1
+    for key, value in executed.writes.items():
+        assert store.rule_state(key) == value
+    assert store.tx_outcome(TOO_MUCH.tx_id) == base.OVER_APPROPRIATION
