@@ -1,6 +1,7 @@
 """`cityledger kinds` and `cityledger budget`: the published record kinds and budget lines
 (and `cityledger risks`, the risk alerts), read from a node."""
 
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -112,15 +113,17 @@ def budget(
 @click.option("--kind", type=click.Choice(ALERT_KINDS), help="Only alerts of this kind.")
 @click.option("--from", "first", type=click.IntRange(1), default=1, show_default=True,
               help="The first height to look at.")  # fmt: skip
+@click.option("--cursor", default="", help="Go on after the last alert of a page (its cursor).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @trust_option
 @json_option
 def risks(
     node_url: str, client_id: str | None, key_path: Path | None, kind: str | None, first: int,
-    limit: int, genesis: Genesis | None, as_json: bool,
+    cursor: str, limit: int, genesis: Genesis | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Risk alerts (flags for a person, never refusals) with their evidence tx ids."""
     query = f"/v1/risks?from={first}&limit={limit}" + (f"&kind={kind}" if kind else "")
+    query += f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""
     signer = signer_of(client_id, key_path, genesis)
     value = fetch(node_url, query, "risk alerts", ("alerts",), signer, genesis)
     if as_json:
@@ -129,5 +132,5 @@ def risks(
     rows = [[a["height"], a["kind"], a.get("detail", ""), " ".join(e[:16] for e in a["evidence"])]
             for a in value["alerts"]]  # fmt: skip
     click.echo(table(["BLOCK", "ALERT", "DETAIL", "EVIDENCE (TX IDS)"], rows))
-    if value.get("next_from") is not None:
-        click.echo(f"(more follow: --from {value['next_from']})")
+    if value.get("next_cursor") is not None:
+        click.echo(f"(more follow: --cursor {value['next_cursor']})")

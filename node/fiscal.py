@@ -1,7 +1,8 @@
 """Routes of the records with rules: the published kinds, budget lines and risk alerts.
 
-`GET /v1/risks?kind=&from=H&limit=N` pages through the alerts in height order (`next_from`
-names the next page's first height); an alert's evidence is tx ids, each provable.
+`GET /v1/risks?kind=&from=H&cursor=C&limit=N` pages through the alerts in (height, index in
+block) order: `next_cursor` names the last alert of a page, and the next page starts after it,
+in the same block if its alerts go on; an alert's evidence is tx ids, each provable.
 
 `GET /v1/kinds[/{type}]` is anonymous (a clerk's system learns there how to write records);
 a budget line (the state of a `budget.allocation`, its record key the line key) is read under
@@ -20,14 +21,16 @@ from ledger.kinds.base import state_key
 from ledger.kinds.risks import ALERT_KINDS, Alert
 from ledger.kinds.schema import kind_view, kinds_view
 from ledger.kinds.table import KINDS
-from ledger.rulestore import ALERTS_MAX
+from ledger.rulestore import ALERT_INDEX_BYTES, ALERTS_MAX
 from ledger.store import BlockStore
+from ledger.storelayout import HEIGHT_BYTES
 from node import auth
 from node.codec import ApiError, render
 from node.runtime import Runtime
 
 BUDGET_LINES_MAX: Final = 1000  # lines in one answer to ?prefix= (`truncated` says if more)
 RISKS_LIMIT_DEFAULT: Final = 100
+RISKS_CURSOR_BYTES: Final = HEIGHT_BYTES + ALERT_INDEX_BYTES  # an alert's height and index
 
 RuntimeOf = Callable[[web.Request], Runtime]
 OffLoop = Callable[[web.Request, Callable[[], Any]], Awaitable[web.StreamResponse]]
@@ -61,6 +64,24 @@ def _int(request: web.Request, name: str, default: int, high: int) -> int:
     if not text.isdigit() or not 1 <= int(text) <= high:
         raise ApiError(400, txs.MALFORMED, f"?{name}= expects an integer in [1, {high}]")
     return int(text)
+
+
+def _risks_cursor(text: str | None) -> tuple[int, int] | None:
+    """(height, index) of the alert a `next_cursor` names; None without one."""
+    if text is None:
+        return None
+    try:
+        raw = bytes.fromhex(text) if len(text) == 2 * RISKS_CURSOR_BYTES else b""
+    except ValueError:
+        raw = b""
+    height = int.from_bytes(raw[:HEIGHT_BYTES], "big")
+    if not raw or not 1 <= height <= HEIGHT_MAX:
+        raise ApiError(400, txs.MALFORMED, "cursor: expected a next_cursor this node answered")
+    return height, int.from_bytes(raw[HEIGHT_BYTES:], "big")
+
+
+def _risks_cursor_text(height: int, index: int) -> str:
+    return (height.to_bytes(HEIGHT_BYTES, "big") + index.to_bytes(ALERT_INDEX_BYTES, "big")).hex()
 
 
 def routes(runtime_of: RuntimeOf, off_loop: OffLoop) -> tuple[tuple[str, str, Any, str], ...]:
@@ -114,15 +135,16 @@ def routes(runtime_of: RuntimeOf, off_loop: OffLoop) -> tuple[tuple[str, str, An
             raise ApiError(400, txs.MALFORMED, f"kind: one of {', '.join(ALERT_KINDS)}")
         first = _int(request, "from", 1, HEIGHT_MAX)
         limit = _int(request, "limit", RISKS_LIMIT_DEFAULT, ALERTS_MAX)
+        after = _risks_cursor(request.query.get("cursor"))
 
         def read() -> dict[str, Any]:
-            found = [a for _, a in rt.store.alerts(first, limit, kind)]
-            after = found[-1].height + 1 if len(found) == limit else None
-            if after is not None and found[0].height != found[-1].height:
-                # a page ends at a block's end: the next one starts at the next block
-                found = [a for a in found if a.height < found[-1].height]
-                after = found[-1].height + 1
-            return {"alerts": [alert_view(a) for a in found], "next_from": after}
+            page = rt.store.alerts(first, limit, kind, after)
+            cursor = None
+            if len(page) == limit:  # a full page: is there one more after its last alert?
+                last = (page[-1][1].height, page[-1][0])
+                if rt.store.alerts(first, 1, kind, last):
+                    cursor = _risks_cursor_text(*last)
+            return {"alerts": [alert_view(a) for _, a in page], "next_cursor": cursor}
 
         return await off_loop(request, read)
 

@@ -263,8 +263,9 @@ def _fiscal_schemas() -> dict[str, Any]:
         "Alert": _obj(["kind", "evidence", "height"], kind={"type": "string",
                       "enum": list(ALERT_KINDS)}, evidence=_array(_HASH), height=_INT,
                       detail=text),
-        "Alerts": _obj(["alerts", "next_from"], alerts=_array(_ref("Alert")),
-                       next_from={"type": ["integer", "null"]}),
+        "Alerts": _obj(["alerts", "next_cursor"], alerts=_array(_ref("Alert")),
+                       next_cursor={"type": ["string", "null"], "description":
+                                    "pass as ?cursor= for the next page; null: no more"}),
     }  # fmt: skip
 
 
@@ -275,6 +276,8 @@ def _fiscal_paths() -> dict[str, Any]:
     risks = [
         _param("kind", "query", {"type": "string", "enum": list(ALERT_KINDS)}, required=False),
         _param("from", "query", _INT | {"minimum": 1}, required=False),
+        _param("cursor", "query", {"type": "string", "pattern": "^[0-9a-f]{20}$"},
+               required=False),
         _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
                required=False),
     ]  # fmt: skip

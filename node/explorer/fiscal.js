@@ -64,28 +64,28 @@ export async function showFunds() {
   }
 }
 
-let risksFrom = null;
+let risksCursor = null;
 
 export async function showRisks(more = false) {
   const out = $("risks");
   if (!more) {
     out.replaceChildren();
-    risksFrom = null;
+    risksCursor = null;
   }
   $("risks-status").textContent = "reading…";
   try {
     const kind = $("risks-kind").value;
     const query = new URLSearchParams();
     if (kind) query.set("kind", kind);
-    if (risksFrom) query.set("from", String(risksFrom));
+    if (risksCursor) query.set("cursor", risksCursor);
     const doc = await api(`/v1/risks?${query}`);
     const t = table(["kind", "height", "detail", "evidence"], doc.alerts.map((a) => [a.kind,
       link(`#/block/${a.height}`, String(a.height)), detailText(a.detail),
       el("span", {}, a.evidence.flatMap((e) => [link(`#/tx/${e}`, el("code", {}, short(e))), " "]))]));
     t.className = "risk-page";
     out.append(t);
-    risksFrom = doc.next_from;
-    $("risks-more").hidden = risksFrom === null;
+    risksCursor = doc.next_cursor;
+    $("risks-more").hidden = risksCursor === null;
     const shown = out.querySelectorAll(".risk-page tbody tr").length;
     $("risks-status").textContent = `${shown} alerts, oldest first`;
   } catch (error) {

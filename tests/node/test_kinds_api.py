@@ -104,3 +104,47 @@ async def test_kinds_are_published_and_budget_lines_read(cluster: Cluster, http,
     assert status == 401
     status, _ = await get(http, c.url(3) + "/v1/budget/fiscal/lines/none")
     assert status == 404
+
+
+async def test_risk_pages_go_on_inside_a_block_whose_alerts_fill_them(
+    single: Cluster, http
+) -> None:
+    c = single
+    payee = {"name": "Acme", "tax_id": "T-1", "status": "active"}
+    for tx in (
+        typed(c, "fiscal/2027/roads", "budget.appropriation", {
+            "fiscal_year": 2027, "fund": "general", "department": "roads",
+            "amount_cents": 10**12, "closes_at_ms": now_ms() + 3_600_000}),
+        typed(c, "fiscal/lines/asphalt", "budget.allocation",
+              {"appropriation": "fiscal/2027/roads", "amount_cents": 10**11}),
+        typed(c, "fiscal/payees/acme", "payee.registration", payee),
+    ):  # fmt: skip
+        await committed(c, http, tx)
+    # Five round payments in one request: one block, five round_amount alerts in it.
+    payments = [
+        typed(c, f"fiscal/pay/{i}", "budget.disbursement", {
+            "line": "fiscal/lines/asphalt", "payee": "fiscal/payees/acme",
+            "invoice": f"R-{i}", "amount_cents": 2_000_000})
+        for i in range(5)
+    ]  # fmt: skip
+    batch = {"transactions": [tx_json(t) for t in payments]}
+    status, body, _ = await post(http, c.url(0) + "/v1/transactions?wait=true", batch)
+    assert status == 200, body
+    heights = {a["height"] for a in body["accepted"]}
+    assert len(heights) == 1, body  # the premise: they share a block
+    seen, cursor, pages = [], "", 0
+    while True:
+        query = "/v1/risks?kind=round_amount&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, page = await get(http, c.url(0) + query)
+        assert status == 200, page
+        seen += page["alerts"]
+        pages += 1
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert pages == 3  # 2 + 2 + 1: the block's alerts span three pages
+    assert [a["evidence"] for a in seen] == [[t.tx_id.hex()] for t in payments]
+    assert {a["height"] for a in seen} == heights
+    for bad in ("", "zz", "00" * 10, "0" * 19):
+        status, refused = await get(http, c.url(0) + f"/v1/risks?cursor={bad}")
+        assert (status, refused["error"]) == (400, "malformed"), bad
