@@ -151,15 +151,17 @@ FISCAL_RATIO_TARGET = 0.85  # the fiscal workload's tx/s against plain records',
 
 
 def fiscal(
-    nodes: int, txs: int, verify: dict[str, float], batch: tuple[int, int]
-) -> dict[str, Any]:
+    nodes: int, txs: int, verify: dict[str, float], batch: tuple[int, int],
+    profile: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """On one fresh cluster: the batched run of plain records, then the set-up of a budget
     (committed first), then the same number of typed records with rules (bench/fiscal.py:
-    payments, reallocations, one payment in 20 refused in block order), batched alike."""
+    payments, reallocations, one payment in 20 refused in block order), batched alike. With
+    `profile`, py-spy samples every node in each measured run (profile/plain, profile/fiscal)."""
     limit = _limit(verify, nodes)
     with harness.started_cluster(nodes) as cluster:
         spec = harness.LoadSpec(txs, "batched", batch[0], batch[1], run_id="plain")
-        result, cpu = harness.run_load(cluster, spec)
+        result, cpu = harness.run_load(cluster, spec, profile and profile / "plain")
         plain = _summary(result, cpu, limit, nodes)
         count = fiscal_records.setup_count()
         spec = harness.LoadSpec(count, "batched", count, 1, run_id="setup", nonce_base=txs,
@@ -167,7 +169,7 @@ def fiscal(
         harness.run_load(cluster, spec)
         spec = harness.LoadSpec(txs, "batched", batch[0], batch[1], run_id="fiscal",
                                 nonce_base=txs + count, workload="fiscal")  # fmt: skip
-        result, cpu = harness.run_load(cluster, spec)
+        result, cpu = harness.run_load(cluster, spec, profile and profile / "fiscal")
         typed = _summary(result, cpu, limit, nodes)
     ratio = typed["tx_per_s"] / max(plain["tx_per_s"], 1e-9)
     return {
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         report["tls_cost"] = tls_cost(args.nodes, args.txs, verify, (args.batch, args.concurrency))
     if args.what in ("fiscal", "all"):
         report["fiscal_workload"] = fiscal(
-            args.nodes, args.txs, verify, (args.batch, args.concurrency)
+            args.nodes, args.txs, verify, (args.batch, args.concurrency), args.profile
         )
     if args.what in ("nodes", "all"):
         report["nodes_scaling"] = [
