@@ -80,7 +80,7 @@ class Timer:
 
 
 def _append(store: BlockStore, net: factory.Network, body: tuple[txs.Transaction, ...],
-            timer: Timer | None) -> None:  # fmt: skip
+            timer: Timer | None) -> int:  # fmt: skip
     head, genesis = store.head, net.genesis
     time_ms, height = max(head.timestamp_ms, factory.BASE_TIME_MS) + 50, head.height + 1
     run = timer.run if timer else (lambda _step, work, *a, **k: work(*a, **k))
@@ -96,6 +96,7 @@ def _append(store: BlockStore, net: factory.Network, body: tuple[txs.Transaction
     pending = run("commit", store.prepare, [write])
     run("commit", pending.write)
     store.advance(pending)
+    return sum(size for _, size in pending.state_writes.values())  # rule-state bytes written
 
 
 def measure(
@@ -113,13 +114,13 @@ def measure(
             _append(store, net, tuple(setup), None)
         profiler = cProfile.Profile() if profile else None
         timer = Timer(profiler)
-        for body in _chunks(measured, block_txs):
-            _append(store, net, body, timer)
+        written = sum(_append(store, net, body, timer) for body in _chunks(measured, block_txs))
         refused = sum(1 for t in measured if store.tx_outcome(t.tx_id))
     if profiler is not None and profile is not None:
         profiler.dump_stats(str(profile))
     per_tx = {k: round(v / len(measured) * 1e6, 1) for k, v in timer.cpu_s.items()}
-    return {"txs": len(measured), "refused": refused, "cpu_us_per_tx": per_tx}
+    return {"txs": len(measured), "refused": refused, "cpu_us_per_tx": per_tx,
+            "state_bytes_per_tx": round(written / len(measured))}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in report.items():
         steps = ", ".join(f"{k} {v}" for k, v in run["cpu_us_per_tx"].items())
         print(f"{name}: {run['txs']} txs ({run['refused']} refused): µs per tx: {steps}; "
-              f"one node of 4: {run['node_us_per_tx']}")  # fmt: skip
+              f"one node of 4: {run['node_us_per_tx']}; rule state written: "
+              f"{run['state_bytes_per_tx']} bytes per tx")  # fmt: skip
     return 0
 
 

@@ -17,6 +17,7 @@ from ledger.kinds.base import (
     UNKNOWN_REFERENCE,
     Context,
     Kind,
+    Refused,
     State,
     Writes,
     amount,
@@ -31,7 +32,8 @@ TABLE: Final = b"l"
 
 def line(state: State, key: str) -> dict[str, Any]:
     found = state.get(state_key(TABLE, key))
-    require(found is not None, UNKNOWN_REFERENCE, f"no budget line {key!r}")
+    if found is None:  # (not `require`: its message would be built for every payment)
+        raise Refused(UNKNOWN_REFERENCE, f"no budget line {key!r}")
     assert isinstance(found, dict)
     return found
 

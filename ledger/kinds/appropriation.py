@@ -19,6 +19,7 @@ from ledger.kinds.base import (
     Context,
     Field,
     Kind,
+    Refused,
     State,
     Writes,
     amount,
@@ -35,17 +36,16 @@ def entry(state: State, key: str) -> dict[str, Any]:
     """The appropriation `key`, which must exist (`unknown_reference`) and still be open at
     the block's time is the caller's to check with `check_open`."""
     found = state.get(state_key(TABLE, key))
-    require(found is not None, UNKNOWN_REFERENCE, f"no appropriation {key!r}")
+    if found is None:  # (not `require`: its message would be built for every tx)
+        raise Refused(UNKNOWN_REFERENCE, f"no appropriation {key!r}")
     assert isinstance(found, dict)
     return found
 
 
 def check_open(appropriation: dict[str, Any], ctx: Context) -> None:
-    require(
-        ctx.time_ms < appropriation["closes_at_ms"],
-        FISCAL_YEAR_CLOSED,
-        f"fiscal year {appropriation['fiscal_year']} closed for obligations",
-    )
+    if ctx.time_ms >= appropriation["closes_at_ms"]:
+        year = appropriation["fiscal_year"]
+        raise Refused(FISCAL_YEAR_CLOSED, f"fiscal year {year} closed for obligations")
 
 
 def apply(state: State, ctx: Context) -> Writes:

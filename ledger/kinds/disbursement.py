@@ -18,11 +18,11 @@ from ledger.kinds.base import (
     UNKNOWN_REFERENCE,
     Context,
     Kind,
+    Refused,
     State,
     Writes,
     amount,
     reference,
-    require,
     state_key,
     text,
 )
@@ -34,11 +34,9 @@ def not_paid(state: State, ctx: Context) -> None:
     """An invoice once paid stays paid: `duplicate_payment` is settled at admission."""
     invoice, payee_key = ctx.body["invoice"], ctx.body["payee"]
     paid = state.get(state_key(INVOICES, payee_key, invoice))
-    require(
-        paid is None,
-        DUPLICATE_PAYMENT,
-        f"invoice {invoice!r} of {payee_key!r} was paid by tx {paid!s}",
-    )
+    if paid is not None:  # (not `require`: its message would be built for every payment)
+        why = f"invoice {invoice!r} of {payee_key!r} was paid by tx {paid!s}"
+        raise Refused(DUPLICATE_PAYMENT, why)
 
 
 def apply(state: State, ctx: Context) -> Writes:
@@ -50,7 +48,8 @@ def apply(state: State, ctx: Context) -> Writes:
     not_paid(state, ctx)
     invoice = state_key(INVOICES, payee_key, body["invoice"])
     left = current["amount"] - current["spent"]
-    require(cents <= left, OVER_ALLOCATION, f"line {line_key!r} has {left} cents left")
+    if cents > left:
+        raise Refused(OVER_ALLOCATION, f"line {line_key!r} has {left} cents left")
     return {
         state_key(allocation.TABLE, line_key): {**current, "spent": current["spent"] + cents},
         invoice: ctx.tx_id.hex(),

@@ -10,9 +10,9 @@ from ledger.kinds.base import (
     UNKNOWN_REFERENCE,
     Context,
     Kind,
+    Refused,
     State,
     Writes,
-    require,
     state_key,
     text,
 )
@@ -24,9 +24,11 @@ BLOCKED: Final = "blocked"
 
 def active(state: State, key: str) -> dict[str, Any]:
     found = state.get(state_key(TABLE, key))
-    require(found is not None, UNKNOWN_REFERENCE, f"no payee {key!r}")
+    if found is None:  # (not `require`: its message would be built for every payment)
+        raise Refused(UNKNOWN_REFERENCE, f"no payee {key!r}")
     assert isinstance(found, dict)
-    require(found["status"] == ACTIVE, BLOCKED_PAYEE, f"payee {key!r} is blocked")
+    if found["status"] != ACTIVE:
+        raise Refused(BLOCKED_PAYEE, f"payee {key!r} is blocked")
     return found
 
 
