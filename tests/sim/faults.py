@@ -194,7 +194,7 @@ def _apply(sim: Simulator, step: Step) -> Callable[[], None]:
             case "restart":
                 back = sim.node(step.nodes[0])
                 if back.up:  # its mid-handle crash has not happened yet: it never will
-                    back.crash_mid_handle = False
+                    back.cancel_crash()
                 else:
                     sim.restart(back.index)
             case "partition":

@@ -121,6 +121,14 @@ class SimNode:
         )
         return self.replica
 
+    def cancel_crash(self) -> None:
+        """A pending mid-handle crash that has not happened yet never will: neither one still
+        waiting for its action list nor a torn one whose actions are part-way out (its
+        budget); the run heals, or the plan restarts this node, before it came."""
+        self.crash_mid_handle = False
+        self.crash_when = None
+        self.crash_budget = None
+
     def crash(self) -> None:
         """Lose everything that is not durable."""
         self.replica = None

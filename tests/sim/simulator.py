@@ -266,7 +266,7 @@ class Simulator:
         self._drop_rule = None
         self._note_fault("heal all")
         for node in self.nodes:
-            node.crash_mid_handle = False
+            node.cancel_crash()
             if not node.up:
                 self.restart(node.index)
 
