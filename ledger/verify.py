@@ -33,6 +33,7 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, LedgerError
 from ledger.genesis import Genesis
+from ledger.gov.history import config_of
 from ledger.kinds.execute import Overlay
 from ledger.kinds.risks import Alert
 from ledger.rulestore import block_rules
@@ -93,7 +94,10 @@ class ChainVerifier:
         block = decode_block(block_bytes)
         certificate = decode_certificate(cert_bytes)
         # The certificate first: a few signatures reject a forged block before its txs' many.
-        verify_certificate(certificate, block, self.genesis)
+        # It is checked against the validators in force before the block (ledger/gov: the
+        # set of its epoch), as its txs' signers are.
+        in_force = config_of(self.state.get, self.genesis).members
+        verify_certificate(certificate, block, in_force)
         height = block.height
         positions = {t.tx_id: i for i, t in enumerate(block.txs)}
 

@@ -18,7 +18,7 @@ from ledger.gov.history import config_of
 from ledger.kinds.base import ACCEPTED
 from ledger.kinds.execute import execute
 from ledger.store import BlockStore
-from ledger.verify import verify_chain
+from ledger.verify import ChainVerifier, verify_chain
 from tests import factory
 from tests.gov_book import FINANCE, HARBOR, PLANNING, key_hex
 
@@ -122,3 +122,48 @@ def test_admins_write_only_governance_and_clients_never_do(chain: Chain) -> None
     clerk_proposal = _signed("fiscal-clerk0", "_gov/proposals/p9", "gov.proposal", {})
     chain.refuses(clerk_proposal, "forbidden_namespace")
     chain.refuses(_record("node0", "fiscal/by-a-validator", key_name="v"), "unknown_client")
+
+
+def _replayed(chain: Chain) -> ChainVerifier:
+    """A stream verifier fed every block of the chain so far, from genesis."""
+    store = chain.store
+    verifier = ChainVerifier(NET.genesis, store.tx_location)
+    for height in range(1, store.height + 1):
+        raw_block, raw_cert = store.raw_block(height), store.raw_certificate(height)
+        assert raw_block is not None
+        assert raw_cert is not None
+        verifier.feed(raw_block, raw_cert)
+    return verifier
+
+
+@pytest.mark.parametrize(
+    ("change", "signing_key", "reason"),
+    [
+        ({"change": "revoke-client", "id": "fiscal-clerk0"}, "", "revoked"),
+        (
+            {"change": "rotate-client-key", "id": "fiscal-clerk0", "public_key": key_hex("r2")},
+            "",
+            "key_rotated",
+        ),
+        ({"change": "revoke-client", "id": "fiscal-clerk0"}, "someone-else", "bad_signature"),
+    ],
+)
+def test_verify_refuses_a_tx_of_a_retired_key_accepted_after_the_change_at_its_height(
+    chain: Chain, change: dict[str, Any], signing_key: str, reason: str
+) -> None:
+    """The clerk's tx, signed with its genesis key, is accepted before the change; once the
+    change is effective, a certified block (a faulty quorum's) that accepts such a tx is
+    refused by the verifier at exactly its height, with the configuration's reason, and the
+    verifier's head stays at the block before."""
+    clerk = "fiscal-clerk0"
+    late = _record(clerk, "fiscal/after", key_name=signing_key)
+    if not signing_key:  # the same bytes verify before the change
+        assert chain.block(_record(clerk, "fiscal/before")) == (ACCEPTED,)
+    _enact(chain, "p1", **change)
+    verifier = _replayed(chain)
+    assert verify_chain(chain.store, NET.genesis).ok
+    head = chain.store.head
+    forged = blocks.make_block(head, (late,), T0 + 1000 * (head.height + 1), 0, 0, (ACCEPTED,))
+    with pytest.raises(InvalidBlock, match=f"block {head.height + 1} .*{reason}"):
+        verifier.feed(forged.encode(), NET.certify(forged).encode())
+    assert verifier.head.height == head.height
