@@ -318,8 +318,9 @@ def _read(file: str) -> bytes:
         raise click.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="FILE") from None
 
 
-def _names(genesis: Genesis, indices: list[int]) -> str:
-    return ", ".join(genesis.validators[i].id for i in indices)
+def _ids(members: Genesis, indices: list[int]) -> list[str]:
+    """Validator ids by index, in the configuration a certificate was checked against."""
+    return [members.validators[i].id for i in indices]
 
 
 def proven_view(p: proofs.Proven, genesis: Genesis) -> dict[str, Any]:
@@ -338,11 +339,12 @@ def proven_view(p: proofs.Proven, genesis: Genesis) -> dict[str, Any]:
         "outcome": "refused" if p.outcome else "accepted",
         "reason": p.outcome or None,
         "block_hash": p.block.block_hash.hex(),
-        "signers": [genesis.validators[i].id for i in votes],
+        "signers": [p.block.members.validators[i].id for i in votes],
         "anchor_height": anchor.header.height if anchor else None,
-        "anchor_signers": [genesis.validators[i].id for i, _ in anchor.certificate.votes]
+        "anchor_signers": _ids(anchor.members, [i for i, _ in anchor.certificate.votes])
         if anchor
         else None,
+        "governance_changes": p.changes,
     }
 
 
@@ -364,7 +366,8 @@ def verify_proof(file: str, genesis: Genesis, as_json: bool) -> None:
     if as_json:
         echo_json(view)
         return
-    quorum, n = genesis.quorums.commit, len(genesis.validators)
+    members = proven.block.members
+    quorum, n = members.quorums.commit, len(members.validators)
     header = proven.block.header
     pairs: list[tuple[str, object]] = [
         ("record", f"{proven.tx.key} ({proven.tx.type}) by {proven.tx.client_id}"),
@@ -382,9 +385,11 @@ def verify_proof(file: str, genesis: Genesis, as_json: bool) -> None:
         ),
     ]
     pairs.append(("outcome", view["outcome"] + (f" ({proven.outcome})" if proven.outcome else "")))
+    if proven.changes:
+        pairs.append(("governance", f"{proven.changes} changes since genesis, replayed"))
     if proven.anchor is not None:
         anchor = proven.anchor
-        signers = _names(genesis, [i for i, _ in anchor.certificate.votes])
+        signers = ", ".join(_ids(anchor.members, [i for i, _ in anchor.certificate.votes]))
         pairs.append(("anchored at", f"block {anchor.header.height}, certified by {signers}"))
     click.echo(fields(pairs))
     click.echo(

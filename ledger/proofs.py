@@ -38,14 +38,22 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError
 from ledger.genesis import Genesis
-from ledger.kinds.base import ACCEPTED, REASONS
-from ledger.kinds.execute import outcome_leaf
+from ledger.gov import history, machine
+from ledger.gov.config import Config
+from ledger.gov.signers import block_signer, check_block_signature
+from ledger.kinds.base import ACCEPTED, REASONS, Refused
+from ledger.kinds.execute import Overlay, outcome_leaf
 from ledger.primitives import BLOCK_TXS_MAX, DIGEST_BYTES
 
 BUNDLE_FORMAT: Final = "cityledger-proof-bundle/2"  # 2: the outcome and its proof
+# 3: the governance changes the tx's configuration depends on (a node writes 2 when none)
+BUNDLE_FORMAT_GOVERNANCE: Final = "cityledger-proof-bundle/3"
 # The largest bundle as indented JSON: a 20 KiB tx, two headers and certificates, and two
-# proofs, all as hex, stay under 100 KiB.
-BUNDLE_BYTES_MAX: Final = 256 * 1024
+# proofs, all as hex, stay under 100 KiB; the rest is room for the governance it carries
+# (each governance tx with its block: about 3 KiB as JSON).
+BUNDLE_BYTES_MAX: Final = 4 * 1024 * 1024
+GOVERNANCE_BLOCKS_MAX: Final = 1024  # blocks of governance txs one bundle carries
+GOVERNANCE_TXS_MAX: Final = 2048  # governance txs one bundle carries, in all
 CHECKPOINT_FIELDS: Final = frozenset(
     {"height", "block_hash", "history_root", "header", "certificate"}
 )
@@ -56,6 +64,9 @@ BUNDLE_FIELDS: Final = frozenset(
         "header", "block_hash", "tx_proof", "certificate", "anchor", "outcome", "outcome_proof",
     }
 )  # fmt: skip
+BUNDLE_FIELDS_GOVERNANCE: Final = BUNDLE_FIELDS | {"governance"}
+GOVERNANCE_BLOCK_FIELDS: Final = frozenset({"height", "header", "block_hash", "certificate", "txs"})
+GOVERNANCE_TX_FIELDS: Final = frozenset({"index", "tx", "tx_proof", "outcome_proof"})
 CONSISTENCY_FIELDS: Final = frozenset({"from", "to", "consistency_proof", "inclusion_proof"})
 _BLOCK_FIELDS: Final = ("height", "header", "block_hash", "certificate")
 _HEX: Final = frozenset("0123456789abcdef")
@@ -67,11 +78,13 @@ class InvalidProof(LedgerError):
 
 @dataclass(frozen=True)
 class Certified:
-    """A header whose hash a quorum of the genesis validators signed."""
+    """A header whose hash a quorum of the validators in force at its height signed;
+    `members` is that configuration (the genesis until governance changed it)."""
 
     header: BlockHeader
     block_hash: bytes
     certificate: Certificate
+    members: Genesis
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class Proven:
     index: int
     anchor: Certified | None
     outcome: str = ""
+    changes: int = 0  # the governance changes the bundle carried and replayed
 
     @property
     def tx_count(self) -> int:
@@ -173,7 +187,8 @@ def _hashes(doc: Mapping[str, Any], name: str, count_max: int) -> list[bytes]:
 
 
 def _certified(doc: Mapping[str, Any], genesis: Genesis, where: str) -> Certified:
-    """The header of `doc` and the certificate over its hash, against the genesis validators."""
+    """The header of `doc` and the certificate over its hash, against the validators of
+    `genesis` (the configuration in force before the block)."""
     try:
         header = decode_header(_bytes(doc, "header"))
     except InvalidBlock as exc:
@@ -191,7 +206,7 @@ def _certified(doc: Mapping[str, Any], genesis: Genesis, where: str) -> Certifie
         verify_certificate(cert, Block(header, (), block_hash), genesis)
     except InvalidBlock as exc:
         raise InvalidProof(f"{where}certificate of block {header.height}: {exc}") from None
-    return Certified(header, block_hash, cert)
+    return Certified(header, block_hash, cert, genesis)
 
 
 def _checkpoint(doc: Mapping[str, Any], genesis: Genesis, where: str) -> Certified:
@@ -209,9 +224,9 @@ def verify_checkpoint(doc: Any, genesis: Genesis) -> Certified:
 # --- Bundles ---------------------------------------------------------------------------------
 
 
-def _transaction(doc: Mapping[str, Any], genesis: Genesis) -> txs.Transaction:
-    """The tx of a bundle: canonical, named by its id, from a genesis client writing inside its
-    namespaces, signed by it."""
+def _transaction(doc: Mapping[str, Any], config: Config) -> txs.Transaction:
+    """The tx of a bundle: canonical, named by its id, signed by a signer that a block under
+    `config` (the configuration in force before it) may hold (docs/protocol.md 20.6)."""
     try:
         tx = txs.decode_tx(_bytes(doc, "tx"))
     except InvalidTransaction as exc:
@@ -219,7 +234,7 @@ def _transaction(doc: Mapping[str, Any], genesis: Genesis) -> txs.Transaction:
     if _bytes(doc, "tx_id", DIGEST_BYTES) != tx.tx_id:
         raise InvalidProof("tx_id is not the hash of the tx")
     try:
-        txs.check_signature(tx, txs.check_stateless(tx, genesis))
+        check_block_signature(tx, block_signer(tx, config), config)
     except InvalidTransaction as exc:
         raise InvalidProof(f"tx: {exc}") from None
     return tx
@@ -240,13 +255,15 @@ def _position(doc: Mapping[str, Any], tx: txs.Transaction, header: BlockHeader) 
     return index
 
 
-def _anchor(value: Any, block: Certified, genesis: Genesis) -> Certified | None:
-    """A later checkpoint whose history tree holds the block's hash as leaf `height`."""
+def _anchor(value: Any, block: Certified, replay: "_Governance") -> Certified | None:
+    """A later checkpoint whose history tree holds the block's hash as leaf `height`, certified
+    by the validators in force before it."""
     if value is None:
         return None
     anchor = _fields(value, ANCHOR_FIELDS, "anchor")
-    top = _checkpoint(anchor, genesis, "anchor ")
-    height, size = block.header.height, top.header.height
+    size = _int(anchor, "height", 1, HEIGHT_MAX)
+    top = _checkpoint(anchor, replay.before(size).members, "anchor ")
+    height = block.header.height
     if size <= height:
         raise InvalidProof(f"anchor block {size} is not above block {height}")
     proof = _hashes(anchor, "history_proof", merkle.INCLUSION_PROOF_HASHES_MAX)
@@ -255,24 +272,133 @@ def _anchor(value: Any, block: Certified, genesis: Genesis) -> Certified | None:
     return top
 
 
+class _Governance:
+    """The configuration in force at each height, replayed from the genesis and the certified
+    governance txs a bundle carries (14.5), with the rules every validator runs (ledger/gov)."""
+
+    def __init__(self, genesis: Genesis, blocks: Any) -> None:
+        if not isinstance(blocks, list) or len(blocks) > GOVERNANCE_BLOCKS_MAX:
+            raise InvalidProof(f"governance: a list of at most {GOVERNANCE_BLOCKS_MAX} blocks")
+        self._blocks = blocks
+        self._done = 0  # blocks replayed so far
+        self._txs = 0
+        self._last = 0  # the height of the last block replayed
+        self._state = Overlay(_nothing)
+        self._configs = history.Configs(genesis)
+
+    @property
+    def changes(self) -> int:
+        """The effective changes replayed: the version of the configuration reached."""
+        return history.head(self._state.get, self._configs.genesis)[0]
+
+    def before(self, height: int) -> Config:
+        """The configuration in force before block `height`: every carried block below it
+        replayed. Heights asked for never decrease."""
+        while self._done < len(self._blocks):
+            where = f"governance[{self._done}] "
+            doc = _fields(self._blocks[self._done], GOVERNANCE_BLOCK_FIELDS, where.strip())
+            at = _int(doc, "height", 1, HEIGHT_MAX)
+            if at >= height:
+                break
+            if at <= self._last:
+                raise InvalidProof(f"{where}height {at} is not above the one before it")
+            self._replay(doc, at, where)
+            self._done, self._last = self._done + 1, at
+        return self._configs.of_state(self._state.get)
+
+    def finish(self, top: int) -> None:
+        """Every carried block must lie below `top`, the highest block the bundle proves."""
+        self.before(top)
+        if self._done < len(self._blocks):
+            raise InvalidProof(f"governance[{self._done}] is not below block {top}")
+
+    def _replay(self, doc: Mapping[str, Any], height: int, where: str) -> None:
+        before = self._configs.of_state(self._state.get)
+        block = _certified(doc, before.members, where)
+        items = doc["txs"]
+        if not isinstance(items, list) or not items:
+            raise InvalidProof(f"{where}txs: a list of at least one governance tx")
+        self._txs += len(items)
+        if self._txs > GOVERNANCE_TXS_MAX:
+            raise InvalidProof(f"governance: more than {GOVERNANCE_TXS_MAX} txs")
+        last = -1
+        for number, item in enumerate(items):
+            at = f"{where}txs[{number}] "
+            entry = _fields(item, GOVERNANCE_TX_FIELDS, at.strip())
+            tx = _governance_tx(entry, before, at)
+            index = _int(entry, "index", 0, BLOCK_TXS_MAX - 1)
+            if index <= last:
+                raise InvalidProof(f"{at}index {index} is not above the one before it")
+            last = index
+            _proven_accepted(entry, tx, index, block.header, at)
+            change = machine.GovTx(tx.client_id, tx.key, tx.type, tx.body)
+            try:
+                writes = machine.execute(self._state.get, change, height, before, self._configs)
+            except Refused as refused:
+                why = str(refused)
+                raise InvalidProof(
+                    f"{at}the rules refuse what block {height} accepted ({why})"
+                ) from None
+            self._state.update(writes)
+
+
+def _governance_tx(entry: Mapping[str, Any], config: Config, where: str) -> txs.Transaction:
+    try:
+        tx = txs.decode_tx(_bytes(entry, "tx"))
+        check_block_signature(tx, block_signer(tx, config), config)
+    except InvalidTransaction as exc:
+        raise InvalidProof(f"{where}tx: {exc}") from None
+    if not machine.is_governance(tx.key):
+        raise InvalidProof(f"{where}tx is no governance tx")
+    return tx
+
+
+def _proven_accepted(
+    entry: Mapping[str, Any], tx: txs.Transaction, index: int, header: BlockHeader, where: str
+) -> None:
+    """The tx is at `index` of the block, and accepted there."""
+    count = header.tx_count
+    if index >= count:
+        raise InvalidProof(f"{where}index {index} is not below the block's tx count {count}")
+    proof = _hashes(entry, "tx_proof", merkle.INCLUSION_PROOF_HASHES_MAX)
+    if not merkle.verify_inclusion(tx.tx_id, index, count, proof, header.tx_root):
+        raise InvalidProof(f"{where}tx_proof does not include the tx at index {index}")
+    proof = _hashes(entry, "outcome_proof", merkle.INCLUSION_PROOF_HASHES_MAX)
+    leaf = outcome_leaf(tx.tx_id, ACCEPTED)
+    if not merkle.verify_inclusion(leaf, index, count, proof, header.outcome_root):
+        raise InvalidProof(f"{where}outcome_proof does not prove the tx accepted")
+
+
+def _nothing(_key: bytes) -> None:
+    return None
+
+
 def verify_bundle(doc: Any, genesis: Genesis) -> Proven:
     """Check a proof bundle (14.3) against `genesis` alone; return what it proves."""
-    if not isinstance(doc, Mapping) or doc.get("format") != BUNDLE_FORMAT:
-        raise InvalidProof(f"not a proof bundle: format {BUNDLE_FORMAT!r} expected")
-    doc = _fields(doc, BUNDLE_FIELDS, "the bundle")
+    formats = {BUNDLE_FORMAT: BUNDLE_FIELDS, BUNDLE_FORMAT_GOVERNANCE: BUNDLE_FIELDS_GOVERNANCE}
+    names = formats.get(str(doc.get("format"))) if isinstance(doc, Mapping) else None
+    if names is None:
+        wanted = " or ".join(repr(f) for f in formats)
+        raise InvalidProof(f"not a proof bundle: format {wanted} expected")
+    doc = _fields(doc, names, "the bundle")
     if doc["chain_id"] != genesis.chain_id:
         raise InvalidProof(f"the bundle is for chain {doc['chain_id']!r}, not {genesis.chain_id!r}")
     if _bytes(doc, "genesis_hash", DIGEST_BYTES) != genesis.hash:
         raise InvalidProof("the bundle's genesis_hash is not this genesis's hash")
-    tx = _transaction(doc, genesis)
-    block = _certified({name: doc[name] for name in _BLOCK_FIELDS}, genesis, "")
+    height = _int(doc, "height", 1, HEIGHT_MAX)
+    replay = _Governance(genesis, doc.get("governance", []))
+    config = replay.before(height)
+    tx = _transaction(doc, config)
+    block = _certified({name: doc[name] for name in _BLOCK_FIELDS}, config.members, "")
     try:
-        txs.check_time(tx, genesis, block.header.timestamp_ms)
+        txs.check_time(tx, config.members, block.header.timestamp_ms)
     except InvalidTransaction as exc:
         raise InvalidProof(f"tx is not valid in its block: {exc}") from None
     index = _position(doc, tx, block.header)
     outcome = _outcome(doc, tx, index, block.header)
-    return Proven(tx, block, index, _anchor(doc["anchor"], block, genesis), outcome)
+    anchor = _anchor(doc["anchor"], block, replay)
+    replay.finish(height if anchor is None else anchor.header.height)
+    return Proven(tx, block, index, anchor, outcome, replay.changes)
 
 
 def _outcome(doc: Mapping[str, Any], tx: txs.Transaction, index: int, header: BlockHeader) -> str:

@@ -275,7 +275,10 @@ async def get_proof(request: web.Request) -> web.StreamResponse:
         tx = rt.store.tx(tx_id)
         if tx is not None:  # a proof shows the tx: only for those who may read its record
             auth.require_read(request, rt.members(), tx.key)
-        found = proofs.bundle(rt.store, tx_id)
+        try:
+            found = proofs.bundle(rt.store, tx_id)
+        except proofs.TooMuchGovernance as exc:
+            raise ApiError(422, txs.TOO_LARGE, str(exc)) from None
         if found is None:
             raise ApiError(404, "not_found", f"no tx {tx_id.hex()} is committed here")
         return found

@@ -12,7 +12,7 @@ from ledger.kinds.risks import ALERT_KINDS
 from ledger.kinds.schema import kind_view
 from ledger.kinds.table import KINDS
 from ledger.primitives import BLOCK_TXS_MAX
-from ledger.proofs import BUNDLE_FORMAT
+from ledger.proofs import BUNDLE_FORMAT, BUNDLE_FORMAT_GOVERNANCE
 from node import votes
 
 VERSION: Final = "0.1.0"
@@ -148,13 +148,18 @@ def _proof_schemas() -> dict[str, Any]:
     vote = _obj(["validator", "signature"], validator=_INT, signature=_HEX,
                 validator_id={"type": ["string", "null"]})  # fmt: skip
     bundle = {
-        "format": {"type": "string", "const": BUNDLE_FORMAT},
+        "format": {"type": "string", "enum": [BUNDLE_FORMAT, BUNDLE_FORMAT_GOVERNANCE]},
         "chain_id": {"type": "string"}, "genesis_hash": _HASH, "tx_id": _HASH, "tx": _HEX,
         "height": _INT, "index": _INT, "tx_count": _TX_COUNT, "header": _HEX, "block_hash": _HASH,
         "tx_proof": _array(_HASH), "certificate": _HEX,
         "anchor": {"oneOf": [{"type": "null"}, _ref("Anchor")]},
         "outcome": {"type": "string", "enum": ["", *REASONS]}, "outcome_proof": _array(_HASH),
     }  # fmt: skip
+    gov_tx = _obj(["index", "tx", "tx_proof", "outcome_proof"], index=_INT, tx=_HEX,
+                  tx_proof=_array(_HASH), outcome_proof=_array(_HASH))  # fmt: skip
+    gov_block = _obj(["height", "header", "block_hash", "certificate", "txs"], height=_INT,
+                     header=_HEX, block_hash=_HASH, certificate=_HEX,
+                     txs=_array(gov_tx))  # fmt: skip
     return {
         "Checkpoint": checkpoint,
         "Anchor": anchor,
@@ -167,7 +172,7 @@ def _proof_schemas() -> dict[str, Any]:
             consistency_proof=_array(_HASH), inclusion_proof=_array(_HASH),
             **{"from": _ref("Checkpoint")},
         ),
-        "ProofBundle": _obj(list(bundle), **bundle),
+        "ProofBundle": _obj(list(bundle), **bundle, governance=_array(gov_block)),
     }  # fmt: skip
 
 

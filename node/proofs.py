@@ -14,7 +14,8 @@ They are verified, by anyone and offline, with `ledger.proofs` alone. This modul
 store and never writes it.
 """
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Final
 
 from consensus.checkpoints import StableProof
 from ledger import merkle
@@ -22,9 +23,22 @@ from ledger.block import Block, Certificate
 from ledger.encoding import encode
 from ledger.errors import StoreError
 from ledger.genesis import Genesis
+from ledger.gov import history, machine
 from ledger.kinds.execute import outcome_leaf
-from ledger.proofs import BUNDLE_FORMAT
+from ledger.proofs import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_GOVERNANCE,
+    GOVERNANCE_BLOCKS_MAX,
+    GOVERNANCE_TXS_MAX,
+)
 from ledger.store import BlockStore
+
+APPROVALS_READ_MAX: Final = 1000  # approvals of one proposal read (one per organisation)
+
+
+class TooMuchGovernance(Exception):
+    """The governance a bundle would carry passes the bundle's limits (docs/protocol.md 14.5):
+    such a tx is verified with the whole chain (`cityledger verify`)."""
 
 
 def _certified(store: BlockStore, height: int) -> tuple[Block, Certificate]:
@@ -60,6 +74,8 @@ def bundle(store: BlockStore, tx_id: bytes) -> dict[str, Any] | None:
             **checkpoint(store, head),
             "history_proof": store.history_inclusion_proof(head, height),
         }
+    governance = governance_blocks(store, max(head, height))
+    carried = {"format": BUNDLE_FORMAT_GOVERNANCE, "governance": governance} if governance else {}
     return {
         "format": BUNDLE_FORMAT,
         "chain_id": store.genesis.chain_id,
@@ -79,6 +95,70 @@ def bundle(store: BlockStore, tx_id: bytes) -> dict[str, Any] | None:
             [outcome_leaf(t.tx_id, c) for t, c in zip(block.txs, block.outcomes, strict=True)],
             index,
         ),
+    } | carried
+
+
+def governance_blocks(store: BlockStore, below: int) -> list[dict[str, Any]]:
+    """The certified governance txs that made each change effective below block `below`, by
+    block (14.5): every change's proposal and its approvals up to the one that made it
+    effective. Raises `TooMuchGovernance` past the bundle's limits."""
+    chosen: dict[int, set[int]] = {}
+    for height, index in _effective_txs(store, below):
+        chosen.setdefault(height, set()).add(index)
+    if len(chosen) > GOVERNANCE_BLOCKS_MAX or sum(map(len, chosen.values())) > GOVERNANCE_TXS_MAX:
+        raise TooMuchGovernance(
+            f"the governance below block {below} passes a bundle's limits "
+            f"({GOVERNANCE_BLOCKS_MAX} blocks, {GOVERNANCE_TXS_MAX} txs): verify the chain"
+        )
+    return [_governance_block(store, h, sorted(chosen[h])) for h in sorted(chosen)]
+
+
+def _effective_txs(store: BlockStore, below: int) -> Iterator[tuple[int, int]]:
+    """(height, index) of the txs that made each change effective below `below`."""
+    get = store.rule_state
+    version, _ = history.head(get, store.genesis)
+    for number in range(1, version + 1):
+        height, body, _ = get(history.change_key(number))
+        if int(height) >= below:
+            return
+        proposal_id = _proposal_made_effective(store, int(height), dict(body))
+        for key in (machine.PROPOSALS, machine.APPROVALS):
+            for at, index, _ in store.record_versions(key + proposal_id, APPROVALS_READ_MAX):
+                if at <= int(height):  # later approvals were refused: none is recorded
+                    yield at, index
+
+
+def _proposal_made_effective(store: BlockStore, height: int, body: dict[str, Any]) -> str:
+    """The id of the proposal that block `height` made effective with the change `body`."""
+    block, _ = _certified(store, height)
+    for t, code in zip(block.txs, block.outcomes, strict=True):
+        if code or not machine.is_governance(t.key):
+            continue
+        proposal_id = t.key.rsplit("/", 1)[-1]
+        proposal = machine.read_proposal(store.rule_state, proposal_id)
+        if proposal and proposal.effective_height == height and proposal.change == body:
+            return proposal_id
+    raise StoreError(f"no governance tx of block {height} made its recorded change effective")
+
+
+def _governance_block(store: BlockStore, height: int, indices: list[int]) -> dict[str, Any]:
+    block, cert = _certified(store, height)
+    ids = [t.tx_id for t in block.txs]
+    leaves = [outcome_leaf(t, c) for t, c in zip(ids, block.outcomes, strict=True)]
+    return {
+        "height": height,
+        "header": encode(block.header.to_list()),
+        "block_hash": block.hash,
+        "certificate": cert.encode(),
+        "txs": [
+            {
+                "index": i,
+                "tx": block.txs[i].raw,
+                "tx_proof": merkle.inclusion_proof(ids, i),
+                "outcome_proof": merkle.inclusion_proof(leaves, i),
+            }
+            for i in indices
+        ],
     }
 
 

@@ -11,6 +11,7 @@ import msgpack
 import pytest
 
 from ledger import genesis as genesis_mod
+from ledger.proofs import BUNDLE_BYTES_MAX
 from ledger.store import BlockStore
 from node import proofs
 from tests import factory
@@ -109,7 +110,7 @@ def test_cli_failures_are_one_sentence_and_exit_1(stored: Stored, tmp_path: Path
         "float.json": json.dumps(doc).replace('"height": 3', '"height": 3.0'),
         "duplicate.json": json.dumps(doc)[:-1] + ', "height": 3}',
         "other-format.json": json.dumps(dict(doc, format="something/2")),
-        "too-big.json": " " * (300 * 1024) + json.dumps(doc),
+        "too-big.json": " " * BUNDLE_BYTES_MAX + json.dumps(doc),
     }
     for name, text in cases.items():
         path = tmp_path / name

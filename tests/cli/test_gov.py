@@ -98,6 +98,31 @@ def test_a_clerk_added_commits_and_once_revoked_is_refused(
     shown = json.loads(cl(cluster, "gov", "show", revoked["id"], "--json").stdout)
     assert (shown["status"], shown["effective_height"]) == ("effective", revoked["height"])
     assert len(shown["approvals"]) == 3
+    clerk = cluster.root / "clients" / "planning-clerk.pem"
+    assert submit(cluster, "planning-clerk", clerk, "permits/gov/after").returncode == 0
+    proven_with_the_genesis_alone(cluster, status["tx_id"], tmp_path / "bundle.json")
+
+
+def proven_with_the_genesis_alone(cluster: RunningCluster, tx_id: str, path: Path) -> None:
+    """The added clerk's tx, proven after its revocation: the bundle carries both changes
+    (docs/protocol.md 14.5) and `verify-proof` needs the genesis alone; altered bytes of its
+    governance part are refused."""
+    made = cl(cluster, "proof", tx_id, "-o", str(path), "--genesis", str(cluster.genesis))
+    assert made.returncode == 0, made.stderr
+    verified = cl(cluster, "verify-proof", str(path), "--genesis", str(cluster.genesis), "--json")
+    assert verified.returncode == 0, verified.stderr
+    view = json.loads(verified.stdout)
+    assert (view["client_id"], view["outcome"], view["governance_changes"]) == (
+        "new-clerk", "accepted", 2,
+    )  # fmt: skip
+    data = path.read_bytes()
+    start = data.index(b'"governance"')
+    for i in range(start + 20, len(data), (len(data) - start) // 7):
+        if data[i : i + 1] not in b"0123456789abcdef":
+            continue
+        path.write_bytes(data[:i] + (b"0" if data[i : i + 1] != b"0" else b"1") + data[i + 1 :])
+        altered = cl(cluster, "verify-proof", str(path), "--genesis", str(cluster.genesis))
+        assert altered.returncode == 1, (i, data[i - 30 : i + 30])
 
 
 def test_a_clerks_key_rotated_signs_and_the_old_one_no_longer(
