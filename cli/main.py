@@ -15,6 +15,7 @@ from cli import (
     anchors,
     audit,
     backup,
+    bootstrap,
     cluster,
     demo,
     fiscal,
@@ -52,6 +53,7 @@ def cli() -> None:
 
 
 cli.add_command(keys.keys)
+cli.add_command(bootstrap.genesis_group)
 cli.add_command(cluster.cluster)
 cli.add_command(noderun.node_group)
 cli.add_command(records.submit)

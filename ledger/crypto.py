@@ -53,6 +53,7 @@ class Domain(enum.Enum):
     REQUEST = b"cityledger/request/v1\x00"  # signed API requests (node/auth_request.py)
     SESSION = b"cityledger/session/v1\x00"  # browser sign-in challenges
     POSSESSION = b"cityledger/possession/v1\x00"  # a new validator key signs its own proposal
+    MEMBER = b"cityledger/member/v1\x00"  # genesis member files (cli/bootstrap.py)
 
 
 def sha256(data: bytes) -> bytes:

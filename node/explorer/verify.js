@@ -11,7 +11,7 @@ import {
 import { mayWrite } from "./genesis.js";
 import { Malformed, decode, decodeLoose, encode } from "./msgpack.js";
 
-export const BUNDLE_BYTES_MAX = 262144;
+export const BUNDLE_BYTES_MAX = 4194304;
 const HEIGHT_MAX = 2n ** 63n - 1n;
 const TX_BYTES_MAX = 20480;
 const BODY_BYTES_MAX = 16384;
@@ -32,12 +32,20 @@ const BUNDLE_FIELDS = ["anchor", "block_hash", "certificate", "chain_id", "forma
   "genesis_hash", "header", "height", "index", "tx", "tx_count", "tx_id", "tx_proof"];
 const REASONS = ["schema", "unknown_reference", "over_appropriation", "over_allocation",
   "duplicate_payment", "blocked_payee", "fiscal_year_closed", "policy_inactive",
-  "peril_not_covered", "over_coverage", "over_loss", "invalid_transition", "not_owner"];
-// The bundle format this verifier reads, with its header (version 2 commits to the txs'
-// outcomes; version 1 bundles, from before outcomes, are refused as the reference does).
+  "peril_not_covered", "over_coverage", "over_loss", "invalid_transition", "not_owner",
+  "not_admin", "not_voter", "duplicate_proposal", "unknown_proposal", "already_approved",
+  "expired", "not_pending", "conflict", "not_in_force", "revoked", "key_rotated"];
+// The bundle formats this verifier reads, with their header (version 2 commits to the txs'
+// outcomes; version 1 bundles, from before outcomes, are refused as the reference does;
+// version 3 adds the governance changes the proof depends on, section 14.5).
 export const FORMATS = {
   "cityledger-proof-bundle/2": { headerVersion: 2n, headerItems: 10, outcome: true },
+  "cityledger-proof-bundle/3": {
+    headerVersion: 2n, headerItems: 10, outcome: true, governance: true,
+  },
 };
+// Governance blocks a version 3 bundle may carry (section 14.5).
+const GOVERNANCE_BLOCKS_MAX = 1024;
 
 export class InvalidProof extends Error {}
 
@@ -407,18 +415,33 @@ async function anchorOf(value, block, genesis, format) {
   return top;
 }
 
+// The governance blocks of a version 3 bundle (section 14.5). This page does not replay
+// governance yet: it reads the list, and refuses to judge a bundle that carries changes
+// (the reference verifier, `cityledger verify-proof`, does), rather than judge it against a
+// configuration it has not derived.
+function governanceCarried(value) {
+  if (!Array.isArray(value) || value.length > GOVERNANCE_BLOCKS_MAX) {
+    fail(`governance: a list of at most ${GOVERNANCE_BLOCKS_MAX} blocks`);
+  }
+  if (value.length > 0) {
+    fail(`governance: this page does not replay the ${value.length} governance blocks this `
+      + "bundle carries (section 14.5); check it with cityledger verify-proof");
+  }
+}
+
 // Section 14.3 in order; what the bundle proves, or InvalidProof with the first failure.
 export async function verifyBundle(doc, genesis) {
   const format = doc instanceof Map ? FORMATS[doc.get("format")] : undefined;
   if (format === undefined) fail("not a proof bundle: the format is not one this page knows");
   const names = format.outcome ? [...BUNDLE_FIELDS, "outcome", "outcome_proof"] : BUNDLE_FIELDS;
-  fields(doc, names, "the bundle");
+  fields(doc, format.governance ? [...names, "governance"] : names, "the bundle");
   if (doc.get("chain_id") !== genesis.chainId) {
     fail(`the bundle is for chain ${JSON.stringify(doc.get("chain_id"))}, not ${genesis.chainId}`);
   }
   if (!bytesEqualTo(bytesField(doc, "genesis_hash", DIGEST_BYTES), genesis.hash)) {
     fail("the bundle's genesis_hash is not this genesis's hash");
   }
+  if (format.governance) governanceCarried(doc.get("governance"));
   const tx = await transaction(doc, genesis);
   const block = await certified(new Map(["height", "header", "block_hash", "certificate"].map(
     (k) => [k, doc.get(k)])), genesis, format, "");

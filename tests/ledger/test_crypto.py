@@ -41,6 +41,7 @@ def test_domain_tags_are_exact() -> None:
         "REQUEST": b"cityledger/request/v1\x00",
         "SESSION": b"cityledger/session/v1\x00",
         "POSSESSION": b"cityledger/possession/v1\x00",
+        "MEMBER": b"cityledger/member/v1\x00",
     }
 
 
