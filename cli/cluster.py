@@ -1,5 +1,6 @@
 """`cityledger cluster init|up|down|status`: a local multi-node network in one directory."""
 
+import json
 import signal
 import subprocess
 import time
@@ -178,6 +179,46 @@ def describe(net: network.Network) -> dict[str, Any]:
             for a in net.genesis.admins.values()
         ],
     }
+
+
+# --- add-node --------------------------------------------------------------------------------
+
+
+@cluster.command("add-node")
+@DIR_ARG
+@click.argument("node_id", metavar="ID")
+@click.option("--organisation", required=True, help="The organisation that will run it.")
+@click.option("--kind", required=True, type=click.Choice(["municipal", "insurer"]))
+@click.option(
+    "--port",
+    type=click.IntRange(1, network.PORT_MAX),
+    default=None,
+    help="Its port (default: one above the highest port of DIR's nodes).",
+)
+@json_option
+def add_node(
+    directory: Path, node_id: str, organisation: str, kind: str, port: int | None, as_json: bool
+) -> None:
+    """Write a key and a node.toml for a new validator in DIR/nodes/ID; print what the
+    add-validator proposal needs. The node counts only once governance adds it."""
+    load_network(directory)
+    try:
+        made = network.add_node(directory, node_id, port)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    view = {"id": made.id, "url": made.url, "public_key": made.public_key,
+            "config": str(made.config)}  # fmt: skip
+    if as_json:
+        echo_json(view)
+        return
+    click.echo(f"wrote {made.config.parent / network.KEY_FILE} and {made.config}")
+    click.echo(f"id: {made.id}\nurl: {made.url}\npublic key: {made.public_key}")
+    click.echo(
+        "Propose it with: cityledger gov propose --admin ID --key PEM add-validator "
+        f"--id {made.id} --organisation {json.dumps(organisation)} --kind {kind} "
+        f"--url {made.url} --public-key {made.public_key}"
+    )
+    click.echo(f"then start it with: cityledger node run {made.config}")
 
 
 # --- up --------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ city's audit office has one auditor identity, `auditor`.
 """
 
 import json
+import tomllib
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ KEY_FILE: Final = "key.pem"
 DEFAULT_CHAIN_ID: Final = "smartcity"
 DEFAULT_BASE_PORT: Final = 7001
 DEFAULT_VALIDATORS: Final = 4
+PORT_MAX: Final = 65535
 AUDITOR_ID: Final = "auditor"
 AUDIT_OFFICE: Final = "City Audit Office"
 PUBLIC_NAMESPACES: Final = ("permits/",)
@@ -319,3 +322,48 @@ def load(root: Path) -> Network:
         for c in genesis.clients.values()
     )
     return Network(root, genesis, nodes, clients)
+
+
+@dataclass(frozen=True)
+class NewNode:
+    """What `cluster add-node` wrote: a key and a node config, and what add-validator needs."""
+
+    id: str
+    url: str
+    public_key: str
+    config: Path
+
+
+def add_node(root: Path, node_id: str, port: int | None, cores: int | None = None) -> NewNode:
+    """Write a key and a node.toml for a validator that is not in the network yet, on the
+    network's host: `port`, or one above the highest port of every node of `root` (those of
+    the genesis and those added before). The same scheme (https, or http when insecure) as the
+    genesis's nodes. Raises `ValueError` when the id or port is taken."""
+    genesis = genesis_mod.load(root / GENESIS_FILE)
+    folder = root / NODES_DIR / node_id
+    if not genesis_mod.is_identifier(node_id):
+        raise ValueError(f"{node_id!r} is no id: lowercase letters, digits, . _ -")
+    if genesis.validator(node_id) or node_id in genesis.clients or node_id in genesis.admins:
+        raise ValueError(f"{node_id!r} already names a member of the genesis")
+    if folder.exists():
+        raise ValueError(f"{folder} already exists")
+    first = urllib.parse.urlsplit(genesis.validators[0].url)
+    ports = {p for p in (urllib.parse.urlsplit(v.url).port for v in genesis.validators) if p}
+    for config in (root / NODES_DIR).glob(f"*/{NODE_CONFIG}"):
+        with config.open("rb") as handle:
+            port_text = str(tomllib.load(handle).get("listen", "")).rpartition(":")[2]
+        if port_text.isdigit():
+            ports.add(int(port_text))
+    chosen = port if port is not None else max(ports) + 1
+    if chosen in ports or not 1 <= chosen <= PORT_MAX:
+        raise ValueError(f"port {chosen} is taken by another node or out of range")
+    host = first.hostname or "127.0.0.1"
+    insecure = first.scheme == "http"
+    key = crypto.generate_key()
+    folder.mkdir(parents=True)
+    crypto.write_private_key(folder / KEY_FILE, key)
+    node_cores = shared_cores(len(genesis.validators) + 1) if cores is None else cores
+    config_text = node_config(node_id, f"{host}:{chosen}", node_cores, insecure=insecure)
+    (folder / NODE_CONFIG).write_text(config_text)
+    url = f"{first.scheme}://{host}:{chosen}"
+    return NewNode(node_id, url, crypto.public_key_bytes(key).hex(), folder / NODE_CONFIG)
