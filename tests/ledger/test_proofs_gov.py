@@ -131,3 +131,21 @@ def test_every_flipped_byte_of_a_bundle_file_with_governance_fails(chain: Chain)
         altered = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
         with pytest.raises(proofs.InvalidProof):
             proofs.verify_bundle(proofs.parse(altered), NET.genesis)
+
+
+def test_the_limits_of_governance_in_a_bundle(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node refuses to build a bundle whose governance passes the limits (the route answers
+    422 too_large); a verifier refuses one that carries more."""
+    added = _added(chain)[1]
+    doc = _bundle(chain, added)  # two governance blocks, three txs
+    monkeypatch.setattr(proofs, "GOVERNANCE_TXS_MAX", 2)
+    with pytest.raises(proofs.InvalidProof, match="more than 2 txs"):
+        proofs.verify_bundle(doc, NET.genesis)
+    monkeypatch.setattr(proofs, "GOVERNANCE_BLOCKS_MAX", 1)
+    with pytest.raises(proofs.InvalidProof, match="at most 1 blocks"):
+        proofs.verify_bundle(doc, NET.genesis)
+    monkeypatch.setattr(node_proofs, "GOVERNANCE_BLOCKS_MAX", 1)
+    with pytest.raises(node_proofs.TooMuchGovernance, match="verify the chain"):
+        node_proofs.bundle(chain.store, added.tx_id)
