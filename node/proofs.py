@@ -21,9 +21,11 @@ from consensus.checkpoints import StableProof
 from ledger import merkle
 from ledger.block import Block, Certificate
 from ledger.encoding import encode
-from ledger.errors import StoreError
+from ledger.errors import InvalidTransaction, StoreError
 from ledger.genesis import Genesis
 from ledger.gov import history, machine
+from ledger.gov.config import Config
+from ledger.gov.signers import block_signer, check_block_signature
 from ledger.kinds.execute import outcome_leaf
 from ledger.proofs import (
     BUNDLE_FORMAT,
@@ -32,6 +34,7 @@ from ledger.proofs import (
     GOVERNANCE_TXS_MAX,
 )
 from ledger.store import BlockStore
+from ledger.tx import Transaction
 
 APPROVALS_READ_MAX: Final = 1000  # approvals of one proposal read (one per organisation)
 
@@ -74,8 +77,10 @@ def bundle(store: BlockStore, tx_id: bytes) -> dict[str, Any] | None:
             **checkpoint(store, head),
             "history_proof": store.history_inclusion_proof(head, height),
         }
-    governance = governance_blocks(store, max(head, height))
-    carried = {"format": BUNDLE_FORMAT_GOVERNANCE, "governance": governance} if governance else {}
+    carried = {}
+    if _needs_governance(store, block.txs[index], max(head, height)):
+        governance = governance_blocks(store, max(head, height))
+        carried = {"format": BUNDLE_FORMAT_GOVERNANCE, "governance": governance}
     return {
         "format": BUNDLE_FORMAT,
         "chain_id": store.genesis.chain_id,
@@ -96,6 +101,20 @@ def bundle(store: BlockStore, tx_id: bytes) -> dict[str, Any] | None:
             index,
         ),
     } | carried
+
+
+def _needs_governance(store: BlockStore, tx: Transaction, top: int) -> bool:
+    """Whether the bundle needs the governance below `top` (docs/protocol.md 14.1): unless the
+    genesis alone judges the tx's signer and key as its block did, and the validators and
+    parameters in force up to `top` are the genesis's."""
+    genesis = store.genesis
+    alone = Config(genesis)
+    try:
+        check_block_signature(tx, block_signer(tx, alone), alone)
+    except InvalidTransaction:
+        return True
+    at = history.configs_for(genesis).at_height(store.rule_state, top - 1).members
+    return (at.validators, at.params) != (genesis.validators, genesis.params)
 
 
 def governance_blocks(store: BlockStore, below: int) -> list[dict[str, Any]]:

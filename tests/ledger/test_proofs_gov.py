@@ -149,3 +149,14 @@ def test_the_limits_of_governance_in_a_bundle(
     monkeypatch.setattr(node_proofs, "GOVERNANCE_BLOCKS_MAX", 1)
     with pytest.raises(node_proofs.TooMuchGovernance, match="verify the chain"):
         node_proofs.bundle(chain.store, added.tx_id)
+
+
+def test_a_genesis_clerks_tx_needs_no_governance(chain: Chain) -> None:
+    """After governance changed only clients, a genesis clerk's tx is proven by a version 2
+    bundle, which older verifiers read too; a governance-added clerk's needs version 3."""
+    made = _governed(chain)
+    early = _bundle(chain, made["early"])
+    assert early["format"] == proofs.BUNDLE_FORMAT
+    assert "governance" not in early
+    assert proofs.verify_bundle(early, NET.genesis).outcome == ACCEPTED
+    assert _bundle(chain, made["added"])["format"] == proofs.BUNDLE_FORMAT_GOVERNANCE
