@@ -10,7 +10,7 @@ twice. `--until HEIGHT` ends it after that block's events.
 
 import json
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import click
 
@@ -34,6 +34,12 @@ def _line(event: Event) -> str:
     if event.event == "alert":
         evidence = " ".join(str(e)[:12] for e in d.get("evidence", []))
         return f"alert  {d.get('height')}  {d.get('kind')}  {d.get('detail')}  evidence: {evidence}"
+    if event.event == "governance":
+        body = d.get("change")
+        change: dict[str, Any] = body if isinstance(body, dict) else {}
+        what = f"{change.get('change')} {change.get('id') or change.get('organisation') or ''}"
+        return (f"gov    {d.get('height')}  {d.get('kind')}  {d.get('proposal')}  {what.strip()}"
+                f"  by {d.get('admin')}")  # fmt: skip
     if event.event == "block":
         more = f"  {d['tx_count']} txs  {d['hash']}" if "tx_count" in d else ""
         return f"block  {d.get('height')}{more}"

@@ -1,12 +1,12 @@
 """Who follows the chain's events (`GET /v1/events`), and the committed blocks handed to each.
 
-The shell calls `committed(block, alerts)` on the event loop once a block is in the store (with
-the risk alerts it raised); the hub appends it to every subscriber's queue and wakes the
-subscriber. Each queue holds at most `queue_blocks_max` blocks (shared objects: the blocks are
-not copied per subscriber): a
-subscriber that falls that far behind is dropped with a reason, never buffered without limit,
-and resumes by reconnecting with its last event id (node/events.py reads what it missed from
-the store). At most `subscribers_max` subscribers follow at once. No I/O, no store.
+The shell calls `committed(block, alerts, governance)` on the event loop once a block is in the
+store (with the risk alerts and governance events it gave); the hub appends it to every
+subscriber's queue and wakes the subscriber. Each queue holds at most `queue_blocks_max` blocks
+(shared objects: the blocks are not copied per subscriber): a subscriber that falls that far behind
+is dropped with a reason, never buffered without limit, and resumes by reconnecting with its last
+event id (node/events.py reads what it missed from the store). At most `subscribers_max`
+subscribers follow at once. No I/O, no store.
 """
 
 import asyncio
@@ -16,6 +16,7 @@ from typing import Final
 
 from ledger.block import Block
 from ledger.kinds.risks import Alert
+from node.govevents import GovEvent
 
 SUBSCRIBERS_MAX: Final = 64
 QUEUE_BLOCKS_MAX: Final = 256  # committed blocks one subscriber may have left unsent
@@ -26,10 +27,12 @@ SHUTTING_DOWN: Final = "shutting_down"
 
 @dataclass(frozen=True)
 class Committed:
-    """A committed block and the risk alerts it raised (in the order the store keeps them)."""
+    """A committed block, the risk alerts it raised (in the order the store keeps them) and
+    its governance events (node/govevents.py)."""
 
     block: Block
     alerts: tuple[Alert, ...] = ()
+    governance: tuple[GovEvent, ...] = ()
 
     @property
     def height(self) -> int:
@@ -78,8 +81,10 @@ class EventHub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    def committed(self, block: Block, alerts: tuple[Alert, ...] = ()) -> None:
-        item = Committed(block, alerts)
+    def committed(
+        self, block: Block, alerts: tuple[Alert, ...] = (), governance: tuple[GovEvent, ...] = ()
+    ) -> None:
+        item = Committed(block, alerts, governance)
         for subscriber in self._subscribers:
             if subscriber.dropped is not None:
                 continue

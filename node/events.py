@@ -1,18 +1,20 @@
 """`GET /v1/events?from=H&prefix=P`: the chain's events as Server-Sent Events.
 
 Each committed block gives one `tx` event per tx the caller may read (and whose key starts with
-`prefix`), with its outcome; then one `alert` event per risk alert the block raised whose tx
-(the last of its evidence, a tx of this block) the caller may see the same way; then one `block`
-event. Ids name positions: `H:I` is tx I of block H, `H:(m+J)` alert J of a block of m txs, `H`
+`prefix`), with its outcome; then one `alert` event per risk alert the block raised whose tx (the
+last of its evidence, a tx of this block) the caller may see the same way; then one `governance`
+event per proposal, approval and effect of the block (node/govevents.py; every identity sees them,
+under the same prefix); then one `block` event. Ids name positions: `H:I` is tx I of block H,
+`H:(m+J)` alert J of a block of m txs, `H:(m+a+K)` governance event K of a block with a alerts, `H`
 the end of block H. A client resumes exactly where it stopped by sending its last id as
 `Last-Event-ID` (or `?from=H` to start at block H): nothing is missed and nothing comes twice.
 Without either, the stream starts with the next block committed.
 
 Blocks older than the live queue come from the store (through the read pool, a block at a time);
-newer ones from the subscriber's queue (node/eventhub.py). A subscriber whose queue fills, or
-whose connection takes more than `WRITE_TIMEOUT_S` to take an event, is dropped: the stream
-ends with a `dropped` event naming the reason (when the connection still takes it). A comment
-line every `HEARTBEAT_S` keeps idle connections open through proxies.
+newer ones from the subscriber's queue (node/eventhub.py). A subscriber whose queue fills, or whose
+connection takes more than `WRITE_TIMEOUT_S` to take an event, is dropped: the stream ends with a
+`dropped` event naming the reason (when the connection still takes it). A comment line every
+`HEARTBEAT_S` keeps idle connections open through proxies.
 """
 
 import asyncio
@@ -24,7 +26,7 @@ from aiohttp import web
 
 from ledger import tx as txs
 from ledger.block import HEIGHT_MAX
-from node import auth, codec
+from node import auth, codec, govevents
 from node.appkeys import READS, runtime
 from node.codec import ApiError
 from node.eventhub import SLOW, Committed, Subscriber
@@ -100,6 +102,11 @@ class _Stream:
             alert = item.alerts[number]
             if self._shows(keys.get(alert.evidence[-1])):
                 out += _frame("alert", f"{height}:{count + number}", alert_view(alert))
+        start = count + len(item.alerts)  # governance events come after the alerts
+        for number in range(max(first - start, 0), len(item.governance)):
+            event = item.governance[number]
+            if self._principal is not None and event.key.startswith(self._prefix):
+                out += _frame("governance", f"{height}:{start + number}", event.view(height))
         summary: dict[str, Any] = {"height": height}
         if self._principal is not None and self._principal.reads_all:
             summary |= {"hash": block.hash, "timestamp_ms": block.header.timestamp_ms,
@@ -132,7 +139,9 @@ class _Stream:
         block = self._rt.store.block(height)
         if block is None:
             return None
-        return Committed(block, tuple(self._rt.store.alerts_at(height)))
+        store = self._rt.store
+        alerts = tuple(store.alerts_at(height))
+        return Committed(block, alerts, govevents.of_block(block, store.rule_state))
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:

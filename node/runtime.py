@@ -31,7 +31,7 @@ from ledger.gov.config import Config as GovConfig
 from ledger.gov.history import config_of
 from ledger.store import BlockStore
 from ledger.tx import Transaction
-from node import envelopes, tls
+from node import envelopes, govevents, tls
 from node.admission import Admission
 from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
 from node.eventhub import EventHub
@@ -307,7 +307,7 @@ def _build(
         replica, store, transport, metrics, clock,
         fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
         on_failure=on_failure, gate=gate, writer=writer, observe=watch.after_event,
-        on_commit=events.committed, sent=votes.saw,
+        on_commit=govevents.on_commit(events.committed, store.rule_state), sent=votes.saw,
     )  # fmt: skip
     admission = Admission(
         genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,

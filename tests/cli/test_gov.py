@@ -8,6 +8,7 @@ Nothing sleeps: every command waits for its commit.
 """
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from tests.cli.conftest import RunningCluster, no_traceback, run, running_cluster
 
 FINANCE = "City Finance Bureau"
+NODES = ("finance", "planning", "harbor-mutual", "civic-shield")
+LOG_WAIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +60,18 @@ def enact(cluster: RunningCluster, change: str, *options: str) -> dict[str, Any]
     return last
 
 
+def logged_by_every_node(cluster: RunningCluster, text: str) -> None:
+    """Each node's log holds `text` (a node logs a block's effects once it commits it: the
+    others may be a moment behind the one that answered)."""
+    logs = [cluster.root / "logs" / f"{n}.log" for n in NODES]
+    deadline = time.monotonic() + LOG_WAIT_S
+    while not all(text in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, [
+            log.name for log in logs if text not in log.read_text()
+        ]
+        time.sleep(0.05)
+
+
 def submit(cluster: RunningCluster, client: str, key: Path, record: str) -> Any:
     return cl(cluster, "submit", "--client", client, "--key", str(key), record, "record",
               json.dumps({"by": client}), "--wait", "--json")  # fmt: skip
@@ -74,6 +89,11 @@ def test_a_clerk_added_commits_and_once_revoked_is_refused(
 
     added = enact(cluster, "add-client", "--id", "new-clerk", "--organisation", FINANCE,
                   "--public-key-file", str(key))  # fmt: skip
+    h = str(added["height"])
+    followed = cl(cluster, "events", "--from", h, "--until", h)
+    assert followed.returncode == 0, followed.stderr
+    assert f"gov    {h}  effect  {added['id']}  add-client new-clerk" in followed.stdout
+    logged_by_every_node(cluster, '"governance_effect"')
     committed = submit(cluster, "new-clerk", key, "fiscal/gov/1")
     assert committed.returncode == 0, committed.stderr
     status = json.loads(committed.stdout)

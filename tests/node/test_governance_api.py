@@ -3,6 +3,7 @@ proposal takes effect in its own block): /v1/config by height, the proposals, ad
 the configuration in force (a clerk added, then revoked), and every bad input a 4xx that
 changes nothing."""
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
@@ -13,8 +14,9 @@ import pytest
 from ledger import crypto
 from ledger import tx as txs
 from tests import factory
-from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
+from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json, within
 from tests.node.test_api import get, post, written
+from tests.node.test_events import read_events, stream
 
 ADMIN: Final = "fiscal-admin"
 ADMIN_KEY: Final = factory.seeded_key("gov-api/admin")
@@ -112,3 +114,43 @@ async def test_governance_refusals_are_recorded_and_bad_requests_are_4xx(
         status, _ = await get(anonymous, c.url(0) + path)
         assert status == 401
     assert written(c) == before
+
+
+async def test_governance_events_and_the_log_line_of_an_effect(
+    cluster: Cluster, http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proposal that takes effect in its own block (a quorum of one) gives a `proposal` and
+    an `effect` event after its block's txs; a refused one none; the same events come live and
+    from the store, and the effect is logged at INFO."""
+    c = cluster
+    caplog.set_level(logging.INFO, logger="cityledger.node.governance")
+    add = signed(ADMIN, ADMIN_KEY, "_gov/proposals/p1", "gov.proposal", {
+        "change": "add-client", "id": "clerk9", "organisation": FINANCE, "role": "clerk",
+        "public_key": crypto.public_key_bytes(CLERK_KEY).hex(),
+    })  # fmt: skip
+    url = c.url(0)
+    async with http.get(url + "/v1/events") as live:
+        made = await committed(c, http, add)
+        live_events = await within(read_events(live, made["height"]))
+    again = signed(ADMIN, ADMIN_KEY, "_gov/proposals/p1", "gov.proposal", {"change": "x"})
+    refused = await committed(c, http, again)
+    assert refused["outcome"] == "refused"
+    stored = await stream(http, url, refused["height"], params={"from": str(made["height"])})
+    h = made["height"]
+    governance = [e for e in stored if e.event == "governance"]
+    assert [(e.id, e.data["kind"]) for e in governance] == [(f"{h}:1", "proposal"),
+                                                            (f"{h}:2", "effect")]  # fmt: skip
+    effect = governance[1].data
+    assert (effect["proposal"], effect["change"]["id"], effect["effective_height"]) == (
+        "p1", "clerk9", h,
+    )  # fmt: skip
+    assert (effect["approvals"], effect["admin"]) == ([FINANCE], ADMIN)
+    assert [(e.id, e.data) for e in live_events if e.event == "governance"] == [
+        (e.id, e.data) for e in governance
+    ]
+    resumed = await stream(http, url, refused["height"], headers={"Last-Event-ID": f"{h}:1"})
+    assert [e.id for e in resumed][:2] == [f"{h}:2", str(h)]
+    effects = [r for r in caplog.records if getattr(r, "event", "") == "governance_effect"]
+    assert [(r.proposal, r.change, r.subject, r.height) for r in effects] == [  # type: ignore[attr-defined]
+        ("p1", "add-client", "clerk9", h)
+    ]
