@@ -10,6 +10,7 @@ retransmit timer tells each replica the others' views and heads.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.block import Block, Certificate, ChainHead, check_body, verify_certificate
@@ -74,43 +75,42 @@ class CatchUp:
         self.fetching = None
         return True
 
-    def on_answer(
-        self, peer: int, fetched: tuple[tuple[Block, Certificate], ...], head: ChainHead,
-        genesis: Genesis, counts: Counter[str],
-    ) -> list[tuple[Block, Certificate]]:  # fmt: skip
-        """The blocks of `peer`'s answer (or of its time-out: none) to apply, in order; counts
-        a forged answer (`fetch_invalid`) and one with nothing to apply (`fetch_failures`)."""
+    def new_epoch(self, index: int, weak_quorum: int) -> None:
+        """The set changed: indices name other validators, so what peers reported goes (a
+        fetch under way stays: its blocks are checked like any other)."""
+        self._index, self._weak = index, weak_quorum
+        self.peer_status.clear()
+        self._bad_peers.clear()
+
+    def apply_answer(
+        self, peer: int, fetched: tuple[tuple[Block, Certificate], ...],
+        commit: Callable[[Block, Certificate], bool | None], counts: Counter[str],
+    ) -> int:  # fmt: skip
+        """Hand the blocks of `peer`'s answer (or of its time-out: none) to `commit` in order,
+        which checks each against the set of its own epoch (`check_certified`: one block may
+        end the epoch) and says whether it applied it (None: committed already; False: and
+        stop). Counts a forged answer (`fetch_invalid`) and one with nothing to apply
+        (`fetch_failures`); a peer whose answer gave nothing is asked last next time. Returns
+        the number of blocks applied."""
         if not self.answered(peer):
-            return []  # an answer we no longer wait for
-        certified, forged = self.certified(peer, fetched, head, genesis)
-        counts["fetch_invalid"] += forged
-        counts["fetch_failures"] += not certified
-        return certified
-
-    def certified(
-        self, peer: int, fetched: tuple[tuple[Block, Certificate], ...], head: ChainHead,
-        genesis: Genesis,
-    ) -> tuple[list[tuple[Block, Certificate]], int]:  # fmt: skip
-        """The fetched blocks that may be applied, in order, and 1 if `peer` sent a forgery.
-
-        A peer whose answer gave nothing to apply is asked last next time."""
-        good: list[tuple[Block, Certificate]] = []
-        forged = 0
+            return 0  # an answer we no longer wait for
+        applied = forged = 0
         for block, cert in fetched:
-            if block.height <= head.height:
-                continue
             try:
-                check_certified(block, cert, head, genesis)
+                done = commit(block, cert)
             except InvalidBlock:
                 forged = 1
                 break
-            good.append((block, cert))
-            head = head.advance(block)
-        if good:
+            applied += done is not None
+            if done is False:
+                break
+        counts["fetch_invalid"] += forged
+        counts["fetch_failures"] += not applied
+        if applied:
             self._bad_peers.discard(peer)
         else:
             self._bad_peers.add(peer)
-        return good, forged
+        return applied
 
 
 def check_certified(block: Block, cert: Certificate, head: ChainHead, genesis: Genesis) -> None:

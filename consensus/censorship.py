@@ -49,7 +49,7 @@ class CensorshipWatch:
     block with room committed here through consensus."""
 
     def __init__(self, params: ConsensusParams) -> None:
-        self._params = params
+        self.params = params
         self._view_since_ms = 0
         self._roomy_commit_ms: int | None = None
 
@@ -58,13 +58,13 @@ class CensorshipWatch:
 
     def committed(self, block: Block, now_ms: int) -> None:
         """`block` committed through consensus (never call it for state transfer)."""
-        if has_room(block, self._params):
+        if has_room(block, self.params):
             self._roomy_commit_ms = now_ms
 
     def deadline_ms(self, pool: TxPool) -> int | None:
         return censorship_deadline(
             pool.oldest_arrival_ms(), self._view_since_ms, self._roomy_commit_ms,
-            self._params.view_change_timeout_ms,
+            self.params.view_change_timeout_ms,
         )  # fmt: skip
 
     def passed_over(self, pool: TxPool, now_ms: int) -> bool:
@@ -74,5 +74,5 @@ class CensorshipWatch:
         if oldest is None or self._roomy_commit_ms is None:
             return False
         since = max(oldest, self._view_since_ms)
-        patience = self._params.view_change_timeout_ms // 4
+        patience = self.params.view_change_timeout_ms // 4
         return self._roomy_commit_ms > since and now_ms - since >= patience

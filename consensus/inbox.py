@@ -14,19 +14,18 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ledger.genesis import Genesis
-
 from consensus import messages as m
 from consensus.chain import Chain
+from consensus.epoch import Epoch
 from consensus.signatures import SignatureCache
 from consensus.viewstate import ViewState
 
 
 class Inbox:
-    def __init__(self, genesis: Genesis, index: int, counters: Counter[str]) -> None:
-        self.signatures = SignatureCache(genesis)
+    def __init__(self, epoch: Epoch, index: int, counters: Counter[str]) -> None:
+        self.signatures = SignatureCache(epoch.members)  # the set of the epoch, by index
         self._index = index
-        self._n = len(genesis.validators)
+        self._n = epoch.size
         self._counters = counters
 
     def admits(self, msg: m.Message, views: ViewState, chain: Chain) -> bool:

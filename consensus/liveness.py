@@ -44,6 +44,11 @@ class Liveness:
         self._ticker = Ticker(retransmit_ms)
         self._censorship = CensorshipWatch(params)
 
+    def new_params(self, params: ConsensusParams) -> None:
+        """The consensus parameters of a new epoch."""
+        self._timeout_ms = params.view_change_timeout_ms
+        self._censorship.params = params
+
     def start(self, now_ms: int) -> None:
         self._progress_ms = now_ms
         self._censorship.new_view(now_ms)

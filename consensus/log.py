@@ -21,6 +21,7 @@ from ledger.kinds.execute import Overlay
 from ledger.tx import Transaction
 
 from consensus import messages as m
+from consensus.epoch import ends_epoch
 from consensus.instance import Instance
 from consensus.journal import Restored
 from consensus.rulestate import CommittedState, RuleStates
@@ -176,9 +177,10 @@ class Log:
         slot = self.slots.get(head_height + 1)
         return slot if slot is not None and slot.can_commit(quorum) else None
 
-    def committed(self, block: Block) -> None:
-        """`block` is the new head: forget its height and below, and votes it made void."""
-        self.rules.committed(block)
+    def committed(self, block: Block) -> bool:
+        """`block` is the new head: forget its height and below, and votes it made void.
+        True if it ends its epoch (consensus/epoch.py)."""
+        ends = ends_epoch(self.rules.committed(block))
         for table in (self.slots, self.prepared, self.waiting):
             for height in [h for h in table if h <= block.height]:
                 del table[height]
@@ -188,6 +190,21 @@ class Log:
         if nxt is not None and nxt.block is not None and nxt.block.header.prev_hash != block.hash:
             self.slots.clear()  # built on a block that lost: those votes are void
         self.rules.keep_only(s.block.hash for s in self.slots.values() if s.block is not None)
+        return ends
+
+    def epoch_end(self, head: ChainHead) -> int | None:
+        """The lowest accepted block above the head that ends the epoch, if one does: nothing
+        above it is proposed or accepted until it commits (docs/protocol.md section 13.5)."""
+        height = head.height + 1
+        while (slot := self.slots.get(height)) is not None and slot.block is not None:
+            writes = self.rules.writes_in_flight(slot.block)
+            if writes is None:  # accepted before a restart: execute it now
+                self._state_below(height + 1, head)
+                writes = self.rules.writes_in_flight(slot.block)
+            if writes is not None and ends_epoch(writes):
+                return height
+            height += 1
+        return None
 
     def new_view(self) -> None:
         """Instances belong to a view: a new one starts empty (prepared proofs stay)."""

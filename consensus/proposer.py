@@ -30,7 +30,7 @@ class Proposer:
         self, params: ConsensusParams, pipeline_depth: int, pool: TxPool, log: Log,
         is_committed: Callable[[bytes], bool],
     ) -> None:  # fmt: skip
-        self._params = params
+        self.params = params  # of the epoch the replica works in
         self._pipeline_depth = pipeline_depth
         self._pool = pool
         self._log = log
@@ -77,8 +77,8 @@ class Proposer:
         # At most one block per interval; one more interval per block still in flight, so
         # that a busy primary gathers larger blocks (each block costs every node a round of
         # signed votes and writes) while an idle one still proposes after one interval.
-        due = self.last_proposal_ms + self._params.block_interval_ms * (1 + blocks)
-        full = unproposed >= self._params.block_txs_max
+        due = self.last_proposal_ms + self.params.block_interval_ms * (1 + blocks)
+        full = unproposed >= self.params.block_txs_max
         return Timing(now_ms >= due or full, due)
 
     def choose(
@@ -86,7 +86,7 @@ class Proposer:
         is_committed: Callable[[bytes], bool],
     ) -> tuple[txs.Transaction, ...]:  # fmt: skip
         """Pending txs for a block stamped `timestamp_ms`, oldest first, within the limits."""
-        params = self._params
+        params = self.params
         oldest = timestamp_ms - params.tx_ttl_ms  # older ones leave the pool at the next tick
         chosen: list[txs.Transaction] = []
         size = 0

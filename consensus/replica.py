@@ -7,23 +7,22 @@ actions still on disk); hand it each event with `handle(event, now_ms)` and carr
 actions it returns, in order (consensus/events.py says which events, and how).
 
 The protocol (PBFT with the block height as sequence number, docs/protocol.md section 13):
-this class runs the normal case, a block pre-prepared, prepared and committed in height order
-with up to `pipeline_depth` heights in flight within the window above the head; no progress,
-or a tx passed over by blocks with room (consensus/censorship.py), starts a view change
-(consensus/viewstate.py); a NewView's re-proposed blocks that are missing here are asked for by
-hash (consensus/reproposal.py); a replica left behind catches up (consensus/catchup.py).
+the normal case runs here, up to `pipeline_depth` heights in flight within the window; no
+progress, or a tx passed over (consensus/censorship.py), starts a view change (viewstate.py,
+reproposal.py); a replica left behind catches up (catchup.py). The set, quorums and
+parameters are the epoch's (epoch.py): a block that ends it commits before any above it.
 
 Each kind of state has one owner, which returns values; this class holds them, glues them,
-and alone emits actions (`Outbox`): `Chain` (the committed head and the window), `TxPool`,
-`Log` (the heights in flight), `Journal` (what is persisted), `Proposer`, `Checkpoints`,
-`ViewState` (the view and the view change), `CatchUp`, `Inbox` (which peer messages come in)
-and `Liveness`. No field mirrors a timer: `_wanted_timers` derives each deadline from state.
+and alone emits actions (`Outbox`): `Chain`, `TxPool`, `Log`, `Journal`, `Proposer`,
+`Checkpoints`, `ViewState`, `CatchUp`, `Inbox` (which peer messages come in), `Liveness`.
+No field mirrors a timer: `_wanted_timers` derives each deadline from state.
 """
 
 from collections import Counter
 from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ledger import crypto
 from ledger import tx as txs
 from ledger.block import Block, Certificate, ChainHead
 from ledger.errors import InvalidBlock
@@ -31,10 +30,11 @@ from ledger.genesis import Genesis
 
 from consensus import events as ev
 from consensus import messages as m
-from consensus.catchup import CatchUp
+from consensus.catchup import CatchUp, check_certified
 from consensus.chain import Chain
 from consensus.checkpoints import Checkpoints, StableProof
 from consensus.config import ReplicaConfig
+from consensus.epoch import Epoch
 from consensus.inbox import Inbox
 from consensus.instance import check_proposal
 from consensus.journal import Journal
@@ -44,14 +44,15 @@ from consensus.outbox import Outbox
 from consensus.pool import RELAY_AGAIN_MAX, TxPool
 from consensus.proposer import Proposer
 from consensus.rulestate import CommittedState
+from consensus.shellview import ShellView
 from consensus.viewstate import ViewState
 
 __all__ = ["Replica", "ReplicaConfig"]
 
 
-class Replica:
+class Replica(ShellView):
     """One validator's PBFT replica (its contract: the module docstring). The shell reads only
-    the properties below, `counters`, `screen` and `log_size`."""
+    `ShellView`'s properties (consensus/shellview.py), `counters` and `epoch`."""
 
     def __init__(
         self, genesis: Genesis, index: int, key: Ed25519PrivateKey, head: ChainHead,
@@ -59,25 +60,27 @@ class Replica:
         config: ReplicaConfig | None = None, head_certificate: Certificate | None = None,
         state: CommittedState | None = None,
     ) -> None:  # fmt: skip
-        assert 0 <= index < len(genesis.validators)
         self.genesis = genesis
-        self.index = index
         self.config = cfg = config or ReplicaConfig()
         self.counters: Counter[str] = Counter()
-        self._quorum = genesis.quorums.commit
         self._is_committed_in_store = is_committed
         self.chain = Chain(head, head_certificate, cfg.window)
         self.pool = TxPool(cfg.pool_capacity)
         self.log = Log(genesis, state)  # state: the committed rule state (None: in memory)
+        # The set, quorums and parameters after the head; then ours at each boundary we commit.
+        self.epoch = epoch = self.log.rules.epoch_at_head()
+        assert 0 <= index < epoch.size, "`index`: our place in the set in force at the head"
+        self.validator_id = epoch.members.validators[index].id
+        self._public_key = crypto.public_key_bytes(key)
+        self.retired = epoch.index_of(self.validator_id, self._public_key) is None  # votes none
         self.journal = Journal(head.height, cfg.window)
-        self.proposer = Proposer(genesis.params, cfg.pipeline_depth, self.pool, self.log,
+        self.proposer = Proposer(epoch.params, cfg.pipeline_depth, self.pool, self.log,
                                  is_committed)  # fmt: skip
-        self.checkpoints = Checkpoints(genesis.params.checkpoint_interval, self._quorum)
-        self.views = ViewState(genesis, index, cfg.view_change_timeout_max_ms)
-        self.catchup = CatchUp(index, genesis.quorums.weak, cfg.fetch_blocks_max,
+        self.views = ViewState(epoch, index, cfg.view_change_timeout_max_ms)
+        self.catchup = CatchUp(index, epoch.quorums.weak, cfg.fetch_blocks_max,
                                cfg.fetch_timeout_ms)  # fmt: skip
-        self.inbox = Inbox(genesis, index, self.counters)
-        self.liveness = Liveness(genesis.params, cfg.retransmit_ms)
+        self.liveness = Liveness(epoch.params, cfg.retransmit_ms)
+        self._join(epoch, index, None)  # the owners of what the set decides
         self.out = Outbox(key, genesis.chain_id)
         self._now = 0
         # Rebuild what this replica promised before a restart, so it never votes otherwise.
@@ -86,51 +89,12 @@ class Replica:
         self.log.restore(head, restored)
         self.checkpoints.restore(restored.stable)
 
-    # --- read-only views for the shell ----------------------------------------------------
-
-    @property
-    def view(self) -> int:
-        return self.views.view
-
-    @property
-    def in_view_change(self) -> bool:
-        return self.views.in_view_change
-
-    @property
-    def primary(self) -> int:
-        return self.views.primary
-
-    @property
-    def committed_height(self) -> int:
-        return self.chain.height
-
-    @property
-    def pending(self) -> int:
-        return len(self.pool)
-
-    @property
-    def pool_free(self) -> int:
-        return self.pool.free
-
-    def has_pending(self, tx_id: bytes) -> bool:
-        return tx_id in self.pool
-
-    def pending_tx(self, tx_id: bytes) -> txs.Transaction | None:
-        """The pooled tx with this id (the shell decodes peer messages against the pool)."""
-        return self.pool.get(tx_id)
-
-    def screen(self, msg: m.Message) -> bool:
-        """False if the replica drops `msg` (consensus/inbox.py). The node screens a PrePrepare
-        before it admits the block's unknown txs: a forgery costs one signature check."""
-        return self.inbox.admits(msg, self.views, self.chain)
-
-    def log_size(self) -> int:
-        """Entries in every per-height and per-view structure (bounded, whatever the length)."""
-        return self.log.size() + self.checkpoints.size() + self.views.size() + self.inbox.size()
-
     # --- the one entry point, and what it dispatches to -----------------------------------
 
     def handle(self, event: ev.Event, now_ms: int) -> list[ev.Action]:
+        if self.retired:
+            self.counters["retired_events"] += 1
+            return []
         self._now = max(self._now, now_ms)
         height_before = self.chain.height
         if not self._is_busy():
@@ -217,6 +181,9 @@ class Replica:
             if accepted.hash != pp.block.hash:
                 self.counters["equivocation"] += 1
             return
+        end = self.log.epoch_end(self.chain.head)
+        if end is not None and pp.height > end:
+            return  # of the next epoch: judged once the block that ends this one commits
         parent = self.log.parent(pp.height, self.chain.head)
         if parent is None or self.views.reproposal is not None:
             self.log.hold(pp)
@@ -270,13 +237,39 @@ class Replica:
         self.counters["blocks_committed"] += 1
         self.counters["txs_committed"] += len(block.txs)
         self.pool.remove([t.tx_id for t in block.txs])
-        self.log.committed(block)
+        ends_epoch = self.log.committed(block)
         self.liveness.progressed(self._now)
         self.views.committed()
         if self.checkpoints.is_due(block.height):
             cp = self.out.broadcast(m.Checkpoint(block.height, block.hash, self.index))
             self._stabilise(self.checkpoints.own(cp, self.chain.top))
+        if ends_epoch:
+            self._enter_epoch()
         self._repropose()
+
+    def _enter_epoch(self) -> None:
+        """The block just committed ended the epoch: the next one's set, quorums and
+        parameters, from this replica's own rule state (docs/protocol.md section 13.5)."""
+        self.epoch = epoch = self.epoch.next(self.log.rules.config_after_head())
+        self.counters["epochs_entered"] += 1
+        index = epoch.index_of(self.validator_id, self._public_key)
+        self.retired = index is None
+        if index is not None:
+            self._join(epoch, index, self.checkpoints.proof)
+            self.log.new_view()  # votes counted in the old set are void
+            if self.in_view_change:
+                self._send_view_change()
+
+    def _join(self, epoch: Epoch, index: int, stable: StableProof | None) -> None:
+        """Take part in `epoch` as its validator `index` (view and stable checkpoint kept)."""
+        self.index, self._quorum = index, epoch.quorums.commit
+        self.inbox = Inbox(epoch, index, self.counters)
+        self.checkpoints = Checkpoints(epoch.params.checkpoint_interval, self._quorum)
+        self.checkpoints.restore(stable)
+        self.views.new_epoch(epoch, index)
+        self.catchup.new_epoch(index, epoch.quorums.weak)
+        self.proposer.params = epoch.params
+        self.liveness.new_params(epoch.params)
 
     def _stabilise(self, stable: StableProof | None) -> None:
         """A quorum agrees on the block at `stable`: the persisted promises below are void."""
@@ -296,6 +289,8 @@ class Replica:
         """Propose every block that is due; return when the next one will be (None: none)."""
         if self.primary != self.index or self.in_view_change or self.views.reproposal is not None:
             return None
+        if self.log.epoch_end(self.chain.head) is not None:
+            return None  # the next epoch's set certifies what follows it
         while True:
             block = self.proposer.next_block(self.chain.head, self._now, self.view, self.index)
             if not isinstance(block, Block):
@@ -416,7 +411,7 @@ class Replica:
         """Status to all, expired txs out; if the head did not move since the last tick, our
         latest messages again (one may have been lost) and a catch-up if peers are ahead."""
         self.out.broadcast(m.Status(self.view, self.chain.height, self.index))
-        oldest = self._now - self.genesis.params.tx_ttl_ms
+        oldest = self._now - self.epoch.params.tx_ttl_ms
         if expired := self.pool.drop_expired(oldest, keep=self.proposer.in_flight()):
             self.counters["txs_expired"] += len(expired)
             self.out.emit(ev.TxsExpired(expired))
@@ -432,6 +427,15 @@ class Replica:
             self.out.emit(*map(ev.Broadcast, self.log.own_messages()))
             self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
 
+    def _commit_fetched(self, block: Block, cert: Certificate) -> bool | None:
+        """Commit a fetched block certified by the set of its epoch, the one we are in (else
+        `InvalidBlock`); None if it is committed already, False if we left the set by it."""
+        if block.height <= self.chain.height:
+            return None  # (a re-proposal may have committed it)
+        check_certified(block, cert, self.chain.head, self.epoch.members)
+        self._apply_commit(block, cert)
+        return not self.retired
+
     def _relay_to_primary(self) -> None:
         """A relay may have been lost: make sure the primary has what we are waiting for."""
         if self.pool and self.primary != self.index and not self.in_view_change:
@@ -440,11 +444,7 @@ class Replica:
                 self.out.send(self.primary, m.TxBatch(oldest, self.index))
 
     def _on_blocks_fetched(self, peer: int, fetched: tuple[tuple[Block, Certificate], ...]) -> None:
-        certified = self.catchup.on_answer(
-            peer, fetched, self.chain.head, self.genesis, self.counters
-        )
-        for block, cert in certified:
-            if block.height > self.chain.height:  # (a re-proposal may have committed it)
-                self._apply_commit(block, cert)
-        if certified:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
+        """Apply the fetched blocks in order, each checked against the set of its own epoch."""
+        applied = self.catchup.apply_answer(peer, fetched, self._commit_fetched, self.counters)
+        if applied:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
             self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))

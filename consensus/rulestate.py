@@ -19,9 +19,13 @@ from typing import Any, Protocol
 
 from ledger.block import Block
 from ledger.genesis import Genesis
+from ledger.gov import history
+from ledger.gov.config import Config
 from ledger.kinds.base import Writes
 from ledger.kinds.execute import Overlay, execute
 from ledger.tx import Transaction
+
+from consensus.epoch import Epoch
 
 
 class CommittedState(Protocol):
@@ -59,6 +63,7 @@ class RuleStates:
         self._in_flight: dict[bytes, Writes] = {}  # block hash -> writes, accepted blocks
         # height -> (block hash, writes) of the blocks committed but maybe not stored yet
         self._unstored: dict[int, tuple[bytes, Writes]] = {}
+        self._configs = history.Configs(genesis)  # this replica's own, derived from its state
 
     def below(self, accepted: Iterable[Block]) -> Overlay:
         """The state after the committed head and then `accepted` (the accepted blocks from the
@@ -90,11 +95,27 @@ class RuleStates:
     ) -> tuple[str, ...]:
         return execute(state.get, body, self._genesis, time_ms, height).outcomes
 
+    def config_after_head(self) -> Config:
+        """The configuration in force after the committed head (ledger/gov)."""
+        return self._configs.of_state(self._after_head().get)
+
+    def epoch_at_head(self) -> Epoch:
+        """The epoch of the heights above the committed head, and the one before it."""
+        state = self._after_head()
+        config = self._configs.of_state(state.get)
+        if config.epoch == 0:
+            return Epoch(config)
+        return Epoch(config, self._configs.at_height(state.get, config.epoch_height - 1))
+
+    def writes_in_flight(self, block: Block) -> Writes | None:
+        """The writes of an accepted block, if it was executed here."""
+        return self._in_flight.get(block.hash)
+
     def remember(self, block: Block, writes: Writes) -> None:
         self._in_flight[block.hash] = writes
 
-    def committed(self, block: Block) -> None:
-        """`block` is the replica's new head (by consensus or by state transfer)."""
+    def committed(self, block: Block) -> Writes:
+        """`block` is the replica's new head (by consensus or by state transfer): its writes."""
         writes = self._in_flight.pop(block.hash, None)
         if writes is None:
             writes = self._execute(self._after_head(), block)
@@ -102,6 +123,7 @@ class RuleStates:
             self._memory.apply(block.height, writes)
         else:
             self._unstored[block.height] = (block.hash, writes)
+        return writes
 
     def writes_of(self, block: Block) -> Writes | None:
         """What committed `block` wrote, while it is not known stored (the store's write of

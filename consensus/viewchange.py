@@ -23,6 +23,7 @@ from ledger import crypto
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
 
+from consensus.epoch import Epoch
 from consensus.messages import InvalidMessage, PreparedProof, Reason, ViewChange, prepare_payload
 
 
@@ -37,8 +38,11 @@ class Selection:
     holders: tuple[tuple[int, ...], ...]
 
 
-def check_view_change(vc: ViewChange, genesis: Genesis, window: int) -> None:
-    """Raise `InvalidMessage` unless `vc`'s content is valid (its signature is checked apart)."""
+def check_view_change(vc: ViewChange, epoch: Epoch, window: int) -> None:
+    """Raise `InvalidMessage` unless `vc`'s content is valid (its signature is checked apart):
+    its head's certificate by the set of the head's epoch, its prepared proofs (above the
+    head) by the set of `epoch`, the one the replica works in."""
+    genesis = epoch.members
     if vc.certificate is None:
         if vc.committed_height != 0 or vc.committed_hash != genesis.hash:
             raise InvalidMessage(Reason.VIEW_CHANGE, "a head above genesis needs its certificate")
@@ -46,8 +50,11 @@ def check_view_change(vc: ViewChange, genesis: Genesis, window: int) -> None:
         cert = vc.certificate
         if cert.height != vc.committed_height or cert.block_hash != vc.committed_hash:
             raise InvalidMessage(Reason.VIEW_CHANGE, "certificate does not match the claimed head")
+        certifying = epoch.set_of(cert.height)
+        if certifying is None:
+            raise InvalidMessage(Reason.VIEW_CHANGE, "a head below the epochs this replica knows")
         try:
-            blocks.verify_certificate_votes(cert, genesis)
+            blocks.verify_certificate_votes(cert, certifying)
         except InvalidBlock as exc:
             raise InvalidMessage(Reason.VIEW_CHANGE, str(exc)) from None
     heights = [p.height for p in vc.prepared]

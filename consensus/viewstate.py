@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.block import Block, Certificate, ChainHead
-from ledger.genesis import Genesis
 
 from consensus import messages as m
+from consensus.epoch import Epoch
 from consensus.events import Send
 from consensus.reproposal import Reproposal
 from consensus.signatures import SignatureCache
@@ -42,20 +42,25 @@ class Sent:
 
 
 class ViewState:
-    def __init__(self, genesis: Genesis, index: int, timeout_max_ms: int) -> None:
-        self._genesis = genesis
-        self._index = index
-        self._n = len(genesis.validators)
-        self._quorum = genesis.quorums.commit
-        self._weak = genesis.quorums.weak
+    def __init__(self, epoch: Epoch, index: int, timeout_max_ms: int) -> None:
         self._timeout_max_ms = timeout_max_ms
+        self.new_epoch(epoch, index)
         self.view = 0
         self.in_view_change = False
+        self._attempts = 0  # view changes since the last commit (the back-off exponent)
+
+    def new_epoch(self, epoch: Epoch, index: int) -> None:
+        """The set changed (its size, quorum, our index): the view stays, what was counted in
+        the old set goes (a view change under way is asked for again, in the new set)."""
+        self._epoch = epoch
+        self._index = index
+        self._n = epoch.size
+        self._quorum = epoch.quorums.commit
+        self._weak = epoch.quorums.weak
         self.votes: dict[int, dict[int, m.ViewChange]] = {}  # view -> sender -> ViewChange
         self.sent: Sent | None = None
         self.new_view: m.NewView | None = None  # the one that installed `view`, if any
         self.reproposal: Reproposal | None = None  # the NewView's, until its blocks are here
-        self._attempts = 0  # view changes since the last commit (the back-off exponent)
 
     @property
     def primary(self) -> int:
@@ -85,7 +90,7 @@ class ViewState:
         """Our ViewChange for the current view goes out (again): wait longer each attempt."""
         assert vc.new_view == self.view
         assert vc.sender == self._index
-        base = self._genesis.params.view_change_timeout_ms
+        base = self._epoch.params.view_change_timeout_ms
         patience = min(base << min(self._attempts, BACKOFF_DOUBLINGS_MAX), self._timeout_max_ms)
         self._attempts += 1
         self.sent = Sent(vc, now_ms, patience)
@@ -114,9 +119,9 @@ class ViewState:
         """Count a peer's ViewChange (signature checked); the view to join, if f+1 want one
         above ours (at least one honest replica does: join the lowest of them)."""
         assert not self.is_stale(vc.new_view)
-        if vc.new_view > self.view + VIEW_AHEAD_MAX:
+        if vc.new_view > self.view + VIEW_AHEAD_MAX or not self.crossed(vc):
             return None
-        check_view_change(vc, self._genesis, window)
+        check_view_change(vc, self._epoch, window)
         self.votes.setdefault(vc.new_view, {})[vc.sender] = vc
         above = {s for v, d in self.votes.items() if v > self.view for s in d}
         if len(above) < self._weak:
@@ -149,7 +154,14 @@ class ViewState:
                 raise m.InvalidMessage(m.Reason.NEW_VIEW, "a view change for another view")
             if not signatures.verify(vc):
                 raise m.InvalidMessage(m.Reason.NEW_VIEW, "a view change's bad signature")
-            check_view_change(vc, self._genesis, window)
+            if not self.crossed(vc):
+                raise m.InvalidMessage(m.Reason.NEW_VIEW, "a view change of an earlier epoch")
+            check_view_change(vc, self._epoch, window)
+
+    def crossed(self, vc: m.ViewChange) -> bool:
+        """Is the sender's head in this epoch (the last block of the previous one or above)?
+        A replica behind the boundary changes views among the set it is in, and catches up."""
+        return vc.committed_height >= self._epoch.first_height - 1
 
     def remind(self, peer: int, peer_view: int) -> list[Send]:
         """Hand the NewView that installed our view to a replica left in an older one."""

@@ -57,9 +57,9 @@ PROOF_HEX: Final = 128  # hex digits of a proof of possession (a 64-byte signatu
 PARAMS_PREFIX_IN_FORCE: Final = "governance."
 PARAMS_PREFIXES_NOT_YET: Final = (epochs.CONSENSUS_PREFIX, "rules.")
 PARAMS_MAX: Final = 8  # parameters one set-params change names
-# Whether a chain carries out the kinds that end an epoch. Off until the replica follows
-# epochs (the validator set and quorum of each height): a chain that certified blocks with a
-# set its configuration no longer names would fail its own verification.
+# Whether a chain carries out the kinds that end an epoch. Off until the node follows epochs
+# as its replica does (docs/protocol.md 13.5): it must reach a validator added by governance
+# and map each epoch's indices to its peers. Tests of the replica and the simulator switch it on.
 EPOCHS_IN_FORCE: Final = False
 
 FIELDS: Final[dict[str, tuple[str, ...]]] = {

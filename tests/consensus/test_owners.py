@@ -9,6 +9,7 @@ import pytest
 from consensus import events as ev
 from consensus import messages as m
 from consensus.chain import Chain
+from consensus.epoch import Epoch
 from consensus.inbox import Inbox
 from consensus.liveness import Liveness
 from consensus.log import Log
@@ -56,8 +57,8 @@ def test_the_head_moves_one_certified_block_at_a_time_and_carries_the_window() -
 
 def test_the_inbox_drops_votes_outside_the_view_and_window_uncounted_and_counts_refusals() -> None:
     counts: Counter[str] = Counter()
-    inbox = Inbox(G, 0, counts)
-    views = ViewState(G, 0, timeout_max_ms=30_000)
+    inbox = Inbox(Epoch.of_genesis(G), 0, counts)
+    views = ViewState(Epoch.of_genesis(G), 0, timeout_max_ms=30_000)
     chain = Chain(GENESIS_HEAD, None, WINDOW)
     digest = B[0].hash
     assert not inbox.admits(m.Prepare(0, WINDOW + 1, digest, 1, FORGED), views, chain)

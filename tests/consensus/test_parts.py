@@ -8,9 +8,10 @@ import pytest
 
 from consensus import events as ev
 from consensus import messages as m
-from consensus.catchup import CatchUp
+from consensus.catchup import CatchUp, check_certified
 from consensus.censorship import CensorshipWatch, censorship_deadline, has_room
 from consensus.checkpoints import Checkpoints, StableProof
+from consensus.epoch import Epoch
 from consensus.journal import (
     KEY_VIEW,
     PREFIX_ACCEPTED,
@@ -212,7 +213,7 @@ def view_change(sender: int, new_view: int) -> m.ViewChange:
 
 
 def test_f_plus_one_view_changes_for_later_views_make_a_replica_join_the_lowest() -> None:
-    views = ViewState(G, 0, timeout_max_ms=30_000)
+    views = ViewState(Epoch.of_genesis(G), 0, timeout_max_ms=30_000)
     assert views.add(view_change(1, 3), WINDOW) is None  # one replica alone may be faulty
     assert views.add(view_change(2, 2), WINDOW) == 2
     assert views.add(view_change(3, 1 + VIEW_AHEAD_MAX), WINDOW) is None
@@ -221,7 +222,7 @@ def test_f_plus_one_view_changes_for_later_views_make_a_replica_join_the_lowest(
 
 def test_the_view_change_patience_doubles_per_attempt_up_to_the_cap_and_resets_on_commit() -> None:
     base = G.params.view_change_timeout_ms
-    views = ViewState(G, 1, timeout_max_ms=3 * base)
+    views = ViewState(Epoch.of_genesis(G), 1, timeout_max_ms=3 * base)
     views.start(1)
     patience = []
     for _ in range(4):
@@ -234,7 +235,7 @@ def test_the_view_change_patience_doubles_per_attempt_up_to_the_cap_and_resets_o
 
 
 def test_only_the_new_primary_with_a_quorum_of_view_changes_sends_a_new_view() -> None:
-    views = ViewState(G, 1, timeout_max_ms=30_000)
+    views = ViewState(Epoch.of_genesis(G), 1, timeout_max_ms=30_000)
     views.start(1)
     views.own(view_change(1, 1), now_ms=0)
     assert views.quorum_for_new_view() is None
@@ -244,7 +245,7 @@ def test_only_the_new_primary_with_a_quorum_of_view_changes_sends_a_new_view() -
     chosen = views.quorum_for_new_view()
     assert chosen is not None
     assert [vc.sender for vc in chosen] == [1, 2, 3]
-    other = ViewState(G, 2, timeout_max_ms=30_000)
+    other = ViewState(Epoch.of_genesis(G), 2, timeout_max_ms=30_000)
     other.start(1)
     for sender in (1, 2, 3):
         other.votes.setdefault(1, {})[sender] = view_change(sender, 1)
@@ -272,7 +273,7 @@ def signed(msg: m.M, sender: int) -> m.M:
 def test_a_new_view_needs_its_primary_and_a_quorum_of_signed_view_changes_for_it(
     new_view: m.NewView, reason: m.Reason
 ) -> None:
-    views = ViewState(G, 3, timeout_max_ms=30_000)
+    views = ViewState(Epoch.of_genesis(G), 3, timeout_max_ms=30_000)
     with pytest.raises(m.InvalidMessage) as caught:
         views.check_new_view(new_view, SignatureCache(G), WINDOW)
     assert caught.value.reason is reason
@@ -295,18 +296,37 @@ def test_catch_up_fetches_only_when_f_plus_one_peers_are_ahead_and_one_fetch_at_
     assert catchup.deadline_ms() is None
 
 
+class _Applier:
+    """What the replica does with each fetched block: check it against its head (the set of
+    its epoch: the genesis's here), then apply it."""
+
+    def __init__(self) -> None:
+        self.head = GENESIS_HEAD
+        self.applied: list[tuple[blocks.Block, blocks.Certificate]] = []
+
+    def __call__(self, block: blocks.Block, cert: blocks.Certificate) -> bool | None:
+        if block.height <= self.head.height:
+            return None
+        check_certified(block, cert, self.head, G)
+        self.head = self.head.advance(block)
+        self.applied.append((block, cert))
+        return True
+
+
 def test_a_fetch_answer_is_taken_once_and_counted_when_forged_or_empty() -> None:
     catchup = CatchUp(0, weak_quorum=2, blocks_max=8, timeout_ms=500)
     (b1, c1), (b2, c2) = CHAIN[:2]
     counts: Counter[str] = Counter()
-    assert catchup.on_answer(1, ((b1, c1),), GENESIS_HEAD, G, counts) == []  # never asked
+    applier = _Applier()
+    assert catchup.apply_answer(1, ((b1, c1),), applier, counts) == 0  # never asked
     assert catchup.fetch(1, 0, 2, now_ms=0) == [ev.FetchBlocks(1, 1, 2)]
     assert catchup.fetch(2, 0, 2, now_ms=0) == []  # one at a time
     forged = replace(c2, votes=c2.votes[:1])
-    assert catchup.on_answer(1, ((b1, c1), (b2, forged)), GENESIS_HEAD, G, counts) == [(b1, c1)]
+    assert catchup.apply_answer(1, ((b1, c1), (b2, forged)), applier, counts) == 1
+    assert applier.applied == [(b1, c1)]
     assert counts == Counter({"fetch_invalid": 1})
     catchup.fetch(2, 0, 2, now_ms=0)
-    assert catchup.on_answer(2, (), GENESIS_HEAD, G, counts) == []  # its time-out
+    assert catchup.apply_answer(2, (), applier, counts) == 0  # its time-out
     assert counts == Counter({"fetch_invalid": 1, "fetch_failures": 1})
 
 
@@ -314,13 +334,19 @@ def test_catch_up_applies_the_certified_prefix_and_asks_a_forger_last() -> None:
     catchup = CatchUp(0, weak_quorum=2, blocks_max=8, timeout_ms=500)
     (b1, c1), (b2, c2), (b3, _) = CHAIN[:3]
     forged = replace(c2, votes=c2.votes[:1])
-    good, flagged = catchup.certified(1, ((b1, c1), (b2, forged), (b3, c2)), GENESIS_HEAD, G)
-    assert good == [(b1, c1)]
-    assert flagged == 1
-    assert catchup.certified(2, ((b2, c2),), GENESIS_HEAD, G) == ([], 1)  # does not extend
+    counts: Counter[str] = Counter()
+    applier = _Applier()
+    catchup.fetch(1, 0, 3, now_ms=0)
+    assert catchup.apply_answer(1, ((b1, c1), (b2, forged), (b3, c2)), applier, counts) == 1
+    assert applier.applied == [(b1, c1)]
+    assert counts["fetch_invalid"] == 1
+    catchup.fetch(2, 0, 3, now_ms=0)
+    assert catchup.apply_answer(2, ((b3, c2),), applier, counts) == 0  # does not extend
+    assert counts["fetch_invalid"] == 2
     for peer in (1, 2):
         catchup.note(peer, 0, 9)
-    catchup.certified(1, (), GENESIS_HEAD, G)  # peer 1 gave nothing: asked last
+    catchup.fetch(1, 1, 3, now_ms=0)
+    catchup.apply_answer(1, (), applier, counts)  # peer 1 gave nothing: asked last
     fetch = catchup.catch_up(1, now_ms=0)
     assert [f.peer for f in fetch] == [2]
 

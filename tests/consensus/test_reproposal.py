@@ -5,6 +5,7 @@ it, the view state's answers to ViewChanges, and the retransmit tick."""
 import pytest
 
 from consensus import messages as m
+from consensus.epoch import Epoch
 from consensus.journal import Journal
 from consensus.liveness import Ticker
 from consensus.log import BLOCKS_PER_HEIGHT_MAX, Log
@@ -136,7 +137,7 @@ def view_change(
 
 
 def test_a_stale_view_change_is_answered_with_the_new_view_it_missed() -> None:
-    views = ViewState(G, 1, timeout_max_ms=30_000)
+    views = ViewState(Epoch.of_genesis(G), 1, timeout_max_ms=30_000)
     views.start(1)
     nv = m.NewView(1, tuple(view_change(s, 1) for s in (0, 1, 2)), 1)
     views.install(nv, WINDOW)
@@ -150,7 +151,7 @@ def test_a_stale_view_change_is_answered_with_the_new_view_it_missed() -> None:
 
 
 def test_our_view_change_names_our_head_and_prepared_blocks_by_hash() -> None:
-    views = ViewState(G, 2, timeout_max_ms=30_000)
+    views = ViewState(Epoch.of_genesis(G), 2, timeout_max_ms=30_000)
     views.start(3)
     votes = tuple(
         (i, crypto.sign(NET.validator_keys[i], crypto.Domain.PEER,
@@ -167,7 +168,7 @@ def test_our_view_change_names_our_head_and_prepared_blocks_by_hash() -> None:
 
 
 def test_installing_a_new_view_leaves_its_reproposal_pending() -> None:
-    views = ViewState(G, 0, timeout_max_ms=30_000)
+    views = ViewState(Epoch.of_genesis(G), 0, timeout_max_ms=30_000)
     views.start(1)
     nv = m.NewView(1, tuple(view_change(s, 1) for s in (0, 1, 2)), 1)
     views.install(nv, WINDOW)

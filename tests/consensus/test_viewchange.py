@@ -3,6 +3,7 @@
 import pytest
 
 from consensus import messages as m
+from consensus.epoch import Epoch
 from consensus.viewchange import check_view_change, linked, select
 from ledger import block as blocks
 from ledger import crypto
@@ -10,6 +11,7 @@ from tests import factory
 
 NET = factory.network(4)
 G = NET.genesis
+E0 = Epoch.of_genesis(G)
 WINDOW = 8
 CHAIN = list(factory.chain(NET, 4, 1))  # certified blocks 1..4
 
@@ -71,8 +73,8 @@ def test_selection_stops_at_a_gap_and_the_blocks_at_one_that_does_not_link() -> 
 
 
 def test_valid_view_changes_pass() -> None:
-    check_view_change(vc(0, 0), G, WINDOW)
-    check_view_change(vc(1, 2, (proof(CHAIN[2][0], 4),)), G, WINDOW)
+    check_view_change(vc(0, 0), E0, WINDOW)
+    check_view_change(vc(1, 2, (proof(CHAIN[2][0], 4),)), E0, WINDOW)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_valid_view_changes_pass() -> None:
 )
 def test_invalid_view_changes_are_rejected(bad: m.ViewChange, reason: str) -> None:
     with pytest.raises(m.InvalidMessage, match=reason):
-        check_view_change(bad, G, WINDOW)
+        check_view_change(bad, E0, WINDOW)
 
 
 def test_forged_certificate_and_prepare_signatures_are_rejected() -> None:
@@ -96,8 +98,10 @@ def test_forged_certificate_and_prepare_signatures_are_rejected() -> None:
     forged_cert = blocks.Certificate(cert.height, cert.block_hash, cert.view,
                                      ((0, bytes(64)), *cert.votes[1:]))  # fmt: skip
     with pytest.raises(m.InvalidMessage, match="signature"):
-        check_view_change(m.ViewChange(5, 2, block.hash, forged_cert, (), 0), G, WINDOW)
+        check_view_change(
+            m.ViewChange(5, 2, block.hash, forged_cert, (), 0), Epoch.of_genesis(G), WINDOW
+        )
     good = proof(CHAIN[2][0], 1)
     forged = m.PreparedProof(1, 3, good.block_hash, ((0, bytes(64)), *good.prepares[1:]))
     with pytest.raises(m.InvalidMessage, match="signature"):
-        check_view_change(vc(0, 2, (forged,)), G, WINDOW)
+        check_view_change(vc(0, 2, (forged,)), E0, WINDOW)

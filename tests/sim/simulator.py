@@ -46,6 +46,7 @@ from consensus.events import (
     TxsExpired,
 )
 from consensus.replica import Replica, ReplicaConfig
+from ledger.tx import Transaction
 from node.ordering import Write
 from tests import factory
 from tests.sim.byzantine import BEHAVIOURS, Served, Wire
@@ -132,10 +133,13 @@ class Simulator:
         client_interval_ms: tuple[int, int] = (40, 120),
         client_resubmit: float = 0.05,
         replica_config: ReplicaConfig | None = None,
+        admins: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.testnet = factory.network(nodes)
+        # One admin per organisation when the story governs (a genesis without is the one
+        # every other run has always had: its hash, so its blocks, stay the same).
+        self.testnet = factory.network(nodes, admins_per_org=1 if admins else 0)
         self.genesis = self.testnet.genesis
         self.n = nodes
         self.f = self.genesis.quorums.f
@@ -208,7 +212,11 @@ class Simulator:
         """The primary of the highest view an honest up replica is in."""
         views = [n.replica.view for n in self.nodes if n.honest and n.replica is not None]
         assert views, "no honest replica is up"
-        return max(views) % self.n
+        top = max(
+            (n.replica for n in self.nodes if n.honest and n.replica is not None),
+            key=lambda r: r.view,
+        )
+        return top.view % top.epoch.size  # (an index of its epoch's set)
 
     def crash(
         self,
@@ -594,7 +602,11 @@ class Simulator:
         if not self.client_on or not up:
             return
         batch = self.client.batch(self.now_ms)
-        node = self.nodes[self.rng.choice(up)]
+        self.offer(self.rng.choice(up), batch)
+
+    def offer(self, index: int, batch: tuple[Transaction, ...]) -> None:
+        """A client hands `batch` to node `index` (up), which admits what it takes."""
+        node = self.nodes[index]
         taken = node.submit(node.admit(batch, factory.BASE_TIME_MS + node.local_time(self.now_ms)))
         if taken:
             self._handle(node, ClientTxs(taken))

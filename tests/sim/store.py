@@ -2,9 +2,11 @@
 
 It owns the same promise as the LevelDB store: a block enters only if it validly extends the
 head (height, previous hash, history root, every tx valid and new to the chain) and carries a
-commit certificate of 2f+1 valid votes. A rejected append is a replica bug (the replica emitted
-`CommitBlock` for something the ledger rules refuse), so it raises `StoreRejected` for the
-simulator to report. Every append is durable at once, like one synced write batch.
+commit certificate of a quorum of valid votes of the set of the block's epoch (the one in force
+after the head, docs/protocol.md section 20.8: a block certified by another set is refused). A
+rejected append is a replica bug (the replica emitted `CommitBlock` for something the ledger
+rules refuse), so it raises `StoreRejected` for the simulator to report. Every append is
+durable at once, like one synced write batch.
 """
 
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 from ledger import block as blocks
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis
+from ledger.gov.history import config_of
 
 
 class StoreRejected(Exception):
@@ -39,6 +42,7 @@ class MemoryStore:
     def append(self, block: blocks.Block, certificate: blocks.Certificate) -> None:
         """Append `block` at height + 1, or raise `StoreRejected` and change nothing."""
         try:
+            certifying = config_of(self.rules.get, self.genesis).members  # the block's epoch
             executed = blocks.check_block(
                 block,
                 self.head,
@@ -46,7 +50,7 @@ class MemoryStore:
                 is_committed=self.is_committed,
                 state=self.rules.get,
             )
-            blocks.verify_certificate(certificate, block, self.genesis)
+            blocks.verify_certificate(certificate, block, certifying)
         except InvalidBlock as exc:
             raise StoreRejected(str(exc)) from None
         self.chain.append((block, certificate))
