@@ -161,6 +161,16 @@ async def single(tmp_path: Path) -> AsyncIterator[Cluster]:
         await stop_all(cluster)
 
 
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Four validators (f = 1), for the routes whose answers depend on a quorum's votes."""
+    four = await start_cluster(tmp_path, 4)
+    try:
+        yield four
+    finally:
+        await stop_all(four)
+
+
 def signed_as(identity: str, key: Ed25519PrivateKey) -> tuple[ClientMiddlewareType, ...]:
     """Request middlewares that sign as `identity` on the factory's chain."""
     return (signer(key, chain_id=factory.CHAIN_ID, identity=identity),)

@@ -25,15 +25,6 @@ from tests.node.conftest import WAIT_S, Cluster, now_ms, start_cluster, stop_all
 MSGPACK = "application/msgpack"
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = await start_cluster(tmp_path, 4)
-    try:
-        yield c
-    finally:
-        await stop_all(c)
-
-
 async def post(
     http: aiohttp.ClientSession, url: str, body: Any, *, as_msgpack: bool = False
 ) -> tuple[int, Any, aiohttp.ClientResponse]:

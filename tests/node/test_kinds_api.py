@@ -2,26 +2,13 @@
 code at admission and writes nothing; a refusal only block order decides is recorded,
 answered with outcome and reason, and proven by the bundle; every node agrees."""
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ledger import proofs
 from ledger import tx as txs
 from ledger.kinds.table import KINDS
-from tests.node.conftest import Cluster, now_ms, start_cluster, stop_all, tx_json
+from tests.node.conftest import Cluster, now_ms, tx_json
 from tests.node.test_api import get, post, written
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = await start_cluster(tmp_path, 4)
-    try:
-        yield c
-    finally:
-        await stop_all(c)
 
 
 def typed(c: Cluster, key: str, type_: str, body: dict[str, Any]) -> txs.Transaction:

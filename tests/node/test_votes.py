@@ -7,35 +7,19 @@ counts once per higher view, every table stays bounded. Nothing sleeps: waits po
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from consensus import messages as m
 from ledger import crypto
 from ledger.block import commit_payload
 from node import votes
 from tests import factory
-from tests.node.conftest import WAIT_S, Cluster, now_ms, start_cluster, stop_all, tx_json
+from tests.node.conftest import WAIT_S, Cluster, now_ms, tx_json
+from tests.node.test_api import get
 
 POLL_S = 0.05
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = await start_cluster(tmp_path, 4)
-    try:
-        yield c
-    finally:
-        await stop_all(c)
-
-
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with http.get(url) as r:
-        return r.status, await r.json()
 
 
 async def commit_one(c: Cluster, http: aiohttp.ClientSession, node: int, name: str) -> int:
