@@ -4,7 +4,8 @@ It runs what an evaluator would type by hand: `cluster init` (with a short view-
 `cluster up`, the seeds' story (cli/story.py: a budget and its payments, a permit, two
 insurers' policies; an over-spend refused in block order, a duplicate invoice refused at once,
 one typhoon claimed at both insurers with the second payout refused), the committed blocks and
-who certified them, a crash (SIGKILL) of the primary while the others change view and keep
+who certified them, a leaked clerk key revoked on the chain by three organisations' admins (its
+next record refused), a crash (SIGKILL) of the primary while the others change view and keep
 committing, a full verification of the trail (online, and offline on the crashed node's
 store: every outcome recomputed), proof bundles checked offline (of a refusal too, and an
 altered copy rejected), and a clean stop. Every process it starts is
@@ -29,11 +30,13 @@ from cli.client import Client, NodeClient, NodeUnreachable, Refused, Signer
 from cli.client.events import parse
 from cli.cluster import status_row, status_table
 from cli.errors import Failed
+from cli.gov import send_governance
 from cli.output import Progress, short, table
 from cli.ports import free_ports
 from cli.records import block_lines, make_tx, send
 from ledger import crypto, proofs
 from ledger.encoding import decode, encode
+from ledger.gov import changes, machine
 from ledger.primitives import TX_BYTES_MAX
 
 VIEW_CHANGE_TIMEOUT_MS: Final = 1000  # a crashed primary is replaced within about a second
@@ -187,7 +190,9 @@ def run_demo(net: network.Network, demo: Demo) -> None:
     heading("4. The committed blocks, and who certified them")
     demo.show_blocks(first, 1, demo.height(first))
 
-    heading("5. The primary crashes; the others change view and keep committing")
+    revoke_leaked_key(net, demo, first)
+
+    heading("6. The primary crashes; the others change view and keep committing")
     victim = demo.crash_primary()
     survivor = demo.live_url(avoid=victim)
     before = demo.height(survivor)
@@ -205,6 +210,37 @@ def run_demo(net: network.Network, demo: Demo) -> None:
         raise Failed("the surviving nodes did not change view")
     show_operations(net, demo, survivor)
     verify_trail(net, survivor, victim, refused_tx)
+
+
+def revoke_leaked_key(net: network.Network, demo: Demo, url: str) -> None:
+    """A clerk's key leaks: admins of three organisations revoke it on the chain itself, and
+    the next record signed with it is refused."""
+    heading("5. A clerk's key leaks; the organisations' admins revoke it on the chain")
+    clerk, pid = story.LEAKED_CLERK, f"revoke-{story.LEAKED_CLERK}"
+    click.echo(f"civic-shield reports {clerk}'s key leaked; its admin proposes to revoke it and "
+               "two more organisations approve (3 of 4 needed):\n")  # fmt: skip
+    steps = [
+        ("civic-shield-admin", machine.PROPOSAL_TYPE, {"change": changes.REVOKE_CLIENT,
+                                                       "id": clerk}),
+        ("finance-admin", machine.APPROVAL_TYPE, {}),
+        ("harbor-mutual-admin", machine.APPROVAL_TYPE, {}),
+    ]  # fmt: skip
+    rows = []
+    for admin, record_type, body in steps:
+        key = net.root / network.ADMINS_DIR / f"{admin}.pem"
+        status = send_governance(url, net.genesis, admin, key, None, pid, record_type, body)
+        effective = status.get("effective_height")
+        rows.append([
+            admin, "propose" if record_type == machine.PROPOSAL_TYPE else "approve",
+            str(status["height"]), status.get("reason") or status["outcome"],
+            status.get("proposal_status", "") + (f" from block {effective + 1}" if effective
+                                                  else ""),
+        ])  # fmt: skip
+    click.echo(table(["ADMIN", "TX", "BLOCK", "OUTCOME", "PROPOSAL"], rows))
+    code = demo.refused_at_admission(url, story.leaked_key_use())
+    click.echo(f"\nthe next record signed with {clerk}'s key: refused at once ({code})")
+    if code != "revoked":
+        raise Failed(f"a revoked clerk's record was refused with {code}, not revoked")
 
 
 def tell_refusals(demo: Demo, url: str) -> str:
@@ -230,7 +266,7 @@ def tell_refusals(demo: Demo, url: str) -> str:
 
 def show_operations(net: network.Network, demo: Demo, survivor: str) -> None:
     """Readiness of every node, a query by prefix, and the event stream replayed from block 1."""
-    heading("6. What an operator and an integrator see")
+    heading("7. What an operator and an integrator see")
     for node in net.nodes:
         try:
             with NodeClient(node.url, genesis=net.genesis, timeout_s=2) as client:
@@ -280,7 +316,7 @@ def auditor(net: network.Network) -> Signer:
 
 
 def verify_trail(net: network.Network, survivor: str, victim: str, refused_tx: str) -> None:
-    heading("7. Auditing the trail against nothing but the genesis")
+    heading("8. Auditing the trail against nothing but the genesis")
     signer = auditor(net)
     with (
         Progress("verifying") as progress,
@@ -381,7 +417,7 @@ def demo(keep: bool) -> None:
         finally:
             # Stop first: printing may fail (a closed pipe) and must not leave nodes running.
             outcome = processes.stop_children(net, procs)
-            heading("8. Stopping every node")
+            heading("9. Stopping every node")
             click.echo(
                 ", ".join(
                     f"{k} {'had crashed' if v == 'was not running' else v}"

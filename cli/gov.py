@@ -95,7 +95,7 @@ def change_body(change: str, given: dict[str, Any]) -> dict[str, Any]:
     return {"change": change, **{n: present[n] for n in names}}
 
 
-def _submit(
+def send_governance(
     node_url: str, genesis: Genesis | None, admin_id: str, key_path: Path,
     passphrase_file: Path | None, proposal_id: str, record_type: str, body: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
@@ -170,7 +170,7 @@ def propose(
     }  # fmt: skip
     body = change_body(change, given)
     pid = proposal_id or _made_up_id(body)
-    status = _submit(node_url, genesis, admin_id, key_path, passphrase_file, pid,
+    status = send_governance(node_url, genesis, admin_id, key_path, passphrase_file, pid,
                      machine.PROPOSAL_TYPE, body)  # fmt: skip
     _report(pid, status, as_json)
 
@@ -193,7 +193,7 @@ def approve(
     proposal_id: str, genesis: Genesis | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Approve PROPOSAL_ID for the admin's organisation."""
-    status = _submit(node_url, genesis, admin_id, key_path, passphrase_file, proposal_id,
+    status = send_governance(node_url, genesis, admin_id, key_path, passphrase_file, proposal_id,
                      machine.APPROVAL_TYPE, {})  # fmt: skip
     _report(proposal_id, status, as_json)
 

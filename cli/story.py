@@ -103,6 +103,15 @@ def after_crash() -> list[Record]:
     ]
 
 
+LEAKED_CLERK: Final = "civic-shield-clerk"
+
+
+def leaked_key_use() -> Record:
+    """What someone holding the leaked key signs after its revocation."""
+    return ("civic-shield", "policies/civic-shield/notes/after-the-leak", "note",
+            {"text": "signed with a key the insurer reported leaked"})  # fmt: skip
+
+
 def _payment(number: str, payee: str, invoice: str, cents: int) -> Record:
     return ("finance", f"fiscal/2025/disbursements/{number}", "budget.disbursement",
             {"line": LINE, "payee": payee, "invoice": invoice, "amount_cents": cents})  # fmt: skip

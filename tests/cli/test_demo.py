@@ -24,6 +24,7 @@ def test_the_demo_runs_end_to_end() -> None:
         "over_allocation", "duplicate_payment", "over_loss", "split_payment",
         "outcome refused (over_loss)",
         "submitted (block", "-> approved (block", "-> issued (block", "Demo complete",
+        "effective from block", "refused at once (revoked)",
     ):  # fmt: skip
         assert expected in out, expected
     assert elapsed < 120
