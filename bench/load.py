@@ -262,7 +262,9 @@ class Runner:
                 self._record(len(unit), sent, time.perf_counter())
                 return
             self.errors[f"http_{status}"] = self.errors.get(f"http_{status}", 0) + 1
-            await asyncio.sleep(RETRY_PAUSE_S)
+            if status < 500:  # etcd will never take this request: do not send it again
+                return
+            await asyncio.sleep(RETRY_PAUSE_S)  # overloaded or between leaders: again
 
     def _record(self, count: int, sent: float, now: float) -> None:
         latency_ms = (now - sent) * 1000
