@@ -162,7 +162,7 @@ _RULE_BOUNDS: Final = {
     "split_window_ms": (1, 366 * 86_400_000),
     "round_amount_cents": (1, 10**15),
     "velocity_window_ms": (1, 366 * 86_400_000),
-    "velocity_max_payments": (1, 255),  # below risks.RECENT_PAYMENTS_MAX
+    "velocity_max_payments": (1, 255),  # below recent.RECENT_PAYMENTS_MAX
     "benford_min_payments": (9, 10**9),
     "benford_mad_max_ppm": (0, 1_000_000),
 }

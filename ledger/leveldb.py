@@ -15,7 +15,9 @@ from ledger.encoding import decode, encode
 from ledger.errors import LedgerError, StoreError
 from ledger.genesis import Genesis
 
-FORMAT_VERSION: Final = 3  # 2: the X index of tx bytes; 3: outcomes and rule state
+FORMAT_VERSION: Final = (
+    4  # 2: the X index of tx bytes; 3: outcomes and rule state; 4: risk state in chunks
+)
 META_BYTES_MAX: Final = 256
 META_KEY: Final = b"meta"
 HEAD_KEY: Final = b"head"
@@ -84,6 +86,12 @@ def init_or_check_meta(db: Any, path: Path, genesis: Genesis, *, create: bool = 
         owner = f"chain {chain_id!r} (genesis {bytes(genesis_hash).hex()}, format {version})"
     except (LedgerError, ValueError, TypeError):
         raise StoreError(f"{path}: the store's meta record is damaged") from None
+    if [chain_id, bytes(genesis_hash)] == [genesis.chain_id, genesis.hash]:
+        raise StoreError(
+            f"{path} holds this chain in store format {version}; this version of CityLedger "
+            f"reads format {FORMAT_VERSION}: migrate it through a backup (docs/operations.md, "
+            "store format versions)"
+        )
     raise StoreError(
         f"{path} belongs to {owner}, not to chain {genesis.chain_id!r} "
         f"(genesis {genesis.hash.hex()}, format {FORMAT_VERSION})"

@@ -10,6 +10,7 @@ the same few entries: budget lines, payees, a payee's recent payments), within a
 """
 
 import threading
+from collections import OrderedDict
 from typing import Any, Final
 
 from ledger.block import Block
@@ -74,7 +75,10 @@ class RuleStateReads:
 
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
-        self._cache: dict[bytes, tuple[Any, int]] = {}  # key -> (value, bytes counted)
+        # key -> (value, bytes counted), oldest kept first. An OrderedDict: a plain dict that
+        # drops its first entries over and over makes `next(iter(...))` pass over every slot
+        # freed before it (a fifth of a fiscal block's commit in a profile).
+        self._cache: OrderedDict[bytes, tuple[Any, int]] = OrderedDict()
         self._cached_bytes = 0
         self._generation = 0  # writes taken in so far
         self._lock = threading.Lock()
@@ -107,7 +111,7 @@ class RuleStateReads:
         self._cache[key] = (value, counted)
         self._cached_bytes += counted
         while self._cached_bytes > STATE_CACHE_BYTES_MAX:  # the oldest kept go first
-            self._cached_bytes -= self._cache.pop(next(iter(self._cache)))[1]
+            self._cached_bytes -= self._cache.popitem(last=False)[1][1]
 
     def entries(self, prefix: bytes, limit: int) -> list[tuple[bytes, Any]]:
         """The first `limit` rule-state entries whose keys start with `prefix`, in key order."""

@@ -20,10 +20,10 @@ evidence, the tx ids (each provable with a proof bundle):
   `benford_mad_max_ppm` (raised when it first passes the bound, again after it came back).
 
 The risk state is bounded: a payee's recent payments keep at most `RECENT_PAYMENTS_MAX`
-entries, evidence lists at most `EVIDENCE_MAX` tx ids. Integer arithmetic only.
+entries and a few more (ledger/kinds/recent.py), evidence lists at most `EVIDENCE_MAX` tx ids.
+Integer arithmetic only.
 """
 
-import bisect
 import operator
 import re
 from collections.abc import Iterable
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.genesis import RuleParams
-from ledger.kinds import allocation, appropriation, claim
+from ledger.kinds import allocation, appropriation, claim, recent
 from ledger.kinds.base import ACCEPTED, Writes, state_key
 from ledger.tx import Transaction
 
@@ -45,22 +45,15 @@ ALERT_KINDS: Final = (
     SPLIT_PAYMENT, ROUND_AMOUNT, PAYEE_VELOCITY, NEAR_DUPLICATE_INVOICE, CROSS_INSURER_CLAIM,
     BENFORD_DEVIATION,
 )  # fmt: skip
-RECENT_PAYMENTS_MAX: Final = 256
 EVIDENCE_MAX: Final = 32
 # Benford's first-digit probabilities log10(1 + 1/d), d = 1..9, in parts per million.
 BENFORD_PPM: Final = (301030, 176091, 124939, 96910, 79181, 66947, 57992, 51153, 45757)
-_RECENT: Final = b"rp"  # payee -> [[time_ms, cents, tx id hex], ...], oldest first
-_INVOICES: Final = b"rn"  # payee NUL normalised invoice -> [invoice, tx id hex]
-_CLAIMS: Final = b"rc"  # property NUL event -> [[organisation, tx id hex], ...]
+_INVOICES: Final = b"rn"  # payee NUL normalised invoice -> [invoice, tx id]
+_CLAIMS: Final = b"rc"  # property NUL event -> [[organisation, tx id], ...]
 _DIGITS: Final = b"rb"  # department -> [payments, count of 1, ..., count of 9, flagged]
-_TIME: Final = operator.itemgetter(0)  # of a recent payment [time_ms, cents, tx id hex]
-_CENTS: Final = operator.itemgetter(1)
 _NOT_ALNUM: Final = re.compile(r"[^0-9A-Za-z]")
-_DIGIT_RUN: Final = re.compile(r"[0-9]+")
-
-
-def _no_leading_zeros(run: re.Match[str]) -> str:
-    return run.group().lstrip("0") or "0"
+_LEADING_ZEROS: Final = re.compile(r"(?<![0-9])0+(?=[0-9])")  # of a run of digits, bar its last
+_MILLION: Final = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -80,9 +73,7 @@ class _View:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.writes: Writes = {}
-        # Payee list key -> (count, cents) of its small payments in the split window, for the
-        # lists this view wrote (one block: one time, so the same windows; see `_recent`).
-        self.small: dict[bytes, tuple[int, int]] = {}
+        self.windows: dict[str, recent.Window] = {}  # of the payees this block paid
 
     def get(self, key: bytes) -> Any:
         return self.writes[key] if key in self.writes else self.state.get(key)
@@ -102,6 +93,8 @@ def monitor(
             alerts += _payment(view, tx, height, time_ms, params)
         elif tx.type == "insurance.claim":
             alerts += _claim(view, tx, height, organisation_of[tx.client_id])
+    for window in view.windows.values():
+        view.writes.update(window.writes())
     return alerts, view.writes
 
 
@@ -113,82 +106,74 @@ def _payment(
         tx.body["amount_cents"],
         params.approval_threshold_cents,
     )
-    split_from = now - params.split_window_ms
-    key = state_key(_RECENT, payee)
-    recent, (count, total) = _recent(view, key, now, [now, cents, tx.tx_id.hex()], params)
-    out = []
+    window = view.windows.get(payee)
+    if window is None:
+        window = view.windows[payee] = recent.Window.load(view.get, payee)
+    count, total = _record(window, [now, cents, tx.tx_id], now, params)
+    entries, out = window.entries, []
     if cents < threshold:
         before = total - cents  # the small payments in the window before this one
         if count >= 2 and before < threshold <= total:
-            window = recent[_since(recent, split_from) :]
-            small = [p for p in window if p[1] < threshold]
+            inside = entries[window.since(now - params.split_window_ms) :]
+            small = [p for p in inside if p[1] < threshold]
             out.append(_alert(SPLIT_PAYMENT, small, height, f"{count} payments to {payee}"))
     elif cents % params.round_amount_cents == 0:
-        out.append(_alert(ROUND_AMOUNT, [recent[-1]], height, f"{cents} cents to {payee}"))
-    fast = len(recent) - _since(recent, now - params.velocity_window_ms)
+        out.append(_alert(ROUND_AMOUNT, entries[-1:], height, f"{cents} cents to {payee}"))
+    fast = len(entries) - window.since(now - params.velocity_window_ms)
     if fast == params.velocity_max_payments + 1:
-        out.append(_alert(PAYEE_VELOCITY, recent[-fast:], height, f"{fast} payments to {payee}"))
+        out.append(_alert(PAYEE_VELOCITY, entries[-fast:], height, f"{fast} payments to {payee}"))
     out += _invoice(view, tx, height)
     out += _benford(view, tx, height, params)
     return out
 
 
-def _recent(
-    view: _View, key: bytes, now: int, entry: list[Any], params: RuleParams
-) -> tuple[list[list[Any]], tuple[int, int]]:
-    """A payee's recent payments with `entry` (this payment) appended, written to the view,
-    and the (count, sum of cents) of those under the approval threshold in the split window.
+def _record(
+    window: recent.Window, entry: list[Any], now: int, params: RuleParams
+) -> tuple[int, int]:
+    """Record `entry` (this payment) in its payee's window; the (count, sum of cents) of the
+    window's payments under the approval threshold inside the split window.
 
-    Block times never decrease (ledger/block.py, check_links) and each payment is appended at
-    its block's time, so a payee's list is in time order and every window is a suffix. The
-    first payment of a block to a payee filters the stored list and counts its window; the
-    next ones (same block, same time: same windows) only append and drop the oldest, and
-    keep the count up to date, instead of a pass over up to RECENT_PAYMENTS_MAX entries each.
+    The first payment of a block to a payee counts them in one pass; the next ones (same
+    block, same time: same windows) keep the count up to date as they enter and push older
+    payments out, instead of a pass over up to recent.RECENT_PAYMENTS_MAX payments each.
     """
     threshold, split_from = params.approval_threshold_cents, now - params.split_window_ms
-    known = view.small.get(key)
-    if known is None:
-        stored = view.get(key) or []
-        assert not stored or stored[-1][0] <= now, "payments are recorded in time order"
-        horizon = now - max(params.split_window_ms, params.velocity_window_ms)
-        recent = [*stored[_since(stored, horizon) :], entry][-RECENT_PAYMENTS_MAX:]
-        small = list(filter(threshold.__gt__, map(_CENTS, recent[_since(recent, split_from) :])))
-        count, total = len(small), sum(small)
-    else:
-        recent, (count, total) = view.writes[key], known  # this view's own list
-        recent.append(entry)
-        if entry[1] < threshold:
-            count, total = count + 1, total + entry[1]
-        while len(recent) > RECENT_PAYMENTS_MAX:
-            dropped = recent.pop(0)
-            if dropped[0] >= split_from and dropped[1] < threshold:
-                count, total = count - 1, total - dropped[1]
-    view.writes[key] = recent
-    view.small[key] = (count, total)
-    return recent, (count, total)
-
-
-def _since(entries: list[list[Any]], time_ms: int) -> int:
-    """The index of the first of `entries` (in time order) at or after `time_ms`."""
-    return bisect.bisect_left(entries, time_ms, key=_TIME)
+    dropped = window.append(entry)
+    if window.small is None:
+        inside = window.entries[window.since(split_from) :]
+        small = list(filter(threshold.__gt__, map(recent.CENTS, inside)))
+        window.small = (len(small), sum(small))
+        return window.small
+    count, total = window.small
+    if entry[1] < threshold:
+        count, total = count + 1, total + entry[1]
+    if dropped is not None and dropped[0] >= split_from and dropped[1] < threshold:
+        count, total = count - 1, total - dropped[1]
+    window.small = (count, total)
+    return window.small
 
 
 def _alert(kind: str, entries: list[list[Any]], height: int, detail: str) -> Alert:
-    evidence = tuple(bytes.fromhex(p[-1]) for p in entries[-EVIDENCE_MAX:])
+    evidence = tuple(p[-1] for p in entries[-EVIDENCE_MAX:])
     return Alert(kind, evidence, height, detail)
+
+
+def normal_invoice(invoice: str) -> str:
+    """`invoice` with every character but 0-9A-Za-z removed, upper-cased, and the leading
+    zeros of each run of digits removed (a run of zeros keeps one)."""
+    return _LEADING_ZEROS.sub("", _NOT_ALNUM.sub("", invoice).upper())
 
 
 def _invoice(view: _View, tx: Transaction, height: int) -> list[Alert]:
     invoice, payee = tx.body["invoice"], tx.body["payee"]
-    normal = _DIGIT_RUN.sub(_no_leading_zeros, _NOT_ALNUM.sub("", invoice).upper())
-    key = state_key(_INVOICES, payee, normal)
+    key = state_key(_INVOICES, payee, normal_invoice(invoice))
     seen = view.get(key)
     if seen is None:
-        view.writes[key] = [invoice, tx.tx_id.hex()]
+        view.writes[key] = [invoice, tx.tx_id]
         return []
     if seen[0] == invoice:
         return []
-    entries = [[seen[1]], [tx.tx_id.hex()]]
+    entries = [[seen[1]], [tx.tx_id]]
     return [_alert(NEAR_DUPLICATE_INVOICE, entries, height, f"{invoice!r} after {seen[0]!r}")]
 
 
@@ -203,7 +188,8 @@ def _benford(view: _View, tx: Transaction, height: int, params: RuleParams) -> l
     counts[int(str(tx.body["amount_cents"])[0])] += 1
     n = counts[0]
     # mean |observed - expected| > bound  <=>  sum |count_d * 1e6 - n * E_d| > 9 * n * bound
-    deviation = sum(abs(counts[d] * 1_000_000 - n * BENFORD_PPM[d - 1]) for d in range(1, 10))
+    observed = map(_MILLION.__mul__, counts[1:10])
+    deviation = sum(map(abs, map(operator.sub, observed, map(n.__mul__, BENFORD_PPM))))
     flagged = n >= params.benford_min_payments and deviation > 9 * n * params.benford_mad_max_ppm
     raise_now = flagged and not counts[10]
     counts[10] = flagged
@@ -221,10 +207,10 @@ def _claim(view: _View, tx: Transaction, height: int, organisation: str) -> list
     key = state_key(_CLAIMS, filed["property_id"], filed["event_id"])
     claims = list(view.get(key) or [])
     others = [c for c in claims if c[0] != organisation]
-    claims = [*claims, [organisation, tx.tx_id.hex()]][-EVIDENCE_MAX:]
+    claims = [*claims, [organisation, tx.tx_id]][-EVIDENCE_MAX:]
     view.writes[key] = claims
     if not others:
         return []
-    entries = [*[[c[1]] for c in others], [tx.tx_id.hex()]]
+    entries = [*[[c[1]] for c in others], [tx.tx_id]]
     detail = f"{filed['property_id']} / {filed['event_id']} at {len(others) + 1} insurers"
     return [_alert(CROSS_INSURER_CLAIM, entries, height, detail)]

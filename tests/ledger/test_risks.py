@@ -2,13 +2,15 @@
 the ordinary flow next to it; a replay from genesis raises the same alerts."""
 
 import dataclasses
+import itertools
 from typing import Any, Final
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.genesis import RuleParams
-from ledger.kinds import base, risks
+from ledger.kinds import recent as recent_module
+from ledger.kinds import risks
 from ledger.kinds.execute import Overlay, execute
 from tests import factory
 
@@ -114,6 +116,18 @@ def test_near_duplicate_invoice_numbers() -> None:
     assert ledger.block([pay(3, 700, invoice="INV-78")], T0 + 3) == []
 
 
+def _plain_normal_invoice(invoice: str) -> str:
+    kept = "".join(c for c in invoice if c.isascii() and c.isalnum()).upper()
+    runs = ["".join(g) for _, g in itertools.groupby(kept, key=str.isdigit)]
+    return "".join((r.lstrip("0") or "0") if r.isdigit() else r for r in runs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0019Aab -./_é\u0660", max_size=16))
+def test_invoice_numbers_are_normalised_as_defined(invoice: str) -> None:
+    assert risks.normal_invoice(invoice) == _plain_normal_invoice(invoice)
+
+
 def test_benford_deviation_of_a_department() -> None:
     ledger = Ledger(dataclasses.replace(RuleParams(), benford_min_payments=20))
     setup(ledger)
@@ -176,15 +190,17 @@ def test_a_second_replay_raises_the_same_alerts() -> None:
 def _reference_payments(
     blocks: list[tuple[list[tuple[str, int, bytes]], int]], params: RuleParams
 ) -> tuple[list[tuple[str, tuple[bytes, ...], str]], dict[str, list[list[Any]]]]:
-    lists: dict[str, list[list[Any]]] = {}
+    """The alerts, and every payment to each payee (oldest first)."""
+    every: dict[str, list[list[Any]]] = {}
     out: list[tuple[str, tuple[bytes, ...], str]] = []
     threshold = params.approval_threshold_cents
     for payments, now in blocks:
         for payee, cents, tx_id in payments:
+            every.setdefault(payee, []).append([now, cents, tx_id])
             horizon = now - max(params.split_window_ms, params.velocity_window_ms)
-            kept = [p for p in lists.get(payee, []) if p[0] >= horizon]
-            recent = [*kept, [now, cents, tx_id.hex()]][-risks.RECENT_PAYMENTS_MAX :]
-            lists[payee] = recent
+            recent = [p for p in every[payee] if p[0] >= horizon][
+                -recent_module.RECENT_PAYMENTS_MAX :
+            ]
             window = [p for p in recent if p[0] >= now - params.split_window_ms]
             small = [p for p in window if p[1] < threshold]
             before = sum(p[1] for p in small[:-1])
@@ -195,11 +211,11 @@ def _reference_payments(
             fast = [p for p in recent if p[0] >= now - params.velocity_window_ms]
             if len(fast) == params.velocity_max_payments + 1:
                 out.append((risks.PAYEE_VELOCITY, _ids(fast), f"{len(fast)} payments to {payee}"))
-    return out, lists
+    return out, every
 
 
 def _ids(entries: list[list[Any]]) -> tuple[bytes, ...]:
-    return tuple(bytes.fromhex(p[-1]) for p in entries[-risks.EVIDENCE_MAX :])
+    return tuple(p[-1] for p in entries[-risks.EVIDENCE_MAX :])
 
 
 _PAYEES: Final = ("fiscal/p/acme", "fiscal/p/bolt", "fiscal/p/coda")
@@ -216,14 +232,16 @@ _blocks = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(_blocks, st.sampled_from((4, 9, 256)))
+@given(_blocks, st.sampled_from((4, 9, 256)), st.sampled_from((1, 3, 16)))
 def test_payee_windows_match_their_plain_definition(
-    blocks: list[tuple[list[tuple[str, int]], int]], recent_max: int
+    blocks: list[tuple[list[tuple[str, int]], int]], recent_max: int, chunk: int
 ) -> None:
     """Splits, round amounts and velocity, with several payments per payee in one block,
-    windows that open and close, and lists at their bound (a small bound, to reach it)."""
-    saved = risks.RECENT_PAYMENTS_MAX
-    risks.RECENT_PAYMENTS_MAX = recent_max  # type: ignore[misc]
+    windows that open and close, and lists at their bound (a small bound, to reach it), kept
+    in chunks of several sizes: what the state holds is each payee's last payments."""
+    saved = recent_module.RECENT_PAYMENTS_MAX, recent_module.CHUNK_PAYMENTS
+    recent_module.RECENT_PAYMENTS_MAX = recent_max  # type: ignore[misc]
+    recent_module.CHUNK_PAYMENTS = chunk  # type: ignore[misc]
     try:
         state: dict[bytes, Any] = {}
         raised: list[risks.Alert] = []
@@ -241,9 +259,11 @@ def test_payee_windows_match_their_plain_definition(
             state.update(writes)
             raised += alerts
             timed.append(([(t.body["payee"], t.body["amount_cents"], t.tx_id) for t in body], now))
-        expected, lists = _reference_payments(timed, _WINDOW_PARAMS)
+        expected, every = _reference_payments(timed, _WINDOW_PARAMS)
         assert [(a.kind, a.evidence, a.detail) for a in raised] == expected
-        for payee, recent in lists.items():
-            assert state[base.state_key(b"rp", payee)] == recent
+        for payee, payments in every.items():
+            assert recent_module.stored(state.get, payee) == payments[-(recent_max - 1) :]
+        slots = recent_max // chunk + 2
+        assert len([k for k in state if k.startswith(b"rq")]) <= len(every) * slots
     finally:
-        risks.RECENT_PAYMENTS_MAX = saved  # type: ignore[misc]
+        recent_module.RECENT_PAYMENTS_MAX, recent_module.CHUNK_PAYMENTS = saved  # type: ignore[misc]
