@@ -10,7 +10,8 @@ import plyvel
 import pytest
 
 from ledger import block as blocks
-from ledger import crypto, merkle
+from ledger import crypto, leveldb, merkle
+from ledger.encoding import encode
 from ledger.errors import InvalidBlock, StoreError
 from ledger.store import BlockStore
 from tests import factory
@@ -273,6 +274,23 @@ def test_a_store_of_another_chain_is_refused(store: BlockStore, tmp_path: Path) 
     other = factory.network(chain_id="othercity")
     with pytest.raises(StoreError, match=r"belongs to chain 'testcity'.*not to chain 'othercity'"):
         BlockStore.open(tmp_path / "data", other.genesis)
+
+
+def test_a_store_of_an_earlier_format_is_refused_untouched(
+    store: BlockStore, tmp_path: Path
+) -> None:
+    genesis = store.genesis
+    store.close()
+    db = plyvel.DB(str(tmp_path / "data"))
+    db.put(leveldb.META_KEY, encode([leveldb.FORMAT_VERSION - 1, genesis.chain_id, genesis.hash]))
+    before = list(db.iterator())
+    db.close()
+    earlier = leveldb.FORMAT_VERSION - 1
+    with pytest.raises(StoreError, match=rf"this chain in store format {earlier}; .* reads format"):
+        BlockStore.open(tmp_path / "data", genesis)
+    db = plyvel.DB(str(tmp_path / "data"))
+    assert list(db.iterator()) == before
+    db.close()
 
 
 def test_a_locked_store_is_a_store_error(store: BlockStore, tmp_path: Path) -> None:
