@@ -15,6 +15,7 @@ export const DOMAIN = {
   TX: "cityledger/tx/v1\0",
   COMMIT: "cityledger/commit/v1\0",
   GENESIS: "cityledger/genesis/v1\0",
+  POSSESSION: "cityledger/possession/v1\0",
 };
 
 export function hex(bytes) {

@@ -1,10 +1,11 @@
-// The pages of records with rules: fund flows (budget lines and the refusals of the recent
-// blocks by reason), risk alerts with their evidence, and claims by property and event. They
-// read the node's routes for them (docs/protocol.md section 19) under the caller's identity.
+// The pages of records with rules: fund flows (budget lines, and the refusals by reason of a
+// window of blocks the page names), risk alerts with their evidence, and claims by property
+// and event. They read the node's routes for them (docs/protocol.md section 19) under the
+// caller's identity.
 
 import { $, api, ApiRefusal, el, explain, link, short, table } from "./dom.js";
 
-export const REFUSAL_SCAN_BLOCKS = 256; // how many recent blocks the refusal counts cover
+export const REFUSAL_SCAN_BLOCKS = 256; // blocks the refusal counts cover at first, and add per step
 export const CLAIMS_PAGES_MAX = 10; // record pages read for the claims page (1 000 each)
 const RECORDS_PAGE = 1000;
 const FETCH_PARALLEL = 8;
@@ -17,20 +18,55 @@ export function cents(value) {
   return `${sign}${units}.${String(abs % 100).padStart(2, "0")}`;
 }
 
-async function refusalsByReason() {
-  const latest = await api("/v1/blocks/latest");
-  const counts = new Map();
-  const floor = Math.max(1, latest.height - REFUSAL_SCAN_BLOCKS + 1);
-  const count = (block) => (block.outcomes ?? []).forEach((o) => {
-    if (o.outcome === "refused") counts.set(o.reason, (counts.get(o.reason) ?? 0) + 1);
-  });
-  count(latest);
-  for (let top = latest.height - 1; top >= floor; top -= FETCH_PARALLEL) {
+// Refusals by reason, counted in this page from the blocks themselves (their outcomes), over
+// a window of heights the page states: the latest REFUSAL_SCAN_BLOCKS blocks when the page
+// opens, REFUSAL_SCAN_BLOCKS older ones more each time the auditor asks, down to block 1.
+// No node keeps totals over the whole chain; each step reads a bounded number of blocks.
+async function countBlocks(span, low, high) {
+  for (let top = high; top >= low; top -= FETCH_PARALLEL) {
     const heights = [];
-    for (let h = top; h > top - FETCH_PARALLEL && h >= floor; h--) heights.push(h);
-    (await Promise.all(heights.map((h) => api(`/v1/blocks/${h}`)))).forEach(count);
+    for (let h = top; h > top - FETCH_PARALLEL && h >= low; h--) heights.push(h);
+    (await Promise.all(heights.map((h) => api(`/v1/blocks/${h}`)))).forEach((block) =>
+      (block.outcomes ?? []).forEach((o) => {
+        if (o.outcome !== "refused") return;
+        span.counts.set(o.reason, (span.counts.get(o.reason) ?? 0) + 1);
+      }));
   }
-  return { counts, floor, top: latest.height };
+  span.floor = low;
+}
+
+// The refusals of the latest `step` blocks: {counts, floor, top}.
+export async function latestRefusals(step = REFUSAL_SCAN_BLOCKS) {
+  const top = (await api("/v1/blocks/latest")).height;
+  const span = { counts: new Map(), floor: top + 1, top };
+  await countBlocks(span, Math.max(1, top - step + 1), top);
+  return span;
+}
+
+// The counts of `span`, the window they cover, and a button that adds `step` older blocks.
+export function refusalTable(span, step = REFUSAL_SCAN_BLOCKS) {
+  const rows = [...span.counts].sort((a, b) => b[1] - a[1]).map(([r, n]) => [r, String(n)]);
+  const t = table(["reason", "refused txs"], rows);
+  t.id = "refusals";
+  const whole = span.floor === 1;
+  const more = el("button", { type: "button", id: "refusals-more" },
+    `count ${step} older blocks`);
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      await countBlocks(span, Math.max(1, span.floor - step), span.floor - 1);
+      $("refusals-box").replaceWith(refusalTable(span, step));
+    } catch (error) {
+      more.replaceWith(el("p", {}, explain(error)));
+    }
+  });
+  return el("div", { id: "refusals-box" },
+    el("p", { id: "refusals-window" }, `Blocks ${span.floor} to ${span.top}`
+      + (whole ? ": the whole chain as of block " + span.top : `: the latest ${span.top
+        - span.floor + 1} blocks only; refusals in blocks below ${span.floor} are not in`
+        + " these totals")
+      + ". Counted in this page from each block's recorded outcomes."),
+    t, whole ? null : more);
 }
 
 export async function showFunds() {
@@ -50,11 +86,7 @@ export async function showFunds() {
       (doc.truncated ? " (the first 1 000: narrow the prefix)" : "");
     out.append(el("h3", {}, "Refusals by reason"));
     try {
-      const { counts, floor, top } = await refusalsByReason();
-      const rows = [...counts].sort((a, b) => b[1] - a[1]).map(([r, n]) => [r, String(n)]);
-      const r = table(["reason", "refused txs"], rows);
-      r.id = "refusals";
-      out.append(el("p", {}, `blocks ${floor} to ${top}`), r);
+      out.append(refusalTable(await latestRefusals()));
     } catch (error) {
       if (!(error instanceof ApiRefusal)) throw error;
       out.append(el("p", {}, `${explain(error)} (refusals are counted from blocks)`));

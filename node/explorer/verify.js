@@ -2,13 +2,19 @@
 // the genesis file the auditor holds, in this page, with WebCrypto and this code alone. It
 // asks the node nothing: the node that served the bundle is not trusted. Every check follows
 // section 14.3 in its order and the first failure is the reason; the verdicts are those of
-// the reference verifier (`cityledger verify-proof`), which the test suite compares.
+// the reference verifier (`cityledger verify-proof`), which the test suite compares. A version
+// 3 bundle's governance (section 14.5) is replayed here with govrules.js: each governance
+// block's certificate against the validators in force before it, each governance tx's
+// signer, inclusion and acceptance, and the rules of section 20.4; the tx's signer and every
+// certificate are then judged by the configuration in force at their height.
 
 import {
   DIGEST_BYTES, DOMAIN, INCLUSION_PROOF_HASHES_MAX, SIGNATURE_BYTES, bytesEqualTo, fromHex,
   sha256, verifyEd25519, verifyInclusion,
 } from "./crypto.js";
 import { mayWrite } from "./genesis.js";
+import { GOV_NAMESPACE, GovState, Refused } from "./govrules.js";
+import { BadJson, Json } from "./json.js";
 import { Malformed, decode, decodeLoose, encode } from "./msgpack.js";
 
 export const BUNDLE_BYTES_MAX = 4194304;
@@ -44,8 +50,11 @@ export const FORMATS = {
     headerVersion: 2n, headerItems: 10, outcome: true, governance: true,
   },
 };
-// Governance blocks a version 3 bundle may carry (section 14.5).
+// Governance a version 3 bundle may carry, and the fields of its parts (section 14.5).
 const GOVERNANCE_BLOCKS_MAX = 1024;
+const GOVERNANCE_TXS_MAX = 2048;
+const GOVERNANCE_BLOCK_FIELDS = ["block_hash", "certificate", "header", "height", "txs"];
+const GOVERNANCE_TX_FIELDS = ["index", "outcome_proof", "tx", "tx_proof"];
 
 export class InvalidProof extends Error {}
 
@@ -55,77 +64,6 @@ const fail = (reason) => {
 };
 
 // --- Reading a bundle file ---------------------------------------------------------------
-
-// A strict JSON reader: no field twice, integers only (as BigInt), like the reference's.
-class Json {
-  constructor(text) {
-    this.text = text;
-    this.pos = 0;
-  }
-
-  ws() {
-    while (/[ \t\n\r]/.test(this.text[this.pos] ?? "")) this.pos++;
-  }
-
-  value(depth) {
-    if (depth > 64) fail("not JSON: nested too deeply");
-    this.ws();
-    const c = this.text[this.pos];
-    if (c === "{") return this.object(depth);
-    if (c === "[") return this.array(depth);
-    if (c === '"') return this.string();
-    const m = /^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)/.exec(
-      this.text.slice(this.pos, this.pos + 400));
-    if (!m) fail(`not JSON: unexpected input at ${this.pos}`);
-    this.pos += m[0].length;
-    if (m[0] === "true" || m[0] === "false") return m[0] === "true";
-    if (m[0] === "null") return null;
-    if (m[3] || m[4]) fail(`the number ${m[0]} is not an integer`);
-    return BigInt(m[0]);
-  }
-
-  string() {
-    const m = /^"(?:[^"\\\u0000-\u001f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/.exec(
-      this.text.slice(this.pos));
-    if (!m) fail(`not JSON: a bad string at ${this.pos}`);
-    this.pos += m[0].length;
-    return JSON.parse(m[0]);
-  }
-
-  object(depth) {
-    this.pos++;
-    const out = new Map();
-    this.ws();
-    if (this.text[this.pos] === "}") { this.pos++; return out; }
-    for (;;) {
-      this.ws();
-      if (this.text[this.pos] !== '"') fail("not JSON: expected a field name");
-      const key = this.string();
-      this.ws();
-      if (this.text[this.pos++] !== ":") fail("not JSON: expected ':'");
-      if (out.has(key)) fail(`the field ${JSON.stringify(key)} appears twice`);
-      out.set(key, this.value(depth + 1));
-      this.ws();
-      const c = this.text[this.pos++];
-      if (c === "}") return out;
-      if (c !== ",") fail("not JSON: expected ',' or '}'");
-    }
-  }
-
-  array(depth) {
-    this.pos++;
-    const out = [];
-    this.ws();
-    if (this.text[this.pos] === "]") { this.pos++; return out; }
-    for (;;) {
-      out.push(this.value(depth + 1));
-      this.ws();
-      const c = this.text[this.pos++];
-      if (c === "]") return out;
-      if (c !== ",") fail("not JSON: expected ',' or ']'");
-    }
-  }
-}
 
 // The map of a bundle file's bytes, JSON or MessagePack (section 14.1).
 export function parseBundle(bytes) {
@@ -145,10 +83,15 @@ export function parseBundle(bytes) {
     } catch {
       fail("not JSON: not UTF-8");
     }
-    const reader = new Json(text);
-    value = reader.value(0);
-    reader.ws();
-    if (reader.pos !== text.length) fail("not JSON: extra data");
+    try {
+      const reader = new Json(text);
+      value = reader.value(0);
+      reader.ws();
+      if (reader.pos !== text.length) fail("not JSON: extra data");
+    } catch (error) {
+      if (error instanceof BadJson) fail(error.message);
+      throw error;
+    }
   }
   if (!(value instanceof Map)) fail("not a proof bundle: expected an object");
   return value;
@@ -230,8 +173,8 @@ function checkPlain(value, depth) {
   for (const item of items) checkPlain(item, depth + 1);
 }
 
-function decodeTx(raw) {
-  if (raw.length > TX_BYTES_MAX) fail(`tx: ${raw.length} bytes, the limit is ${TX_BYTES_MAX}`);
+function decodeTx(raw, where = "") {
+  if (raw.length > TX_BYTES_MAX) fail(`${where}tx: ${raw.length} bytes, the limit is ${TX_BYTES_MAX}`);
   try {
     const items = expectList(decode(raw, TX_BYTES_MAX), 9, "transaction");
     expectInt(items[0], 1, 1, "version");
@@ -249,12 +192,13 @@ function decodeTx(raw) {
     if (!TYPE.test(tx.type)) throw new Malformed("type: not a record type");
     if (!(items[7] instanceof Map)) throw new Malformed("body: expected a map");
     checkPlain(items[7], 0);
-    if (encode(items[7]).length > BODY_BYTES_MAX) fail(`tx: body larger than ${BODY_BYTES_MAX}`);
+    tx.body = items[7];
+    if (encode(items[7]).length > BODY_BYTES_MAX) fail(`${where}tx: body larger than ${BODY_BYTES_MAX}`);
     tx.signature = expectBytes(items[8], SIGNATURE_BYTES, "signature");
     tx.unsigned = encode(items.slice(1, 8));
     return tx;
   } catch (error) {
-    if (error instanceof Malformed) fail(`tx: ${error.message}`);
+    if (error instanceof Malformed) fail(`${where}tx: ${error.message}`);
     throw error;
   }
 }
@@ -299,7 +243,7 @@ function decodeCertificate(raw) {
 
 // --- The checks (sections 9.3, 14.2, 14.3) ---------------------------------------------------
 
-async function verifyCertificate(cert, header, blockHash, genesis, where) {
+async function verifyCertificate(cert, header, blockHash, config, where) {
   const at = `${where}certificate of block ${header.height}`;
   if (cert.height !== header.height || !bytesEqualTo(cert.blockHash, blockHash)) {
     fail(`${at}: certificate is for another block than height ${header.height}`);
@@ -309,23 +253,23 @@ async function verifyCertificate(cert, header, blockHash, genesis, where) {
   if (indices.some((i, k) => k > 0 && i <= indices[k - 1])) {
     fail(`${at}: certificate votes are not sorted by distinct validator index`);
   }
-  if (indices.length < genesis.quorum) {
-    fail(`${at}: certificate has ${indices.length} votes, ${genesis.quorum} needed`);
+  if (indices.length < config.quorum) {
+    fail(`${at}: certificate has ${indices.length} votes, ${config.quorum} needed`);
   }
-  const payload = encode([genesis.chainId, cert.view, cert.height, cert.blockHash]);
+  const payload = encode([config.chainId, cert.view, cert.height, cert.blockHash]);
   for (const [index, signature] of cert.votes) {
-    if (index >= BigInt(genesis.validators.length)) {
+    if (index >= BigInt(config.validators.length)) {
       fail(`${at}: certificate vote from unknown validator index ${index}`);
     }
-    const key = genesis.validators[Number(index)].public_key;
+    const key = config.validators[Number(index)].public_key;
     if (!(await verifyEd25519(key, DOMAIN.COMMIT, payload, signature))) {
       fail(`${at}: certificate signature of validator ${index} is invalid`);
     }
   }
-  return indices.map((i) => genesis.validators[Number(i)].id);
+  return indices.map((i) => config.validators[Number(i)].id);
 }
 
-async function certified(doc, genesis, format, where) {
+async function certified(doc, config, format, where) {
   const header = decodeHeader(bytesField(doc, "header"), format);
   const blockHash = await sha256(bytesField(doc, "header"));
   if (!bytesEqualTo(bytesField(doc, "block_hash", DIGEST_BYTES), blockHash)) {
@@ -334,7 +278,7 @@ async function certified(doc, genesis, format, where) {
   if (intField(doc, "height", 1, HEIGHT_MAX) !== header.height) {
     fail(`${where}height is not the header's height ${header.height}`);
   }
-  if (header.proposer !== header.view % BigInt(genesis.validators.length)) {
+  if (header.proposer !== header.view % BigInt(config.validators.length)) {
     fail(`${where}header's proposer is not the primary of its view`);
   }
   let cert;
@@ -344,33 +288,56 @@ async function certified(doc, genesis, format, where) {
     if (!(error instanceof Malformed)) throw error;
     fail(`${where}certificate of block ${header.height}: malformed certificate: ${error.message}`);
   }
-  const signers = await verifyCertificate(cert, header, blockHash, genesis, where);
+  const signers = await verifyCertificate(cert, header, blockHash, config, where);
   return { header, blockHash, signers };
 }
 
-async function checkpoint(doc, genesis, format, where) {
-  const head = await certified(doc, genesis, format, where);
+async function checkpoint(doc, config, format, where) {
+  const head = await certified(doc, config, format, where);
   if (!bytesEqualTo(bytesField(doc, "history_root", DIGEST_BYTES), head.header.historyRoot)) {
     fail(`${where}history_root is not the header's history root`);
   }
   return head;
 }
 
-async function transaction(doc, genesis) {
+// Section 20.6: the signer a block under `config` may hold (one in force with rules 2-6 of
+// section 5, or a retired one of the chain), and its signature under its key or one it
+// rotated out (rule 9).
+async function signedInForce(tx, config, where) {
+  let signer = tx.chainId === config.chainId ? config.retired.get(tx.clientId) : undefined;
+  if (signer === undefined) signer = stateless(tx, config, where);
+  const keys = [signer.public_key, ...(config.rotated.get(tx.clientId) ?? [])];
+  for (const key of keys) {
+    if (await verifyEd25519(key, DOMAIN.TX, tx.unsigned, tx.signature)) return signer;
+  }
+  return fail(`${where}tx: bad_signature: signature does not match the client's key`);
+}
+
+function stateless(tx, config, where) {
+  if (tx.chainId !== config.chainId) fail(`${where}tx: wrong_chain: tx is for chain ${tx.chainId}`);
+  const admin = config.admins.get(tx.clientId);
+  if (tx.key.startsWith(GOV_NAMESPACE) || admin !== undefined) {
+    if (admin !== undefined && tx.key.startsWith(GOV_NAMESPACE)) return admin;
+    if (admin !== undefined || config.clients.has(tx.clientId)) {
+      fail(`${where}tx: forbidden_namespace: ${GOV_NAMESPACE} is written by admins only`);
+    }
+    fail(`${where}tx: unknown_client: no admin ${tx.clientId} in the configuration in force`);
+  }
+  const client = config.clients.get(tx.clientId);
+  if (!client) fail(`${where}tx: unknown_client: no client ${tx.clientId} in the configuration`);
+  if (!mayWrite(config, client, tx.key)) {
+    fail(`${where}tx: forbidden_namespace: ${client.organisation} may not write ${tx.key}`);
+  }
+  return client;
+}
+
+async function transaction(doc, config) {
   const tx = decodeTx(bytesField(doc, "tx"));
   tx.txId = await sha256(bytesField(doc, "tx"));
   if (!bytesEqualTo(bytesField(doc, "tx_id", DIGEST_BYTES), tx.txId)) {
     fail("tx_id is not the hash of the tx");
   }
-  if (tx.chainId !== genesis.chainId) fail(`tx: wrong_chain: tx is for chain ${tx.chainId}`);
-  const client = genesis.clients.get(tx.clientId);
-  if (!client) fail(`tx: unknown_client: no client ${tx.clientId} in genesis`);
-  if (!mayWrite(genesis, client, tx.key)) {
-    fail(`tx: forbidden_namespace: ${client.organisation} may not write ${tx.key}`);
-  }
-  if (!(await verifyEd25519(client.public_key, DOMAIN.TX, tx.unsigned, tx.signature))) {
-    fail("tx: bad_signature: signature does not match the client's key");
-  }
+  await signedInForce(tx, config, "");
   return tx;
 }
 
@@ -401,12 +368,14 @@ async function outcomeOf(doc, tx, index, header) {
   return outcome;
 }
 
-async function anchorOf(value, block, genesis, format) {
+// A later checkpoint whose history holds the block as leaf `height`, certified by the
+// validators in force before it (the governance below it replayed).
+async function anchorOf(value, block, replay, format) {
   if (value === null) return null;
   const anchor = fields(value, [...CHECKPOINT_FIELDS, "history_proof"], "anchor");
-  const top = await checkpoint(anchor, genesis, format, "anchor ");
+  const size = intField(anchor, "height", 1, HEIGHT_MAX);
+  const top = await checkpoint(anchor, await replay.before(size), format, "anchor ");
   const height = block.header.height;
-  const size = top.header.height;
   if (size <= height) fail(`anchor block ${size} is not above block ${height}`);
   const proof = hashes(anchor, "history_proof");
   if (!(await verifyInclusion(block.blockHash, height, size, proof, top.header.historyRoot))) {
@@ -415,17 +384,84 @@ async function anchorOf(value, block, genesis, format) {
   return top;
 }
 
-// The governance blocks of a version 3 bundle (section 14.5). This page does not replay
-// governance yet: it reads the list, and refuses to judge a bundle that carries changes
-// (the reference verifier, `cityledger verify-proof`, does), rather than judge it against a
-// configuration it has not derived.
-function governanceCarried(value) {
-  if (!Array.isArray(value) || value.length > GOVERNANCE_BLOCKS_MAX) {
-    fail(`governance: a list of at most ${GOVERNANCE_BLOCKS_MAX} blocks`);
+// The configuration in force at each height, replayed from the genesis and the certified
+// governance txs a version 3 bundle carries (section 14.5), with the rules of govrules.js.
+class Replay {
+  constructor(genesis, blocks, format) {
+    if (!Array.isArray(blocks) || blocks.length > GOVERNANCE_BLOCKS_MAX) {
+      fail(`governance: a list of at most ${GOVERNANCE_BLOCKS_MAX} blocks`);
+    }
+    this.blocks = blocks;
+    this.format = format;
+    this.done = 0; // blocks replayed so far
+    this.txs = 0;
+    this.last = 0n; // the height of the last block replayed
+    this.state = new GovState(genesis);
   }
-  if (value.length > 0) {
-    fail(`governance: this page does not replay the ${value.length} governance blocks this `
-      + "bundle carries (section 14.5); check it with cityledger verify-proof");
+
+  // The configuration in force before block `height`: every carried block below it replayed.
+  async before(height) {
+    while (this.done < this.blocks.length) {
+      const where = `governance[${this.done}] `;
+      const doc = fields(this.blocks[this.done], GOVERNANCE_BLOCK_FIELDS, where.trim());
+      const at = intField(doc, "height", 1, HEIGHT_MAX);
+      if (at >= height) break;
+      if (at <= this.last) fail(`${where}height ${at} is not above the one before it`);
+      await this.replay(doc, at, where);
+      this.done += 1;
+      this.last = at;
+    }
+    return this.state.config;
+  }
+
+  // Every carried block must lie below `top`, the highest block the bundle proves.
+  async finish(top) {
+    await this.before(top);
+    if (this.done < this.blocks.length) fail(`governance[${this.done}] is not below block ${top}`);
+  }
+
+  async replay(doc, height, where) {
+    const before = this.state.config;
+    const block = await certified(doc, before, this.format, where);
+    const items = doc.get("txs");
+    if (!Array.isArray(items) || !items.length) {
+      fail(`${where}txs: a list of at least one governance tx`);
+    }
+    this.txs += items.length;
+    if (this.txs > GOVERNANCE_TXS_MAX) fail(`governance: more than ${GOVERNANCE_TXS_MAX} txs`);
+    let last = -1n;
+    for (const [number, item] of items.entries()) {
+      const at = `${where}txs[${number}] `;
+      const entry = fields(item, GOVERNANCE_TX_FIELDS, at.trim());
+      const tx = decodeTx(bytesField(entry, "tx"), at);
+      tx.txId = await sha256(bytesField(entry, "tx"));
+      await signedInForce(tx, before, at);
+      if (!tx.key.startsWith(GOV_NAMESPACE)) fail(`${at}tx is no governance tx`);
+      const index = intField(entry, "index", 0, BLOCK_TXS_MAX - 1);
+      if (index <= last) fail(`${at}index ${index} is not above the one before it`);
+      last = index;
+      await provenAccepted(entry, tx, index, block.header, at);
+      try {
+        await this.state.execute(tx, height, before);
+      } catch (error) {
+        if (!(error instanceof Refused)) throw error;
+        fail(`${at}the rules refuse what block ${height} accepted (${error.message})`);
+      }
+    }
+  }
+}
+
+// The governance tx is at `index` of the block, and accepted there.
+async function provenAccepted(entry, tx, index, header, where) {
+  const count = header.txCount;
+  if (index >= count) fail(`${where}index ${index} is not below the block's tx count ${count}`);
+  if (!(await verifyInclusion(tx.txId, index, count, hashes(entry, "tx_proof"), header.txRoot))) {
+    fail(`${where}tx_proof does not include the tx at index ${index}`);
+  }
+  const leaf = encode([tx.txId, ""]);
+  const proof = hashes(entry, "outcome_proof");
+  if (!(await verifyInclusion(leaf, index, count, proof, header.outcomeRoot))) {
+    fail(`${where}outcome_proof does not prove the tx accepted`);
   }
 }
 
@@ -441,21 +477,25 @@ export async function verifyBundle(doc, genesis) {
   if (!bytesEqualTo(bytesField(doc, "genesis_hash", DIGEST_BYTES), genesis.hash)) {
     fail("the bundle's genesis_hash is not this genesis's hash");
   }
-  if (format.governance) governanceCarried(doc.get("governance"));
-  const tx = await transaction(doc, genesis);
+  const height = intField(doc, "height", 1, HEIGHT_MAX);
+  const replay = new Replay(genesis, format.governance ? doc.get("governance") : [], format);
+  const config = await replay.before(height);
+  const tx = await transaction(doc, config);
   const block = await certified(new Map(["height", "header", "block_hash", "certificate"].map(
-    (k) => [k, doc.get(k)])), genesis, format, "");
+    (k) => [k, doc.get(k)])), config, format, "");
   const now = block.header.timestampMs;
-  if (tx.timestampMs < now - BigInt(genesis.consensus.get("tx_ttl_ms"))) {
+  if (tx.timestampMs < now - config.consensus.get("tx_ttl_ms")) {
     fail("tx is not valid in its block: timestamp older than the tx time-to-live");
   }
-  if (tx.timestampMs > now + BigInt(genesis.consensus.get("clock_skew_ms"))) {
+  if (tx.timestampMs > now + config.consensus.get("clock_skew_ms")) {
     fail("tx is not valid in its block: timestamp too far in the future");
   }
   const index = await position(doc, tx, block.header);
   const outcome = format.outcome ? await outcomeOf(doc, tx, index, block.header) : "";
-  const anchor = await anchorOf(doc.get("anchor"), block, genesis, format);
-  return { tx, block, index, outcome, anchor };
+  const anchor = await anchorOf(doc.get("anchor"), block, replay, format);
+  await replay.finish(anchor === null ? height : anchor.header.height);
+  const changes = replay.state.config.version;
+  return { tx, block, index, outcome, anchor, changes, epoch: config.epoch };
 }
 
 // The verdict the page shows: {valid: true, ...what it proves} or {valid: false, reason}.

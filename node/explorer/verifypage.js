@@ -52,14 +52,16 @@ function show(result) {
     line.textContent = `INVALID: ${result.reason}`;
     return;
   }
-  const { tx, block, index, outcome, anchor } = result.proven;
+  const { tx, block, index, outcome, anchor, changes, epoch } = result.proven;
   line.textContent = "VALID";
   $("proven").append(facts([
     ["tx id", el("code", {}, hex(tx.txId))],
     ["record", `${tx.key} (${tx.type}) by ${tx.clientId}`],
     ["block", `${block.header.height}, position ${index} of ${block.header.txCount}`],
     ["outcome", outcome ? `refused: ${outcome}` : "accepted"],
-    ["certified by", block.signers.join(", ")],
+    ["certified by", `${block.signers.join(", ")} (the validators of epoch ${epoch})`],
+    ["governance", changes ? `${changes} changes replayed from the genesis, each certified`
+      : "none: the genesis alone judges this proof"],
     ["anchored in", anchor ? `the history of block ${anchor.header.height}, certified by ` +
       anchor.signers.join(", ") : "no later block (the bundle's block was the head)"],
   ]));

@@ -4,8 +4,10 @@
 Each page renders the live cluster's data; a new block appears without a reload; the proof
 page says VALID for a real bundle with the real genesis and INVALID for one altered byte and
 for another chain's genesis; an anonymous visitor sees only the public namespaces; and the
-page's verifier agrees with `cityledger verify-proof` on 200 random bundles, valid and altered;
-a clerk added by governance during the test shows on the members and governance pages.
+page's verifier agrees with `cityledger verify-proof` on 200 random bundles, valid and altered,
+half of them carrying governance (a clerk added by governance during the test, its key then
+rotated), and on the bundles of a chain of four epochs built in this process; a clerk added by
+governance during the test shows on the members and governance pages.
 The run writes a screenshot of each page to $CITYLEDGER_SCREENSHOTS, by default to a git-ignored
 build/ directory (`make screenshots` writes the tracked copies in docs/explorer/).
 """
@@ -28,6 +30,8 @@ from cli.client import Client, load_genesis, load_key
 from ledger import genesis as genesis_mod
 from tests.browser import Browser, chromium_path, node_certificates, trust_certificates
 from tests.cli.conftest import RunningCluster, invoke, no_traceback, run, running_cluster
+from tests.ledger.epoch_chain import NET, build, epoch_chain
+from tests.ledger.test_proofs import hexed
 
 pytestmark = pytest.mark.skipif(
     chromium_path() is None, reason="chromium is not installed (make test installs it as root)"
@@ -38,6 +42,8 @@ SCREENSHOTS = Path(os.environ.get("CITYLEDGER_SCREENSHOTS") or ROOT / "build" / 
 BROWSER_CLOSE_S = 30.0
 AGREEMENT_CASES = 200
 AGREEMENT_SEED = 18
+EPOCH_CASES = 100
+REFUSAL_STEP = 4  # blocks per step of the refusal counts, in the step-by-step test
 RECORDS = {  # clerk -> the record key it writes twice (two versions)
     "finance-clerk": "fiscal/explorer/line-1",
     "planning-clerk": "permits/explorer/site-1",
@@ -52,7 +58,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def submit(cluster: RunningCluster, clerk: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
-    done = run("submit", key, "record", json.dumps(body), "--wait", "--json", **cluster.env(clerk))
+    return submit_env(cluster.env(clerk), key, body)
+
+
+def submit_env(env: dict[str, str], key: str, body: dict[str, Any]) -> dict[str, Any]:
+    done = run("submit", key, "record", json.dumps(body), "--wait", "--json", **env)
     no_traceback(done.stderr)
     assert done.returncode == 0, done.stderr
     status: dict[str, Any] = json.loads(done.stdout)
@@ -269,18 +279,45 @@ def gov(cluster: RunningCluster, slug: str, *args: str) -> dict[str, Any]:
     return answer
 
 
-@pytest.fixture(scope="module")
-def clerk_added(cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A clerk added by governance: the finance bureau proposes, two more organisations
+def enact(cluster: RunningCluster, *change: str) -> dict[str, Any]:
+    """A change made by governance: the finance bureau proposes, two more organisations
     approve (3 of 4: the default quorum); the last approval's answer."""
-    key = tmp_path_factory.mktemp("gov") / "explorer-clerk.pem"
-    assert run("keys", "new", str(key)).returncode == 0
-    change = ["add-client", "--id", "explorer-clerk", "--organisation", "City Finance Bureau"]
-    proposal = gov(cluster, "finance", "propose", *change, "--public-key-file", str(key))
+    proposal = gov(cluster, "finance", "propose", *change)
     gov(cluster, "planning", "approve", proposal["id"])
     last = gov(cluster, "harbor-mutual", "approve", proposal["id"])
     assert last["proposal_status"] == "effective"
     return last
+
+
+@pytest.fixture(scope="module")
+def clerk_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    key = tmp_path_factory.mktemp("gov") / "explorer-clerk.pem"
+    assert run("keys", "new", str(key)).returncode == 0
+    return key
+
+
+@pytest.fixture(scope="module")
+def clerk_added(cluster: RunningCluster, clerk_key: Path) -> Any:
+    """A clerk added by governance; the answer of the approval that made it effective."""
+    return enact(cluster, "add-client", "--id", "explorer-clerk", "--organisation",
+                 "City Finance Bureau", "--public-key-file", str(clerk_key))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def governed(cluster: RunningCluster, clerk_added: Any, clerk_key: Path) -> list[str]:
+    """Txs whose proof bundles carry governance (version 3): one of the clerk added by
+    governance, then, its key rotated by governance, one of its new key."""
+    assert clerk_added["proposal_status"] == "effective"
+    env = cluster.env("auditor") | {"CITYLEDGER_CLIENT": "explorer-clerk",
+                                    "CITYLEDGER_KEY": str(clerk_key)}  # fmt: skip
+    first = submit_env(env, "fiscal/explorer/by-added", {"by": "added"})
+    rotated = clerk_key.with_name("explorer-clerk-rotated.pem")
+    assert run("keys", "new", str(rotated)).returncode == 0
+    enact(cluster, "rotate-client-key", "--id", "explorer-clerk", "--public-key-file",
+          str(rotated))  # fmt: skip
+    second = submit_env(env | {"CITYLEDGER_KEY": str(rotated)}, "fiscal/explorer/by-rotated",
+                        {"by": "rotated"})  # fmt: skip
+    return [first["tx_id"], second["tx_id"]]
 
 
 async def test_members_and_governance_history_show_a_change_made_now(
@@ -345,13 +382,21 @@ async def verify_files(browser: Browser, genesis: Path, bundle: Path) -> str:
 
 
 async def test_the_proof_page_says_valid_and_invalid_with_the_reason(
-    cluster: RunningCluster, written: dict[str, Any], browser: Browser, tmp_path: Path
+    cluster: RunningCluster,
+    written: dict[str, Any],
+    governed: list[str],
+    browser: Browser,
+    tmp_path: Path,
 ) -> None:
     tx_id = written["claims/harbor-mutual/explorer-1"][0]["tx_id"]
     bundle = proof_file(cluster, tx_id, tmp_path / "bundle.json")
     await open_page(browser, cluster, "#/verify")
     assert await verify_files(browser, cluster.genesis, bundle) == "VALID"
     assert tx_id in await text(browser, "proven")
+    # A tx of a key that governance rotated in: its bundle carries both changes, replayed here.
+    rotated = proof_file(cluster, governed[1], tmp_path / "rotated.json")
+    assert await verify_files(browser, cluster.genesis, rotated) == "VALID"
+    assert "2 changes replayed from the genesis" in await text(browser, "proven")
     await screenshot(browser, "verify")
     # One altered byte of the tx (its hex in the JSON file): INVALID, with the reason.
     doc = json.loads(bundle.read_text())
@@ -368,8 +413,10 @@ async def test_the_proof_page_says_valid_and_invalid_with_the_reason(
 
 
 def alter(doc: dict[str, Any], rng: random.Random) -> tuple[str, bytes]:
-    """One random change to a bundle (or none), and the file bytes, as JSON or MessagePack."""
-    kind = rng.choice(["none", "byte", "byte", "int", "outcome", "text"])
+    """One random change to a bundle (or none), and the file bytes, as JSON or MessagePack.
+    A bundle with governance may also lose a governance block or tx."""
+    kinds = ["none", "byte", "byte", "int", "outcome", "text"]
+    kind = rng.choice(kinds + (["governance", "byte"] if doc.get("governance") else []))
     if kind == "byte":
         holder, name = rng.choice(list(hex_fields(doc)))
         raw = bytearray.fromhex(holder[name])
@@ -380,6 +427,13 @@ def alter(doc: dict[str, Any], rng: random.Random) -> tuple[str, bytes]:
         doc[name] += rng.choice([-1, 1])
     elif kind == "outcome":  # another outcome than the block's, or none that exists
         doc["outcome"] = rng.choice(["", "over_allocation", "over_loss", "accepted"])
+    elif kind == "governance":  # a governance tx or a whole governance block left out
+        blocks = doc["governance"]
+        at = rng.randrange(len(blocks))
+        if len(blocks[at]["txs"]) > 1 and rng.random() < 0.5:
+            blocks[at]["txs"].pop(rng.randrange(len(blocks[at]["txs"])))
+        else:
+            blocks.pop(at)
     if kind == "text":
         data = bytearray(json.dumps(doc).encode())
         data[rng.randrange(len(data))] = rng.randrange(32, 127)
@@ -414,34 +468,80 @@ async def test_the_browser_verifier_agrees_with_verify_proof_on_200_bundles(
     cluster: RunningCluster,
     written: dict[str, Any],
     story_rows: dict[str, Any],
+    governed: list[str],
     browser: Browser,
     tmp_path: Path,
 ) -> None:
+    """Half the cases from bundles of genesis clerks (version 2), half from bundles that carry
+    governance (version 3: the clerk added by governance, and its rotated key)."""
     refused = [story_rows[story.over_spend()[1]], story_rows[story.second_payout()[1]]]
     assert [r.reason for r in refused] == ["over_allocation", "over_loss"]
     tx_ids = [v["tx_id"] for versions in written.values() for v in versions]
     tx_ids += [r.tx_id for r in refused]  # bundles that prove a refusal
-    bundles = [json.loads(proof_file(cluster, t, tmp_path / f"{t}.json").read_text())
-               for t in tx_ids]  # fmt: skip
-    assert any(b["anchor"] is not None for b in bundles)  # proven under a later head too
-    genesis_text = cluster.genesis.read_text()
+    pools = {
+        version: [json.loads(proof_file(cluster, t, tmp_path / f"{t}.json").read_text())
+                  for t in ids]
+        for version, ids in ((2, tx_ids), (3, governed))
+    }  # fmt: skip
+    for version, bundles in pools.items():
+        assert {b["format"] for b in bundles} == {f"cityledger-proof-bundle/{version}"}
+    assert any(b["anchor"] is not None for b in pools[2])  # proven under a later head too
     await open_page(browser, cluster, "#/verify")
-    rng = random.Random(AGREEMENT_SEED)
-    verdicts = {True: 0, False: 0}
-    for case in range(AGREEMENT_CASES):
-        kind, data = alter(json.loads(json.dumps(rng.choice(bundles))), rng)
+    verdicts = await agreement(browser, pools, cluster.genesis, AGREEMENT_CASES, AGREEMENT_SEED,
+                               tmp_path)  # fmt: skip
+    for version in (2, 3):
+        assert verdicts[version, True] >= AGREEMENT_CASES // 20, verdicts
+        assert verdicts[version, False] >= AGREEMENT_CASES // 4, verdicts
+
+
+async def agreement(
+    browser: Browser, pools: dict[int, list[Any]], genesis: Path, cases: int, seed: int,
+    tmp_path: Path,
+) -> dict[tuple[int, bool], int]:  # fmt: skip
+    """`cases` bundles, drawn from each pool in turn and altered at random (or not), judged by
+    the page and by `cityledger verify-proof`: they must agree on each. Verdicts by pool."""
+    genesis_text = genesis.read_text()
+    rng = random.Random(seed)
+    verdicts = dict.fromkeys(((v, ok) for v in pools for ok in (True, False)), 0)
+    for case in range(cases):
+        version = list(pools)[case % len(pools)]
+        kind, data = alter(json.loads(json.dumps(rng.choice(pools[version]))), rng)
         path = tmp_path / f"case-{case}.bin"
         path.write_bytes(data)
-        reference = invoke("verify-proof", str(path), "--genesis", str(cluster.genesis))
+        reference = invoke("verify-proof", str(path), "--genesis", str(genesis))
         assert reference.exit_code in (0, 1), reference.output
         page = await browser.evaluate(
             f"window.cityledgerVerify({json.dumps(genesis_text)}, "
             f"{json.dumps(base64.b64encode(data).decode())})"
         )
         assert page["valid"] == (reference.exit_code == 0), (case, kind, page, reference.output)
-        verdicts[page["valid"]] += 1
-    assert verdicts[True] >= AGREEMENT_CASES // 10
-    assert verdicts[False] >= AGREEMENT_CASES // 2
+        verdicts[version, page["valid"]] += 1
+    return verdicts
+
+
+async def test_the_browser_verifier_replays_epochs_as_verify_proof_does(
+    cluster: RunningCluster, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain of four epochs built in this process (tests/ledger/epoch_chain.py: a validator
+    added, a validator key rotated, one removed, the consensus parameters changed, a clerk
+    added and its key rotated): the page's verdicts on its bundles, valid and altered, are
+    verify-proof's, and a valid one shows the signers of its block's epoch."""
+    with epoch_chain(tmp_path / "chain", monkeypatch) as chain:
+        made = build(chain)
+        bundles = {name: hexed(chain.bundle(tx)) for name, tx in made.items()}
+    genesis = tmp_path / "genesis.toml"
+    genesis.write_text(genesis_mod.dump_toml(NET.genesis))
+    await open_page(browser, cluster, "#/verify")
+    verdicts = await agreement(browser, {3: list(bundles.values())}, genesis, EPOCH_CASES,
+                               AGREEMENT_SEED, tmp_path)  # fmt: skip
+    assert verdicts[3, True] >= EPOCH_CASES // 20, verdicts
+    assert verdicts[3, False] >= EPOCH_CASES // 2, verdicts
+    bundle = tmp_path / "epoch3.json"
+    bundle.write_text(json.dumps(bundles["epoch3"]))
+    assert await verify_files(browser, genesis, bundle) == "VALID"
+    proven = await text(browser, "proven")
+    assert "node1, node3, node9 (the validators of epoch 3)" in proven  # node2 left, node3 moved
+    assert "6 changes replayed" in proven
 
 
 # --- Records with rules: fund flows, risk alerts, claims --------------------------------------
@@ -486,7 +586,11 @@ async def test_fund_flows_risks_claims_and_outcomes_render_from_the_rules(
     refusals = await text(browser, "refusals")
     assert "over_allocation1" in refusals
     assert "over_loss1" in refusals
+    window = await text(browser, "refusals-window")  # a chain of fewer than 256 blocks: all
+    assert window.startswith("Blocks 1 to ")
+    assert "the whole chain as of block" in window
     await screenshot(browser, "funds")
+    await refusals_step_by_step(browser, refusals)
     await show(browser, "#/risks")
     risks = await browser.evaluate(
         "Object.fromEntries([...document.querySelectorAll('.risk-page tbody tr')].map(r =>"
@@ -508,6 +612,28 @@ async def test_fund_flows_risks_claims_and_outcomes_render_from_the_rules(
     # The refused payment is in its block, marked with its reason.
     await show(browser, f"#/block/{over.height}")
     assert "refused: over_allocation" in await text(browser, "block-txs")
+
+
+async def refusals_step_by_step(browser: Browser, whole: str) -> None:
+    """With a step of 4 blocks, the page says that its counts cover the latest 4 blocks only;
+    each click adds 4 older ones, until the totals are the whole chain's again."""
+    window = await browser.evaluate(
+        "(async () => { const m = await import('/explorer/fiscal.js');"
+        f" const span = await m.latestRefusals({REFUSAL_STEP});"
+        " document.getElementById('refusals-box')"
+        f".replaceWith(m.refusalTable(span, {REFUSAL_STEP}));"
+        " return document.getElementById('refusals-window').textContent; })()"
+    )
+    assert f"the latest {REFUSAL_STEP} blocks only" in window
+    while "whole chain" not in window:
+        floor = int(window.split()[1])
+        await browser.evaluate("document.getElementById('refusals-more').click()")
+        window = await browser.wait_for(
+            f"(t => !t.startsWith('Blocks {floor} ') && t)"
+            "(document.getElementById('refusals-window').textContent)"
+        )
+        assert int(window.split()[1]) == max(1, floor - REFUSAL_STEP), window
+    assert await text(browser, "refusals") == whole
 
 
 def cents(value: int) -> str:
