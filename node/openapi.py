@@ -116,7 +116,7 @@ def _block_schemas() -> dict[str, Any]:
             ["height", "hash", "header", "txs", "certificate"], height=_INT, hash=_HASH,
             header=_ref("Header"), txs=_array(_ref("Transaction")),
             outcomes=_array(_obj(["outcome", "reason"], **_OUTCOME)),
-            certificate=_ref("Certificate"),
+            certificate=_ref("Certificate"), epoch=_INT, proposer_id={"type": ["string", "null"]},
         ),
         "Version": version,
         "Record": version | {"properties": {"key": {"type": "string"}} | version["properties"]},

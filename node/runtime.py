@@ -33,6 +33,7 @@ from ledger.store import BlockStore
 from ledger.tx import Transaction
 from node import envelopes, govevents, tls
 from node.admission import Admission
+from node.blockview import certifiers
 from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
 from node.eventhub import EventHub
 from node.health import Watch
@@ -290,7 +291,8 @@ def _build(
     for reason in messages.Reason:
         metrics.invalid_peer_messages.labels(reason)
     events = EventHub()
-    votes = VoteLog(genesis, identity.index, lambda: store.height)
+    votes = VoteLog(genesis, identity.index, lambda: store.height,
+                    lambda height: certifiers(store, height).members)  # fmt: skip
 
     def send_failed(peer: int, why: str) -> None:
         metrics.peer_send_failures.labels(ids[peer], why).inc()

@@ -22,6 +22,7 @@ from consensus import messages
 from ledger import crypto
 from ledger.block import commit_payload
 from ledger.genesis import Genesis
+from ledger.primitives import VALIDATORS_MAX
 from ledger.store import BlockStore
 from node import auth
 from node.codec import ApiError
@@ -35,6 +36,7 @@ PRUNE_HEIGHTS: Final = 64  # heights past the bound before the old ones go, in o
 VOTES_PER_SENDER_MAX: Final = 4  # commit votes of one validator at one height (by view)
 VOTES_PAGE_MAX: Final = 256  # heights in one answer
 VOTES_PAGE_DEFAULT: Final = 64
+VIEW_CHANGE_IDS_MAX: Final = 4 * VALIDATORS_MAX  # validators whose view changes are counted
 
 _INT: Final = {"type": "integer", "minimum": 0}
 _MAYBE_INT: Final = {"type": ["integer", "null"]}
@@ -60,6 +62,7 @@ RuntimeOf = Callable[[web.Request], "Runtime"]
 OffLoop = Callable[[web.Request, Callable[[], Any]], Awaitable[web.StreamResponse]]
 IntParam = Callable[[web.Request, str, int | None, int, int], int]
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], str]
+Members = Callable[[int], Genesis]  # the validator set that certifies block h, by index
 
 
 @dataclass
@@ -69,26 +72,46 @@ class ViewChanges:
 
 
 class VoteLog:
-    """Fed every consensus message this node receives (decoded, sender known) or sends."""
+    """Fed every consensus message this node receives (decoded, sender known) or sends.
 
-    def __init__(self, genesis: Genesis, own_index: int, head: Callable[[], int]) -> None:
+    A sender's index names a validator of one epoch's set (docs/protocol.md 20.8): `members`
+    gives the set that certifies block `height` (by default the genesis's), so a vote is
+    checked, and named, by the set of its height's epoch, and a view change by the set of
+    the epoch in progress. View changes are counted per validator id."""
+
+    def __init__(
+        self, genesis: Genesis, own_index: int, head: Callable[[], int],
+        members: Members | None = None,
+    ) -> None:  # fmt: skip
         self._genesis = genesis
+        self._members: Members = members or (lambda _height: genesis)
         self._own = own_index
         self._head = head
         self._votes: dict[int, dict[int, list[Vote]]] = {}  # height -> sender -> votes
-        self._views = [ViewChanges() for _ in genesis.validators]
+        self._views: dict[str, ViewChanges] = {}  # validator id -> its view changes
         self.started_at = head()  # heights up to this one were committed before it started
 
     def saw(self, msg: messages.Message) -> None:
-        if not 0 <= msg.sender < len(self._views):
+        if not 0 <= msg.sender < VALIDATORS_MAX:
             return
         if isinstance(msg, messages.Commit):
             self._commit(msg)
         elif isinstance(msg, messages.ViewChange):
-            seen = self._views[msg.sender]
+            validators = self._members(self._head() + 1).validators  # the epoch in progress
+            if msg.sender >= len(validators):
+                return
+            seen = self._view_changes(validators[msg.sender].id)
             if seen.last_view is None or msg.new_view > seen.last_view:
                 seen.count += 1
                 seen.last_view = msg.new_view
+
+    def _view_changes(self, validator_id: str) -> ViewChanges:
+        seen = self._views.get(validator_id)
+        if seen is None:
+            if len(self._views) >= VIEW_CHANGE_IDS_MAX:  # validators long gone go first
+                del self._views[next(iter(self._views))]
+            seen = self._views[validator_id] = ViewChanges()
+        return seen
 
     def _commit(self, msg: messages.Commit) -> None:
         head = self._head()
@@ -106,11 +129,11 @@ class VoteLog:
 
     def _valid(self, sender: int, height: int, vote: Vote, block_hash: bytes) -> bool:
         view, voted_hash, signature = vote
-        if voted_hash != block_hash:
+        validators = self._members(height).validators
+        if voted_hash != block_hash or sender >= len(validators):
             return False
         payload = commit_payload(self._genesis.chain_id, view, height, block_hash)
-        key = self._genesis.validators[sender].key
-        return crypto.verify(key, crypto.Domain.COMMIT, payload, signature)
+        return crypto.verify(validators[sender].key, crypto.Domain.COMMIT, payload, signature)
 
     def voters(self, height: int, block_hash: bytes) -> set[int]:
         """The validators whose votes for the committed block at `height` this node saw."""
@@ -122,42 +145,59 @@ class VoteLog:
         }
 
     def page(self, store: BlockStore, low: int, high: int) -> dict[str, Any]:
-        """The view of heights `low` to `high` (committed ones), for `GET /v1/votes`."""
-        ids = [v.id for v in self._genesis.validators]
+        """The view of heights `low` to `high` (committed ones), for `GET /v1/votes`: each
+        height named by its epoch's set; the validators of every set the page covers."""
         kept_from = max(self.started_at + 1, store.height - VOTE_HEIGHTS_KEPT + 1, 1)
-        rows = list(self._rows(store, low, high, kept_from))
-        validators = []
-        for index, validator_id in enumerate(ids):
-            live = [r for r in rows if r["seen"]]
-            voted = [r["height"] for r in rows if validator_id in r["voters"]]
-            validators.append({
-                "index": index, "id": validator_id, "heights": len(rows),
-                "last_vote": max(voted, default=None),
-                "missed": sum(validator_id not in r["voters"] for r in live),
-                "not_kept": sum(validator_id in r["voters"] and validator_id not in r["signers"]
-                                for r in live),
-                "view_changes": self._views[index].count,
-                "last_view_change": self._views[index].last_view,
-            })  # fmt: skip
+        rows, sets = [], []
+        for row, ids in self._rows(store, low, high, kept_from):
+            rows.append(row)
+            sets.append(ids)
         return {
             "from": low, "to": high, "head": store.height, "kept_from": kept_from,
-            "heights": rows, "validators": validators,
+            "heights": rows, "validators": self._validators(rows, sets),
             "next_from": high + 1 if high < store.height else None,
         }  # fmt: skip
 
+    def _validators(self, rows: list[dict[str, Any]], sets: list[list[str]]) -> list[Any]:
+        """Per validator of any set of the page: the latest set holding it first, by index
+        there (a validator that left within the page after the ones in the last set)."""
+        order: dict[str, tuple[int, int]] = {}
+        for age, ids in enumerate(reversed(sets)):
+            for index, validator_id in enumerate(ids):
+                order.setdefault(validator_id, (age, index))
+        if not sets:  # no committed height in the page: the set of the next block
+            ids = [v.id for v in self._members(self._head() + 1).validators]
+            order = {validator_id: (0, index) for index, validator_id in enumerate(ids)}
+        out = []
+        for validator_id, (_, index) in sorted(order.items(), key=lambda item: item[1]):
+            member = [r for r, ids in zip(rows, sets, strict=True) if validator_id in ids]
+            live = [r for r in member if r["seen"]]
+            views = self._views.get(validator_id, ViewChanges())
+            out.append({
+                "index": index, "id": validator_id, "heights": len(member),
+                "last_vote": max((r["height"] for r in member if validator_id in r["voters"]),
+                                 default=None),
+                "missed": sum(validator_id not in r["voters"] for r in live),
+                "not_kept": sum(validator_id in r["voters"] and validator_id not in r["signers"]
+                                for r in live),
+                "view_changes": views.count, "last_view_change": views.last_view,
+            })  # fmt: skip
+        return out
+
     def _rows(
         self, store: BlockStore, low: int, high: int, kept_from: int
-    ) -> Iterator[dict[str, Any]]:
-        ids = [v.id for v in self._genesis.validators]
+    ) -> Iterator[tuple[dict[str, Any], list[str]]]:
         for height in range(low, high + 1):
             cert = store.certificate(height)
             if cert is None:
                 continue
+            ids = [v.id for v in self._members(height).validators]  # the set of its epoch
             signers = [ids[i] for i, _ in cert.votes if i < len(ids)]
             seen = kept_from <= height and height in self._votes  # votes of it came in live
             extra = self.voters(height, cert.block_hash) if seen else set()
-            voters = sorted(set(signers) | {ids[i] for i in extra}, key=ids.index)
-            yield {"height": height, "seen": seen, "signers": signers, "voters": voters}
+            voters = sorted(set(signers) | {ids[i] for i in extra if i < len(ids)}, key=ids.index)
+            row = {"height": height, "seen": seen, "signers": signers, "voters": voters}
+            yield row, ids
 
 
 def routes(runtime_of: RuntimeOf, off_loop: OffLoop, int_param: IntParam) -> tuple[Route, ...]:

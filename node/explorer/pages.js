@@ -71,20 +71,20 @@ function overviewFacts(status, head) {
 }
 
 function validatorTable(status, votes) {
-  const of = new Map((votes?.validators ?? []).map((v) => [v.index, v]));
+  const of = new Map((votes?.validators ?? []).map((v) => [v.id, v])); // ids: indices move
   const seen = (votes?.heights ?? []).filter((h) => h.seen).length;
-  const health = (index) => {
-    const v = of.get(index);
+  const health = (id) => {
+    const v = of.get(id);
     if (!v) return ["—", "—", "—", "—"];
     return [v.last_vote === null ? "none" : String(v.last_vote), `${v.missed} of ${seen}`,
       String(v.not_kept), v.last_view_change === null ? String(v.view_changes)
         : `${v.view_changes} (last to view ${v.last_view_change})`];
   };
   const rows = [[String(status.index), status.node_id, "this node", status.ready ? "up" : "not ready",
-    "—", ...health(status.index)]];
+    "—", ...health(status.node_id)]];
   for (const p of status.peers) {
     rows.push([String(p.index), p.id, p.url, p.up ? "up" : "down", String(p.queued),
-      ...health(p.index)]);
+      ...health(p.id)]);
   }
   rows.sort((a, b) => Number(a[0]) - Number(b[0]));
   const t = table(["index", "validator", "reached at", "state", "messages queued",
@@ -101,7 +101,7 @@ function blockRow(block) {
     el("td", {}, time(block.header.timestamp_ms)),
     el("td", {}, String(block.header.tx_count)),
     el("td", {}, String(block.header.view)),
-    el("td", {}, nameOf(block.header.proposer)),
+    el("td", {}, block.proposer_id ?? nameOf(block.header.proposer)),
     el("td", {}, block.certificate.signers.join(", ")),
     el("td", {}, el("code", {}, short(block.hash))));
   return row;
@@ -184,7 +184,8 @@ export async function showBlock(height) {
         ["previous", h.height > 1 ? link(`#/block/${h.height - 1}`, el("code", {}, h.prev_hash))
           : el("code", {}, `${h.prev_hash} (the genesis)`)],
         ["time", time(h.timestamp_ms)], ["view", String(h.view)],
-        ["proposer", `${nameOf(h.proposer)} (validator ${h.proposer})`],
+        ["proposer", `${block.proposer_id ?? nameOf(h.proposer)} (validator ${h.proposer}`
+          + ` of epoch ${block.epoch})`],
         ["tx root", el("code", {}, h.tx_root)], ["history root", el("code", {}, h.history_root)],
         ...(h.outcome_root ? [["outcome root", el("code", {}, h.outcome_root)]] : []),
       ]),

@@ -108,8 +108,8 @@ def test_the_log_verifies_votes_counts_view_changes_and_stays_bounded() -> None:
         log.saw(m.Commit(view, 11, good, 3, bytes(64)))
     log.saw(_commit(net, 3, 11, good, view=9))
     assert log.voters(11, good) == {1, 3}
-    assert log._views[2].count == 2
-    assert log._views[2].last_view == 3
+    assert log._views["node2"].count == 2  # by id: an index names one validator per epoch
+    assert log._views["node2"].last_view == 3
     # Heights far from the head are not taken; old ones are dropped as the head moves on.
     log.saw(_commit(net, 1, head[0] + votes.VOTE_HEIGHTS_AHEAD + 1, good))
     log.saw(_commit(net, 1, head[0] - votes.VOTE_HEIGHTS_KEPT, good))
