@@ -138,14 +138,23 @@ class Browser:
             await asyncio.sleep(POLL_S)
 
     async def set_files(self, selector: str, *paths: Path) -> None:
-        """Choose files in a file input, as a user picking them would."""
-        root = await self.call("DOM.getDocument")
-        found = await self.call(
-            "DOM.querySelector", nodeId=root["root"]["nodeId"], selector=selector
-        )
-        await self.call(
-            "DOM.setFileInputFiles", files=[str(p) for p in paths], nodeId=found["nodeId"]
-        )
+        """Choose files in a file input, as a user picking them would. DOM node ids last as
+        long as their document: one the page replaced between two calls (a navigation, a
+        re-render) is asked for again, until the input is there or CALL_TIMEOUT_S passed."""
+        deadline = asyncio.get_running_loop().time() + CALL_TIMEOUT_S
+        while True:
+            with contextlib.suppress(BrowserError):  # the node ids of a replaced document
+                root = await self.call("DOM.getDocument")
+                found = await self.call(
+                    "DOM.querySelector", nodeId=root["root"]["nodeId"], selector=selector
+                )
+                if found.get("nodeId"):  # 0: not in the document (yet)
+                    files = [str(p) for p in paths]
+                    await self.call("DOM.setFileInputFiles", files=files, nodeId=found["nodeId"])
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no file input {selector!r} in the page")
+            await asyncio.sleep(POLL_S)
 
     async def close(self) -> None:
         if self._ws is not None:
