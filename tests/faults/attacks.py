@@ -31,6 +31,11 @@ IDLE_CONNECTIONS: Final = 2000
 IDLE_BATCH: Final = 100  # connections opened at a time: up to 1,000 a second
 IDLE_PACE_S: Final = 0.1
 SLOWLORIS_CONNECTIONS: Final = 400
+# A trickling connection goes on past the attack's end until the node closed it or this long
+# after it opened: the node's header deadline (node/limits.py, 10 s by default) and a margin.
+# On a busy machine 400 connections at one 8 KB line a second may not reach the header block's
+# size bound inside a short attack, and it is the node's closing them that is checked.
+SLOWLORIS_HOLD_S: Final = 12.0
 HEADER_LINE_BYTES: Final = 8000  # a header field just under aiohttp's own field limit
 STUFFED_LINES: Final = 120
 STUFFERS: Final = 1000
@@ -139,10 +144,11 @@ async def _trickle(target: Target, n: int, until_s: float, seen: Counter[str]) -
     if (opened := await _open(target, n, seen)) is None:
         return
     reader, writer = opened
+    hold_until = max(until_s, time.monotonic() + SLOWLORIS_HOLD_S)
     try:
         writer.write(b"GET /v1/status HTTP/1.1\r\nHost: node\r\n")
         line = 0
-        while time.monotonic() < until_s and not reader.at_eof():
+        while time.monotonic() < hold_until and not reader.at_eof():
             writer.write(b"X-Pad-%d: %s\r\n" % (line, b"a" * HEADER_LINE_BYTES))
             line += 1
             await writer.drain()
