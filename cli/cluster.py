@@ -207,7 +207,7 @@ def add_node(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     view = {"id": made.id, "url": made.url, "public_key": made.public_key,
-            "config": str(made.config)}  # fmt: skip
+            "proof": made.proof, "config": str(made.config)}  # fmt: skip
     if as_json:
         echo_json(view)
         return
@@ -216,7 +216,7 @@ def add_node(
     click.echo(
         "Propose it with: cityledger gov propose --admin ID --key PEM add-validator "
         f"--id {made.id} --organisation {json.dumps(organisation)} --kind {kind} "
-        f"--url {made.url} --public-key {made.public_key}"
+        f"--url {made.url} --public-key {made.public_key} --proof {made.proof}"
     )
     click.echo(f"then start it with: cityledger node run {made.config}")
 

@@ -8,6 +8,7 @@ the node or a rule in block order refuses it (the reason code is printed).
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,18 +24,14 @@ from cli.output import echo_json, fields, table
 from cli.records import fetch, send
 from ledger import crypto
 from ledger.genesis import Genesis
-from ledger.gov import changes, machine
+from ledger.gov import changes, epochs, machine
 
 CHANGE_OPTIONS: Final = {  # the CLI option of each field of a change's body
     "id": "--id", "organisation": "--organisation", "role": "--role", "kind": "--kind",
     "url": "--url", "public_key": "--public-key / --public-key-file", "namespaces": "--namespaces",
-    "params": "--param",
+    "params": "--param", "proof": "--proof / --public-key-file",
 }  # fmt: skip
-VALIDATOR_FIELDS: Final = {  # what a validator change names (this version refuses them)
-    changes.ADD_VALIDATOR: ("id", "organisation", "kind", "public_key", "url"),
-    changes.REMOVE_VALIDATOR: ("id",),
-    changes.ROTATE_VALIDATOR_KEY: ("id", "public_key", "url"),
-}
+POSSESSED: Final = (changes.ADD_VALIDATOR, changes.ROTATE_VALIDATOR_KEY)  # carry a proof
 
 
 def _admin_options(f: Any) -> Any:
@@ -65,6 +62,18 @@ def _public_key(hex_key: str | None, key_file: Path | None) -> str | None:
     return hex_key
 
 
+def _proof(
+    change: str, proof: str | None, key_file: Path | None, validator_id: str | None,
+    chain_id: Callable[[], str],
+) -> str | None:  # fmt: skip
+    """A validator key's proof of possession: given (`--proof`, as `cluster add-node` prints
+    it), or signed here with the key file the new key is read from."""
+    if change not in POSSESSED or proof is not None or key_file is None or not validator_id:
+        return proof
+    key = keyfile.load_key(key_file, None)
+    return epochs.sign_possession(key, chain_id(), validator_id)
+
+
 def _params(pairs: tuple[str, ...]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pair in pairs:
@@ -78,7 +87,7 @@ def _params(pairs: tuple[str, ...]) -> dict[str, int]:
 def change_body(change: str, given: dict[str, Any]) -> dict[str, Any]:
     """The body of a proposal of `change` from the options given; usage errors name the
     missing or extra options."""
-    names = changes.FIELDS.get(change) or VALIDATOR_FIELDS[change]
+    names = changes.FIELDS[change]
     present = {k: v for k, v in given.items() if v not in (None, (), {})}
     if change in (changes.SET_WRITE_POLICY, changes.SET_READ_POLICY) and "namespaces" in given:
         present.setdefault("namespaces", given["namespaces"])
@@ -151,7 +160,13 @@ def gov() -> None:
               help="A private key file whose public key is meant.")  # fmt: skip
 @click.option("--namespaces", help="Comma-separated prefixes (empty: none), e.g. fiscal/,claims/")
 @click.option("--param", "param", multiple=True, metavar="NAME=VALUE",
-              help="set-params: governance.quorum, governance.expiry_blocks.")  # fmt: skip
+              help="set-params: governance.*, consensus.*.")  # fmt: skip
+@click.option(
+    "--proof",
+    metavar="HEX",
+    help="A new validator key's proof of possession "
+    "(`cluster add-node` prints it; signed here when --public-key-file is given).",
+)
 @click.option("--proposal-id", metavar="ID", help="The new proposal's id (default: made up).")
 @trust_option
 @json_option
@@ -159,20 +174,29 @@ def propose(
     node_url: str, admin_id: str, key_path: Path, passphrase_file: Path | None, change: str,
     id_: str | None, organisation: str | None, role: str | None, kind: str | None,
     url: str | None, public_key: str | None, public_key_file: Path | None,
-    namespaces: str | None, param: tuple[str, ...], proposal_id: str | None,
-    genesis: Genesis | None, as_json: bool,
+    namespaces: str | None, param: tuple[str, ...], proof: str | None,
+    proposal_id: str | None, genesis: Genesis | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Propose CHANGE; print the proposal's id (others approve it with `gov approve`)."""
     given = {
         "id": id_, "organisation": organisation, "role": role, "kind": kind, "url": url,
         "public_key": _public_key(public_key, public_key_file), "params": _params(param),
         "namespaces": None if namespaces is None else [n for n in namespaces.split(",") if n],
+        "proof": _proof(change, proof, public_key_file, id_,
+                        lambda: chain_id_of(node_url, genesis)),
     }  # fmt: skip
     body = change_body(change, given)
     pid = proposal_id or _made_up_id(body)
     status = send_governance(node_url, genesis, admin_id, key_path, passphrase_file, pid,
                      machine.PROPOSAL_TYPE, body)  # fmt: skip
     _report(pid, status, as_json)
+
+
+def chain_id_of(node_url: str, genesis: Genesis | None) -> str:
+    if genesis is not None:
+        return genesis.chain_id
+    with Client(node_url) as client:
+        return client.chain_id
 
 
 def _made_up_id(body: dict[str, Any]) -> str:

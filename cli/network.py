@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from ledger import crypto
 from ledger import genesis as genesis_mod
+from ledger.gov import epochs
 from node.config import machine_cores
 
 GENESIS_FILE: Final = "genesis.toml"
@@ -332,6 +333,7 @@ class NewNode:
     url: str
     public_key: str
     config: Path
+    proof: str  # the key's proof of possession (docs/protocol.md 20.8) for add-validator
 
 
 def add_node(root: Path, node_id: str, port: int | None, cores: int | None = None) -> NewNode:
@@ -366,4 +368,5 @@ def add_node(root: Path, node_id: str, port: int | None, cores: int | None = Non
     config_text = node_config(node_id, f"{host}:{chosen}", node_cores, insecure=insecure)
     (folder / NODE_CONFIG).write_text(config_text)
     url = f"{first.scheme}://{host}:{chosen}"
-    return NewNode(node_id, url, crypto.public_key_bytes(key).hex(), folder / NODE_CONFIG)
+    proof = epochs.sign_possession(key, genesis.chain_id, node_id)
+    return NewNode(node_id, url, crypto.public_key_bytes(key).hex(), folder / NODE_CONFIG, proof)

@@ -193,17 +193,17 @@ class Replica(ShellView):
         except InvalidBlock as exc:
             raise m.InvalidMessage(m.Reason.INVALID_BLOCK, str(exc)) from None
         self._accept(pp.block, parent, pp if own else None)
-        if (follower := self.log.follower(pp.height, self.view)) is not None:
-            self._on_buffered(follower)
+        self._on_buffered(self.log.follower(pp.height, self.view))
 
     def _checked_parent(self, block: Block) -> ChainHead:
         return self.log.checked_parent(
             block, self.chain.head, self.genesis, self._is_committed_in_store, self.pool
         )
 
-    def _on_buffered(self, pp: m.PrePrepare) -> None:
-        with self.inbox.refusals():
-            self._on_pre_prepare(pp)
+    def _on_buffered(self, pp: m.PrePrepare | None) -> None:
+        with self.inbox.refusals():  # (None: nothing held; a replica behind rejoins here)
+            if pp is not None:
+                self._on_pre_prepare(pp)
 
     def _accept(self, block: Block, parent: ChainHead, own_pp: m.PrePrepare | None) -> None:
         """Pre-prepare `block` (it passed check_block against `parent`): persist the promise,
@@ -445,6 +445,6 @@ class Replica(ShellView):
 
     def _on_blocks_fetched(self, peer: int, fetched: tuple[tuple[Block, Certificate], ...]) -> None:
         """Apply the fetched blocks in order, each checked against the set of its own epoch."""
-        applied = self.catchup.apply_answer(peer, fetched, self._commit_fetched, self.counters)
-        if applied:  # (`_apply_commit` fetched the rest of a re-proposal's base, if it lags)
+        if self.catchup.apply_answer(peer, fetched, self._commit_fetched, self.counters):
+            self._on_buffered(self.log.follower(self.chain.height, self.view))  # held above
             self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))

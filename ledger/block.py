@@ -22,6 +22,7 @@ from ledger import tx as txs
 from ledger.encoding import decode, encode, expect_bytes, expect_int, expect_list
 from ledger.errors import InvalidBlock, InvalidEncoding, InvalidTransaction
 from ledger.genesis import Genesis
+from ledger.gov.config import Config
 from ledger.gov.history import config_of
 from ledger.gov.signers import block_signer, check_block_signature
 from ledger.kinds.base import ACCEPTED, REASONS
@@ -273,15 +274,18 @@ def check_block(
     is_committed: Callable[[bytes], bool],
     signatures_checked: Container[bytes] = frozenset(),
     state: Getter = lambda _key: None,
+    config: Config | None = None,
 ) -> Executed:
     """Raise `InvalidBlock` unless `block` validly extends `head`; return its execution.
 
     Every tx must be valid at the block's timestamp and new to the chain; `signatures_checked`
     names tx ids whose signatures the caller has already verified (e.g. at admission). Its
     outcomes must be the ones its txs get, in order, against `state`: the rule state at
-    `head` (the default, an empty state, is the state before any typed record).
+    `head` (the default, an empty state, is the state before any typed record); `config` the
+    configuration in force at `head` (None: derived from `state`).
     """
-    config = config_of(state, genesis)  # in force before the block (ledger/gov)
+    if config is None:
+        config = config_of(state, genesis)  # in force before the block (ledger/gov)
     check_links(block, head, config.members)  # the proposer and limits of the block's epoch
     header = block.header
     ids = [t.tx_id for t in block.txs]

@@ -46,6 +46,7 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, StoreError
 from ledger.genesis import Genesis
+from ledger.gov.history import Configs
 from ledger.kinds.execute import Executed, Getter, Overlay, check_outcomes, execute
 from ledger.kinds.risks import Alert
 from ledger.leveldb import AUDIT_CACHE_BYTES, Reader, init_or_check_meta, open_db
@@ -103,6 +104,9 @@ class BlockStore:
         self._reader = Reader(db, path)
         self._records = Records(self._reader)
         self._rules = RuleStateReads(self._reader)
+        # The configurations of this chain the store's checks use (ledger/gov/history.py): a
+        # block's links and certificate are checked against the set of its own epoch.
+        self._configs = Configs(genesis)
 
     # --- Opening and closing -----------------------------------------------------------------
 
@@ -166,7 +170,8 @@ class BlockStore:
         if block.height != height or block.hash != head_hash:
             raise StoreError("it is not the block the head pointer names")
         check_body(block)  # its txs are the ones its header (and so its certificate) commits to
-        verify_certificate(decode_certificate(raw_cert), block, self._genesis)
+        in_force = self._configs.of_block(self.rule_state, height).members  # the block's epoch
+        verify_certificate(decode_certificate(raw_cert), block, in_force)
         before = merkle.Frontier.from_nodes(self._node_or_raise, height)
         if before.root() != block.header.history_root:
             raise StoreError("the stored history nodes disagree with its history root")
@@ -292,11 +297,12 @@ class BlockStore:
         ids = [t.tx_id if t._parsed else crypto.sha256(t.raw) for t in block.txs]
         if block.hash != block.header.hash() or ids != [t.tx_id for t in block.txs]:
             raise InvalidBlock(f"block {block.height}: hashes do not match its content")
+        config = self._configs.of_state(state)  # in force before the block: its epoch's
         if step.txs_checked and step.writes is not None:  # the replica's execution of it
-            check_links(block, head, self._genesis)
+            check_links(block, head, config.members)
             executed = Executed(block.outcomes, step.writes)
         elif step.txs_checked:
-            check_links(block, head, self._genesis)
+            check_links(block, head, config.members)
             # The writes are needed, and the outcomes pair-checked against the replica's.
             time_ms, height = block.header.timestamp_ms, block.height
             executed = execute(state, block.txs, self._genesis, time_ms, height)
@@ -304,9 +310,9 @@ class BlockStore:
         else:
             executed = check_block(
                 block, head, self._genesis, is_committed=is_committed,
-                signatures_checked=frozenset(ids), state=state,
+                signatures_checked=frozenset(ids), state=state, config=config,
             )  # fmt: skip
-        verify_certificate(certificate, block, self._genesis)
+        verify_certificate(certificate, block, config.members)
         nodes: list[merkle.Node] = []
         if block.height == 1:  # leaf 0 (the genesis hash) is stored with block 1
             nodes.extend(merkle.Frontier.empty().append_with_nodes(self._genesis.hash)[1])

@@ -431,22 +431,22 @@ async def get_stable_checkpoint(request: web.Request) -> web.StreamResponse:
 
 async def get_status(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    r, genesis = rt.replica, rt.identity.genesis
+    r, genesis, members = rt.replica, rt.identity.genesis, rt.replica.epoch.members
     up = rt.watch.peers_up()
     peers = [
-        {"index": v.index, "id": v.id, "url": v.url, "queued": rt.transport.queued(v.index),
+        {"index": v.index, "id": v.id, "url": v.url, "queued": rt.transport.queued(v.id),
          "up": up.get(v.id, False)}
-        for v in genesis.validators
-        if v.index != rt.identity.index
+        for v in members.validators
+        if v.id != r.validator_id
     ]  # fmt: skip
     readiness = rt.watch.readiness(closed=rt.shell.closed)
     return render(request, {
-        "node_id": rt.config.node_id, "index": rt.identity.index, "chain_id": genesis.chain_id,
+        "node_id": rt.config.node_id, "index": r.index, "chain_id": genesis.chain_id,
         "genesis_hash": genesis.hash, "view": r.view, "primary": r.primary,
         "in_view_change": r.in_view_change, "height": rt.store.height,
         "head_hash": rt.store.head.hash, "mempool": r.pending, "mempool_free": r.pool_free,
         "peers": peers, "running": not rt.shell.closed,
-        "quorum": {"reachable": rt.watch.reachable(), "needed": genesis.quorums.commit},
+        "quorum": {"reachable": rt.watch.reachable(), "needed": members.quorums.commit},
         "catching_up": rt.watch.catching_up, "ready": readiness.ready,
         "not_ready": readiness.reason, "epoch": rt.configuration().epoch,
     })  # fmt: skip
@@ -554,7 +554,7 @@ def create_app(
     app[BODIES] = ByteBudget(config.bodies_bytes_max)
     app[PEER_BODIES] = ByteBudget(config.bodies_bytes_max)
     app[STRANGER_BODIES] = ByteBudget(config.peer_body_bytes_max)  # one such body at a time
-    others = [v.url for v in identity.genesis.validators if v.index != identity.index]
+    others = [v.url for v in identity.genesis.validators if v.id != identity.validator_id]
     app[VALIDATOR_ADDRESSES] = validator_addresses(others)
     app[tls_sites.LISTENERS] = {}
     guard = tls_sites.make_guard(config.insecure)
@@ -567,6 +567,7 @@ def create_app(
         ) as runtime:
             app[RUNTIME] = runtime
             gate.configuration = runtime.configuration  # signers: the configuration in force
+            tls_sites.follow_epochs(app, runtime.members(), runtime.on_epoch)
             reads = ReadPool(queue_max=config.reads_queue_max, share=config.read_share_pct / 100)
             app[READS] = reads
             try:

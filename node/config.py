@@ -165,11 +165,25 @@ class Config:
 
 @dataclass(frozen=True)
 class Identity:
-    """What the config's files say about this node: its chain, its place in it, its key."""
+    """What the config's files say about this node: its chain, its place in the genesis's set
+    (`NOT_IN_GENESIS` for a validator that governance adds later) and its key. Its place in
+    the set in force is the store's to say (node/epochs.py): removals and additions move it."""
 
     genesis: genesis_mod.Genesis
     index: int
     key: Ed25519PrivateKey
+    node_id: str = ""  # empty: the id of the genesis's validator at `index`
+
+    @property
+    def validator_id(self) -> str:
+        return self.node_id or self.genesis.validators[self.index].id
+
+    @property
+    def public_key(self) -> bytes:
+        return crypto.public_key_bytes(self.key)
+
+
+NOT_IN_GENESIS: Final = -1
 
 
 def machine_cores() -> int:
@@ -325,20 +339,20 @@ def load_identity(config: Config) -> Identity:
     except LedgerError as exc:
         raise ConfigError(origin, [f"genesis: {exc}"]) from None
     validator = genesis.validator(config.node_id)
-    if validator is None:
-        ids = ", ".join(v.id for v in genesis.validators)
-        raise ConfigError(origin, [f"node_id: {config.node_id!r} is not a validator ({ids})"])
     key = load_key(config)
-    if crypto.public_key_bytes(key) != validator.public_key:
-        raise ConfigError(
-            origin, [f"key_file: {config.key_file} is not the key of validator {validator.id!r}"]
-        )
+    if validator is None:  # a validator added by governance: it syncs until it is one
+        return Identity(genesis, NOT_IN_GENESIS, key, config.node_id)
+    fresh = not (config.data_dir / "CURRENT").exists()  # no store yet: nothing rotated it
+    if crypto.public_key_bytes(key) != validator.public_key and fresh:
+        why = "(a key rotated by governance is taken once the node has synced the chain)"
+        problem = f"{config.key_file} is not the key of validator {validator.id!r} in the genesis"
+        raise ConfigError(origin, [f"key_file: {problem} {why}"])
     scheme = "http" if config.insecure else "https"
     if not validator.url.startswith(f"{scheme}://"):
         why = "insecure = true serves plain HTTP" if config.insecure else "TLS is on"
         problem = f"genesis: validator {validator.id!r} has url {validator.url}, but {why}"
         raise ConfigError(origin, [f"{problem}: its url must start with {scheme}://"])
-    return Identity(genesis, int(validator.index), key)
+    return Identity(genesis, int(validator.index), key, validator.id)
 
 
 def load_key(config: Config) -> Ed25519PrivateKey:

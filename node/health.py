@@ -68,11 +68,9 @@ class Watch:
         self._clock = clock
         self._silence_ms = PEER_SILENCE_TICKS * replica.config.retransmit_ms
         self._unreachable_ms = PEER_UNREACHABLE_SILENCE_TICKS * replica.config.retransmit_ms
-        genesis = replica.genesis
-        self._ids = {int(v.index): v.id for v in genesis.validators}
-        self._quorum = genesis.quorums.commit
-        self._heard_ms: dict[int, int] = {}
-        self._up: dict[int, bool] = {i: False for i in self._ids if i != replica.index}
+        self._heard_ms: dict[str, int] = {}  # by validator id
+        self._up: dict[str, bool] = {}  # the other validators of the set the replica is in
+        self._members = replica.epoch.members
         self._has_quorum: bool | None = None  # None: not yet known (the node just started)
         self._view = replica.view
         self._in_view_change = replica.in_view_change
@@ -80,56 +78,78 @@ class Watch:
         self._catch_up: _CatchUp | None = None
         self._refused = {name: replica.counters.get(name, 0) for name in REFUSED_BLOCK_COUNTERS}
         self.started = False
-        for peer in self._up:  # every series a dashboard shows exists from the start
-            metrics.peer_up.labels(self._ids[peer]).set(0)
-            metrics.peer_downs.labels(self._ids[peer])
+        self._follow_set()
         for reason in REFUSED_BLOCK_COUNTERS.values():
             metrics.blocks_refused.labels(reason)
 
     # --- peers and quorum --------------------------------------------------------------------
 
+    def _follow_set(self) -> None:
+        """Watch the other validators of the set the replica is in now: one that joined is
+        down until heard, one that left is no longer watched (and its series reads 0)."""
+        self._members = members = self._replica.epoch.members
+        own = self._replica.validator_id
+        ids = [v.id for v in members.validators if v.id != own]
+        for gone in [p for p in self._up if p not in ids]:
+            del self._up[gone]
+            self._metrics.peer_up.labels(gone).set(0)
+        for peer in ids:
+            if peer not in self._up:
+                self._up[peer] = False  # every series a dashboard shows exists from the start
+                self._metrics.peer_up.labels(peer).set(0)
+                self._metrics.peer_downs.labels(peer)
+
+    @property
+    def _quorum(self) -> int:
+        return self._members.quorums.commit
+
     def heard(self, peer: int) -> None:
-        """A message from `peer` decoded: it is up."""
-        if peer not in self._up:
+        """A message from the validator at index `peer` of the replica's set decoded: it is up."""
+        if self._replica.epoch.members is not self._members:
+            self._follow_set()
+        validators = self._members.validators
+        peer_id = validators[peer].id if 0 <= peer < len(validators) else None
+        if peer_id is None or peer_id not in self._up:
             return
-        self._heard_ms[peer] = self._clock()
-        if not self._up[peer]:
-            self._set_peer(peer, up=True)
+        self._heard_ms[peer_id] = self._clock()
+        if not self._up[peer_id]:
+            self._set_peer(peer_id, up=True)
             self._check_quorum()
 
-    def unreachable(self, peer: int) -> None:
-        """A message to `peer` could not be delivered: down, if it has been silent a while."""
+    def unreachable(self, peer_id: str) -> None:
+        """A message to `peer_id` could not be delivered: down, if it has been silent a while."""
         if (
-            self._up.get(peer)
-            and self._clock() - self._heard_ms.get(peer, 0) > self._unreachable_ms
+            self._up.get(peer_id)
+            and self._clock() - self._heard_ms.get(peer_id, 0) > self._unreachable_ms
         ):
-            self._set_peer(peer, up=False)
+            self._set_peer(peer_id, up=False)
             self._check_quorum()
 
     def tick(self) -> None:
         """Time passed: peers silent for too long are down."""
+        if self._replica.epoch.members is not self._members:
+            self._follow_set()
         now = self._clock()
-        for peer, up in self._up.items():
+        for peer, up in list(self._up.items()):
             if up and now - self._heard_ms.get(peer, 0) > self._silence_ms:
                 self._set_peer(peer, up=False)
         self._check_quorum()
 
     def peers_up(self) -> dict[str, bool]:
-        return {self._ids[p]: up for p, up in self._up.items()}
+        return dict(self._up)
 
     def reachable(self) -> int:
         """Validators reachable from here, this one included."""
         return 1 + sum(self._up.values())
 
-    def _set_peer(self, peer: int, *, up: bool) -> None:
-        self._up[peer] = up
-        peer_id = self._ids[peer]
+    def _set_peer(self, peer_id: str, *, up: bool) -> None:
+        self._up[peer_id] = up
         self._metrics.peer_up.labels(peer_id).set(int(up))
         if up:
             log.info("peer up", extra={"event": "peer_up", "peer": peer_id})
         else:
             self._metrics.peer_downs.labels(peer_id).inc()
-            silent = self._clock() - self._heard_ms.get(peer, 0)
+            silent = self._clock() - self._heard_ms.get(peer_id, 0)
             log.info("peer down", extra={"event": "peer_down", "peer": peer_id,
                                          "silent_ms": silent})  # fmt: skip
 
@@ -170,7 +190,8 @@ class Watch:
         elif not r.in_view_change:
             self._metrics.new_views.inc()
             log.info("view change finished", extra={
-                "event": "view_change_finished", "view": r.view, "primary": self._ids[r.primary],
+                "event": "view_change_finished", "view": r.view,
+                "primary": r.epoch.members.validators[r.primary].id,
                 "height": r.committed_height,
                 "duration_ms": self._clock() - self._view_change_since_ms if self._in_view_change
                 else 0,
@@ -226,7 +247,7 @@ class Watch:
 
     def _not_ready(self, *, closed: bool) -> tuple[str | None, str]:
         r = self._replica
-        reachable, n = self.reachable(), len(self._ids)
+        reachable, n = self.reachable(), len(self._members.validators)
         if closed:
             return STOPPED, "the node is shutting down or has failed"
         if not self.started:

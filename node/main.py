@@ -7,6 +7,7 @@ prints it.
 """
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -106,10 +107,18 @@ async def serve(config: Config, identity: Identity | None = None) -> None:
         signal.signal(sig, handler)
     node = Node(config, identity or load_identity(config))
     try:
-        await node.start()
+        # A validator that syncs before it joins starts only once synced: a signal stops that.
+        stopped = asyncio.ensure_future(stop.wait())
+        starting = asyncio.ensure_future(node.start())
+        await asyncio.wait([stopped, starting], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()
         tune_collector()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        stopped = asyncio.ensure_future(stop.wait())
         failed = asyncio.ensure_future(node.failed.wait())
         await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

@@ -25,13 +25,15 @@ from typing import Any, Final
 from consensus import messages
 from consensus.events import Received
 from consensus.replica import Replica, ReplicaConfig
-from ledger.block import ChainHead
+from ledger.block import Block, ChainHead
 from ledger.genesis import Genesis
+from ledger.gov import history
 from ledger.gov.config import Config as GovConfig
 from ledger.gov.history import config_of
+from ledger.kinds.risks import Alert
 from ledger.store import BlockStore
 from ledger.tx import Transaction
-from node import envelopes, govevents, tls
+from node import envelopes, epochs, govevents, tls
 from node.admission import Admission
 from node.blockview import certifiers
 from node.config import DATA_DIR_MODE, Config, Identity, machine_cores
@@ -108,6 +110,21 @@ class Runtime:
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     ticker: asyncio.Task[None] | None = None  # `watch_peers`
+    # Called with the members of each epoch the store enters (and of the one at the start).
+    on_epoch: list[Callable[[Genesis], None]] = field(default_factory=list)
+    _version: int = -1  # of the configuration the node last followed (ledger/gov/history.py)
+
+    def follow_configuration(self) -> None:
+        """After each block written: if it changed the configuration, follow the set in
+        force; the transport sends what the replica emits from then on to the new set."""
+        version, _ = history.head(self.store.rule_state, self.identity.genesis)
+        if version == self._version:
+            return
+        self._version = version
+        members = self.members()
+        self.transport.reconfigure(members)
+        for listener in self.on_epoch:
+            listener(members)
 
     async def receive(self, batch: Sequence[bytes]) -> None:
         """Peer message envelopes in arrival order; bad ones are counted and dropped.
@@ -116,8 +133,8 @@ class Runtime:
         txs this node has not admitted yet) are handled by tasks of their own, so that the
         votes behind them are not held up while the verify pool works (the transport may
         reorder anyway); at most `RECEIVE_TASKS_MAX` such tasks run, then the sender waits."""
-        genesis, own_index = self.identity.genesis, self.identity.index
-        chain_id = genesis.chain_id
+        epoch, own_index = self.replica.epoch, self.replica.index  # the set it judges with
+        chain_id = self.identity.genesis.chain_id
         for raw in batch:
             # The envelope first: sender and signature before anything of the body is decoded.
             refused = await self._check_envelope(raw)
@@ -125,15 +142,13 @@ class Runtime:
                 self.metrics.invalid_peer_messages.labels(refused).inc()
                 continue
             try:
-                msg = messages.decode_message(
-                    raw, chain_id, self._known_tx, len(genesis.validators)
-                )
+                msg = messages.decode_message(raw, chain_id, self._known_tx, epoch.size)
             except messages.InvalidMessage as exc:
                 self.metrics.invalid_peer_messages.labels(exc.reason).inc()
                 continue
             self.watch.heard(msg.sender)
             self.votes.saw(msg)
-            if isinstance(msg, messages.TxBatch) and not relayer_ok(msg, genesis, own_index):
+            if isinstance(msg, messages.TxBatch) and not relayer_ok(msg, epoch.members, own_index):
                 self.metrics.invalid_peer_messages.labels(messages.Reason.BAD_SIGNATURE).inc()
                 continue
             fresh, forward = peer_txs(msg, self.replica.has_pending)  # node/ordering.py
@@ -145,11 +160,13 @@ class Runtime:
                 self.shell.handle(Received(msg))
 
     async def _check_envelope(self, raw: bytes) -> str | None:
-        genesis, me = self.identity.genesis, self.identity.index
+        """The sender's place and key in the set the replica is in (a retired replica's set
+        is the one it left: it drops whatever comes)."""
+        members, me = self.replica.epoch.members, self.replica.index
         if len(raw) < envelopes.OFF_LOOP_BYTES_MIN:
-            return envelopes.check(raw, genesis, me)
+            return envelopes.check(raw, members, me)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, envelopes.check, raw, genesis, me)
+        return await loop.run_in_executor(None, envelopes.check, raw, members, me)
 
     def _known_tx(self, tx_id: bytes) -> Transaction | None:
         """A tx this node has decoded already (pooled, or being admitted): a proposed block's
@@ -216,30 +233,62 @@ async def open_runtime(
     store = BlockStore.open(config.data_dir, genesis)
     executor, writer = _executors(config.cores or machine_cores())
     runtime: Runtime | None = None
+    transport: PeerTransport | None = None
+    failures = PeerFailures()
     try:
+        configuration = functools.partial(config_of, store.rule_state, genesis)
+        transport = PeerTransport(
+            configuration().members, identity.validator_id, queue_max=config.peer_queue_max,
+            timeout_ms=config.peer_timeout_ms, body_bytes_max=config.peer_body_bytes_max,
+            send_failed=failures.send_failed,
+            tls_identity=None if config.insecure else tls.identity_files(config.data_dir),
+        )  # fmt: skip
+        await transport.start()
+        # A validator that governance adds, or whose key it rotates, syncs until it is one.
+        index = await epochs.follow(
+            store, transport, configuration, identity.validator_id, identity.public_key
+        )  # fmt: skip
         runtime = _build(
-            config, identity, store, (executor, writer), clock, replica_config, on_failure
-        )
-        await runtime.transport.start()
+            config, identity, index, store, transport, failures, (executor, writer), clock,
+            replica_config, on_failure,
+        )  # fmt: skip
+        runtime.follow_configuration()
         runtime.shell.start()
         runtime.watch.started = True
         runtime.ticker = asyncio.get_running_loop().create_task(runtime.watch_peers())
         log.info("node started", extra={
             "node_id": config.node_id, "chain_id": genesis.chain_id, "height": store.height,
             "view": runtime.replica.view, "listen": f"{config.host}:{config.port}",
+            "epoch": runtime.replica.epoch.number, "index": index,
         })  # fmt: skip
         yield runtime
     finally:
         if runtime is not None:
             runtime.shell.close()
             await runtime.close()
-            await runtime.transport.close()
+        if transport is not None:
+            await transport.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         if writer is not None:
             writer.shutdown(wait=True)  # a write under way ends before the store closes
         store.close()
         log.info("node stopped, store closed", extra={"node_id": config.node_id})
+
+
+class PeerFailures:
+    """Where the transport reports a message it could not deliver: a counter per peer id, and
+    the watch (once the runtime has one)."""
+
+    def __init__(self) -> None:
+        self.metrics: Metrics | None = None
+        self.watch: Watch | None = None
+
+    def send_failed(self, peer_id: str, why: str) -> None:
+        if self.metrics is not None:
+            self.metrics.peer_send_failures.labels(peer_id, why).inc()
+        if why == "unreachable" and self.watch is not None:
+            self.watch.unreachable(peer_id)
 
 
 class StoreRules:
@@ -257,12 +306,14 @@ class StoreRules:
 
 
 def _build(
-    config: Config, identity: Identity, store: BlockStore,
-    executors: tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None], clock: Clock,
-    replica_config: ReplicaConfig | None, on_failure: Callable[[BaseException], None],
+    config: Config, identity: Identity, index: int, store: BlockStore, transport: PeerTransport,
+    failures: PeerFailures, executors: tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None],
+    clock: Clock, replica_config: ReplicaConfig | None,
+    on_failure: Callable[[BaseException], None],
 ) -> Runtime:  # fmt: skip
-    """`executors`: the verify pool (admission) and the store writer (the shell); None: that
-    work runs on the event loop."""
+    """`index`: this node's place in the set in force at the store's head; `executors`: the
+    verify pool (admission) and the store writer (the shell); None: that work runs on the
+    event loop."""
     genesis = identity.genesis
     executor, writer = executors
     head: ChainHead = store.head
@@ -275,7 +326,7 @@ def _build(
         return shell.is_committed(tx_id)
 
     replica = Replica(
-        genesis, identity.index, identity.key, head,
+        genesis, index, identity.key, head,
         is_committed=is_committed,
         persisted=store.consensus_state(),
         config=replica_config or ReplicaConfig(pool_capacity=config.pool_capacity),
@@ -284,37 +335,34 @@ def _build(
     )  # fmt: skip
     metrics = Metrics(functools.partial(snapshot, replica))
     watch = Watch(replica, metrics, clock)
-    ids = {int(v.index): v.id for v in genesis.validators}
-    for index, peer_id in ids.items():  # the known series exist from the start, at 0
-        for why in ("unreachable", "queue_full") if index != identity.index else ():
+    failures.metrics, failures.watch = metrics, watch
+    for peer_id in transport.peers:  # the known series exist from the start, at 0
+        for why in ("unreachable", "queue_full"):
             metrics.peer_send_failures.labels(peer_id, why)
     for reason in messages.Reason:
         metrics.invalid_peer_messages.labels(reason)
     events = EventHub()
-    votes = VoteLog(genesis, identity.index, lambda: store.height,
+    votes = VoteLog(genesis, index, lambda: store.height,
                     lambda height: certifiers(store, height).members)  # fmt: skip
+    runtime: Runtime | None = None
 
-    def send_failed(peer: int, why: str) -> None:
-        metrics.peer_send_failures.labels(ids[peer], why).inc()
-        if why == "unreachable":
-            watch.unreachable(peer)
+    def on_commit(block: Block, alerts: tuple[Alert, ...]) -> None:
+        governance_events(block, alerts)
+        assert runtime is not None
+        runtime.follow_configuration()
 
-    transport = PeerTransport(
-        genesis, identity.index, queue_max=config.peer_queue_max,
-        timeout_ms=config.peer_timeout_ms, body_bytes_max=config.peer_body_bytes_max,
-        send_failed=send_failed,
-        tls_identity=None if config.insecure else tls.identity_files(config.data_dir),
-    )  # fmt: skip
+    governance_events = govevents.on_commit(events.committed, store.rule_state)
     shell = Shell(
         replica, store, transport, metrics, clock,
         fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
         on_failure=on_failure, gate=gate, writer=writer, observe=watch.after_event,
-        on_commit=govevents.on_commit(events.committed, store.rule_state), sent=votes.saw,
+        on_commit=on_commit, sent=votes.saw,
     )  # fmt: skip
     admission = Admission(
         genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,
         executor=executor, configuration=functools.partial(config_of, store.rule_state, genesis),
     )  # fmt: skip
-    return Runtime(
+    runtime = Runtime(
         config, identity, store, shell, admission, transport, metrics, clock, watch, events, votes
     )  # fmt: skip
+    return runtime

@@ -20,6 +20,7 @@ from node.appkeys import RUNTIME
 from node.auth import PRINCIPAL
 from node.config import Config, Identity, load_identity
 from node.listener import GuardedSite
+from node.peertrust import PeerTrust
 from node.runtime import Runtime, wall_clock_ms
 from node.shell import Clock
 
@@ -70,6 +71,8 @@ class Node:
             self.config, identity, clock=self._clock, replica_config=self._replica_config,
             on_failure=self._on_failure,
         )  # fmt: skip
+        if contexts.trusting:  # the peer endpoints accept the validators of the set in force
+            self._app[tls_sites.PEER_TRUST] = PeerTrust(identity.genesis, contexts.trusting)
         limits = self.config.limits()
         runner = web.AppRunner(
             self._app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,

@@ -30,6 +30,7 @@ from node.codec import render
 from node.config import DATA_DIR_MODE, Config, ConfigError, Identity
 from node.limits import Limits
 from node.listener import GuardedSite
+from node.peertrust import PeerTrust
 
 log = logging.getLogger("cityledger.node")
 
@@ -40,6 +41,7 @@ API: Final = "api"
 PEER: Final = "peer"
 METRICS: Final = "metrics"
 LISTENERS: Final = web.AppKey("listeners", dict)  # local port -> API | PEER | METRICS
+PEER_TRUST: Final = web.AppKey("peer_trust", PeerTrust)  # the set whose certificates count
 INSECURE_WARNING: Final = (
     "insecure = true: this node serves plain HTTP without TLS; anyone on the network can read "
     "and alter its traffic, and its peer endpoints authenticate no one"
@@ -55,6 +57,7 @@ class Contexts:
     api: ssl.SSLContext | None
     peer: ssl.SSLContext | None
     metrics: ssl.SSLContext | None
+    trusting: tuple[ssl.SSLContext, ...] = ()  # those that ask validators for a certificate
 
 
 def cert_hosts(config: Config, genesis: Genesis) -> list[str]:
@@ -97,9 +100,25 @@ def contexts(config: Config, identity: Identity) -> Contexts:
             raise ConfigError(
                 config.path, [f"tls_cert_file, tls_key_file: cannot use them ({why})"]
             ) from None
+        trusting: tuple[ssl.SSLContext, ...] = (chosen, api)
         api = tls.with_bound_name(chosen, api)
+    else:
+        trusting = (api,)
     metrics = tls.server_context(bound, None, require_peer=False)
-    return Contexts(api, peer if separate else None, metrics)
+    if separate:
+        return Contexts(api, peer, metrics, (peer,))
+    return Contexts(api, None, metrics, trusting)
+
+
+def follow_epochs(
+    app: web.Application, members: Genesis, on_epoch: list[Callable[[Genesis], None]]
+) -> None:
+    """Let the peer endpoints accept the validators of the set in force (`members` now, then
+    of each epoch the node enters); nothing to follow without TLS."""
+    trust = app.get(PEER_TRUST)
+    if trust is not None:
+        trust.enter(members)
+        on_epoch.append(trust.enter)
 
 
 def listener_of(request: web.Request) -> str:
@@ -110,10 +129,16 @@ def listener_of(request: web.Request) -> str:
 
 
 def is_validator_connection(request: web.Request) -> bool:
-    """Whether the connection presented a certificate issued by a validator (the handshake
-    has checked the chain: a certificate is present only if it verified)."""
+    """Whether the connection presented a certificate issued by a validator of the set in
+    force (the handshake has checked the chain to a known validator key: a certificate is
+    present only if it verified; `PeerTrust` whether that key is one the set holds now)."""
     transport = request.transport
-    return bool(transport is not None and transport.get_extra_info("peercert"))
+    ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+    der = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return False
+    trust = request.app.get(PEER_TRUST)
+    return trust is None or trust.admits(der)
 
 
 def make_guard(insecure: bool) -> Middleware:
@@ -135,7 +160,7 @@ def make_guard(insecure: bool) -> Middleware:
                 return _refuse(
                     request, 403, "forbidden",
                     "the peer endpoints accept only validators (a TLS client certificate "
-                    "issued by a validator of the genesis)",
+                    "issued by a validator of the set in force)",
                 )  # fmt: skip
         elif kind == PEER:
             return _refuse(request, 404, "not_found", "the peer listener serves /peer/ only")

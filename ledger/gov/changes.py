@@ -2,14 +2,13 @@
 
 A proposal's body names its kind in `change` and carries the kind's fields (docs/protocol.md
 section 20.3). `parse` turns a body into a `Change` or refuses it (`schema`, or
-`not_in_force` for the kinds this version does not carry out); `apply` returns the
+`not_in_force` for what this version does not carry out: rules.* parameters); `apply` returns the
 configuration with the change made, or refuses it (`conflict`) when it does not fit the
 configuration it is applied to. Both are pure and change nothing when they refuse.
 
 The kinds that end an epoch (ledger/gov/epochs.py: add-validator, remove-validator,
-rotate-validator-key, set-params of consensus.* parameters) are specified and made here, but
-a chain carries them out only once its replicas follow epochs: until `EPOCHS_IN_FORCE` is
-set they are refused `not_in_force`, as rules.* parameters always are.
+rotate-validator-key, set-params of consensus.* parameters) take effect at the boundary the
+replica (consensus/epoch.py) and the node (node/epochs.py) follow.
 """
 
 import dataclasses
@@ -55,12 +54,8 @@ ORGANISATION_BYTES_MAX: Final = 256  # as in the genesis file
 URL_BYTES_MAX: Final = 256  # a validator's URL
 PROOF_HEX: Final = 128  # hex digits of a proof of possession (a 64-byte signature)
 PARAMS_PREFIX_IN_FORCE: Final = "governance."
-PARAMS_PREFIXES_NOT_YET: Final = (epochs.CONSENSUS_PREFIX, "rules.")
+PARAMS_PREFIXES_OTHER: Final = (epochs.CONSENSUS_PREFIX, "rules.")  # rules.*: not in force
 PARAMS_MAX: Final = 8  # parameters one set-params change names
-# Whether a chain carries out the kinds that end an epoch. Off until the node follows epochs
-# as its replica does (docs/protocol.md 13.5): it must reach a validator added by governance
-# and map each epoch's indices to its peers. Tests of the replica and the simulator switch it on.
-EPOCHS_IN_FORCE: Final = False
 
 FIELDS: Final[dict[str, tuple[str, ...]]] = {
     ADD_CLIENT: ("id", "organisation", "role", "public_key"),
@@ -116,8 +111,6 @@ def parse(body: Mapping[str, Any]) -> Change:
     kind = body.get("change")
     if not isinstance(kind, str) or kind not in KINDS:
         raise Refused(SCHEMA, f"change: one of {', '.join(KINDS)}")
-    in_force = EPOCHS_IN_FORCE or kind not in VALIDATOR_CHANGES
-    require(in_force, NOT_IN_FORCE, f"{kind} is not carried out by this version")
     names = FIELDS[kind]
     unknown = sorted(set(body) - {"change", *names})
     require(not unknown, SCHEMA, f"unknown field {unknown[:1]!r} for {kind}")
@@ -172,13 +165,13 @@ def _check_params(value: Any) -> None:
     for name, number in value.items():
         ok = isinstance(number, int) and not isinstance(number, bool)
         require(ok, SCHEMA, f"params.{name}: an integer")
-        known = name.startswith((PARAMS_PREFIX_IN_FORCE, *PARAMS_PREFIXES_NOT_YET))
+        known = name.startswith((PARAMS_PREFIX_IN_FORCE, *PARAMS_PREFIXES_OTHER))
         require(known, SCHEMA, f"params.{name}: governance.*, consensus.* or rules.*")
 
 
 def _check_params_in_force(params: dict[str, int]) -> None:
     for name, number in params.items():
-        consensus = EPOCHS_IN_FORCE and epochs.is_consensus_param(name)
+        consensus = epochs.is_consensus_param(name)
         require(name.startswith(PARAMS_PREFIX_IN_FORCE) or consensus, NOT_IN_FORCE,
                 f"{name}: not yet")  # fmt: skip
         prefix, bounds = (

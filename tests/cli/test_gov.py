@@ -164,10 +164,10 @@ def test_refusals_carry_their_codes(cluster: RunningCluster) -> None:
     outsider = cl(cluster, "gov", "approve", *admin(cluster, "finance"), "no-such-proposal")
     assert outsider.returncode == 1
     assert "unknown_proposal" in outsider.stderr
-    validator = cl(cluster, "gov", "propose", *admin(cluster, "finance"), "remove-validator",
-                   "--id", "civic-shield")  # fmt: skip
-    assert validator.returncode == 1
-    assert "not_in_force" in validator.stderr
+    rules = cl(cluster, "gov", "propose", *admin(cluster, "finance"), "set-params",
+               "--param", "rules.round_amount_cents=100")  # fmt: skip
+    assert rules.returncode == 1
+    assert "not_in_force" in rules.stderr
     usage = cl(cluster, "gov", "propose", *admin(cluster, "finance"), "add-client", "--id", "x")
     assert usage.returncode == 2
     assert "missing" in usage.stderr

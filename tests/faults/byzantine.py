@@ -252,7 +252,7 @@ def install(liar: Liar) -> None:
                 super().send(peer, envelope)
 
         def broadcast(self, raw: bytes) -> None:
-            for peer in self.peers:
+            for peer in self.peer_indices():
                 self.send(peer, raw)
 
     honest_receive = node.runtime.Runtime.receive

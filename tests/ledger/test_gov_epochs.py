@@ -5,26 +5,19 @@ will once its replicas follow epochs; the configuration a block is certified und
 validators, its quorum, its epoch) is read back from the chain the way a verifier does.
 """
 
-from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import crypto
-from ledger.gov import changes, codes, epochs, history
+from ledger.gov import codes, epochs, history
 from ledger.kinds.base import ACCEPTED, SCHEMA
 from tests import factory
 from tests.gov_book import CIVIC, FINANCE, HARBOR, NET, PLANNING, Book, approve, propose
 
 FINANCE_ORG: Final = "City Finance Bureau"
 HARBOR_ORG: Final = "Harbor Mutual Insurance"
-
-
-@pytest.fixture(autouse=True)
-def epochs_in_force(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(changes, "EPOCHS_IN_FORCE", True)
-    return
 
 
 def new_key(name: str) -> Ed25519PrivateKey:

@@ -8,7 +8,7 @@ import pytest
 
 from cli import keyfile
 from ledger import crypto, genesis
-from node.config import Config, ConfigError, load, load_identity
+from node.config import NOT_IN_GENESIS, Config, ConfigError, load, load_identity
 from tests import factory
 
 GOOD = """
@@ -92,7 +92,6 @@ def test_all_mistakes_are_reported_at_once(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (GOOD.replace('"node1"', '"node9"'), "node_id"),
         (GOOD.replace('"key.pem"', '"other.pem"'), "key_file"),
         (GOOD.replace('"key.pem"', '"missing.pem"'), "key_file"),
         (GOOD.replace('"../genesis.toml"', '"nowhere.toml"'), "genesis"),
@@ -104,6 +103,12 @@ def test_files_that_do_not_fit_name_their_field(folder: Path, change: str, field
         load_identity(config)
     assert caught.value.problems[0].startswith(field)
     assert str(folder / "node.toml") in str(caught.value)
+
+
+def test_an_id_outside_the_genesis_is_a_validator_governance_adds(folder: Path) -> None:
+    identity = load_identity(load(write(folder, GOOD.replace('"node1"', '"node9"'))))
+    assert identity.index == NOT_IN_GENESIS  # it follows the chain until a change seats it
+    assert identity.validator_id == "node9"
 
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:

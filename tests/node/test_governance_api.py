@@ -92,8 +92,8 @@ async def test_governance_refusals_are_recorded_and_bad_requests_are_4xx(
     cluster: Cluster, http: Any, anonymous: Any
 ) -> None:
     c = cluster
-    not_yet = signed(ADMIN, ADMIN_KEY, "_gov/proposals/v1", "gov.proposal",
-                     {"change": "remove-validator", "id": "node0"})  # fmt: skip
+    rules = {"change": "set-params", "params": {"rules.round_amount_cents": 100}}
+    not_yet = signed(ADMIN, ADMIN_KEY, "_gov/proposals/v1", "gov.proposal", rules)
     assert (await committed(c, http, not_yet))["reason"] == "not_in_force"
     clerk = c.net.client_for("fiscal/")
     by_clerk = c.net.tx(clerk, "_gov/proposals/x", {"change": "revoke-client"}, now_ms(),

@@ -63,9 +63,11 @@ async def test_a_slow_and_a_dead_peer_do_not_delay_the_others(peers: dict) -> No
     doc = net.genesis.to_dict()
     for i, port in enumerate(peers["ports"], start=1):
         doc["validators"][i]["url"] = f"http://127.0.0.1:{port}"
-    failures: Counter[tuple[int, str]] = Counter()
+    failures: Counter[tuple[str, str]] = Counter()
+    genesis = genesis_mod.from_dict(doc)
+    ids = [v.id for v in genesis.validators]
     transport = PeerTransport(
-        genesis_mod.from_dict(doc), 0, queue_max=8, timeout_ms=30_000, body_bytes_max=1 << 20,
+        genesis, ids[0], queue_max=8, timeout_ms=30_000, body_bytes_max=1 << 20,
         send_failed=lambda peer, why: failures.update([(peer, why)]),
     )  # fmt: skip
     await transport.start()
@@ -76,9 +78,9 @@ async def test_a_slow_and_a_dead_peer_do_not_delay_the_others(peers: dict) -> No
             async with arrived:
                 await within(arrived.wait_for(lambda i=i: len(peers["received"]) > i), 10)
         assert peers["received"] == [b"message %d" % i for i in range(50)]
-        assert transport.queued(1) <= 8  # the slow peer's queue stays bounded...
-        assert failures[(1, "queue_full")] > 0  # ...by dropping its oldest messages
-        assert failures[(3, "unreachable")] > 0
+        assert transport.queued(ids[1]) <= 8  # the slow peer's queue stays bounded...
+        assert failures[(ids[1], "queue_full")] > 0  # ...by dropping its oldest messages
+        assert failures[(ids[3], "unreachable")] > 0
     finally:
         await within(transport.close())
 

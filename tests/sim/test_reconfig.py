@@ -10,11 +10,9 @@ it. The epoch kinds are switched on for these runs (ledger/gov/changes.py, EPOCH
 
 from typing import Any, Final
 
-import pytest
-
 from ledger import crypto
 from ledger.block import Certificate
-from ledger.gov import changes, epochs
+from ledger.gov import epochs
 from ledger.gov.history import config_of
 from ledger.gov.machine import APPROVAL_TYPE, APPROVALS, PROPOSAL_TYPE, PROPOSALS
 from ledger.tx import Transaction
@@ -25,11 +23,6 @@ PROPOSER: Final = "fiscal-admin0"  # City Finance Bureau (node0)
 APPROVERS: Final = ("permits-admin0", "claims-admin0")  # with the proposer: 3 of 4 organisations
 AFTER_BLOCKS: Final = 8  # blocks the chain must go on for after the boundary
 DEADLINE_MS: Final = 30_000
-
-
-@pytest.fixture(autouse=True)
-def epochs_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(changes, "EPOCHS_IN_FORCE", True)
 
 
 def _gov_tx(sim: Simulator, signer: str, key: str, type_: str, body: dict[str, Any]) -> Transaction:
