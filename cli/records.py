@@ -390,15 +390,6 @@ def _height(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     return value
 
 
-def signer_names(node_url: str, genesis: Genesis | None, signer: Signer | None) -> dict[int, str]:
-    if genesis is not None:
-        return {v.index: v.id for v in genesis.validators}
-    status = fetch(node_url, "/v1/status", "status", ("index", "node_id", "peers"), signer, genesis)
-    names = {int(p["index"]): str(p["id"]) for p in status.get("peers", [])}
-    names[int(status["index"])] = str(status["node_id"])
-    return names
-
-
 def block_lines(value: dict[str, Any], names: dict[int, str], n_validators: int) -> list[str]:
     """A block for people: header, who certified it, its transactions."""
     header, cert = value["header"], value["certificate"]
@@ -454,6 +445,8 @@ def block(
     if as_json:
         echo_json(value)
         return
-    names = signer_names(node_url, genesis, signer)
-    n_validators = len(genesis.validators) if genesis is not None else len(names)
-    click.echo("\n".join(block_lines(value, names, n_validators)))
+    # The validators of the block's epoch: the configuration in force after the block below.
+    epoch = fetch(node_url, f"/v1/config?height={int(value['height']) - 1}", "configuration",
+                  ("validators",), signer, genesis)  # fmt: skip
+    names = {i: str(v["id"]) for i, v in enumerate(epoch["validators"])}
+    click.echo("\n".join(block_lines(value, names, len(names))))
