@@ -1,8 +1,7 @@
 """A chain whose validator set and consensus parameters change by governance (epochs), each
 block certified by the validators of its own epoch, and the proof bundles of its txs.
 
-Built through a real store, with the epoch kinds switched on (ledger/gov/changes.py,
-EPOCHS_IN_FORCE), for the proof verifiers: the reference (ledger/proofs.py) and the
+Built through a real store, for the proof verifiers: the reference (ledger/proofs.py) and the
 explorer's (tests/cli/test_explorer.py). The store checks each certificate against the
 configuration in force before its block (docs/protocol.md 20.8), whatever check of its own
 the store makes (a store that checks per epoch itself passes the same set).
@@ -20,7 +19,7 @@ from ledger import block as blocks
 from ledger import crypto
 from ledger import store as store_mod
 from ledger import tx as txs
-from ledger.gov import changes, epochs, history
+from ledger.gov import epochs, history
 from ledger.kinds.base import ACCEPTED
 from ledger.kinds.execute import execute
 from ledger.store import BlockStore
@@ -144,8 +143,7 @@ def build(chain: EpochChain) -> dict[str, txs.Transaction]:
 
 @contextmanager
 def epoch_chain(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EpochChain]:
-    """An open `EpochChain` in `path`, with the epoch kinds in force while it is open."""
-    monkeypatch.setattr(changes, "EPOCHS_IN_FORCE", True)
+    """An open `EpochChain` in `path`."""
     with BlockStore.open(path, NET.genesis) as store:
         chain = EpochChain(store)
 
