@@ -2,14 +2,20 @@
 
 Safety (checked at every commit, i.e. after every step that can change it): no two honest
 replicas commit different blocks at a height; every committed block extends its store's chain
-under the ledger rules and carries a valid 2f+1 certificate (the store refuses anything else);
-so every committed tx is client-signed, allowed, in time and committed once. Liveness (checked
+under the ledger rules and carries a valid certificate (the store refuses anything else); so
+every committed tx is client-signed, allowed, in time and committed once. Across epochs: every
+certificate an honest store holds is a quorum of the set of its block's own epoch, derived
+here again from the store's governance history (`Configs.of_block`, docs/protocol.md 20.8),
+not from the set the store or the replica were working with. Liveness (checked
 after the faults heal): every honest replica reaches a target height within a time bound.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 
 from ledger import block as blocks
+from ledger.errors import InvalidBlock
+from ledger.gov.history import configs_for
 from tests.sim.node import SimNode
 from tests.sim.trace import short
 
@@ -26,10 +32,24 @@ class Violation(Exception):
 class SafetyChecker:
     def __init__(self) -> None:
         self._first: dict[int, tuple[bytes, int]] = {}  # height -> (block hash, first committer)
+        self.stats: Counter[str] = Counter()
 
-    def on_commit(self, node: SimNode, block: blocks.Block) -> None:
+    def on_commit(
+        self, node: SimNode, block: blocks.Block, certificate: blocks.Certificate
+    ) -> None:
+        """`block` (with `certificate`) has just entered `node`'s store."""
         if not node.honest:
             return
+        self.stats["certificates_checked"] += 1
+        config = configs_for(node.genesis).of_block(node.store.rules.get, block.height)
+        try:
+            blocks.verify_certificate(certificate, block, config.members)
+        except InvalidBlock as exc:
+            raise Violation(
+                "epoch certificate",
+                f"n{node.index} holds block {block.height} (epoch {config.epoch}) certified "
+                f"by another set than its epoch's: {exc}",
+            ) from None
         first = self._first.setdefault(block.height, (block.hash, node.index))
         if first[0] != block.hash:
             raise Violation(

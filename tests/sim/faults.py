@@ -20,11 +20,20 @@ from typing import Final
 
 from tests.sim.byzantine import BYZANTINE_KINDS
 from tests.sim.network import NetParams
+from tests.sim.reconfig import Changes, Governor, plan_changes
 from tests.sim.simulator import Simulator
 
 FAULT_CLASSES: Final = (
     "loss", "duplicate", "reorder", "partition", "filter", "crash", "byzantine", "censor",
+    "reconfig",
 )  # fmt: skip
+# `reconfig`: governance adds, removes and rotates validators and sets consensus parameters
+# (tests/sim/reconfig.py), drawn from its own rng so that every other draw stays the same.
+# Not in `all` yet: its first sweep found a liveness bug (seed 1 at n = 4: a replica that lags
+# behind the removal of a validator other than the last cannot verify the new set's messages,
+# so never learns it lags; docs/testing.md). `all` takes it once that is fixed.
+NOT_IN_ALL_YET: Final = ("reconfig",)
+ALL: Final = tuple(c for c in FAULT_CLASSES if c not in NOT_IN_ALL_YET)
 # `filter` drops one kind of consensus message towards some nodes for a while: the precise,
 # adversarial losses (e.g. Commits reach only one replica) that random loss rarely produces.
 FILTERED_KINDS: Final = ("PrePrepare", "Prepare", "Commit", "Checkpoint", "ViewChange", "NewView")
@@ -67,6 +76,7 @@ class Plan:
     net: NetParams
     steps: tuple[Step, ...]
     heal_at_ms: int = FAULT_PHASE_MS
+    reconfig: Changes | None = None
 
     def describe(self) -> list[str]:
         byz = ", ".join(f"n{i}={k}" for i, k in sorted(self.byzantine.items())) or "none"
@@ -75,13 +85,14 @@ class Plan:
             f"byzantine: {byz}",
             f"network from 0ms: {self.net.describe()}",
             *(s.describe() for s in self.steps),
+            *(self.reconfig.describe() if self.reconfig else []),
             f"{self.heal_at_ms}ms heal all (restart crashed, heal partition, calm network)",
         ]
 
 
 def parse_faults(text: str) -> frozenset[str]:
     if text == "all":
-        return frozenset(FAULT_CLASSES)
+        return frozenset(ALL)
     if text == "none":
         return frozenset()
     chosen = frozenset(t.strip() for t in text.split(",") if t.strip())
@@ -175,13 +186,20 @@ def make_plan(seed: int, nodes: int, faults: Iterable[str]) -> Plan:
                 steps.append(Step(at, op))
                 filtering = False
         at += rng.randint(*gap_ms)
-    return Plan(seed, nodes, chosen, byzantine, _net(rng, chosen), tuple(steps))
+    changes = plan_changes(seed, nodes, byzantine) if "reconfig" in chosen else None
+    return Plan(seed, nodes, chosen, byzantine, _net(rng, chosen), tuple(steps), reconfig=changes)
 
 
-def schedule(sim: Simulator, plan: Plan) -> None:
-    """Queue every step of `plan` on `sim` (whose clock is at 0)."""
+def schedule(sim: Simulator, plan: Plan) -> Governor | None:
+    """Queue every step of `plan` on `sim` (whose clock is at 0); the governor that makes its
+    changes of the set, if it has any."""
     for step in plan.steps:
         sim.at(step.at_ms, step.describe(), _apply(sim, step))
+    if plan.reconfig is None:
+        return None
+    governor = Governor(sim, plan.reconfig)
+    governor.start()
+    return governor
 
 
 def _apply(sim: Simulator, step: Step) -> Callable[[], None]:
@@ -195,7 +213,7 @@ def _apply(sim: Simulator, step: Step) -> Callable[[], None]:
                 back = sim.node(step.nodes[0])
                 if back.up:  # its mid-handle crash has not happened yet: it never will
                     back.cancel_crash()
-                else:
+                elif back.down:  # (not removed from the set, nor syncing)
                     sim.restart(back.index)
             case "partition":
                 rest = [i for i in range(sim.n) if i not in step.nodes]

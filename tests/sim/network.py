@@ -68,6 +68,13 @@ class SimNetwork:
                 seen.add(node)
                 self._group[node] = number
 
+    def add_node(self) -> None:
+        """One more node, in the largest group (the whole network when it is not split)."""
+        groups = self.groups()
+        largest = max(groups, key=len)
+        self._group.append(self._group[largest[0]])
+        self.nodes += 1
+
     def heal(self) -> None:
         self._group = [0] * self.nodes
 

@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consensus import messages as m
 from consensus.events import Action, ClientTxs, Event, Received, Timer
 from consensus.replica import Replica, ReplicaConfig
+from ledger import crypto
 from ledger import tx as txs
 from ledger.errors import InvalidTransaction
 from ledger.genesis import Client, Genesis
+from ledger.gov.history import config_of
 from node.ordering import (
     Admitted,
     Gate,
@@ -72,9 +74,11 @@ class SimNode:
         key: Ed25519PrivateKey,
         clock_offset_ms: int,
         config: ReplicaConfig | None,
+        validator_id: str | None = None,
     ) -> None:
         self.genesis = genesis
-        self.index = index
+        self.index = index  # this node's number in the simulation (not its place in a set)
+        self.validator_id = validator_id or genesis.validators[index].id
         self.key = key
         self.clock_offset_ms = clock_offset_ms  # this node's clock minus the true time
         self.config = config
@@ -92,10 +96,26 @@ class SimNode:
         self.crash_when: Callable[[Action], bool] | None = None  # ... that holds such an action
         self.crash_budget: int | None = None  # torn: steps it carries out before the crash
         self.counters: Counter[str] = Counter()
+        # Not in the set of its store's head with its key (joining, or restarted on a rotated
+        # key): it syncs blocks before its replica starts (tests/sim/members.py).
+        self.syncing = False
+        self.removed = False  # out of the set, stopped for good
 
     @property
     def up(self) -> bool:
         return self.replica is not None
+
+    @property
+    def down(self) -> bool:
+        """Crashed: a restart brings it back (a syncing or removed node is neither)."""
+        return self.replica is None and not self.syncing and not self.removed
+
+    def place(self) -> int | None:
+        """Its index in the set in force after its store's head, if it is there with its key."""
+        found = config_of(self.store.rules.get, self.genesis).members.validator(self.validator_id)
+        if found is None or found.public_key != crypto.public_key_bytes(self.key):
+            return None
+        return int(found.index)
 
     @property
     def honest(self) -> bool:
@@ -104,13 +124,15 @@ class SimNode:
     def boot(self) -> Replica:
         """A new replica from what is durable: the store's head and the persisted entries."""
         assert self.replica is None
+        index = self.place()
+        assert index is not None, f"n{self.index} is not in the set at its head"
         self.incarnation += 1
         self.timers.clear()
         self.outbox = Outbox()
         self.gate = Gate()
         self.replica = Replica(
             self.genesis,
-            self.index,
+            index,
             self.key,
             self.store.head,
             self.is_committed,
@@ -161,7 +183,7 @@ class SimNode:
         if msg is None:
             self.counters["undecodable"] += 1
             return f"dropped {len(raw)} undecodable bytes"
-        if isinstance(msg, m.TxBatch) and not relayer_ok(msg, self.genesis, self.index):
+        if isinstance(msg, m.TxBatch) and not relayer_ok(msg, replica.epoch.members, replica.index):
             self.counters["bad_relayer"] += 1
             return f"dropped TxBatch from {msg.sender}: not a valid relayer"
         fresh, forward = peer_txs(msg, replica.has_pending)

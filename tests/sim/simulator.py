@@ -23,7 +23,6 @@ import random
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from consensus import messages as m
@@ -42,7 +41,6 @@ from consensus.events import (
     SetTimer,
     Start,
     Timeout,
-    Timer,
     TxsExpired,
 )
 from consensus.replica import Replica, ReplicaConfig
@@ -52,6 +50,18 @@ from tests import factory
 from tests.sim.byzantine import BEHAVIOURS, Served, Wire
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.client import SimClient
+from tests.sim.items import (
+    Call,
+    ClientTick,
+    Deliver,
+    DropRule,
+    Fetched,
+    Fire,
+    Item,
+    Serve,
+    Written,
+)
+from tests.sim.members import Members
 from tests.sim.network import CALM, NetParams, SimNetwork
 from tests.sim.node import DecodeCache, SimNode
 from tests.sim.store import StoreRejected
@@ -62,58 +72,6 @@ CRASH_MID_HANDLE_WAIT_MS: Final = 1000  # a pending mid-handle crash becomes a p
 CLOCK_OFFSET_MS_MAX: Final = 20  # how far each node's clock may be from the true time
 RUN_UNTIL_MS_DEFAULT: Final = 60_000
 WRITE_MS_MAX: Final = 3  # a synced write takes 0..3 ms; 0 is drawn as often as each other value
-
-
-@dataclass(frozen=True)
-class _Deliver:
-    to: int
-    sender: int
-    raw: bytes
-    sent: int  # the number of this send on its link (sender, to): tells reordering apart
-
-
-@dataclass(frozen=True)
-class _Fire:
-    node: int
-    timer: Timer
-    token: int
-
-
-@dataclass(frozen=True)
-class _Serve:
-    node: int
-    incarnation: int
-    request: FetchBlocks
-
-
-@dataclass(frozen=True)
-class _Fetched:
-    node: int
-    incarnation: int
-    peer: int
-    blocks: Served
-
-
-@dataclass(frozen=True)
-class _Written:
-    node: int
-    incarnation: int
-    write: Write
-
-
-@dataclass(frozen=True)
-class _ClientTick:
-    pass
-
-
-@dataclass(frozen=True)
-class _Call:
-    label: str
-    fn: Callable[[], None]
-
-
-_Item = _Deliver | _Fire | _Serve | _Fetched | _Written | _ClientTick | _Call
-DropRule = Callable[[int, int, m.Message], bool]  # (sender, receiver, message) -> drop it?
 
 
 def proposing(action: Action) -> bool:
@@ -137,11 +95,11 @@ class Simulator:
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        self.replica_config = replica_config
         # One admin per organisation when the story governs (a genesis without is the one
         # every other run has always had: its hash, so its blocks, stay the same).
         self.testnet = factory.network(nodes, admins_per_org=1 if admins else 0)
         self.genesis = self.testnet.genesis
-        self.n = nodes
         self.f = self.genesis.quorums.f
         self.now_ms = 0  # true time since the start; node i's clock reads BASE + now + offset_i
         self.trace = Trace()
@@ -153,8 +111,9 @@ class Simulator:
         self.client_interval_ms = client_interval_ms
         self.client_on = True
         self._drop_rule: DropRule | None = None
-        self._decoded = DecodeCache(self.genesis.chain_id, len(self.genesis.validators))
-        self._queue: list[tuple[int, int, _Item]] = []
+        self.members = Members(self)  # node numbers and validator ids; joining, leaving
+        self.decoded = DecodeCache(self.genesis.chain_id, len(self.genesis.validators))
+        self._queue: list[tuple[int, int, Item]] = []
         self._link_sent: Counter[tuple[int, int]] = Counter()  # sends per (sender, receiver)
         self._link_delivered: dict[tuple[int, int], int] = {}  # the highest send delivered
         self._seq = 0
@@ -171,22 +130,31 @@ class Simulator:
         kinds = dict(byzantine or {})
         assert len(kinds) <= self.f, "more Byzantine nodes than the protocol tolerates"
         for node in self.nodes:
-            wire = Wire(
-                node.index,
-                node.key,
-                self.genesis,
-                self.rng,
-                self._sender(node.index),
-                node.store.committed_head,
-            )
-            node.behaviour = BEHAVIOURS[kinds.get(node.index, "honest")](wire)
+            self.wire_up(node, kinds.get(node.index, "honest"))
             if not node.honest:
                 self.faults.append(f"n{node.index} is byzantine: {node.behaviour.name}")
         for node in self.nodes:
-            self._boot(node)
-        self._push(self._client_delay(), _ClientTick())
+            self.boot(node)
+        self._push(self._client_delay(), ClientTick())
+
+    def wire_up(self, node: SimNode, kind: str) -> None:
+        """Give `node` its behaviour (`kind`) and its socket on the simulated network."""
+        wire = Wire(
+            node.index,
+            node.key,
+            self.genesis,
+            self.rng,
+            self._sender(node.index),
+            node.store.committed_head,
+        )
+        node.behaviour = BEHAVIOURS[kind](wire)
 
     # --- the story API -----------------------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        """Nodes in the simulation, joined and removed ones included."""
+        return len(self.nodes)
 
     def node(self, index: int) -> SimNode:
         return self.nodes[index]
@@ -216,7 +184,8 @@ class Simulator:
             (n.replica for n in self.nodes if n.honest and n.replica is not None),
             key=lambda r: r.view,
         )
-        return top.view % top.epoch.size  # (an index of its epoch's set)
+        validator = top.epoch.members.validators[top.view % top.epoch.size]
+        return self.members.number(validator.id)  # (a node number, not an index of the set)
 
     def crash(
         self,
@@ -235,52 +204,52 @@ class Simulator:
             return
         node.crash_mid_handle = True
         node.crash_when = when
-        self._note_fault(f"crash n{index} mid-handle (next {'matching ' if when else ''}actions)")
+        self.note_fault(f"crash n{index} mid-handle (next {'matching ' if when else ''}actions)")
         incarnation = node.incarnation
         self._push(
             CRASH_MID_HANDLE_WAIT_MS,
-            _Call(f"fallback crash n{index}", lambda: self._crash_if_pending(node, incarnation)),
+            Call(f"fallback crash n{index}", lambda: self._crash_if_pending(node, incarnation)),
         )
 
     def restart(self, index: int) -> None:
         node = self.nodes[index]
-        assert not node.up, f"n{index} is up"
-        self._note_fault(f"restart n{index} at height {node.store.height}")
-        self._boot(node)
+        assert node.down, f"n{index} is up, syncing or removed"
+        self.note_fault(f"restart n{index} at height {node.store.height}")
+        self.boot(node)
 
     def partition(self, *groups: Iterable[int]) -> None:
         sets = [sorted(g) for g in groups]
         self.network.partition(sets)
-        self._note_fault("partition " + " | ".join(",".join(map(str, g)) for g in sets))
+        self.note_fault("partition " + " | ".join(",".join(map(str, g)) for g in sets))
 
     def heal(self) -> None:
         self.network.heal()
-        self._note_fault("heal partition")
+        self.note_fault("heal partition")
 
     def set_network(self, **changes: Any) -> None:
         self.network.configure(**changes)
-        self._note_fault(f"network {self.network.params.describe()}")
+        self.note_fault(f"network {self.network.params.describe()}")
 
     def drop_messages(self, rule: DropRule | None, label: str = "") -> None:
         """Drop every delivered message for which `rule(sender, receiver, message)` holds (a
         precise fault for a story); None delivers everything again."""
         self._drop_rule = rule
-        self._note_fault(f"drop rule {'cleared' if rule is None else 'set'} {label}".rstrip())
+        self.note_fault(f"drop rule {'cleared' if rule is None else 'set'} {label}".rstrip())
 
     def heal_all(self) -> None:
         """End every fault: heal the partition, calm the network, restart crashed nodes."""
         self.network.heal()
         self.network.params = CALM
         self._drop_rule = None
-        self._note_fault("heal all")
+        self.note_fault("heal all")
         for node in self.nodes:
             node.cancel_crash()
-            if not node.up:
+            if node.down:
                 self.restart(node.index)
 
     def at(self, delay_ms: int, label: str, fn: Callable[[], None]) -> None:
         """Run `fn` `delay_ms` from now (a scheduled fault)."""
-        self._push(delay_ms, _Call(label, fn))
+        self._push(delay_ms, Call(label, fn))
 
     def run_for(self, ms: int) -> None:
         end = self.now_ms + ms
@@ -327,7 +296,7 @@ class Simulator:
         for node in self.nodes:
             replica = node.replica
             state = (
-                "down"
+                ("removed" if node.removed else "syncing" if node.syncing else "down")
                 if replica is None
                 else f"v{replica.view}{'*' if replica.in_view_change else ''}"
             )
@@ -338,7 +307,7 @@ class Simulator:
 
     # --- the event loop ----------------------------------------------------------------------
 
-    def _push(self, delay_ms: int, item: _Item) -> None:
+    def _push(self, delay_ms: int, item: Item) -> None:
         assert delay_ms >= 0
         self._seq += 1
         heapq.heappush(self._queue, (self.now_ms + delay_ms, self._seq, item))
@@ -348,34 +317,38 @@ class Simulator:
         assert at_ms >= self.now_ms
         self.now_ms = at_ms
         match item:
-            case _Deliver():
+            case Deliver():
                 self._deliver(item)
-            case _Fire():
+            case Fire():
                 node = self.nodes[item.node]
                 if node.up and node.timers.get(item.timer) == item.token:
                     del node.timers[item.timer]
                     self._handle(node, Timeout(item.timer))
-            case _Serve():
+            case Serve():
                 self._serve(item)
-            case _Fetched():
+            case Fetched():
                 node = self.nodes[item.node]
                 if node.up and node.incarnation == item.incarnation:
                     self._handle(node, BlocksFetched(item.peer, item.blocks))
-            case _Written():
+            case Written():
                 node = self.nodes[item.node]
                 if node.up and node.incarnation == item.incarnation:
                     self._written(node, item.write)
                     self._pump(node)
-            case _ClientTick():
+            case ClientTick():
                 self._client_tick()
-            case _Call():
+            case Call():
                 self.trace.note(self.now_ms, "sim", item.label)
                 item.fn()
 
     def _honest_up(self) -> list[int]:
         return [n.index for n in self.nodes if n.honest and n.up]
 
-    def _boot(self, node: SimNode) -> None:
+    def boot(self, node: SimNode) -> None:
+        """Start `node`'s replica, or (not in the set at its head with its key) sync first."""
+        if node.place() is None:
+            self.members.sync(node)
+            return
         node.boot()
         self._handle(node, Start())
 
@@ -387,13 +360,17 @@ class Simulator:
             self._apply(node, write)  # the write under way reached the disk before the crash
         node.crash()
         lost = " (the write under way lost)" if write is not None and not landed else ""
-        self._note_fault(f"{why} n{node.index} at height {node.store.height}{lost}")
+        self.note_fault(f"{why} n{node.index} at height {node.store.height}{lost}")
+
+    def stop(self, node: SimNode, why: str) -> None:
+        """Take `node` down now (removed from the set, or to restart on a new key)."""
+        self._crash(node, why)
 
     def _crash_if_pending(self, node: SimNode, incarnation: int) -> None:
         if node.up and node.incarnation == incarnation and node.crash_mid_handle:
             self._crash(node, "crash (no action list came)")
 
-    def _note_fault(self, what: str) -> None:
+    def note_fault(self, what: str) -> None:
         self.faults.append(f"{self.now_ms}ms {what}")
         self.trace.note(self.now_ms, "sim", what)
 
@@ -451,7 +428,7 @@ class Simulator:
             delay = self.rng.randint(0, WRITE_MS_MAX)
             self.stats["writes"] += 1
             if delay:
-                self._push(delay, _Written(node.index, node.incarnation, step))
+                self._push(delay, Written(node.index, node.incarnation, step))
                 return
             self._written(node, step)
         if node.up and node.crash_budget is not None and not len(node.outbox):
@@ -488,12 +465,13 @@ class Simulator:
     def _do(self, node: SimNode, action: Action) -> None:
         behaviour = node.behaviour
         assert behaviour is not None
+        if node.replica is not None:  # what it signs names its place in its epoch's set
+            behaviour.wire.index = node.replica.index
         match action:
             case Send():
-                self._check_peer(node, action.to, action)
-                behaviour.outgoing([action.to], action.message)
+                behaviour.outgoing([self._peer(node, action.to, action)], action.message)
             case Broadcast():
-                behaviour.outgoing([i for i in range(self.n) if i != node.index], action.message)
+                behaviour.outgoing(self.members.peers(node), action.message)
             case SetTimer():
                 self._seq += 1
                 node.timers[action.timer] = self._seq
@@ -501,21 +479,23 @@ class Simulator:
                 delay = max(at_true - self.now_ms, 0)
                 heapq.heappush(
                     self._queue,
-                    (self.now_ms + delay, self._seq, _Fire(node.index, action.timer, self._seq)),
+                    (self.now_ms + delay, self._seq, Fire(node.index, action.timer, self._seq)),
                 )
             case CancelTimer():
                 node.timers.pop(action.timer, None)
             case FetchBlocks():
-                self._check_peer(node, action.peer, action)
-                self._fetch(node, action)
+                self._fetch(node, action, self._peer(node, action.peer, action))
             case TxsExpired():
                 node.counters["txs_expired"] += len(action.tx_ids)
             case _:
                 raise Violation("contract", f"n{node.index} returned {action!r}")
 
-    def _check_peer(self, node: SimNode, peer: int, action: Action) -> None:
-        if not 0 <= peer < self.n or peer == node.index:
+    def _peer(self, node: SimNode, index: int, action: Action) -> int:
+        """The node number of validator `index` of `node`'s epoch (another node's)."""
+        peer = self.members.of_index(node, index)
+        if peer is None or peer == node.index:
             raise Violation("contract", f"n{node.index}: {describe_action(action)}")
+        return peer
 
     def _commit(self, node: SimNode, action: CommitBlock) -> None:
         try:
@@ -525,7 +505,7 @@ class Simulator:
                 "invalid commit", f"n{node.index} committed a block its store refuses: {exc}"
             ) from None
         self.stats["commits"] += 1
-        self.checker.on_commit(node, action.block)
+        self.checker.on_commit(node, action.block, action.certificate)
 
     # --- the wire ----------------------------------------------------------------------------
 
@@ -537,11 +517,11 @@ class Simulator:
                 self.stats["lost"] += 1
             self._link_sent[index, to] += 1
             for delay in delays:
-                self._push(delay, _Deliver(to, index, raw, self._link_sent[index, to]))
+                self._push(delay, Deliver(to, index, raw, self._link_sent[index, to]))
 
         return send
 
-    def _deliver(self, item: _Deliver) -> None:
+    def _deliver(self, item: Deliver) -> None:
         node = self.nodes[item.to]
         if not node.up or not self.network.connected(item.sender, item.to):
             self.stats["lost"] += 1
@@ -553,7 +533,7 @@ class Simulator:
             self._link_delivered[link] = item.sent
         assert node.behaviour is not None
         node.behaviour.on_receive(item.raw)
-        msg = self._decoded.decode(item.raw)
+        msg = self.decoded.decode(item.raw)
         rule = self._drop_rule
         if rule is not None and msg is not None and rule(item.sender, item.to, msg):
             what = describe_message(msg)
@@ -561,7 +541,7 @@ class Simulator:
             self.stats["dropped_by_rule"] += 1
             return
         local = factory.BASE_TIME_MS + node.local_time(self.now_ms)
-        events = node.events_from_peer(item.raw, local, self._decoded)
+        events = node.events_from_peer(item.raw, local, self.decoded)
         if isinstance(events, str):
             self.trace.note(self.now_ms, f"n{node.index}", f"{events} (from {item.sender})")
             return
@@ -569,27 +549,27 @@ class Simulator:
             if node.up:  # a torn crash may come part-way
                 self._handle(node, event)
 
-    def _fetch(self, node: SimNode, request: FetchBlocks) -> None:
-        delays = self.network.delays(node.index, request.peer)
+    def _fetch(self, node: SimNode, request: FetchBlocks, peer: int) -> None:
+        delays = self.network.delays(node.index, peer)
         if delays:
-            self._push(delays[0], _Serve(node.index, node.incarnation, request))
+            self._push(delays[0], Serve(node.index, node.incarnation, request, peer))
         else:
-            self._push(FETCH_TIMEOUT_MS, _Fetched(node.index, node.incarnation, request.peer, ()))
+            self._push(FETCH_TIMEOUT_MS, Fetched(node.index, node.incarnation, request.peer, ()))
 
-    def _serve(self, item: _Serve) -> None:
+    def _serve(self, item: Serve) -> None:
         request = item.request
-        peer = self.nodes[request.peer]
+        peer = self.nodes[item.peer]
         answered: Served | None = None
-        if peer.up and self.network.connected(item.node, request.peer):
+        if peer.up and self.network.connected(item.node, item.peer):
             assert peer.behaviour is not None
             high = min(request.to_height, request.from_height + FETCH_BLOCKS_MAX - 1)
             answered = peer.behaviour.serve(peer.store.range(request.from_height, high))
-        back = self.network.delays(request.peer, item.node) if answered is not None else []
+        back = self.network.delays(item.peer, item.node) if answered is not None else []
         if answered is None or not back:
             answered, delay = (), FETCH_TIMEOUT_MS
         else:
             delay = back[0]
-        self._push(delay, _Fetched(item.node, item.incarnation, request.peer, answered))
+        self._push(delay, Fetched(item.node, item.incarnation, request.peer, answered))
 
     # --- clients -----------------------------------------------------------------------------
 
@@ -597,7 +577,7 @@ class Simulator:
         return self.rng.randint(*self.client_interval_ms)
 
     def _client_tick(self) -> None:
-        self._push(self._client_delay(), _ClientTick())
+        self._push(self._client_delay(), ClientTick())
         up = self._honest_up()
         if not self.client_on or not up:
             return

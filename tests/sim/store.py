@@ -39,6 +39,14 @@ class MemoryStore:
     def is_committed(self, tx_id: bytes) -> bool:
         return tx_id in self._tx_height
 
+    def outcome(self, tx_id: bytes) -> str | None:
+        """The committed tx's outcome ("" accepted, else its reason code); None: not committed."""
+        height = self._tx_height.get(tx_id)
+        if height is None:
+            return None
+        block = self.chain[height - 1][0]
+        return next(o for t, o in zip(block.txs, block.outcomes, strict=True) if t.tx_id == tx_id)
+
     def append(self, block: blocks.Block, certificate: blocks.Certificate) -> None:
         """Append `block` at height + 1, or raise `StoreRejected` and change nothing."""
         try:

@@ -8,13 +8,15 @@ fault schedule and the last trace lines. Workers are spawned with PYTHONHASHSEED
 replays identically from the test suite and the command line.
 """
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from ledger.gov import changes
 from tests.sim.checker import Violation
 from tests.sim.fastcrypto import memoized_verify
 from tests.sim.faults import make_plan, schedule
@@ -63,12 +65,16 @@ def run_seed(
     plan = make_plan(seed, nodes, faults)
     sim: Simulator | None = None
     try:
-        sim = Simulator(seed, nodes, byzantine=plan.byzantine, net=plan.net)
-        schedule(sim, plan)
+        governs = plan.reconfig is not None
+        sim = Simulator(seed, nodes, byzantine=plan.byzantine, net=plan.net, admins=governs)
+        governor = schedule(sim, plan)
         sim.run_for(plan.heal_at_ms)
         sim.heal_all()
+        if governor is not None:  # every change made, its nodes started or stopped
+            sim.run_until(until=governor.settled, within_ms=LIVENESS_MS)
         target = max(sim.heights().values()) + LIVENESS_BLOCKS
-        sim.run_until(height=target, within_ms=LIVENESS_MS)
+        members = [n.index for n in sim.nodes if n.honest and not n.removed]
+        sim.run_until(height=target, nodes=members, within_ms=LIVENESS_MS)
         sim.check_safety()
     except Violation as violation:
         return _outcome(seed, nodes, plan.describe(), sim, trace_lines, violation)
@@ -123,8 +129,20 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _work(args: tuple[int, int, frozenset[str], int]) -> Outcome:
-    with memoized_verify():
+    with memoized_verify(), epochs_in_force(on="reconfig" in args[2]):
         return run_seed(*args)
+
+
+@contextlib.contextmanager
+def epochs_in_force(*, on: bool) -> Iterator[None]:
+    """The kinds of change that end an epoch carried out (ledger/gov/changes.py keeps them
+    refused on a real chain until the node follows epochs; the simulator's replicas do)."""
+    before = changes.EPOCHS_IN_FORCE
+    setattr(changes, "EPOCHS_IN_FORCE", on or before)  # noqa: B010 (a Final, on purpose)
+    try:
+        yield
+    finally:
+        setattr(changes, "EPOCHS_IN_FORCE", before)  # noqa: B010
 
 
 def sweep(

@@ -14,7 +14,7 @@ from tests import factory
 from tests.sim.__main__ import main
 from tests.sim.byzantine import reordered_twin, twin_of
 from tests.sim.checker import SafetyChecker, Violation
-from tests.sim.faults import FAULT_CLASSES, Plan, make_plan, parse_faults
+from tests.sim.faults import ALL, Plan, make_plan, parse_faults
 from tests.sim.network import NetParams, SimNetwork
 from tests.sim.node import SimNode
 from tests.sim.simulator import Simulator
@@ -42,10 +42,10 @@ def test_safety_checker_reports_two_honest_blocks_at_one_height() -> None:
     two = twin_of(head, one, random.Random(0))
     nodes = [SimNode(net.genesis, i, net.validator_keys[i], 0, None) for i in range(2)]
     checker = SafetyChecker()
-    checker.on_commit(nodes[0], one)
-    checker.on_commit(nodes[1], one)
+    checker.on_commit(nodes[0], one, net.certify(one))
+    checker.on_commit(nodes[1], one, net.certify(one))
     with pytest.raises(Violation, match="safety"):
-        checker.on_commit(nodes[1], two)
+        checker.on_commit(nodes[1], two, net.certify(two))
     nodes[0].store.append(one, net.certify(one))
     nodes[1].store.append(two, net.certify(two))
     with pytest.raises(Violation, match="forks at height 1"):
@@ -153,7 +153,7 @@ def _plan_peaks(plan: Plan) -> tuple[int, int, int]:
 @pytest.mark.parametrize("nodes", [4, 7, 10, 13, 16])
 def test_plans_are_fixed_by_the_seed_and_respect_f(nodes: int) -> None:
     faults = parse_faults("all")
-    assert faults == frozenset(FAULT_CLASSES)
+    assert faults == frozenset(ALL)
     f = (nodes - 1) // 3
     peaks = []
     for seed in range(200):

@@ -11,14 +11,14 @@ from typing import Final
 import pytest
 
 from tests.sim.fastcrypto import memoized_verify
-from tests.sim.faults import FAULT_CLASSES
+from tests.sim.faults import ALL
 from tests.sim.sweep import run_seed, sweep
 
 SEEDS: Final = range(1000)
 # Larger clusters cost more per seed (~0.4 s at n = 10, ~0.6 s at n = 13 on one core).
 LARGE_SEEDS: Final = {10: range(16), 13: range(8)}
 JOBS: Final = 2
-ALL_FAULTS: Final = frozenset(FAULT_CLASSES)
+ALL_FAULTS: Final = frozenset(ALL)
 
 
 def _sweep_passes(seeds: range, nodes: int) -> None:

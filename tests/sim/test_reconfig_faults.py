@@ -1,0 +1,155 @@
+"""Reconfiguration under faults: one story per kind of change, each while a fault runs and
+asserting that the fault fired; the `reconfig` fault family of the sweep; and the checker's
+epoch-certificate check (docs/protocol.md 13.5 and 20.8).
+
+Node numbers (the simulation's) and validator indices (an epoch's) differ once a validator
+other than the last is removed or one is added: these stories are where that shows.
+"""
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Final
+
+import pytest
+
+from ledger import crypto
+from ledger.gov import epochs
+from tests import factory
+from tests.sim.checker import Violation
+from tests.sim.fastcrypto import memoized_verify
+from tests.sim.faults import make_plan
+from tests.sim.network import NetParams
+from tests.sim.simulator import Simulator
+from tests.sim.sweep import epochs_in_force, run_seed
+from tests.sim.test_reconfig import certificates_after, enact, go_on
+
+LOSSY: Final = NetParams(loss=0.1, delay_max_ms=20)
+DEADLINE_MS: Final = 30_000
+
+
+@pytest.fixture(autouse=True)
+def epochs_on() -> Iterator[None]:
+    with epochs_in_force(on=True):
+        yield
+
+
+def signers(sim: Simulator, index: int, after: int) -> set[str]:
+    """The validator ids that signed the certificates of `index`'s blocks above `after`."""
+    store = sim.node(index).store
+    out: set[str] = set()
+    for block, cert in store.chain:
+        if block.height > after:
+            members = sim.replica(index).epoch.members
+            out |= {members.validators[i].id for i, _ in cert.votes if i < len(members.validators)}
+    return out
+
+
+def test_an_added_validator_syncs_then_signs_while_messages_are_lost() -> None:
+    sim = Simulator(seed=21, admins=True, net=LOSSY)
+    sim.run_until(height=3)
+    key = factory.seeded_key("sim/story/node4")
+    joiner = sim.members.add("node4", key)
+    assert joiner.syncing, "it syncs before it counts"
+    change = {
+        "change": "add-validator", "id": "node4", "organisation": factory.ORGS[0][0],
+        "kind": "municipal", "public_key": crypto.public_key_bytes(key).hex(),
+        "url": "https://node4.example:7005",
+        "proof": epochs.sign_possession(key, sim.genesis.chain_id, "node4"),
+    }  # fmt: skip
+    end = enact(sim, "add-node4", change)
+    sim.run_until(until=lambda: joiner.up, within_ms=DEADLINE_MS)
+    go_on(sim, end, [0, 1, 2, 3, 4])
+    assert sim.network.counts["lost"] > 0, "the fault fired"
+    assert sim.replica(4).epoch.size == 5
+    assert sim.replica(4).index == 4
+    assert "node4" in signers(sim, 0, end), "the new validator's votes certify blocks"
+
+
+def test_a_middle_validator_removed_while_another_is_down() -> None:
+    sim = Simulator(seed=22, admins=True)
+    sim.run_until(height=3)
+    end = enact(sim, "retire-node1", {"change": "remove-validator", "id": "node1"})
+    sim.run_until(until=lambda: sim.replica(1).retired, within_ms=DEADLINE_MS)
+    sim.members.remove(sim.node(1))
+    assert sim.node(1).removed
+    assert not sim.node(1).up
+    sim.crash(3)  # n = 3 (q = 2): node0 and node2 go on alone
+    go_on(sim, end, [0, 2])
+    assert sim.node(3).counters["crashes"] == 1, "the fault fired"
+    assert sim.replica(2).index == 1, "node2 is validator 1 of the new set"
+    for cert in certificates_after(sim, 0, end):
+        assert {i for i, _ in cert.votes} <= {0, 1, 2}
+    assert signers(sim, 0, end) <= {"node0", "node2", "node3"}
+    sim.restart(3)
+    sim.run_until(height=sim.height(0), nodes=[3], within_ms=DEADLINE_MS)
+    assert sim.replica(3).index == 2
+
+
+def test_a_rotated_key_restarts_the_node_on_it_under_a_partition() -> None:
+    sim = Simulator(seed=23, admins=True)
+    sim.run_until(height=3)
+    new_key = factory.seeded_key("sim/story/rotated/node1")
+    change = {
+        "change": "rotate-validator-key", "id": "node1",
+        "public_key": crypto.public_key_bytes(new_key).hex(), "url": "https://node1.example:7002",
+        "proof": epochs.sign_possession(new_key, sim.genesis.chain_id, "node1"),
+    }  # fmt: skip
+    end = enact(sim, "rekey-node1", change)
+    sim.partition({3}, {0, 1, 2})
+    sim.run_until(until=lambda: sim.replica(1).retired, within_ms=DEADLINE_MS)
+    sim.members.rekey(sim.node(1), new_key)  # restarts on it: node3 is cut off, so
+    go_on(sim, end, [0, 1, 2])  # no quorum forms without node1's new key
+    assert sim.network.counts["cut_off"] > 0, "the fault fired"
+    assert not sim.replica(1).retired
+    later = certificates_after(sim, 0, sim.replica(1).epoch.first_height)
+    assert all(1 in [i for i, _ in cert.votes] for cert in later), "node1 signs, new key"
+    sim.heal()
+    sim.run_until(height=sim.height(0), nodes=[3], within_ms=DEADLINE_MS)
+
+
+def test_consensus_parameters_set_while_the_primary_crashes() -> None:
+    sim = Simulator(seed=24, admins=True)
+    sim.run_until(height=3)
+    primary = sim.primary
+    sim.at(200, "crash the primary", lambda: sim.crash(primary))
+    change = {"change": "set-params", "params": {"consensus.block_txs_max": 2}}
+    end = enact(sim, "tiny-blocks", change)
+    others = [i for i in range(4) if i != primary]
+    go_on(sim, end, others)
+    assert sim.node(primary).counters["crashes"] == 1, "the fault fired"
+    for index in others:
+        assert sim.replica(index).epoch.params.block_txs_max == 2
+    chain = sim.node(others[0]).store.chain
+    assert all(len(block.txs) <= 2 for block, _ in chain if block.height > end)
+
+
+def test_the_reconfig_family_moves_n_between_4_and_7_and_every_seed_holds() -> None:
+    effective: set[str] = set()
+    with memoized_verify():
+        for nodes in (4, 7):
+            for seed in range(5):
+                plan = make_plan(seed, nodes, {"reconfig", "loss", "crash", "byzantine"})
+                assert plan.reconfig is not None
+                outcome = run_seed(seed, nodes, plan.faults)
+                assert outcome.ok, outcome.report()
+                effective |= {line.split("effective: ")[1].split(" ")[0]
+                              for line in outcome.faults if "effective: " in line}  # fmt: skip
+                assert len(outcome.heights) >= nodes
+    assert effective == {"add", "remove", "rotate", "set"}, effective
+
+
+def test_the_checker_refuses_a_block_certified_by_another_epochs_set() -> None:
+    sim = Simulator(seed=25, admins=True)
+    sim.run_until(height=3)
+    end = enact(sim, "retire-node1", {"change": "remove-validator", "id": "node1"})
+    go_on(sim, end, [0, 2, 3])
+    block, cert = sim.node(0).store.get(end + 1)
+    sim.checker.on_commit(sim.node(0), block, cert)  # its own certificate: the new set's
+    old = sim.testnet.certify(block, view=cert.view)  # node0, node1, node2: the genesis set
+    with pytest.raises(Violation, match="epoch certificate"):
+        sim.checker.on_commit(sim.node(0), block, old)
+    earlier, earlier_cert = sim.node(0).store.get(end)
+    sim.checker.on_commit(sim.node(0), earlier, earlier_cert)  # the old set's own block
+    swapped = dataclasses.replace(cert, votes=cert.votes[:1])
+    with pytest.raises(Violation, match="epoch certificate"):
+        sim.checker.on_commit(sim.node(0), block, swapped)
