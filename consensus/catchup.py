@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ledger.block import Block, Certificate, ChainHead, check_body, verify_certificate
 from ledger.errors import InvalidBlock
-from ledger.genesis import Genesis
+from ledger.genesis import Genesis, Quorums
 
 from consensus.events import FetchBlocks
 
@@ -27,14 +27,15 @@ class Fetching:
 
 
 class CatchUp:
-    def __init__(self, index: int, weak_quorum: int, blocks_max: int, timeout_ms: int) -> None:
-        self._index = index
-        self._weak = weak_quorum
+    def __init__(self, index: int, quorums: Quorums, blocks_max: int, timeout_ms: int) -> None:
+        self._index, self._size = index, quorums.n
+        self._weak = quorums.weak
         self._blocks_max = blocks_max
         self._timeout_ms = timeout_ms
         self.peer_status: dict[int, tuple[int, int]] = {}  # peer -> (view, committed height)
         self.fetching: Fetching | None = None
         self._bad_peers: set[int] = set()
+        self._probes = 0  # blind fetches made: the next one asks the next peer
 
     def note(self, peer: int, view: int | None, height: int) -> None:
         old_view, old_height = self.peer_status.get(peer, (0, 0))
@@ -60,6 +61,30 @@ class CatchUp:
             fresh = ahead
         return self.fetch(fresh[height % len(fresh)], height, target, now_ms)
 
+    def probe(self, height: int, now_ms: int) -> list[FetchBlocks]:
+        """The blocks above `height` from the next peer of our set in turn, whatever peers
+        report. A replica that lags behind a change of the set cannot check the new set's
+        messages (their indices name other validators, or keys it does not know), so no
+        report of a head ahead reaches it: asking is the one way it learns. What comes back
+        is checked like any fetched block, so a peer gains nothing by its answer."""
+        peer = self._next_peer()
+        return [] if peer is None else self.fetch(peer, height, height + self._blocks_max, now_ms)
+
+    def fetch_base(self, peer: int, height: int, base: int, now_ms: int) -> list[FetchBlocks]:
+        """The blocks up to a NewView's `base` from `peer`, whose ViewChange named it; if its
+        last answer gave nothing (it is down, or no longer in the set: it may never answer),
+        from the next peer in turn: a certified block is held by a quorum."""
+        other = self._next_peer() if peer in self._bad_peers else None
+        return self.fetch(peer if other is None else other, height, base, now_ms)
+
+    def _next_peer(self) -> int | None:
+        """Each other validator of the set in turn (None: a set of one has no one to ask)."""
+        size = self._size
+        if size < 2:
+            return None
+        self._probes += 1
+        return (self._index + 1 + self._probes % (size - 1)) % size
+
     def fetch(self, peer: int, height: int, target: int, now_ms: int) -> list[FetchBlocks]:
         """Ask `peer` for the blocks above `height` up to `target` (a bounded number), unless a
         fetch is under way."""
@@ -75,10 +100,10 @@ class CatchUp:
         self.fetching = None
         return True
 
-    def new_epoch(self, index: int, weak_quorum: int) -> None:
+    def new_epoch(self, index: int, quorums: Quorums) -> None:
         """The set changed: indices name other validators, so what peers reported goes (a
         fetch under way stays: its blocks are checked like any other)."""
-        self._index, self._weak = index, weak_quorum
+        self._index, self._size, self._weak = index, quorums.n, quorums.weak
         self.peer_status.clear()
         self._bad_peers.clear()
 

@@ -77,8 +77,7 @@ class Replica(ShellView):
         self.proposer = Proposer(epoch.params, cfg.pipeline_depth, self.pool, self.log,
                                  is_committed)  # fmt: skip
         self.views = ViewState(epoch, index, cfg.view_change_timeout_max_ms)
-        self.catchup = CatchUp(index, epoch.quorums.weak, cfg.fetch_blocks_max,
-                               cfg.fetch_timeout_ms)  # fmt: skip
+        self.catchup = CatchUp(index, epoch.quorums, cfg.fetch_blocks_max, cfg.fetch_timeout_ms)
         self.liveness = Liveness(epoch.params, cfg.retransmit_ms)
         self._join(epoch, index, None)  # the owners of what the set decides
         self.out = Outbox(key, genesis.chain_id)
@@ -267,7 +266,7 @@ class Replica(ShellView):
         self.checkpoints = Checkpoints(epoch.params.checkpoint_interval, self._quorum)
         self.checkpoints.restore(stable)
         self.views.new_epoch(epoch, index)
-        self.catchup.new_epoch(index, epoch.quorums.weak)
+        self.catchup.new_epoch(index, epoch.quorums)
         self.proposer.params = epoch.params
         self.liveness.new_params(epoch.params)
 
@@ -349,7 +348,7 @@ class Replica(ShellView):
             return
         if self.chain.height < pending.base_height:
             peer, base = pending.selection.base_sender, pending.base_height
-            self.out.emit(*self.catchup.fetch(peer, self.chain.height, base, self._now))
+            self.out.emit(*self.catchup.fetch_base(peer, self.chain.height, base, self._now))
             return
         chain = pending.ready(self.chain.head, self.log.blocks.get)
         if chain is None:
@@ -404,8 +403,9 @@ class Replica(ShellView):
             case ev.Timer.VIEW_CHANGE if self.in_view_change:
                 if self.views.has_quorum_support():
                     self._start_view_change(self.view + 1)  # its primary failed: move on
-                else:
-                    self._send_view_change()  # ask again rather than run ahead alone
+                else:  # ask again rather than run ahead alone, and fetch (catchup.py, probe)
+                    self._send_view_change()
+                    self.out.emit(*self.catchup.probe(self.chain.height, self._now))
 
     def _on_retransmit(self) -> None:
         """Status to all, expired txs out; if the head did not move since the last tick, our

@@ -28,7 +28,7 @@ from consensus.timers import Timers
 from consensus.viewstate import VIEW_AHEAD_MAX, ViewState
 from ledger import block as blocks
 from ledger import crypto
-from ledger.genesis import ConsensusParams
+from ledger.genesis import ConsensusParams, Quorums
 from ledger.primitives import TX_BYTES_MAX
 from tests import factory
 
@@ -283,7 +283,7 @@ def test_a_new_view_needs_its_primary_and_a_quorum_of_signed_view_changes_for_it
 
 
 def test_catch_up_fetches_only_when_f_plus_one_peers_are_ahead_and_one_fetch_at_a_time() -> None:
-    catchup = CatchUp(0, weak_quorum=2, blocks_max=2, timeout_ms=500)
+    catchup = CatchUp(0, Quorums(4), blocks_max=2, timeout_ms=500)
     catchup.note(1, 0, 9)
     assert catchup.catch_up(2, now_ms=0) == []  # one peer ahead may be lying
     catchup.note(2, None, 5)
@@ -294,6 +294,34 @@ def test_catch_up_fetches_only_when_f_plus_one_peers_are_ahead_and_one_fetch_at_
     assert not catchup.answered(2)
     assert catchup.answered(1)
     assert catchup.deadline_ms() is None
+
+
+def test_a_probe_asks_every_other_peer_in_turn_whatever_peers_report() -> None:
+    catchup = CatchUp(2, Quorums(4), blocks_max=8, timeout_ms=500)
+    asked = []
+    for now in range(6):
+        (fetch,) = catchup.probe(5, now_ms=now)
+        assert (fetch.from_height, fetch.to_height) == (6, 13)  # no report: up to blocks_max
+        assert catchup.probe(5, now_ms=now) == []  # one fetch at a time
+        assert catchup.answered(fetch.peer)
+        asked.append(fetch.peer)
+    assert sorted(asked) == [0, 0, 1, 1, 3, 3], "each other peer in turn, never itself"
+    catchup.new_epoch(0, Quorums(1))
+    assert catchup.probe(5, now_ms=9) == [], "a set of one has no one to ask"
+
+
+
+def test_the_base_of_a_new_view_is_fetched_elsewhere_once_its_sender_gave_nothing() -> None:
+    """Regression (seed 3 at n = 7 of the first reconfig sweep): the sender whose ViewChange
+    named the base was removed from the set and stopped; asked again and again, it never
+    answered, and the replica stayed at height 0."""
+    catchup = CatchUp(1, Quorums(4), blocks_max=8, timeout_ms=500)
+    counts: Counter[str] = Counter()
+    assert catchup.fetch_base(0, 0, 2, now_ms=0) == [ev.FetchBlocks(0, 1, 2)]
+    catchup.apply_answer(0, (), _Applier(), counts)  # its time-out: nothing
+    (again,) = catchup.fetch_base(0, 0, 2, now_ms=600)
+    assert again.peer not in {0, 1}
+    assert (again.from_height, again.to_height) == (1, 2)
 
 
 class _Applier:
@@ -314,7 +342,7 @@ class _Applier:
 
 
 def test_a_fetch_answer_is_taken_once_and_counted_when_forged_or_empty() -> None:
-    catchup = CatchUp(0, weak_quorum=2, blocks_max=8, timeout_ms=500)
+    catchup = CatchUp(0, Quorums(4), blocks_max=8, timeout_ms=500)
     (b1, c1), (b2, c2) = CHAIN[:2]
     counts: Counter[str] = Counter()
     applier = _Applier()
@@ -331,7 +359,7 @@ def test_a_fetch_answer_is_taken_once_and_counted_when_forged_or_empty() -> None
 
 
 def test_catch_up_applies_the_certified_prefix_and_asks_a_forger_last() -> None:
-    catchup = CatchUp(0, weak_quorum=2, blocks_max=8, timeout_ms=500)
+    catchup = CatchUp(0, Quorums(4), blocks_max=8, timeout_ms=500)
     (b1, c1), (b2, c2), (b3, _) = CHAIN[:3]
     forged = replace(c2, votes=c2.votes[:1])
     counts: Counter[str] = Counter()

@@ -1,11 +1,12 @@
 """Seed sweeps: one seed is one run (random faults, heal, require liveness), many run in parallel.
 
 It owns the shape of a seeded run and its report. A run: draw the plan from the seed, run the
-fault phase (safety checked at every commit), heal everything, then require every honest
-replica to commit `LIVENESS_BLOCKS` more blocks than the best honest height at the heal within
-`LIVENESS_MS` of simulated time. A failing run's report names the seed that replays it, the
-fault schedule and the last trace lines. Workers are spawned with PYTHONHASHSEED=0 so a seed
-replays identically from the test suite and the command line.
+fault phase (safety checked at every commit), heal everything, then (with `reconfig`) require
+every change of the set to be made and its nodes started or stopped within `LIVENESS_MS`, then
+every honest validator not removed to commit `LIVENESS_BLOCKS` more blocks than the best honest
+height within `LIVENESS_MS` of simulated time. A failing run's report names the seed that
+replays it, the fault schedule and the last trace lines. Workers are spawned with
+PYTHONHASHSEED=0 so a seed replays identically from the test suite and the command line.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ from typing import Final
 from ledger.gov import changes
 from tests.sim.checker import Violation
 from tests.sim.fastcrypto import memoized_verify
-from tests.sim.faults import make_plan, schedule
+from tests.sim.faults import Plan, make_plan, schedule
 from tests.sim.simulator import Simulator
 
 LIVENESS_BLOCKS: Final = 3
@@ -63,6 +64,12 @@ def run_seed(
     seed: int, nodes: int, faults: Iterable[str], trace_lines: int = TRACE_LINES
 ) -> Outcome:
     plan = make_plan(seed, nodes, faults)
+    with epochs_in_force(on=plan.reconfig is not None):
+        return _run(plan, trace_lines)
+
+
+def _run(plan: Plan, trace_lines: int) -> Outcome:
+    seed, nodes = plan.seed, plan.nodes
     sim: Simulator | None = None
     try:
         governs = plan.reconfig is not None
@@ -129,7 +136,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _work(args: tuple[int, int, frozenset[str], int]) -> Outcome:
-    with memoized_verify(), epochs_in_force(on="reconfig" in args[2]):
+    with memoized_verify():
         return run_seed(*args)
 
 

@@ -153,3 +153,24 @@ def test_the_checker_refuses_a_block_certified_by_another_epochs_set() -> None:
     swapped = dataclasses.replace(cert, votes=cert.votes[:1])
     with pytest.raises(Violation, match="epoch certificate"):
         sim.checker.on_commit(sim.node(0), block, swapped)
+
+
+def test_a_replica_behind_the_removal_of_a_middle_validator_catches_up() -> None:
+    """Regression (seed 1 of the first reconfig sweep at n = 4): node3, cut off while node1 is
+    removed, cannot check the new set's messages (index 2 is node3 there, node2 before), so
+    it never heard that the others were ahead; it asks a peer for blocks instead."""
+    sim = Simulator(seed=27, admins=True)
+    sim.run_until(height=3)
+    sim.partition({3}, {0, 1, 2})
+    sim.client_on = False  # nothing for the cut-off node to do but wait
+    end = enact(sim, "retire-node1", {"change": "remove-validator", "id": "node1"})
+    sim.run_until(until=lambda: sim.replica(1).retired, within_ms=DEADLINE_MS)
+    sim.members.remove(sim.node(1))
+    sim.client_on = True
+    sim.run_for(3_000)  # node0 and node2 (q = 2 of 3) go on without node3
+    assert sim.height(3) < end, "node3 is behind the boundary"
+    sim.heal()
+    go_on(sim, end, [0, 2, 3])
+    assert sim.replica(3).epoch.number == 1
+    assert sim.replica(3).index == 2
+    assert sim.replica(3).counters["blocks_committed"] > 0

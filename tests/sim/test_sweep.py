@@ -29,7 +29,7 @@ def _sweep_passes(seeds: range, nodes: int) -> None:
             if not outcome.ok:
                 pytest.fail(outcome.report(), pytrace=False)
             assert outcome.nodes == nodes
-            assert len(outcome.heights) == nodes
+            assert len(outcome.heights) >= nodes  # (and the validators that joined)
             passed += 1
     finally:
         outcomes.close()
