@@ -310,7 +310,6 @@ def test_a_probe_asks_every_other_peer_in_turn_whatever_peers_report() -> None:
     assert catchup.probe(5, now_ms=9) == [], "a set of one has no one to ask"
 
 
-
 def test_the_base_of_a_new_view_is_fetched_elsewhere_once_its_sender_gave_nothing() -> None:
     """Regression (seed 3 at n = 7 of the first reconfig sweep): the sender whose ViewChange
     named the base was removed from the set and stopped; asked again and again, it never
