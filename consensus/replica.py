@@ -286,11 +286,11 @@ class Replica(ShellView):
 
     def _maybe_propose(self) -> int | None:
         """Propose every block that is due; return when the next one will be (None: none)."""
-        if self.primary != self.index or self.in_view_change or self.views.reproposal is not None:
-            return None
-        if self.log.epoch_end(self.chain.head) is not None:
-            return None  # the next epoch's set certifies what follows it
-        while True:
+        while True:  # (each round: a block proposed here may end the epoch, or commit one)
+            if self.primary != self.index or self.in_view_change or self.views.reproposal:
+                return None
+            if self.retired or self.log.epoch_end(self.chain.head) is not None:
+                return None  # the next epoch's set certifies what follows it
             block = self.proposer.next_block(self.chain.head, self._now, self.view, self.index)
             if not isinstance(block, Block):
                 return block

@@ -17,7 +17,7 @@ from ledger.gov import epochs
 from tests import factory
 from tests.sim.checker import Violation
 from tests.sim.fastcrypto import memoized_verify
-from tests.sim.faults import make_plan
+from tests.sim.faults import ALL, make_plan
 from tests.sim.network import NetParams
 from tests.sim.simulator import Simulator
 from tests.sim.sweep import epochs_in_force, run_seed
@@ -174,3 +174,14 @@ def test_a_replica_behind_the_removal_of_a_middle_validator_catches_up() -> None
     assert sim.replica(3).epoch.number == 1
     assert sim.replica(3).index == 2
     assert sim.replica(3).counters["blocks_committed"] > 0
+
+
+def test_a_primary_stops_proposing_at_the_block_that_ends_its_epoch() -> None:
+    """Regression (seed 795 at n = 4 of the reconfig sweep): a primary with several blocks due
+    proposed, in one round, the block that ends the epoch (an approval in it) and then one
+    above it, which its own validation then dropped (nothing is pre-prepared above a boundary
+    in flight): the replica failed its own assertion."""
+    with memoized_verify():
+        outcome = run_seed(795, 4, ALL)
+    assert outcome.ok, outcome.report()
+    assert any("effective: set" in line for line in outcome.faults)
