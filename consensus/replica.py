@@ -172,8 +172,8 @@ class Replica(ShellView):
     # --- normal case ------------------------------------------------------------------------
 
     def _on_pre_prepare(self, pp: m.PrePrepare, *, own: bool = False) -> None:
-        if not (self.views.is_current(pp.view) and self.chain.takes(pp.height)):
-            return
+        if self.retired or not (self.views.is_current(pp.view) and self.chain.takes(pp.height)):
+            return  # (retired: by the block it just committed; it votes nothing from then on)
         check_proposal(pp, self.primary, self._now)
         accepted = self.log.accepted(pp.height)
         if accepted is not None:
@@ -344,7 +344,7 @@ class Replica(ShellView):
         """Install the NewView's re-proposal once the head reached its base and its blocks are
         here (accepted in the new view, and voted for); until then fetch what is missing."""
         pending = self.views.reproposal
-        if pending is None:
+        if pending is None or self.retired:
             return
         if self.chain.height < pending.base_height:
             peer, base = pending.selection.base_sender, pending.base_height

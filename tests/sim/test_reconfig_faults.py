@@ -185,3 +185,14 @@ def test_a_primary_stops_proposing_at_the_block_that_ends_its_epoch() -> None:
         outcome = run_seed(795, 4, ALL)
     assert outcome.ok, outcome.report()
     assert any("effective: set" in line for line in outcome.faults)
+
+
+def test_a_replica_whose_key_the_block_it_commits_rotates_out_votes_nothing_after_it() -> None:
+    """Regression (seed 932 at n = 4 of the reconfig sweep): node0, behind, fetched the block
+    that rotated its key out and, in the same event, installed a NewView's re-proposal above
+    it and voted for it with the old key, then committed the block with that vote in its
+    certificate: its store refused it."""
+    with memoized_verify():
+        outcome = run_seed(932, 4, ALL)
+    assert outcome.ok, outcome.report()
+    assert any("effective: rotate n0" in line for line in outcome.faults)
