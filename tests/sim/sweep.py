@@ -9,15 +9,13 @@ replays it, the fault schedule and the last trace lines. Workers are spawned wit
 PYTHONHASHSEED=0 so a seed replays identically from the test suite and the command line.
 """
 
-import contextlib
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ledger.gov import changes
 from tests.sim.checker import Violation
 from tests.sim.fastcrypto import memoized_verify
 from tests.sim.faults import Plan, make_plan, schedule
@@ -63,9 +61,7 @@ class Outcome:
 def run_seed(
     seed: int, nodes: int, faults: Iterable[str], trace_lines: int = TRACE_LINES
 ) -> Outcome:
-    plan = make_plan(seed, nodes, faults)
-    with epochs_in_force(on=plan.reconfig is not None):
-        return _run(plan, trace_lines)
+    return _run(make_plan(seed, nodes, faults), trace_lines)
 
 
 def _run(plan: Plan, trace_lines: int) -> Outcome:
@@ -138,22 +134,6 @@ def parse_seeds(text: str) -> list[int]:
 def _work(args: tuple[int, int, frozenset[str], int]) -> Outcome:
     with memoized_verify():
         return run_seed(*args)
-
-
-@contextlib.contextmanager
-def epochs_in_force(*, on: bool) -> Iterator[None]:
-    """The kinds of change that end an epoch carried out (ledger/gov/changes.py keeps them
-    refused on a real chain until the node follows epochs; the simulator's replicas do). A
-    version without the switch carries them out always: then this does nothing."""
-    before = getattr(changes, "EPOCHS_IN_FORCE", None)
-    if before is None:
-        yield
-        return
-    setattr(changes, "EPOCHS_IN_FORCE", on or before)  # noqa: B010 (a Final, on purpose)
-    try:
-        yield
-    finally:
-        setattr(changes, "EPOCHS_IN_FORCE", before)  # noqa: B010
 
 
 def sweep(

@@ -5,7 +5,7 @@ Each story enacts one kind of change with real admin-signed txs and checks that 
 that makes it effective ends its epoch, that every block after it is certified by the new set
 (every store checks each certificate against the set of its block's epoch, so a block
 certified by another set fails the run), and that the chain goes on with every honest node on
-it. The epoch kinds are switched on for these runs (ledger/gov/changes.py, EPOCHS_IN_FORCE).
+it.
 """
 
 from typing import Any, Final

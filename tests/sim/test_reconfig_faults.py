@@ -7,7 +7,6 @@ other than the last is removed or one is added: these stories are where that sho
 """
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Final
 
 import pytest
@@ -20,17 +19,11 @@ from tests.sim.fastcrypto import memoized_verify
 from tests.sim.faults import ALL, make_plan
 from tests.sim.network import NetParams
 from tests.sim.simulator import Simulator
-from tests.sim.sweep import epochs_in_force, run_seed
+from tests.sim.sweep import run_seed
 from tests.sim.test_reconfig import certificates_after, enact, go_on
 
 LOSSY: Final = NetParams(loss=0.1, delay_max_ms=20)
 DEADLINE_MS: Final = 30_000
-
-
-@pytest.fixture(autouse=True)
-def epochs_on() -> Iterator[None]:
-    with epochs_in_force(on=True):
-        yield
 
 
 def signers(sim: Simulator, index: int, after: int) -> set[str]:
