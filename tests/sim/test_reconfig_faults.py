@@ -189,3 +189,14 @@ def test_a_replica_whose_key_the_block_it_commits_rotates_out_votes_nothing_afte
         outcome = run_seed(932, 4, ALL)
     assert outcome.ok, outcome.report()
     assert any("effective: rotate n0" in line for line in outcome.faults)
+
+
+def test_actions_queued_before_the_set_changes_in_the_same_event_name_the_new_set() -> None:
+    """Seed 246 at n = 7: node 2, restarted, asked validator 1 (node 1) for a block, and in the
+    same event committed the block that removed node 1 and moved node 2 to index 1; the shell,
+    reading the action with the new set, was sent to ask itself. Queued actions and the fetch
+    under way are readdressed when the set changes (consensus/outbox.py, catchup.py)."""
+    with memoized_verify():
+        outcome = run_seed(246, 7, ALL)
+    assert outcome.ok, outcome.report()
+    assert any("remove n1" in line for line in outcome.faults)
