@@ -9,9 +9,8 @@ emits it, applies the blocks and arms the timer (`deadline_ms`). Status gossip o
 retransmit timer tells each replica the others' views and heads.
 """
 
-import dataclasses
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.block import Block, Certificate, ChainHead, check_body, verify_certificate
@@ -100,13 +99,6 @@ class CatchUp:
             return False
         self.fetching = None
         return True
-
-    def readdress(self, moved: Mapping[int, int]) -> None:
-        """The set changed: a fetch made in this event names its peer by the old index (its
-        action is readdressed likewise); one from a validator not in the new set is given up."""
-        if self.fetching is not None:
-            peer = moved.get(self.fetching.peer)
-            self.fetching = None if peer is None else dataclasses.replace(self.fetching, peer=peer)
 
     def new_epoch(self, index: int, quorums: Quorums) -> None:
         """The set changed: indices name other validators, so what peers reported goes (a

@@ -65,11 +65,6 @@ class Epoch:
             return previous.members
         return None
 
-    def moved_to(self, entered: "Epoch") -> dict[int, int]:
-        """Index here -> index in `entered` of each validator in both sets (by id)."""
-        new = {v.id: v.index for v in entered.members.validators}
-        return {v.index: new[v.id] for v in self.members.validators if v.id in new}
-
     def next(self, config: Config) -> "Epoch":
         return Epoch(config, self.config)
 

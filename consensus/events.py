@@ -9,7 +9,10 @@ written, if (1) every later action of any event takes effect only after them, in
 order (so what leaves the node, and what a crash leaves on disk, is what the simple shell could
 show at some moment, only later), and (2) the `is_committed` it gave the replica also answers
 True for the txs of `CommitBlock`s still on their way to the store. Timer actions are local
-and may take effect at once. The transport is weak on purpose: a `Send` may be lost,
+and may take effect at once. A `Send` or `FetchBlocks` names its peer by index in the set of
+the epoch the replica was in when it emitted it, which is the set in force at the store's head
+once everything before the action has taken effect: the shell addresses it with that set
+(docs/protocol.md 13.6). The transport is weak on purpose: a `Send` may be lost,
 duplicated or reordered; the replica recovers with its own timers.
 
 The events: `Start()` first. Admitted client txs go in as `ClientTxs` while the replica's

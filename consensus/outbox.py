@@ -5,7 +5,6 @@ and the deadlines the shell holds (`Timers`). Only the replica holds an outbox, 
 given it: the parts return values, and the replica alone turns them into actions here.
 """
 
-import dataclasses
 from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,25 +34,6 @@ class Outbox:
 
     def emit(self, *actions: ev.Action) -> None:
         self._actions.extend(actions)
-
-    def readdress(self, moved: Mapping[int, int]) -> Mapping[int, int]:
-        """The set changed in the middle of an event: the actions queued so far name peers by
-        their index in the set just left; give them the index in the new one (`moved`: old
-        index -> new index of the validators in both). An action for a validator not in the
-        new set is dropped: the shell reaches only the set in force. Returns `moved`."""
-        kept: list[ev.Action] = []
-        for queued in self._actions:
-            match queued:
-                case ev.Send(to=to) if to in moved:
-                    kept.append(ev.Send(moved[to], queued.message))
-                case ev.FetchBlocks(peer=peer) if peer in moved:
-                    kept.append(dataclasses.replace(queued, peer=moved[peer]))
-                case ev.Send() | ev.FetchBlocks():
-                    pass  # to a validator the new set does not hold
-                case _:
-                    kept.append(queued)
-        self._actions = kept
-        return moved
 
     def fired(self, timer: ev.Timer) -> None:
         """`timer`'s deadline came: the shell no longer holds it."""

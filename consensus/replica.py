@@ -67,7 +67,8 @@ class Replica(ShellView):
         self.chain = Chain(head, head_certificate, cfg.window)
         self.pool = TxPool(cfg.pool_capacity)
         self.log = Log(genesis, state)  # state: the committed rule state (None: in memory)
-        self.epoch = epoch = self.log.rules.epoch_at_head()  # then ours at each boundary
+        # The set, quorums and parameters after the head; then ours at each boundary we commit.
+        self.epoch = epoch = self.log.rules.epoch_at_head()
         assert 0 <= index < epoch.size, "`index`: our place in the set in force at the head"
         self.validator_id = epoch.members.validators[index].id
         self._public_key = crypto.public_key_bytes(key)
@@ -248,13 +249,12 @@ class Replica(ShellView):
     def _enter_epoch(self) -> None:
         """The block just committed ended the epoch: the next one's set, quorums and
         parameters, from this replica's own rule state (docs/protocol.md section 13.5)."""
-        left, self.epoch = self.epoch, self.epoch.next(self.log.rules.config_after_head())
+        self.epoch = epoch = self.epoch.next(self.log.rules.config_after_head())
         self.counters["epochs_entered"] += 1
-        self.catchup.readdress(self.out.readdress(left.moved_to(self.epoch)))  # named in `left`
-        index = self.epoch.index_of(self.validator_id, self._public_key)
+        index = epoch.index_of(self.validator_id, self._public_key)
         self.retired = index is None
         if index is not None:
-            self._join(self.epoch, index, self.checkpoints.proof)
+            self._join(epoch, index, self.checkpoints.proof)
             self.log.new_view()  # votes counted in the old set are void
             if self.in_view_change:
                 self._send_view_change()

@@ -5,7 +5,6 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus import events as ev
 from consensus import messages as m
@@ -22,7 +21,6 @@ from consensus.journal import (
     parse_height_key,
 )
 from consensus.log import Log
-from consensus.outbox import Outbox
 from consensus.pool import ORDER_SLACK, TxPool
 from consensus.proposer import Proposer
 from consensus.signatures import SignatureCache
@@ -461,24 +459,3 @@ def test_the_pool_knows_its_oldest_arrival_through_removals_and_stays_compact() 
     assert len(pool._order) <= 2 * len(pool) + ORDER_SLACK
     pool.remove([t.tx_id for t in added])
     assert pool.oldest_arrival_ms() is None
-
-
-def test_actions_queued_in_the_old_set_are_readdressed_to_the_new_one() -> None:
-    """Validator 1 of four is removed while actions to it and to validator 2 are queued:
-    validator 2 is index 1 now, what was for validator 1 is dropped, a broadcast stays."""
-    out = Outbox(Ed25519PrivateKey.generate(), "testcity")
-    status = m.Status(0, 3, 0)
-    out.emit(ev.FetchBlocks(1, 4, 4), ev.FetchBlocks(2, 4, 4), ev.Broadcast(status))
-    out.send(2, status)
-    out.send(1, status)
-    moved = {0: 0, 2: 1, 3: 2}
-    assert out.readdress(moved) == moved
-    kinds = [(type(a).__name__, getattr(a, "peer", getattr(a, "to", None))) for a in out.take({})]
-    assert kinds == [("FetchBlocks", 1), ("Broadcast", None), ("Send", 1)]
-    catchup = CatchUp(0, Quorums(4), blocks_max=8, timeout_ms=500)
-    catchup.fetch(2, 3, 4, 0)
-    catchup.readdress(moved)
-    assert catchup.fetching is not None
-    assert catchup.fetching.peer == 1
-    catchup.readdress({0: 0})  # its peer left the set: the fetch is given up
-    assert catchup.fetching is None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus.events import FETCH_BLOCKS_MAX
+from ledger.genesis import Validator
 from ledger.gov.history import config_of
 from tests.sim.checker import Violation
 from tests.sim.node import DecodeCache, SimNode
@@ -32,21 +33,33 @@ class Members:
         self._sim = sim
         self._numbers = {v.id: i for i, v in enumerate(sim.genesis.validators)}
         self._asked: dict[int, int] = {}  # syncing node -> how many asks it made
+        self._sets: dict[int, tuple[int, tuple[Validator, ...]]] = {}  # node -> (height, set)
 
     def number(self, validator_id: str) -> int:
         return self._numbers[validator_id]
 
     def of_index(self, node: SimNode, index: int) -> int | None:
-        """The node number of validator `index` of the epoch `node`'s replica is in."""
-        assert node.replica is not None
-        validators = node.replica.epoch.members.validators
+        """The node number of validator `index` of the set `node`'s sends are addressed in."""
+        validators = self._addressed(node)
         return self._numbers.get(validators[index].id) if 0 <= index < len(validators) else None
 
     def peers(self, node: SimNode) -> list[int]:
-        """The nodes a broadcast of `node` reaches: the other validators of its epoch."""
-        assert node.replica is not None
-        validators = node.replica.epoch.members.validators
-        return [self._numbers[v.id] for v in validators if v.id != node.validator_id]
+        """The nodes a broadcast of `node` reaches: the other validators of that set."""
+        return [self._numbers[v.id] for v in self._addressed(node) if v.id != node.validator_id]
+
+    def _addressed(self, node: SimNode) -> tuple[Validator, ...]:
+        """The set in force at `node`'s store's head, as the node's shell addresses what the
+        replica emits (node/runtime.py follows the set once the block that changes it is
+        written): an action the replica emitted before committing that block names peers by
+        the old set, and is carried out before the write; one emitted after it, by the new
+        set, waits for it. (Reading the replica's own epoch instead sent a relay held behind
+        a write to the node itself: seed 479 at n = 7.)"""
+        height = node.store.height
+        cached = self._sets.get(node.index)
+        if cached is None or cached[0] != height:
+            config = config_of(node.store.rules.get, self._sim.genesis)
+            cached = self._sets[node.index] = (height, tuple(config.members.validators))
+        return cached[1]
 
     # --- joining -----------------------------------------------------------------------------
 
