@@ -301,7 +301,7 @@ def check_block(
                 check_block_signature(t, signer, config)
         except InvalidTransaction as exc:
             raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None
-    executed = execute(state, block.txs, genesis, header.timestamp_ms, header.height)
+    executed = execute(state, block.txs, genesis, header.timestamp_ms, header.height, config=config)
     check_outcomes(block.outcomes, executed, header.height)
     return executed
 

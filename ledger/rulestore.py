@@ -17,7 +17,7 @@ from ledger.block import Block
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError, StoreError
 from ledger.genesis import Genesis
-from ledger.gov.history import config_of
+from ledger.gov.config import Config
 from ledger.kinds.execute import Executed, Overlay
 from ledger.kinds.risks import Alert, monitor
 from ledger.leveldb import Reader
@@ -38,11 +38,11 @@ StateWrites = dict[bytes, tuple[Any, int]]
 
 
 def block_rules(
-    state: Overlay, block: Block, executed: Executed, genesis: Genesis
+    state: Overlay, block: Block, executed: Executed, genesis: Genesis, config: Config
 ) -> tuple[dict[bytes, bytes], list[Alert]]:
     """The entries a block adds besides its block entries (and its alerts), with `state` (the
-    batch's overlay, with the block's execution writes in) advanced by the risk writes."""
-    config = config_of(state.get, genesis)  # before the block's writes: the one it ran under
+    batch's overlay, with the block's execution writes in) advanced by the risk writes;
+    `config`: the configuration the block ran under (in force before it)."""
     state.update(executed.writes)
     m = config.members
     signers = [*m.clients.values(), *m.admins.values(), *config.retired.values()]

@@ -46,6 +46,7 @@ from ledger.block import (
 )
 from ledger.errors import InvalidBlock, StoreError
 from ledger.genesis import Genesis
+from ledger.gov.config import Config as GovConfig
 from ledger.gov.history import Configs
 from ledger.kinds.execute import Executed, Getter, Overlay, check_outcomes, execute
 from ledger.kinds.risks import Alert
@@ -264,8 +265,11 @@ class BlockStore:
                     for key, value in step.puts:
                         batch.put(self._CONSENSUS + key, value)
                     continue
-                nodes, head, executed = self._check_append(step, head, is_committed, state.get)
-                entries, raised = block_rules(state, step.block, executed, self._genesis)
+                # The configuration of the block's own height, from the store's history.
+                config = self._configs.of_block(state.get, step.block.height)
+                checked = self._check_append(step, head, is_committed, state.get, config)
+                nodes, head, executed = checked
+                entries, raised = block_rules(state, step.block, executed, self._genesis, config)
                 self._put_block(batch, step.block, step.certificate, nodes, entries)
                 alerts.extend(raised)
                 written.update(state_writes(state, entries))
@@ -286,18 +290,17 @@ class BlockStore:
 
     def _check_append(
         self, step: BlockWrite, head: ChainHead, is_committed: Callable[[bytes], bool],
-        state: Getter,
+        state: Getter, config: GovConfig,
     ) -> tuple[list[merkle.Node], ChainHead, Executed]:  # fmt: skip
         """The history nodes the block completes, the head after it and its execution against
-        `state`; raise `InvalidBlock` unless it is a certified block that validly extends
-        `head` with the outcomes its txs get."""
+        `state` under `config` (in force before it: its epoch's); raise `InvalidBlock` unless
+        it is a certified block that validly extends `head` with the outcomes its txs get."""
         block, certificate = step.block, step.certificate
         # Pair checks of in-memory objects: what gets indexed must be what gets stored. A tx
         # that `decode_tx` parsed got its id from its own bytes (and is frozen): not re-hashed.
         ids = [t.tx_id if t._parsed else crypto.sha256(t.raw) for t in block.txs]
         if block.hash != block.header.hash() or ids != [t.tx_id for t in block.txs]:
             raise InvalidBlock(f"block {block.height}: hashes do not match its content")
-        config = self._configs.of_state(state)  # in force before the block: its epoch's
         if step.txs_checked and step.writes is not None:  # the replica's execution of it
             check_links(block, head, config.members)
             executed = Executed(block.outcomes, step.writes)
@@ -305,7 +308,7 @@ class BlockStore:
             check_links(block, head, config.members)
             # The writes are needed, and the outcomes pair-checked against the replica's.
             time_ms, height = block.header.timestamp_ms, block.height
-            executed = execute(state, block.txs, self._genesis, time_ms, height)
+            executed = execute(state, block.txs, self._genesis, time_ms, height, config=config)
             check_outcomes(block.outcomes, executed, block.height)
         else:
             executed = check_block(

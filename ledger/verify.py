@@ -96,8 +96,8 @@ class ChainVerifier:
         # The certificate first: a few signatures reject a forged block before its txs' many.
         # It is checked against the validators in force before the block (ledger/gov: the
         # set of its epoch), as its txs' signers are.
-        in_force = config_of(self.state.get, self.genesis).members
-        verify_certificate(certificate, block, in_force)
+        config = config_of(self.state.get, self.genesis)  # the block's own: before it
+        verify_certificate(certificate, block, config.members)
         height = block.height
         positions = {t.tx_id: i for i, t in enumerate(block.txs)}
 
@@ -106,9 +106,11 @@ class ChainVerifier:
             return location is not None and location != (height, positions[tx_id])
 
         executed = check_block(
-            block, self.head, self.genesis, is_committed=committed_elsewhere, state=self.state.get
-        )
-        _, alerts = block_rules(self.state, block, executed, self.genesis)  # advances the state
+            block, self.head, self.genesis, is_committed=committed_elsewhere,
+            state=self.state.get, config=config,
+        )  # fmt: skip
+        # Advances the state.
+        _, alerts = block_rules(self.state, block, executed, self.genesis, config)
         nodes: tuple[merkle.Node, ...] = ()
         if height == 1:  # leaf 0, the genesis hash, is part of the tree block 1 extends
             nodes = merkle.Frontier.empty().append_with_nodes(self.genesis.hash)[1]

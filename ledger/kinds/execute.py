@@ -120,12 +120,13 @@ def settled_refusal(
 
 def execute(
     base: Getter, transactions: Iterable[Transaction], genesis: Genesis, time_ms: int,
-    height: int,
+    height: int, *, config: Config | None = None,
 ) -> Executed:  # fmt: skip
     """Run `transactions` in order on the state `base` as block `height` stamped `time_ms`
-    would, under the configuration in force before it (ledger/gov)."""
+    would, under `config`: the configuration in force before it (ledger/gov; None: derived
+    from `base`)."""
     configs = history.configs_for(genesis)
-    before = configs.of_state(base)
+    before = configs.of_state(base) if config is None else config
     state = Overlay(base)
     outcomes = []
     for tx in transactions:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from ledger import tx as txs
 from ledger.block import Block, BlockHeader
 from ledger.genesis import RuleParams
+from ledger.gov.config import Config
 from ledger.kinds import base
 from ledger.kinds.execute import Overlay, execute, execute_tx
 from ledger.kinds.risks import Alert, monitor
@@ -215,7 +216,7 @@ def test_rules_hold_in_every_order_and_a_second_replay_agrees(
         header = BlockHeader(height, bytes(32), bytes(32), len(chunk), bytes(32), _time(height),
                              0, 0, bytes(32))  # fmt: skip
         block = Block(header, chunk, header.hash(), executed.outcomes)
-        raised += block_rules(verifier, block, executed, genesis)[1]
+        raised += block_rules(verifier, block, executed, genesis, Config(genesis))[1]
         replayed.extend(executed.outcomes)
     assert replayed == outcomes
     assert raised == alerts
