@@ -139,6 +139,8 @@ def _rejection_view(r: Rejection) -> dict[str, Any]:
 
 async def post_transactions(request: web.Request) -> web.StreamResponse:
     rt = _runtime(request)
+    if rt.following:  # nothing would propose its txs: a client should ask a validator
+        raise ApiError(503, "not_validator", "this node follows the chain; it is no validator")
     async with codec.body(request, rt.config.body_bytes_max, request.app[BODIES]) as raw:
         items, is_batch = codec.parse_transactions(codec.parse_body(request, raw))
     wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
@@ -429,29 +431,6 @@ async def get_stable_checkpoint(request: web.Request) -> web.StreamResponse:
 # --- Operations ------------------------------------------------------------------------------
 
 
-async def get_status(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    r, genesis, members = rt.replica, rt.identity.genesis, rt.replica.epoch.members
-    up = rt.watch.peers_up()
-    peers = [
-        {"index": v.index, "id": v.id, "url": v.url, "queued": rt.transport.queued(v.id),
-         "up": up.get(v.id, False)}
-        for v in members.validators
-        if v.id != r.validator_id
-    ]  # fmt: skip
-    readiness = rt.watch.readiness(closed=rt.shell.closed)
-    return render(request, {
-        "node_id": rt.config.node_id, "index": r.index, "chain_id": genesis.chain_id,
-        "genesis_hash": genesis.hash, "view": r.view, "primary": r.primary,
-        "in_view_change": r.in_view_change, "height": rt.store.height,
-        "head_hash": rt.store.head.hash, "mempool": r.pending, "mempool_free": r.pool_free,
-        "peers": peers, "running": not rt.shell.closed,
-        "quorum": {"reachable": rt.watch.reachable(), "needed": members.quorums.commit},
-        "catching_up": rt.watch.catching_up, "ready": readiness.ready,
-        "not_ready": readiness.reason, "epoch": rt.configuration().epoch,
-    })  # fmt: skip
-
-
 async def get_metrics(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     return web.Response(body=rt.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -512,7 +491,7 @@ ROUTES: Final = (
     ("GET", "/v1/checkpoint", get_checkpoint, auth.MEMBER),
     ("GET", "/v1/checkpoint/stable", get_stable_checkpoint, auth.MEMBER),
     ("GET", "/v1/consistency", get_consistency, auth.MEMBER),
-    ("GET", "/v1/status", get_status, auth.MEMBER),
+    ("GET", "/v1/status", probes.get_status, auth.MEMBER),
     ("GET", "/v1/events", events.get_events, auth.KEYED),
     ("GET", "/v1/openapi.json", get_openapi, auth.OPEN),
     ("GET", "/metrics", get_metrics, auth.OPEN),  # loopback operators' scrape target

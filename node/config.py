@@ -342,11 +342,13 @@ def load_identity(config: Config) -> Identity:
     key = load_key(config)
     if validator is None:  # a validator added by governance: it syncs until it is one
         return Identity(genesis, NOT_IN_GENESIS, key, config.node_id)
-    fresh = not (config.data_dir / "CURRENT").exists()  # no store yet: nothing rotated it
-    if crypto.public_key_bytes(key) != validator.public_key and fresh:
-        why = "(a key rotated by governance is taken once the node has synced the chain)"
-        problem = f"{config.key_file} is not the key of validator {validator.id!r} in the genesis"
-        raise ConfigError(origin, [f"key_file: {problem} {why}"])
+    # Another key than its genesis key may be one governance rotated to (the node follows the
+    # chain until the set in force names it); another validator's genesis key never is.
+    public_key = crypto.public_key_bytes(key)
+    other = next((v for v in genesis.validators if v.public_key == public_key), validator)
+    if other.id != validator.id:
+        problem = f"{config.key_file} is the key of validator {other.id!r}"
+        raise ConfigError(origin, [f"key_file: {problem}, not of {validator.id!r}"])
     scheme = "http" if config.insecure else "https"
     if not validator.url.startswith(f"{scheme}://"):
         why = "insecure = true serves plain HTTP" if config.insecure else "TLS is on"

@@ -12,8 +12,8 @@ A peer is up while it has been heard within `PEER_SILENCE_TICKS` retransmit inte
 replica broadcasts its status at each interval, so a live peer is never silent that long), or
 `PEER_UNREACHABLE_SILENCE_TICKS` once a message to it could not be delivered. A
 quorum is reachable while this node and the peers up make a commit quorum. The node is ready
-(`/readyz`) when it is in a view (no view change under way), a quorum is reachable, and it is
-not catching up.
+(`/readyz`) when it is a validator of the set in force (not `following` the chain), in a view
+(no view change under way), a quorum is reachable, and it is not catching up.
 """
 
 import logging
@@ -45,6 +45,7 @@ STOPPED: Final = "stopped"
 VIEW_CHANGE: Final = "view_change"
 NO_QUORUM: Final = "no_quorum"
 CATCHING_UP: Final = "catching_up"
+FOLLOWING: Final = "following"  # not a validator of the set in force: it follows the chain
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,20 @@ class _CatchUp:
 
 class Watch:
     def __init__(self, replica: Replica, metrics: Metrics, clock: Callable[[], int]) -> None:
-        self._replica = replica
         self._metrics = metrics
         self._clock = clock
         self._silence_ms = PEER_SILENCE_TICKS * replica.config.retransmit_ms
         self._unreachable_ms = PEER_UNREACHABLE_SILENCE_TICKS * replica.config.retransmit_ms
         self._heard_ms: dict[str, int] = {}  # by validator id
         self._up: dict[str, bool] = {}  # the other validators of the set the replica is in
+        self.started = False
+        self.use(replica)
+        for reason in REFUSED_BLOCK_COUNTERS.values():
+            metrics.blocks_refused.labels(reason)
+
+    def use(self, replica: Replica) -> None:
+        """Watch `replica` (the node's new one, once a set seats it again)."""
+        self._replica = replica
         self._members = replica.epoch.members
         self._has_quorum: bool | None = None  # None: not yet known (the node just started)
         self._view = replica.view
@@ -77,10 +85,7 @@ class Watch:
         self._view_change_since_ms = self._clock() if replica.in_view_change else 0
         self._catch_up: _CatchUp | None = None
         self._refused = {name: replica.counters.get(name, 0) for name in REFUSED_BLOCK_COUNTERS}
-        self.started = False
         self._follow_set()
-        for reason in REFUSED_BLOCK_COUNTERS.values():
-            metrics.blocks_refused.labels(reason)
 
     # --- peers and quorum --------------------------------------------------------------------
 
@@ -88,7 +93,7 @@ class Watch:
         """Watch the other validators of the set the replica is in now: one that joined is
         down until heard, one that left is no longer watched (and its series reads 0)."""
         self._members = members = self._replica.epoch.members
-        own = self._replica.validator_id
+        own = None if self._replica.retired else self._replica.validator_id
         ids = [v.id for v in members.validators if v.id != own]
         for gone in [p for p in self._up if p not in ids]:
             del self._up[gone]
@@ -252,6 +257,8 @@ class Watch:
             return STOPPED, "the node is shutting down or has failed"
         if not self.started:
             return NOT_STARTED, "the node is starting"
+        if r.retired:  # it votes nothing: no quorum of its own to count
+            return FOLLOWING, "not a validator of the set in force: following the chain"
         if reachable < self._quorum:  # first: without a quorum no view change can end
             return NO_QUORUM, f"{reachable} of {n} validators reachable, a quorum is {self._quorum}"
         if r.in_view_change:

@@ -181,7 +181,9 @@ def _status_schema() -> dict[str, Any]:
                 url={"type": "string"}, queued=_INT, up={"type": "boolean"})  # fmt: skip
     return _obj(
         ["node_id", "view", "primary", "height", "head_hash", "mempool", "peers"],
-        node_id={"type": "string"}, index=_INT, chain_id={"type": "string"},
+        node_id={"type": "string"}, index={"type": ["integer", "null"]},
+        chain_id={"type": "string"}, validator={"type": "boolean"},
+        not_validator_since={"type": ["integer", "null"]},
         genesis_hash=_HASH, view=_INT, primary=_INT, in_view_change={"type": "boolean"},
         height=_INT, head_hash=_HASH, mempool=_INT, mempool_free=_INT,
         running={"type": "boolean"}, peers=_array(peer), ready={"type": "boolean"},
@@ -465,7 +467,8 @@ def _operations() -> dict[str, Any]:
                                                  detail=text)}}  # fmt: skip
     not_ready = {"application/json": {"schema": _obj(
         ["error", "reason", "ready"], ready={"const": False}, reason=text,
-        error={"enum": ["stopped", "not_started", "no_quorum", "view_change", "catching_up"]},
+        error={"enum": ["stopped", "not_started", "following", "no_quorum", "view_change",
+                        "catching_up"]},
     )}}  # fmt: skip
     alive = {"application/json": {"schema": _obj(["status"], status={"const": "alive"})}}
     stream = {

@@ -6,11 +6,15 @@ anchors are added to the listeners' contexts when the node enters an epoch; Open
 take one out). `PeerTrust.admits` then decides per request: the certificate must be issued by
 the key that a validator of the set in force holds now, so a removed validator's connection,
 or one bound to a rotated-out key, is refused from the epoch boundary on, kept-alive
-connections included. Each certificate is checked once per epoch (a bounded cache).
+connections included. Each certificate is checked once per epoch (a bounded cache). The
+block-fetch endpoint alone (read-only: certified blocks) also admits a certificate issued by
+any validator key the node has known: a removed validator, or one restarted on a
+rotated-out key, follows the chain through it (docs/protocol.md section 13.6).
 """
 
 import ssl
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Final
 
 from cryptography import x509
@@ -32,7 +36,7 @@ class PeerTrust:
         self._anchored: set[tuple[str, bytes]] = {
             (v.id, v.public_key) for v in members.validators
         }  # the anchors the contexts hold (they start with the genesis's)
-        self._checked: OrderedDict[bytes, bool] = OrderedDict()
+        self._checked: OrderedDict[bytes, tuple[bool, bool]] = OrderedDict()  # now, ever
 
     def enter(self, members: Genesis) -> None:
         """The set in force changed: trust its validators' keys, and only theirs."""
@@ -45,31 +49,34 @@ class PeerTrust:
                 context.load_verify_locations(cadata=anchor)
             self._anchored.add((v.id, v.public_key))
 
-    def admits(self, der: bytes) -> bool:
+    def admits(self, der: bytes, *, former: bool = False) -> bool:
         """Whether the client certificate `der` (which chained to a known anchor in the
-        handshake) is issued by a validator of the set in force, with its current key."""
+        handshake) is issued by a validator of the set in force, with its current key;
+        `former`: or by any validator key this node has known."""
         digest = crypto.sha256(der)
         verdict = self._checked.get(digest)
         if verdict is None:
-            verdict = self._issued_by_member(der)
+            now = [(v.id, v.public_key) for v in self._members.validators]
+            verdict = (self._issued_by(der, now), self._issued_by(der, self._anchored))
             self._checked[digest] = verdict
             while len(self._checked) > CHECKED_KEPT:
                 self._checked.popitem(last=False)
-        return verdict
+        return verdict[1] if former else verdict[0]
 
-    def _issued_by_member(self, der: bytes) -> bool:
+    def _issued_by(self, der: bytes, keys: Iterable[tuple[str, bytes]]) -> bool:
+        """Issued by one of `keys` (validator id, public key)."""
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
             return False
-        for v in self._members.validators:
-            if cert.issuer != tls.anchor_name(self._members.chain_id, v.id):
+        for validator_id, public_key in keys:
+            if cert.issuer != tls.anchor_name(self._members.chain_id, validator_id):
                 continue
             try:
-                Ed25519PublicKey.from_public_bytes(v.public_key).verify(
+                Ed25519PublicKey.from_public_bytes(public_key).verify(
                     cert.signature, cert.tbs_certificate_bytes
                 )
             except InvalidSignature:
-                return False
+                continue  # the same id may have held another key
             return True
         return False

@@ -5,6 +5,9 @@ store and recovers from it in O(log n) reads whatever the chain length, rebuilds
 from the store's head and its persisted consensus state, starts the peer transport and sends
 the replica `Start()`. On exit it stops the replica first (no timer fires and nothing is
 committed after that), then the transport and the verify pool, and closes the store last.
+A node the set in force does not hold (a validator joining, removed, or on a rotated key)
+gets a retired replica and a `Follower` (node/epochs.py) that appends certified blocks
+fetched from the validators in force; once a set seats it, a new replica and shell take over.
 `Runtime.receive` is the way in for peer messages: each envelope's sender and signature are
 checked first (`node.envelopes`, before its body is decoded); then `TxBatch`es go through
 admission like client txs (a peer is never trusted), everything else to the replica.
@@ -78,8 +81,11 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def snapshot(r: Replica) -> Snapshot:
-    return Snapshot(r.committed_height, r.view, r.pending, r.in_view_change, r.counters)
+def snapshot(r: Replica, store: BlockStore) -> Snapshot:
+    """A follower's store is ahead of its retired replica; a validator's replica may be ahead
+    of its store by the write under way."""
+    height = max(r.committed_height, store.height)
+    return Snapshot(height, r.view, r.pending, r.in_view_change, r.counters)
 
 
 @dataclass
@@ -112,19 +118,51 @@ class Runtime:
     ticker: asyncio.Task[None] | None = None  # `watch_peers`
     # Called with the members of each epoch the store enters (and of the one at the start).
     on_epoch: list[Callable[[Genesis], None]] = field(default_factory=list)
+    # A replica and its shell for this node's index in the set in force (`_build`).
+    new_shell: Callable[[int], Shell] | None = None
+    # Called with each block once it is in the store (and the alerts it raised).
+    on_block: Callable[[Block, tuple[Alert, ...]], None] = lambda _block, _alerts: None
+    follower: epochs.Follower | None = None  # while the set in force does not seat this node
     _version: int = -1  # of the configuration the node last followed (ledger/gov/history.py)
+
+    @property
+    def following(self) -> bool:
+        """Not a validator of the set in force: the node follows the chain and votes nothing."""
+        return self.replica.retired
 
     def follow_configuration(self) -> None:
         """After each block written: if it changed the configuration, follow the set in
-        force; the transport sends what the replica emits from then on to the new set."""
+        force; the transport sends what the replica emits from then on to the new set. A
+        replica the set no longer holds (removed, or its key rotated out) has retired: the
+        node then follows the chain as a reader until a set seats it again."""
         version, _ = history.head(self.store.rule_state, self.identity.genesis)
-        if version == self._version:
-            return
-        self._version = version
-        members = self.members()
-        self.transport.reconfigure(members)
-        for listener in self.on_epoch:
-            listener(members)
+        if version != self._version:
+            self._version = version
+            members = self.members()
+            self.transport.reconfigure(members)
+            for listener in self.on_epoch:
+                listener(members)
+        if self.following and self.follower is None and not self.shell.closed:
+            self.follower = epochs.Follower(
+                self.store, self.transport, self.configuration, self.identity,
+                idle=self._idle, appended=self.on_block, seated=self._seat,
+            )  # fmt: skip
+            self.follower.start()
+
+    def _idle(self) -> bool:
+        """No write of the replica's under way or queued: the follower may append."""
+        outbox = self.shell.outbox
+        return outbox.writing is None and len(outbox) == 0
+
+    def _seat(self, index: int) -> None:
+        """The set in force holds this node again (or at last): a new replica, at the
+        stored head, takes part from here (the retired one handled nothing since it left)."""
+        assert self.new_shell is not None
+        retired, self.shell = self.shell, self.new_shell(index)
+        retired.close()
+        self.follower = None
+        self.watch.use(self.replica)
+        self.shell.start()
 
     async def receive(self, batch: Sequence[bytes]) -> None:
         """Peer message envelopes in arrival order; bad ones are counted and dropped.
@@ -133,6 +171,8 @@ class Runtime:
         txs this node has not admitted yet) are handled by tasks of their own, so that the
         votes behind them are not held up while the verify pool works (the transport may
         reorder anyway); at most `RECEIVE_TASKS_MAX` such tasks run, then the sender waits."""
+        if self.following:
+            return  # nobody's peer: a follower takes part in nothing (its blocks it fetches)
         epoch, own_index = self.replica.epoch, self.replica.index  # the set it judges with
         chain_id = self.identity.genesis.chain_id
         for raw in batch:
@@ -212,6 +252,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop the message tasks (the shell is closed first: they would change nothing)."""
+        if self.follower is not None:
+            await self.follower.stop()
         if self.ticker is not None:
             self.ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -244,10 +286,9 @@ async def open_runtime(
             tls_identity=None if config.insecure else tls.identity_files(config.data_dir),
         )  # fmt: skip
         await transport.start()
-        # A validator that governance adds, or whose key it rotates, syncs until it is one.
-        index = await epochs.follow(
-            store, transport, configuration, identity.validator_id, identity.public_key
-        )  # fmt: skip
+        # A validator that governance adds, or whose key it rotates, or one it removed,
+        # follows the chain until the set in force holds it (`Runtime.follow_configuration`).
+        index = epochs.seat(configuration().members, identity.validator_id, identity.public_key)
         runtime = _build(
             config, identity, index, store, transport, failures, (executor, writer), clock,
             replica_config, on_failure,
@@ -260,6 +301,7 @@ async def open_runtime(
             "node_id": config.node_id, "chain_id": genesis.chain_id, "height": store.height,
             "view": runtime.replica.view, "listen": f"{config.host}:{config.port}",
             "epoch": runtime.replica.epoch.number, "index": index,
+            "following": runtime.following,
         })  # fmt: skip
         yield runtime
     finally:
@@ -306,63 +348,82 @@ class StoreRules:
 
 
 def _build(
-    config: Config, identity: Identity, index: int, store: BlockStore, transport: PeerTransport,
-    failures: PeerFailures, executors: tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None],
-    clock: Clock, replica_config: ReplicaConfig | None,
-    on_failure: Callable[[BaseException], None],
+    config: Config, identity: Identity, index: int | None, store: BlockStore,
+    transport: PeerTransport, failures: PeerFailures,
+    executors: tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None], clock: Clock,
+    replica_config: ReplicaConfig | None, on_failure: Callable[[BaseException], None],
 ) -> Runtime:  # fmt: skip
-    """`index`: this node's place in the set in force at the store's head; `executors`: the
-    verify pool (admission) and the store writer (the shell); None: that work runs on the
-    event loop."""
+    """`index`: this node's place in the set in force at the store's head (None: it has none
+    and follows the chain); `executors`: the verify pool (admission) and the store writer (the
+    shell); None: that work runs on the event loop."""
     genesis = identity.genesis
     executor, writer = executors
-    head: ChainHead = store.head
-    shell: Shell | None = None
     gate = Gate()  # admission admits into it, the shell submits out of it
+    runtime: Runtime | None = None
 
     def is_committed(tx_id: bytes) -> bool:
         # The shell's answer: the store may lag the replica's commits by the write under way.
-        assert shell is not None
-        return shell.is_committed(tx_id)
+        assert runtime is not None
+        return runtime.shell.is_committed(tx_id)
 
-    replica = Replica(
-        genesis, index, identity.key, head,
-        is_committed=is_committed,
-        persisted=store.consensus_state(),
-        config=replica_config or ReplicaConfig(pool_capacity=config.pool_capacity),
-        head_certificate=store.certificate(head.height) if head.height else None,
-        state=StoreRules(store),
-    )  # fmt: skip
-    metrics = Metrics(functools.partial(snapshot, replica))
+    def is_pending(tx_id: bytes) -> bool:
+        assert runtime is not None
+        return runtime.replica.has_pending(tx_id)
+
+    def new_replica(index: int) -> Replica:
+        head: ChainHead = store.head
+        return Replica(
+            genesis, index, identity.key, head,
+            is_committed=is_committed,
+            persisted=store.consensus_state(),
+            config=replica_config or ReplicaConfig(pool_capacity=config.pool_capacity),
+            head_certificate=store.certificate(head.height) if head.height else None,
+            state=StoreRules(store),
+        )  # fmt: skip
+
+    # A node the set does not seat gets a replica that is retired from the start: one of
+    # the set's places, with a key that is not that validator's (keys are unique), votes on
+    # nothing and handles no event; the node follows the chain until a set seats it.
+    replica = new_replica(0 if index is None else index)
+    assert replica.retired == (index is None)
+    metrics = Metrics(lambda: snapshot(runtime.replica if runtime else replica, store))
     watch = Watch(replica, metrics, clock)
     failures.metrics, failures.watch = metrics, watch
-    for peer_id in transport.peers:  # the known series exist from the start, at 0
-        for why in ("unreachable", "queue_full"):
-            metrics.peer_send_failures.labels(peer_id, why)
-    for reason in messages.Reason:
-        metrics.invalid_peer_messages.labels(reason)
+    _known_series(metrics, transport)
     events = EventHub()
-    votes = VoteLog(genesis, index, lambda: store.height,
+    votes = VoteLog(genesis, replica.index, lambda: store.height,
                     lambda height: certifiers(store, height).members)  # fmt: skip
-    runtime: Runtime | None = None
+    governance_events = govevents.on_commit(events.committed, store.rule_state)
 
     def on_commit(block: Block, alerts: tuple[Alert, ...]) -> None:
         governance_events(block, alerts)
         assert runtime is not None
         runtime.follow_configuration()
 
-    governance_events = govevents.on_commit(events.committed, store.rule_state)
-    shell = Shell(
-        replica, store, transport, metrics, clock,
-        fetch_timeout_ms=min(config.peer_timeout_ms, replica.config.fetch_timeout_ms),
-        on_failure=on_failure, gate=gate, writer=writer, observe=watch.after_event,
-        on_commit=on_commit, sent=votes.saw,
-    )  # fmt: skip
+    def new_shell(index: int) -> Shell:
+        r = replica if runtime is None else new_replica(index)
+        return Shell(
+            r, store, transport, metrics, clock,
+            fetch_timeout_ms=min(config.peer_timeout_ms, r.config.fetch_timeout_ms),
+            on_failure=on_failure, gate=gate, writer=writer, observe=watch.after_event,
+            on_commit=on_commit, sent=votes.saw,
+        )  # fmt: skip
+
     admission = Admission(
-        genesis, gate=gate, is_committed=is_committed, is_pending=replica.has_pending,
+        genesis, gate=gate, is_committed=is_committed, is_pending=is_pending,
         executor=executor, configuration=functools.partial(config_of, store.rule_state, genesis),
     )  # fmt: skip
     runtime = Runtime(
-        config, identity, store, shell, admission, transport, metrics, clock, watch, events, votes
+        config, identity, store, new_shell(replica.index), admission, transport, metrics,
+        clock, watch, events, votes, new_shell=new_shell, on_block=on_commit,
     )  # fmt: skip
     return runtime
+
+
+def _known_series(metrics: Metrics, transport: PeerTransport) -> None:
+    """The known series exist from the start, at 0."""
+    for peer_id in transport.peers:
+        for why in ("unreachable", "queue_full"):
+            metrics.peer_send_failures.labels(peer_id, why)
+    for reason in messages.Reason:
+        metrics.invalid_peer_messages.labels(reason)

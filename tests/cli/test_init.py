@@ -184,10 +184,12 @@ def test_node_run_with_a_key_of_another_validator(tmp_path: Path) -> None:
     invoke("cluster", "init", str(tmp_path), "--base-port", "9300")
     config = tmp_path / "nodes" / "finance" / "node.toml"
     (tmp_path / "nodes" / "finance" / "key.pem").unlink()
-    crypto.write_private_key(tmp_path / "nodes" / "finance" / "key.pem", crypto.generate_key())
+    planning = (tmp_path / "nodes" / "planning" / "key.pem").read_bytes()
+    (tmp_path / "nodes" / "finance" / "key.pem").write_bytes(planning)
+    (tmp_path / "nodes" / "finance" / "key.pem").chmod(0o600)
     result = invoke("node", "run", str(config))
     assert result.exit_code == 2
-    assert "is not the key of validator 'finance'" in result.stderr
+    assert "is the key of validator 'planning', not of 'finance'" in result.stderr
 
 
 # --- configs/: the example network -----------------------------------------------------------

@@ -105,6 +105,13 @@ def test_files_that_do_not_fit_name_their_field(folder: Path, change: str, field
     assert str(folder / "node.toml") in str(caught.value)
 
 
+def test_a_key_other_than_the_genesis_key_may_be_a_rotated_one(folder: Path) -> None:
+    crypto.write_private_key(folder / "new.pem", crypto.generate_key())
+    config = load(write(folder, GOOD.replace('"key.pem"', '"new.pem"')))
+    identity = load_identity(config)  # an empty store: it follows the chain until it is seated
+    assert (identity.validator_id, identity.index) == ("node1", 1)
+
+
 def test_an_id_outside_the_genesis_is_a_validator_governance_adds(folder: Path) -> None:
     identity = load_identity(load(write(folder, GOOD.replace('"node1"', '"node9"'))))
     assert identity.index == NOT_IN_GENESIS  # it follows the chain until a change seats it
