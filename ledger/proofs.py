@@ -67,6 +67,7 @@ BUNDLE_FIELDS: Final = frozenset(
 BUNDLE_FIELDS_GOVERNANCE: Final = BUNDLE_FIELDS | {"governance"}
 GOVERNANCE_BLOCK_FIELDS: Final = frozenset({"height", "header", "block_hash", "certificate", "txs"})
 GOVERNANCE_TX_FIELDS: Final = frozenset({"index", "tx", "tx_proof", "outcome_proof"})
+CONFIG_PROOF_FIELDS: Final = frozenset({"chain_id", "genesis_hash", "height", "governance"})
 CONSISTENCY_FIELDS: Final = frozenset({"from", "to", "consistency_proof", "inclusion_proof"})
 _BLOCK_FIELDS: Final = ("height", "header", "block_hash", "certificate")
 _HEX: Final = frozenset("0123456789abcdef")
@@ -287,6 +288,14 @@ class _Governance:
         self._configs = history.Configs(genesis)
 
     @property
+    def configs(self) -> history.Configs:
+        return self._configs
+
+    @property
+    def state(self) -> Overlay:
+        return self._state
+
+    @property
     def changes(self) -> int:
         """The effective changes replayed: the version of the configuration reached."""
         return history.head(self._state.get, self._configs.genesis)[0]
@@ -412,6 +421,44 @@ def _outcome(doc: Mapping[str, Any], tx: txs.Transaction, index: int, header: Bl
     if not merkle.verify_inclusion(leaf, index, header.tx_count, proof, header.outcome_root):
         raise InvalidProof(f"outcome_proof does not prove outcome {outcome or 'accepted'!r}")
     return str(outcome)
+
+
+# --- The configuration in force (a client's trust in the validators) --------------------------
+
+
+@dataclass(frozen=True)
+class ProvenConfigs:
+    """What a valid configuration proof proves: the configuration in force after every height
+    up to `height`, each change certified by the validators in force before it."""
+
+    height: int
+    changes: int
+    configs: history.Configs
+    get: history.Getter  # the replayed governance state
+
+    def after(self, height: int) -> Config:
+        """The configuration in force after block `height` (at most `height` of the proof)."""
+        assert 0 <= height <= self.height
+        return self.configs.at_height(self.get, height)
+
+    @property
+    def current(self) -> Config:
+        return self.after(self.height)
+
+
+def verify_configs(doc: Any, genesis: Genesis) -> ProvenConfigs:
+    """Check a configuration proof (`GET /v1/config/proof`, docs/protocol.md 14.6) against
+    `genesis` alone: its governance blocks replayed as a bundle's are (14.5), every one below
+    block `height + 1`."""
+    doc = _fields(doc, CONFIG_PROOF_FIELDS, "the configuration proof")
+    if doc["chain_id"] != genesis.chain_id:
+        raise InvalidProof(f"the proof is for chain {doc['chain_id']!r}, not {genesis.chain_id!r}")
+    if _bytes(doc, "genesis_hash", DIGEST_BYTES) != genesis.hash:
+        raise InvalidProof("the proof's genesis_hash is not this genesis's hash")
+    height = _int(doc, "height", 0, HEIGHT_MAX - 1)
+    replay = _Governance(genesis, doc["governance"])
+    replay.finish(height + 1)
+    return ProvenConfigs(height, replay.changes, replay.configs, replay.state.get)
 
 
 # --- Consistency -----------------------------------------------------------------------------

@@ -425,7 +425,7 @@ async def get_stable_checkpoint(request: web.Request) -> web.StreamResponse:
     proof = rt.replica.checkpoints.proof
     if proof is None:
         raise ApiError(404, "not_found", "no checkpoint is stable on this node yet")
-    return render(request, proofs.stable_checkpoint(rt.identity.genesis, proof))
+    return await _off_loop(request, lambda: proofs.stable_checkpoint(rt.store, proof))
 
 
 # --- Operations ------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 derived from the genesis and the change log of the store's rule state (ledger/gov/history.py);
 `GET /v1/governance/proposals[/{id}]` lists the proposals (pending only, unless `?all=true`)
 with their status as of the head. Every identity reads them: an admin is asked to approve
-what it reads here, a clerk learns who may write what. Reads run off the event loop.
+what it reads here, a clerk learns who may write what. `GET /v1/config/proof` (anyone, before
+it trusts the node) carries the certified governance txs from which a client derives the
+configuration in force from the genesis alone. Reads run off the event loop.
 """
 
 from collections.abc import Awaitable, Callable
@@ -16,7 +18,7 @@ from ledger import tx as txs
 from ledger.block import HEIGHT_MAX
 from ledger.genesis import is_identifier
 from ledger.gov import history, machine
-from node import auth
+from node import auth, proofs
 from node.codec import ApiError
 from node.runtime import Runtime
 
@@ -85,8 +87,21 @@ def routes(
 
         return await off_loop(request, read)
 
+    async def get_config_proof(request: web.Request) -> web.StreamResponse:
+        rt = runtime_of(request)
+
+        def read() -> dict[str, Any]:
+            try:
+                return proofs.config_proof(rt.store)
+            except proofs.TooMuchGovernance as exc:
+                raise ApiError(422, txs.TOO_LARGE, str(exc)) from None
+
+        return await off_loop(request, read)
+
     return (
         ("GET", "/v1/config", get_config, auth.MEMBER),
+        # Anyone, before trusting the node: a client learns from it whom to trust (14.6).
+        ("GET", "/v1/config/proof", get_config_proof, auth.OPEN),
         ("GET", "/v1/governance/proposals", get_proposals, auth.MEMBER),
         ("GET", "/v1/governance/proposals/{id}", get_proposal, auth.MEMBER),
     )

@@ -211,6 +211,9 @@ def _governance_schemas() -> dict[str, Any]:
             clients=_array(named), admins=_array(named), retired=_array(text), policies=table,
             params=table,
         ),
+        "ConfigProof": _obj(["chain_id", "genesis_hash", "height", "governance"],
+                            chain_id=text, genesis_hash=_HASH, height=_INT,
+                            governance=_array(table)),
         "Proposal": _obj(
             ["id", "status", "approvals", "effective_height"], id=text, change=table,
             proposer=text, organisation=text, height=_INT,
@@ -231,6 +234,9 @@ def _governance_paths() -> dict[str, Any]:
         "/v1/config": _get("The configuration in force after block ?height= (default: the "
                            "head), with its epoch", _json("Config", "found"), 400, 401, 404,
                            503, params=height),
+        "/v1/config/proof": _get("Anyone: the certified governance txs from which a client "
+                                 "derives the configuration in force from the genesis alone "
+                                 "(protocol 14.6)", _json("ConfigProof", "found"), 422, 503),
         "/v1/governance/proposals": _get("Governance proposals: pending ones, or ?all=true",
                                          _json("Proposals", "found"), 400, 401, 503,
                                          params=every),
@@ -550,6 +556,7 @@ OPERATION_IDS: Final = {
     ("get", "/v1/budget/{key}"): "get_budget_line",
     ("get", "/v1/risks"): "list_risks",
     ("get", "/v1/config"): "get_config",
+    ("get", "/v1/config/proof"): "get_config_proof",
     ("get", "/v1/governance/proposals"): "list_proposals",
     ("get", "/v1/governance/proposals/{id}"): "get_proposal",
 }

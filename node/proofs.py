@@ -22,7 +22,6 @@ from ledger import merkle
 from ledger.block import Block, Certificate
 from ledger.encoding import encode
 from ledger.errors import InvalidTransaction, StoreError
-from ledger.genesis import Genesis
 from ledger.gov import history, machine
 from ledger.gov.config import Config
 from ledger.gov.signers import block_signer, check_block_signature
@@ -219,10 +218,13 @@ def chain_page(store: BlockStore, low: int, high: int, bytes_max: int) -> dict[s
     }
 
 
-def stable_checkpoint(genesis: Genesis, proof: StableProof) -> dict[str, Any]:
+def stable_checkpoint(store: BlockStore, proof: StableProof) -> dict[str, Any]:
     """`GET /v1/checkpoint/stable`: the q signed Checkpoint votes of the last stable checkpoint
-    (docs/protocol.md 19.6), each naming its validator by index and id."""
-    ids: dict[int, str] = {int(v.index): v.id for v in genesis.validators}
+    (docs/protocol.md 19.6), each naming its validator by index and id in the set of the
+    checkpoint's block (its epoch's, not the genesis's once governance changed the set)."""
+    genesis = store.genesis
+    members = history.configs_for(genesis).of_block(store.rule_state, proof.height).members
+    ids: dict[int, str] = {int(v.index): v.id for v in members.validators}
     return {
         "chain_id": genesis.chain_id,
         "height": proof.height,
@@ -231,4 +233,17 @@ def stable_checkpoint(genesis: Genesis, proof: StableProof) -> dict[str, Any]:
             {"validator": index, "validator_id": ids.get(index), "signature": signature}
             for index, signature in proof.votes
         ],
+    }
+
+
+def config_proof(store: BlockStore) -> dict[str, Any]:
+    """`GET /v1/config/proof`: the certified governance txs that made every change effective up
+    to the head (docs/protocol.md 14.6), from which a client holding only the genesis derives
+    the validators in force. Raises `TooMuchGovernance` past a bundle's limits."""
+    head = store.height
+    return {
+        "chain_id": store.genesis.chain_id,
+        "genesis_hash": store.genesis.hash,
+        "height": head,
+        "governance": governance_blocks(store, head + 1),
     }

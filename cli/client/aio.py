@@ -1,7 +1,8 @@
 """`AsyncClient`: the asyncio client of one node, the same methods as `Client` (cli/client/sync.py).
 
 aiohttp underneath: one session, signed by the caller's identity through a client middleware
-(node/auth_client.py, docs/protocol.md section 16), TLS trusting only the genesis' validators,
+(node/auth_client.py, docs/protocol.md section 16), TLS trusting only the validators in force
+(learnt from the genesis alone, cli/client/trust.py),
 answers bounded in size, every failure a `ClientError`. Submissions follow the retry rule of
 cli/client/core.py exactly as the synchronous client does.
 """
@@ -18,7 +19,7 @@ import aiohttp
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.client import core
+from cli.client import core, trust
 from cli.client.core import DEFAULT_RETRY, RetryPolicy, Signer, TxStatus
 from cli.client.errors import ClientError, NodeUnreachable, NotCommitted, NoTrust, Refused
 from cli.client.events import RECONNECT_PAUSE_S, Event, EventParser, Subscription
@@ -31,9 +32,9 @@ from cli.client.http import (
     STREAM_IDLE_S,
     STREAM_LINE_BYTES_MAX,
     TIMEOUT_S,
+    chain_genesis,
     check_url,
     path_of,
-    trusted_nodes,
 )
 from ledger import proofs
 from ledger import tx as txs
@@ -58,11 +59,10 @@ class AsyncClient:
         self.signer = None
         if identity is not None and key is not None:
             self.signer = Signer(identity, key, _chain(genesis))
-        self._ssl: ssl.SSLContext | None = None
-        if self.url.startswith("https://"):
-            self._ssl = trusted_nodes(genesis)
-            if self._ssl is None:
-                raise NoTrust(f"the node at {self.url} speaks TLS: a genesis is needed to trust it")
+        self._ssl: ssl.SSLContext | None = None  # the validators in force, learnt at first use
+        self._chain_genesis = chain_genesis(genesis) if self.url.startswith("https://") else None
+        if self.url.startswith("https://") and self._chain_genesis is None:
+            raise NoTrust(f"the node at {self.url} speaks TLS: a genesis is needed to trust it")
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "AsyncClient":
@@ -77,6 +77,10 @@ class AsyncClient:
             self._session = None
 
     async def _open(self) -> aiohttp.ClientSession:
+        if self._session is None and self._chain_genesis is not None and self._ssl is None:
+            self._ssl = await asyncio.to_thread(
+                trust.context, self.url, self._chain_genesis, self.timeout_s
+            )  # blocking I/O once per process and chain (cli/client/trust.py)
         if self._session is None:
             anonymous = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl or True))
             if self.signer is None:
@@ -294,7 +298,11 @@ class AsyncClient:
 
     async def stable_checkpoint(self) -> tuple[int, bytes]:
         doc = await self.get("/v1/checkpoint/stable", expect=core.STABLE_FIELDS)
-        return core.verify_stable_checkpoint(doc, self._genesis())
+        height = core.stable_height(doc)
+        members = await asyncio.to_thread(
+            trust.members_of_block, self.url, self._genesis(), self.timeout_s, height
+        )
+        return core.verify_stable_checkpoint(doc, members)
 
     async def proof(self, tx_id: str) -> dict[str, Any]:
         value: dict[str, Any] = await self.get(

@@ -199,27 +199,37 @@ def chain_pairs(value: Mapping[str, Any], start: int) -> tuple[int, list[tuple[b
     return head, pairs
 
 
-def verify_stable_checkpoint(doc: Mapping[str, Any], genesis: Genesis) -> tuple[int, bytes]:
-    """Check `GET /v1/checkpoint/stable` against the genesis: q valid Checkpoint signatures of
-    distinct validators over `Domain.CHECKPOINT || encode([chain_id, height, block_hash])`.
+def stable_height(doc: Mapping[str, Any]) -> int:
+    """The height a `GET /v1/checkpoint/stable` answer claims (checked, not yet verified)."""
+    height = doc["height"]
+    if isinstance(height, bool) or not isinstance(height, int) or height < 1:
+        raise ValueError("not a stable checkpoint: bad height")
+    return height
+
+
+def verify_stable_checkpoint(doc: Mapping[str, Any], members: Genesis) -> tuple[int, bytes]:
+    """Check `GET /v1/checkpoint/stable` against `members`, the validator set of the
+    checkpoint's block (the configuration in force before it, docs/protocol.md 20.8; the
+    genesis while governance changed no validator): q valid Checkpoint signatures of distinct
+    validators over `Domain.CHECKPOINT || encode([chain_id, height, block_hash])`.
     Returns (height, block hash); raises ValueError with the reason otherwise."""
-    height, block_hash = doc["height"], doc["block_hash"]
+    height, block_hash = stable_height(doc), doc["block_hash"]
     digest = bytes.fromhex(block_hash) if isinstance(block_hash, str) else bytes(block_hash)
-    if isinstance(height, bool) or not isinstance(height, int) or height < 1 or len(digest) != 32:
-        raise ValueError("not a stable checkpoint: bad height or block hash")
-    payload = encode([genesis.chain_id, height, digest])
+    if len(digest) != 32:
+        raise ValueError("not a stable checkpoint: bad block hash")
+    payload = encode([members.chain_id, height, digest])
     signers: set[int] = set()
     for vote in doc["votes"]:
         index, sig = vote["validator"], vote["signature"]
         signature = bytes.fromhex(sig) if isinstance(sig, str) else bytes(sig)
-        if not (isinstance(index, int) and 0 <= index < len(genesis.validators)):
+        if not (isinstance(index, int) and 0 <= index < len(members.validators)):
             raise ValueError(f"vote of an unknown validator {index!r}")
-        key = crypto.load_public_key(genesis.validators[index].public_key)
+        key = crypto.load_public_key(members.validators[index].public_key)
         if index in signers or not crypto.verify(key, crypto.Domain.CHECKPOINT, payload, signature):
             raise ValueError(f"the vote of validator {index} is not a valid checkpoint signature")
         signers.add(index)
-    if len(signers) < genesis.quorums.commit:
+    if len(signers) < members.quorums.commit:
         raise ValueError(
-            f"{len(signers)} votes: a stable checkpoint needs {genesis.quorums.commit}"
+            f"{len(signers)} votes: a stable checkpoint needs {members.quorums.commit}"
         )
     return height, digest

@@ -9,7 +9,8 @@ each attempt. It never verifies or retries anything but a GET on a keep-alive co
 server closed.
 
 An https:// node is reached over TLS 1.3 and trusted only if its certificate was issued by a
-validator of the genesis the client is given (`--genesis`, `$CITYLEDGER_GENESIS`): never the
+validator in force on the chain of the genesis the client is given (`--genesis`,
+`$CITYLEDGER_GENESIS`), learnt from that genesis alone (cli/client/trust.py): never the
 system's certificate store (docs/protocol.md section 17). http:// is for `insecure` nodes.
 """
 
@@ -27,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import msgpack
 
+from cli.client import trust
 from cli.client.core import Signer
 from cli.client.errors import ClientError, NodeUnreachable, NoTrust, Refused
 from ledger import genesis as genesis_mod
@@ -75,8 +77,15 @@ class Answer:
 
 
 def trusted_nodes(genesis: genesis_mod.Genesis | None) -> ssl.SSLContext | None:
-    """The TLS context that trusts exactly the validators of `genesis`, else of the genesis
-    named by `$CITYLEDGER_GENESIS`; None if there is neither."""
+    """The TLS context that trusts exactly the validators of `genesis` (not the ones governance
+    added since: `trust.context` learns those), else of the genesis named by
+    `$CITYLEDGER_GENESIS`; None if there is neither."""
+    genesis = chain_genesis(genesis)
+    return None if genesis is None else tls.genesis_client_context(genesis)
+
+
+def chain_genesis(genesis: genesis_mod.Genesis | None) -> genesis_mod.Genesis | None:
+    """`genesis`, else the one `$CITYLEDGER_GENESIS` names; None if there is neither."""
     if genesis is None and os.environ.get(GENESIS_ENV):
         path = Path(os.environ[GENESIS_ENV])
         try:
@@ -85,7 +94,7 @@ def trusted_nodes(genesis: genesis_mod.Genesis | None) -> ssl.SSLContext | None:
             raise ClientError(
                 f"${GENESIS_ENV}: {path} is not a valid genesis file: {exc}"
             ) from None
-    return None if genesis is None else tls.genesis_client_context(genesis)
+    return genesis
 
 
 class NodeClient:
@@ -102,8 +111,10 @@ class NodeClient:
         self.signer = signer
         parts = urlsplit(self.url)
         self._https = parts.scheme == "https"
-        self._context = trusted_nodes(genesis) if self._https else None
-        if self._https and self._context is None:
+        self._genesis = chain_genesis(genesis) if self._https else None
+        self._context: ssl.SSLContext | None = None  # the validators in force, at first use
+        self._relearnt = False  # the set was asked for again after a certificate failed
+        if self._https and self._genesis is None:
             raise NoTrust(
                 f"the node at {self.url} speaks TLS: pass --genesis GENESIS.toml (or set "
                 f"${GENESIS_ENV}) so that its certificate can be checked against the validators "
@@ -216,7 +227,7 @@ class NodeClient:
         if data is not None:
             headers["Content-Type"] = JSON
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             signed = self._signed(method, self._prefix + path, data or b"", timeout)
             reused = self._conn is not None
             conn = self._connection(timeout)
@@ -228,6 +239,11 @@ class NodeClient:
                 self.close()
                 if reused and method == "GET" and attempt == 1:
                     continue  # the server closed an idle keep-alive connection: reconnect
+                raise self._unreachable(exc, timeout) from None
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                if self._relearn(timeout):
+                    continue  # a validator added since the set known: trusted if now in force
                 raise self._unreachable(exc, timeout) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
@@ -265,9 +281,21 @@ class NodeClient:
             )
         )
 
+    def _relearn(self, timeout: float) -> bool:
+        """Ask the node for the validators in force once more (docs/protocol.md 14.6), once
+        per client: whether there is a new set to try."""
+        if not self._https or self._relearnt or self._genesis is None:
+            return False
+        self._relearnt = True
+        self._context = trust.context(self.url, self._genesis, timeout, force=True)
+        return True
+
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
             if self._https:
+                if self._context is None:
+                    assert self._genesis is not None
+                    self._context = trust.context(self.url, self._genesis, timeout)
                 self._conn = http.client.HTTPSConnection(
                     self._host, self._port, timeout=timeout, context=self._context
                 )
@@ -289,9 +317,9 @@ class NodeClient:
             )
         if isinstance(exc, ssl.SSLCertVerificationError):
             return NodeUnreachable(
-                f"{where} is not a validator of the genesis: its TLS certificate was not issued "
-                "by any validator key of the genesis given (is --genesis the genesis of its "
-                "chain?)"
+                f"{where} is not a validator in force: its TLS certificate was not issued by "
+                "the key of any validator the genesis given and its chain's governance put in "
+                "force (is --genesis the genesis of its chain? was the node removed or re-keyed?)"
             )
         if isinstance(exc, ssl.SSLError):
             return NodeUnreachable(

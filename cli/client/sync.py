@@ -1,11 +1,12 @@
 """`Client`: the synchronous client of one node, for scripts, agency systems and the CLI.
 
 It signs every request with the caller's identity, trusts an https:// node only if a validator
-of the genesis issued its certificate, builds and signs transactions, submits them under the
-retry rule of cli/client/core.py, waits for commits, reads records, histories, blocks and the
-raw certified chain, queries records by prefix and type, follows the event stream (resuming
-where it broke off), and fetches and verifies proofs against the genesis. Every failure is a
-`ClientError` (cli/client/errors.py). One keep-alive connection: use it from one thread.
+in force issued its certificate (learnt from the genesis alone, cli/client/trust.py), builds
+and signs transactions, submits them under the retry rule of cli/client/core.py, waits for
+commits, reads records, histories, blocks and the raw certified chain, queries records by
+prefix and type, follows the event stream (resuming where it broke off), and fetches and
+verifies proofs against the genesis. Every failure is a `ClientError` (cli/client/errors.py).
+One keep-alive connection: use it from one thread.
 """
 
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.client import core
+from cli.client import core, trust
 from cli.client.core import DEFAULT_RETRY, RetryPolicy, Signer, TxStatus
 from cli.client.errors import ClientError, NodeUnreachable, NotCommitted, Refused
 from cli.client.events import RECONNECT_PAUSE_S, Event, Subscription, parse
@@ -250,9 +251,14 @@ class Client:
         return value
 
     def stable_checkpoint(self) -> tuple[int, bytes]:
-        """The last stable checkpoint, its q signed votes checked against the genesis."""
+        """The last stable checkpoint, its q signed votes checked against the validator set of
+        its block, proven from the genesis (cli/client/trust.py)."""
         doc = self.transport.get("/v1/checkpoint/stable", expect=core.STABLE_FIELDS)
-        return core.verify_stable_checkpoint(doc, self._genesis())
+        height = core.stable_height(doc)
+        members = trust.members_of_block(
+            self.url, self._genesis(), self.transport.timeout_s, height
+        )
+        return core.verify_stable_checkpoint(doc, members)
 
     def proof(self, tx_id: str) -> dict[str, Any]:
         """The proof bundle of a committed tx, as the node sent it (not yet verified)."""
