@@ -11,10 +11,13 @@ from typing import Any
 import click
 
 from cli import network, processes
+from cli.client import trust
+from cli.client.errors import ClientError
 from cli.errors import Failed
 from cli.options import json_option
 from cli.output import echo_json, short, table
 from ledger.errors import InvalidGenesis
+from ledger.gov.config import Config
 from ledger.primitives import VALIDATORS_MAX
 
 DIR_ARG = click.argument(
@@ -350,27 +353,45 @@ def down(directory: Path, as_json: bool) -> None:
 @DIR_ARG
 @json_option
 def status(directory: Path, as_json: bool) -> None:
-    """Show every node of DIR: organisation, role, view, height, head hash, healthy.
+    """Show every node of DIR and of the validator set in force: organisation, membership, role,
+    view, height, head hash, healthy.
 
-    Exits 1 if any node is not healthy."""
+    The set in force is learnt from a running node and checked against the genesis alone (an
+    added validator is listed, a removed one marked). Exits 1 if a validator in force is not
+    healthy."""
     net = load_network(directory)
-    rows = [status_row(net, n) for n in net.nodes]
+    rows = [
+        status_row(net, n) | {"member": member}
+        for n, member in network.every_node(net, config_in_force(net))
+    ]
     if as_json:
         echo_json({"chain_id": net.genesis.chain_id, "nodes": rows})
     else:
         click.echo(status_table(rows))
-    if not all(r["healthy"] for r in rows):
+    if not all(r["healthy"] for r in rows if r["member"] == network.IN_FORCE):
         click.get_current_context().exit(1)
+
+
+def config_in_force(net: network.Network) -> Config | None:
+    """The configuration in force, proven from the genesis (docs/protocol.md 14.6) by the
+    first node of DIR that answers; None if none does."""
+    for entry in [*net.nodes, *network.added_entries(net)]:
+        try:
+            return trust.learn(entry.url, net.genesis, processes.PROBE_TIMEOUT_S).current
+        except ClientError:
+            continue
+    return None
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:
     return table(
-        ["NODE", "ORGANISATION", "KIND", "ROLE", "VIEW", "HEIGHT", "HEAD", "HEALTHY"],
+        ["NODE", "ORGANISATION", "KIND", "MEMBER", "ROLE", "VIEW", "HEIGHT", "HEAD", "HEALTHY"],
         [
             [
                 r["node_id"],
                 r["organisation"],
                 r["kind"],
+                r.get("member", network.IN_FORCE),
                 r["role"],
                 r["view"],
                 r["height"],

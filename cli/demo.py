@@ -5,14 +5,17 @@ It runs what an evaluator would type by hand: `cluster init` (with a short view-
 insurers' policies; an over-spend refused in block order, a duplicate invoice refused at once,
 one typhoon claimed at both insurers with the second payout refused), the committed blocks and
 who certified them, a leaked clerk key revoked on the chain by three organisations' admins (its
-next record refused), a crash (SIGKILL) of the primary while the others change view and keep
-committing, a full verification of the trail (online, and offline on the crashed node's
-store: every outcome recomputed), proof bundles checked offline (of a refusal too, and an
-altered copy rejected), and a clean stop. Every process it starts is
-stopped by PID in a `finally`, whatever happens; the directory is deleted unless `--keep`.
+next record refused), a fifth validator joining the running chain (`cluster add-node`, added
+by three admins, started, syncing, then signing certificates), a crash (SIGKILL) of the
+primary while the others change view and keep committing, a full verification of the trail
+(online, and offline on the crashed node's store: every outcome recomputed), proof bundles
+checked offline (of a refusal too, and an altered copy rejected), and a clean stop. Every
+process it starts is stopped by PID in a `finally`, whatever happens; the directory is deleted
+unless `--keep`.
 """
 
 import contextlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -26,9 +29,9 @@ import click
 
 from cli import network, processes, story
 from cli.audit import export_bundle, verify_store, verify_stream
-from cli.client import Client, NodeClient, NodeUnreachable, Refused, Signer
+from cli.client import Client, NodeClient, NodeUnreachable, Refused, Signer, trust
 from cli.client.events import parse
-from cli.cluster import status_row, status_table
+from cli.cluster import config_in_force, status_row, status_table
 from cli.errors import Failed
 from cli.gov import send_governance
 from cli.output import Progress, short, table
@@ -36,11 +39,13 @@ from cli.ports import free_ports
 from cli.records import block_lines, make_tx, send
 from ledger import crypto, proofs
 from ledger.encoding import decode, encode
+from ledger.genesis import Genesis
 from ledger.gov import changes, machine
 from ledger.primitives import TX_BYTES_MAX
 
 VIEW_CHANGE_TIMEOUT_MS: Final = 1000  # a crashed primary is replaced within about a second
 COMMIT_TIMEOUT_S: Final = 30.0
+JOIN_TIMEOUT_S: Final = 60.0  # for the new validator's first signature, from its start
 Record = story.Record
 
 
@@ -107,17 +112,26 @@ class Demo:
         raise Failed(f"the node accepted {key}, which it must refuse")
 
     def show_blocks(self, url: str, low: int, high: int) -> None:
-        names = {int(v.index): v.id for v in self.net.genesis.validators}
+        proven = trust.learn(url, self.net.genesis, COMMIT_TIMEOUT_S, force=True)
         with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
             for height in range(low, high + 1):
                 value = client.get(f"/v1/blocks/{height}")
+                members = proven.after(min(height - 1, proven.height)).members  # its epoch's
+                names = {int(v.index): v.id for v in members.validators}
                 click.echo("")
                 click.echo("\n".join(block_lines(value, names, len(names))))
 
     def status(self) -> list[dict[str, Any]]:
-        rows = [status_row(self.net, n) for n in self.net.nodes]
+        rows = [
+            status_row(self.net, n) | {"member": member}
+            for n, member in network.every_node(self.net, config_in_force(self.net))
+        ]
         click.echo(status_table(rows))
         return rows
+
+    def members(self, url: str) -> Genesis:
+        """The validators in force, proven from the genesis alone (cli/client/trust.py)."""
+        return trust.members(url, self.net.genesis, COMMIT_TIMEOUT_S, force=True)
 
     def height(self, url: str) -> int:
         with NodeClient(url, signer=self.signer, genesis=self.net.genesis) as client:
@@ -126,7 +140,7 @@ class Demo:
     def crash_primary(self) -> str:
         with NodeClient(self.live_url(), signer=self.signer, genesis=self.net.genesis) as client:
             primary = int(client.get("/v1/status")["primary"])
-        victim = self.net.genesis.validators[primary]
+        victim = self.members(self.live_url()).validators[primary]  # an index of the set in force
         proc = self.procs[victim.id]
         proc.kill()  # SIGKILL to the PID we started: no clean shutdown, like a power cut
         proc.wait()
@@ -191,8 +205,9 @@ def run_demo(net: network.Network, demo: Demo) -> None:
     demo.show_blocks(first, 1, demo.height(first))
 
     revoke_leaked_key(net, demo, first)
+    join_validator(net, demo, first)
 
-    heading("6. The primary crashes; the others change view and keep committing")
+    heading("7. The primary crashes; the others change view and keep committing")
     victim = demo.crash_primary()
     survivor = demo.live_url(avoid=victim)
     before = demo.height(survivor)
@@ -225,6 +240,18 @@ def revoke_leaked_key(net: network.Network, demo: Demo, url: str) -> None:
         ("finance-admin", machine.APPROVAL_TYPE, {}),
         ("harbor-mutual-admin", machine.APPROVAL_TYPE, {}),
     ]  # fmt: skip
+    rows = enact(net, url, pid, steps)
+    click.echo(table(["ADMIN", "TX", "BLOCK", "OUTCOME", "PROPOSAL"], rows))
+    code = demo.refused_at_admission(url, story.leaked_key_use())
+    click.echo(f"\nthe next record signed with {clerk}'s key: refused at once ({code})")
+    if code != "revoked":
+        raise Failed(f"a revoked clerk's record was refused with {code}, not revoked")
+
+
+def enact(
+    net: network.Network, url: str, pid: str, steps: list[tuple[str, str, dict[str, Any]]]
+) -> list[list[str]]:
+    """Send a proposal and its approvals, each by an organisation's admin; a row for each."""
     rows = []
     for admin, record_type, body in steps:
         key = net.root / network.ADMINS_DIR / f"{admin}.pem"
@@ -236,11 +263,41 @@ def revoke_leaked_key(net: network.Network, demo: Demo, url: str) -> None:
             status.get("proposal_status", "") + (f" from block {effective + 1}" if effective
                                                   else ""),
         ])  # fmt: skip
-    click.echo(table(["ADMIN", "TX", "BLOCK", "OUTCOME", "PROPOSAL"], rows))
-    code = demo.refused_at_admission(url, story.leaked_key_use())
-    click.echo(f"\nthe next record signed with {clerk}'s key: refused at once ({code})")
-    if code != "revoked":
-        raise Failed(f"a revoked clerk's record was refused with {code}, not revoked")
+    return rows
+
+
+def join_validator(net: network.Network, demo: Demo, url: str) -> None:
+    """The finance bureau runs one more validator: `cluster add-node` writes its key and
+    config, three organisations' admins add it on the chain, it starts, syncs, and signs."""
+    heading("6. A new validator joins the running chain")
+    node_id, org = story.JOINING, story.JOINING_ORGANISATION
+    made = network.add_node(net.root, node_id, free_ports(1)[0])
+    click.echo(f"cityledger cluster add-node {node_id}: wrote its key and {made.config.name}, "
+               f"URL {made.url}, public key {short(made.public_key)}\n")  # fmt: skip
+    body = {"change": changes.ADD_VALIDATOR, "id": node_id, "organisation": org,
+            "kind": "municipal", "url": made.url, "public_key": made.public_key,
+            "proof": made.proof}  # fmt: skip
+    steps = [("finance-admin", machine.PROPOSAL_TYPE, body),
+             ("planning-admin", machine.APPROVAL_TYPE, {}),
+             ("harbor-mutual-admin", machine.APPROVAL_TYPE, {})]  # fmt: skip
+    click.echo(table(["ADMIN", "TX", "BLOCK", "OUTCOME", "PROPOSAL"],
+                     enact(net, url, f"add-{node_id}", steps)))  # fmt: skip
+    proc = processes.spawn(processes.node_command(made.config.resolve()),
+                           net.log_file(node_id), banner=f"demo: starting {node_id}")  # fmt: skip
+    demo.procs[node_id] = proc
+    click.echo(f"\ncityledger node run {made.config.name}: {node_id} started (pid {proc.pid}); it "
+               "fetches the certified blocks from the validators in force, then votes")  # fmt: skip
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for n in itertools.count(1):
+        height = demo.submit(url, [story.after_join(n)])[0]["height"]
+        with NodeClient(url, signer=demo.signer, genesis=net.genesis) as client:
+            signers = client.get(f"/v1/blocks/{height}")["certificate"]["signers"]
+        if node_id in signers:
+            break
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise Failed(f"{node_id} signed no certificate within {JOIN_TIMEOUT_S:g} s")
+    click.echo(f"{n} records later, block {height} is certified with its signature:")
+    demo.show_blocks(url, height, height)
 
 
 def tell_refusals(demo: Demo, url: str) -> str:
@@ -266,8 +323,9 @@ def tell_refusals(demo: Demo, url: str) -> str:
 
 def show_operations(net: network.Network, demo: Demo, survivor: str) -> None:
     """Readiness of every node, a query by prefix, and the event stream replayed from block 1."""
-    heading("7. What an operator and an integrator see")
-    for node in net.nodes:
+    heading("8. What an operator and an integrator see")
+    for node in [n for n, member in network.every_node(net, config_in_force(net))
+                 if member == network.IN_FORCE or n.id in demo.down]:  # fmt: skip
         try:
             with NodeClient(node.url, genesis=net.genesis, timeout_s=2) as client:
                 ready = client.get("/readyz", expect=("ready",))
@@ -316,7 +374,7 @@ def auditor(net: network.Network) -> Signer:
 
 
 def verify_trail(net: network.Network, survivor: str, victim: str, refused_tx: str) -> None:
-    heading("8. Auditing the trail against nothing but the genesis")
+    heading("9. Auditing the trail against nothing but the genesis")
     signer = auditor(net)
     with (
         Progress("verifying") as progress,
@@ -350,7 +408,9 @@ def verify_trail(net: network.Network, survivor: str, victim: str, refused_tx: s
     path = net.root / "claim-proof.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     proven = proofs.verify_bundle(proofs.parse(path.read_bytes()), net.genesis)
-    signers = ", ".join(net.genesis.validators[i].id for i, _ in proven.block.certificate.votes)
+    signers = ", ".join(
+        proven.block.members.validators[i].id for i, _ in proven.block.certificate.votes
+    )
     click.echo(
         f"proof of the claim {claim} (tx {short(tx_id, 12)}): VALID offline, block "
         f"{proven.block.header.height} certified by {signers}, outcome accepted"
@@ -417,7 +477,7 @@ def demo(keep: bool) -> None:
         finally:
             # Stop first: printing may fail (a closed pipe) and must not leave nodes running.
             outcome = processes.stop_children(net, procs)
-            heading("9. Stopping every node")
+            heading("10. Stopping every node")
             click.echo(
                 ", ".join(
                     f"{k} {'had crashed' if v == 'was not running' else v}"

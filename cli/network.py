@@ -32,6 +32,7 @@ from typing import Any, Final
 from ledger import crypto
 from ledger import genesis as genesis_mod
 from ledger.gov import epochs
+from ledger.gov.config import Config
 from node.config import machine_cores
 
 GENESIS_FILE: Final = "genesis.toml"
@@ -323,6 +324,51 @@ def load(root: Path) -> Network:
         for c in genesis.clients.values()
     )
     return Network(root, genesis, nodes, clients)
+
+
+IN_FORCE: Final = "in force"  # a validator of the set in force
+REMOVED: Final = "removed"  # removed by governance: its id is retired
+NOT_IN_FORCE: Final = "not in force"  # written by `cluster add-node`, not (yet) added
+
+
+def entry_of(root: Path, validator: genesis_mod.Validator) -> NodeEntry:
+    """The node entry of a validator (of the genesis or added since), in `root`'s layout."""
+    folder = root / NODES_DIR / validator.id
+    return NodeEntry(validator.id, validator.organisation, validator.kind, validator.url,
+                     folder / NODE_CONFIG, folder / KEY_FILE)  # fmt: skip
+
+
+def added_entries(net: Network) -> list[NodeEntry]:
+    """The nodes `cluster add-node` wrote in the directory (not in the genesis), by id; their
+    URL from their `listen` and the genesis's scheme, organisation and kind unknown here."""
+    scheme = urllib.parse.urlsplit(net.genesis.validators[0].url).scheme
+    found = []
+    for config in sorted((net.root / NODES_DIR).glob(f"*/{NODE_CONFIG}")):
+        node_id = config.parent.name
+        if net.genesis.validator(node_id) is not None:
+            continue
+        with config.open("rb") as handle:
+            listen = str(tomllib.load(handle).get("listen", ""))
+        found.append(NodeEntry(node_id, "", "", f"{scheme}://{listen}", config,
+                               config.parent / KEY_FILE))  # fmt: skip
+    return found
+
+
+def every_node(net: Network, in_force: Config | None) -> list[tuple[NodeEntry, str]]:
+    """Every node of the set in force (in index order), then every other node of the
+    directory, each with its membership: `IN_FORCE`, `REMOVED` or `NOT_IN_FORCE`. Without the
+    configuration in force (no node answered), the genesis's nodes count as in force."""
+    if in_force is None:
+        return [(n, IN_FORCE) for n in net.nodes] + [(n, NOT_IN_FORCE) for n in added_entries(net)]
+    members = in_force.members
+    rows = [(entry_of(net.root, v), IN_FORCE) for v in members.validators]
+    seen = {v.id for v in members.validators}
+    rows.extend(
+        (n, REMOVED if n.id in in_force.former else NOT_IN_FORCE)
+        for n in [*net.nodes, *added_entries(net)]
+        if n.id not in seen
+    )
+    return rows
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ HM_POLICY: Final = "policies/harbor-mutual/HM-2025-88231"
 CS_POLICY: Final = "policies/civic-shield/CS-P-2025-311"
 HM_CLAIM: Final = "claims/harbor-mutual/HM-2025-0007"
 CS_CLAIM: Final = "claims/civic-shield/CS-2025-0042"
+JOINING: Final = "finance-2"  # the finance bureau's second validator, added on the running chain
+JOINING_ORGANISATION: Final = "City Finance Bureau"
 LOSS_CENTS: Final = 12_000_000  # 120,000.00 of damage to the parcel's building
 
 
@@ -120,3 +122,8 @@ def _payment(number: str, payee: str, invoice: str, cents: int) -> Record:
 def _permit(status: str) -> dict[str, Any]:
     return {"applicant": "Riverside Housing Co-op", "parcel": PARCEL,
             "description": "6-storey residential building, 48 flats", "status": status}  # fmt: skip
+
+
+def after_join(n: int) -> Record:
+    """A record of the finance bureau's, sent once the new validator is added (one block)."""
+    return ("finance", f"fiscal/2025/notes/after-join-{n}", "record", {"note": n})

@@ -65,14 +65,14 @@ def test_status_shows_every_node_healthy(cluster: RunningCluster) -> None:
     table = cl(cluster, "cluster", "status", str(cluster.root))
     assert table.returncode == 0
     lines = table.stdout.strip().splitlines()
-    assert lines[0].split() == ["NODE", "ORGANISATION", "KIND", "ROLE", "VIEW", "HEIGHT", "HEAD",
-                                "HEALTHY"]  # fmt: skip
+    assert lines[0].split() == ["NODE", "ORGANISATION", "KIND", "MEMBER", "ROLE", "VIEW", "HEIGHT",
+                                "HEAD", "HEALTHY"]  # fmt: skip
     assert lines[1].startswith("finance ")
     assert " primary " in lines[1]
     doc = json.loads(cl(cluster, "cluster", "status", str(cluster.root), "--json").stdout)
     rows = doc["nodes"]
     assert [r["node_id"] for r in rows] == ["finance", "planning", "harbor-mutual", "civic-shield"]
-    assert all(r["healthy"] and r["view"] == 0 for r in rows)
+    assert all(r["healthy"] and r["view"] == 0 and r["member"] == "in force" for r in rows)
     assert [r["role"] for r in rows] == ["primary", "backup", "backup", "backup"]
 
 

@@ -254,6 +254,13 @@ def one_head_and_nothing_lost(cluster: RunningCluster, acked: dict[str, int]) ->
         for tx_id, height in acked.items():
             status = node.status(tx_id)
             assert (status.committed, status.height) == (True, height), tx_id
+    shown = cl(cluster, "cluster", "status", str(cluster.root), "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr  # every validator in force healthy
+    rows = json.loads(shown.stdout)["nodes"]
+    assert {r["node_id"]: r["member"] for r in rows} == {
+        "finance": "in force", "harbor-mutual": "in force", "civic-shield": "in force",
+        NEW_ID: "in force", REMOVED: "removed",
+    }  # fmt: skip
     for url in (cluster.url, next(v["url"] for v in in_force if v["id"] == "civic-shield")):
         verified = cl(cluster, "verify", "--node", url, "--genesis", str(cluster.genesis))
         assert verified.returncode == 0, verified.stdout + verified.stderr
