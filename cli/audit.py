@@ -262,8 +262,8 @@ def export_bundle(client: NodeClient, tx_id: str) -> dict[str, Any]:
 )
 @genesis_option(
     required=False,
-    help_text="Check the bundle against this genesis first; trust the nodes of this genesis only "
-    "(default: $CITYLEDGER_GENESIS).",
+    help_text="Check the bundle against this genesis first; trust only the validators in force "
+    "on its chain, learnt from it (default: $CITYLEDGER_GENESIS).",
 )
 @json_option
 def proof(

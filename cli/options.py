@@ -116,7 +116,8 @@ def signer_of(
 
 
 TRUST_HELP = (
-    "The genesis of the node's chain: the node must present a TLS certificate issued by one "
-    f"of its validators (default: ${GENESIS_ENV})."
+    "The genesis of the node's chain: the node must present a TLS certificate issued by a "
+    "validator in force on that chain (the genesis's, or one governance added or re-keyed, "
+    f"learnt from the genesis alone) (default: ${GENESIS_ENV})."
 )
 trust_option = genesis_option(required=False, help_text=TRUST_HELP)

@@ -191,8 +191,8 @@ def send(client: Client, tx: txs.Transaction, *, wait: bool, timeout_s: float) -
 )
 @genesis_option(
     required=False,
-    help_text="Take the chain id from this genesis and trust the nodes of this genesis only "
-    "(default: $CITYLEDGER_GENESIS).",
+    help_text="Take the chain id from this genesis and trust only the validators in force "
+    "on its chain, learnt from it (default: $CITYLEDGER_GENESIS).",
 )
 @json_option
 def submit(
@@ -428,8 +428,8 @@ def block_lines(value: dict[str, Any], names: dict[int, str], n_validators: int)
 @click.argument("height", metavar="HEIGHT|latest", callback=_height)
 @genesis_option(
     required=False,
-    help_text="Name the signers from this genesis; trust the nodes of this genesis only "
-    "(default: $CITYLEDGER_GENESIS).",
+    help_text="Name the signers from this genesis; trust only the validators in force "
+    "on its chain, learnt from it (default: $CITYLEDGER_GENESIS).",
 )
 @json_option
 def block(
