@@ -73,19 +73,20 @@ def fetch(url: str, genesis: Genesis, timeout_s: float) -> proofs.ProvenConfigs:
         response = conn.getresponse()
         raw = response.read(PROOF_BYTES_MAX + 1)
     except (OSError, http.client.HTTPException) as exc:
-        raise NodeUnreachable(f"cannot reach the node at {url}: {exc}") from None
+        raise _unreachable(url, exc, timeout_s) from None
     finally:
         conn.close()
     if response.status != 200 or len(raw) > PROOF_BYTES_MAX:
         raise NodeUnreachable(
             f"the node at {url} did not answer {CONFIG_PROOF_PATH} (HTTP {response.status}): "
-            "the validators in force cannot be learnt from it"
+            "the validators in force cannot be learnt from it (is it a CityLedger node?)"
         )
     try:
         doc = msgpack.unpackb(raw, raw=False)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
         raise NodeUnreachable(
-            f"the node at {url} answered {CONFIG_PROOF_PATH} with no msgpack"
+            f"the node at {url} answered {CONFIG_PROOF_PATH} with no msgpack (is it a CityLedger "
+            "node?)"
         ) from None
     if isinstance(doc, dict) and doc.get("genesis_hash") != genesis.hash:
         raise NoTrust(
@@ -98,6 +99,23 @@ def fetch(url: str, genesis: Genesis, timeout_s: float) -> proofs.ProvenConfigs:
         raise NoTrust(
             f"the node at {url} sent validators that the genesis does not prove: {exc}"
         ) from None
+
+
+def _unreachable(url: str, exc: BaseException, timeout_s: float) -> NodeUnreachable:
+    if isinstance(exc, TimeoutError):
+        return NodeUnreachable(f"the node at {url} did not answer within {timeout_s:g} s")
+    if isinstance(exc, ConnectionRefusedError):
+        return NodeUnreachable(
+            f"cannot reach the node at {url}: connection refused (is the node running? "
+            "pass --node URL or set CITYLEDGER_NODE)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return NodeUnreachable(
+            f"the node at {url} did not complete a TLS 1.3 handshake ({exc.reason or exc}); an "
+            "insecure node is reached with http://"
+        )
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return NodeUnreachable(f"cannot reach the node at {url}: {detail}")
 
 
 def learn(
