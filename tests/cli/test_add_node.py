@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.network import IN_FORCE, NOT_IN_FORCE, REMOVED, every_node
+from cli.network import load as load_network
 from ledger import crypto
+from ledger.gov import changes
+from ledger.gov.config import Config
 from node.config import load as load_config
 from tests.cli.conftest import invoke, no_traceback
 
@@ -79,3 +83,32 @@ def test_a_directory_without_a_network_is_refused(tmp_path: Path) -> None:
                   "--kind", "insurer")  # fmt: skip
     assert done.exit_code == 2
     assert "holds no network" in done.stderr
+
+
+def test_status_lists_the_set_in_force_and_marks_the_others(net: Path) -> None:
+    """`cluster status`'s rows (cli/network.every_node): the validators in force in index order,
+    then the directory's other nodes, removed or not (yet) in force."""
+    made = add(net, "transport")
+    add(net, "water")
+    loaded = load_network(net)
+    before = [(n.id, member) for n, member in every_node(loaded, None)]
+    assert before == [("finance", IN_FORCE), ("planning", IN_FORCE), ("harbor-mutual", IN_FORCE),
+                      ("civic-shield", IN_FORCE), ("transport", NOT_IN_FORCE),
+                      ("water", NOT_IN_FORCE)]  # fmt: skip
+    config = Config(loaded.genesis)
+    config = changes.apply(config, changes.parse({
+        "change": "add-validator", "id": "transport", "organisation": "City Finance Bureau",
+        "kind": "municipal", "url": made["url"], "public_key": made["public_key"],
+        "proof": made["proof"],
+    }), 3)  # fmt: skip
+    config = changes.apply(
+        config, changes.parse({"change": "remove-validator", "id": "planning"}), 6
+    )
+    rows = every_node(loaded, config)
+    assert [(n.id, member) for n, member in rows] == [
+        ("finance", IN_FORCE), ("harbor-mutual", IN_FORCE), ("civic-shield", IN_FORCE),
+        ("transport", IN_FORCE), ("planning", REMOVED), ("water", NOT_IN_FORCE),
+    ]  # fmt: skip
+    transport = rows[3][0]
+    assert (transport.organisation, transport.url) == ("City Finance Bureau", made["url"])
+    assert transport.config == net / "nodes" / "transport" / "node.toml"
