@@ -5,8 +5,10 @@ Owns the cache of peer signatures already checked (consensus/signatures.py) and 
 refused messages by reason (`invalid_message:<reason>`, the labels as they are). The checks run
 cheapest first and the signature last, so a forgery or a flood of stale votes costs no
 signature check: the sender is a validator other than us; a PrePrepare, Prepare or Commit is
-for the current view and a height in the window (else dropped uncounted: an honest replica
-sends those when it is ahead or behind); a PrePrepare comes from the primary. What a message
+for the current view and a height in the window, and a Checkpoint for a block of this epoch
+(else dropped uncounted: an honest replica sends those when it is ahead or behind, and its
+Checkpoint of the block that ended the previous epoch names it by that epoch's index, to be
+counted by that set); a PrePrepare comes from the primary. What a message
 then means is the replica's business; one it finds invalid later is refused here too.
 """
 
@@ -26,11 +28,14 @@ class Inbox:
         self.signatures = SignatureCache(epoch.members)  # the set of the epoch, by index
         self._index = index
         self._n = epoch.size
+        self._first = epoch.first_height
         self._counters = counters
 
     def admits(self, msg: m.Message, views: ViewState, chain: Chain) -> bool:
         """False if the replica drops `msg` (a refusal counted here)."""
         per_height = msg if isinstance(msg, m.PrePrepare | m.Prepare | m.Commit) else None
+        if isinstance(msg, m.Checkpoint) and msg.height < self._first:
+            return False  # the set before ours vouches for that block, not ours, by its indices
         if msg.sender == self._index or not 0 <= msg.sender < self._n:
             reason = m.Reason.SENDER
         elif per_height and not (

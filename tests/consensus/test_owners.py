@@ -2,6 +2,7 @@
 and its window (Chain), the door for peer messages (Inbox), the state the liveness deadlines
 derive from (Liveness), the outbox, and the log's answers for the normal case."""
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -81,6 +82,25 @@ def test_the_inbox_drops_votes_outside_the_view_and_window_uncounted_and_counts_
         "invalid_message:bad_signature": 1,
         "invalid_message:checkpoint_height": 1,
     }
+
+
+def test_the_inbox_of_a_later_epoch_drops_checkpoints_of_the_blocks_before_it_uncounted() -> None:
+    """Block 4 ended epoch 0: a Checkpoint of it (or below) names its sender by epoch 0's
+    index, so epoch 1's replica neither counts it against its own set nor checks a signature."""
+    counts: Counter[str] = Counter()
+    epoch = Epoch(dataclasses.replace(Epoch.of_genesis(G).config, epoch=1, epoch_height=4))
+    inbox = Inbox(epoch, 0, counts)
+    views = ViewState(epoch, 0, timeout_max_ms=30_000)
+    chain = Chain(head_at(4), CHAIN[3][1], WINDOW)
+    for height in (2, 4):
+        vote = m.Checkpoint(height, B[height - 1].hash, 1)
+        vote = m.sign(vote, NET.validator_keys[1], G.chain_id)
+        assert not inbox.admits(vote, views, chain)
+    assert counts == Counter()
+    assert inbox.size() == 0
+    forged = m.Checkpoint(6, B[3].hash, 1, FORGED)  # one of its own blocks: checked, refused
+    assert not inbox.admits(forged, views, chain)
+    assert counts == {f"invalid_message:{m.Reason.BAD_SIGNATURE}": 1}
 
 
 # --- the liveness deadlines ------------------------------------------------------------------
