@@ -239,11 +239,25 @@ def stable_checkpoint(store: BlockStore, proof: StableProof) -> dict[str, Any]:
 def config_proof(store: BlockStore) -> dict[str, Any]:
     """`GET /v1/config/proof`: the certified governance txs that made every change effective up
     to the head (docs/protocol.md 14.6), from which a client holding only the genesis derives
-    the validators in force. Raises `TooMuchGovernance` past a bundle's limits."""
+    the validators in force. Raises `TooMuchGovernance` past a bundle's limits.
+
+    Anyone may ask, so the answer is built once per change of the configuration (the change
+    log's version, read before the head: a change written in between is then in the list, which
+    a later version's request rebuilds anyway) and shared until the next one."""
+    version, _ = history.head(store.rule_state, store.genesis)
     head = store.height
+    key = (store.genesis.hash, version)
+    cached = _config_proofs.get(key)
+    if cached is None:
+        cached = governance_blocks(store, head + 1)
+        _config_proofs.clear()  # one chain per node: only the latest version is asked for
+        _config_proofs[key] = cached
     return {
         "chain_id": store.genesis.chain_id,
         "genesis_hash": store.genesis.hash,
         "height": head,
-        "governance": governance_blocks(store, head + 1),
+        "governance": cached,
     }
+
+
+_config_proofs: dict[tuple[bytes, int], list[dict[str, Any]]] = {}  # at most one entry
