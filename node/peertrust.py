@@ -6,15 +6,11 @@ anchors are added to the listeners' contexts when the node enters an epoch; Open
 take one out). `PeerTrust.admits` then decides per request: the certificate must be issued by
 the key that a validator of the set in force holds now, so a removed validator's connection,
 or one bound to a rotated-out key, is refused from the epoch boundary on, kept-alive
-connections included. Each certificate is checked once per epoch (a bounded cache). The
-block-fetch endpoint alone (read-only: certified blocks) also admits a certificate issued by
-any validator key the node has known: a removed validator, or one restarted on a
-rotated-out key, follows the chain through it (docs/protocol.md section 13.6).
+connections included. Each certificate is checked once per epoch (a bounded cache).
 """
 
 import ssl
 from collections import OrderedDict
-from collections.abc import Iterable
 from typing import Final
 
 from cryptography import x509
@@ -36,7 +32,7 @@ class PeerTrust:
         self._anchored: set[tuple[str, bytes]] = {
             (v.id, v.public_key) for v in members.validators
         }  # the anchors the contexts hold (they start with the genesis's)
-        self._checked: OrderedDict[bytes, tuple[bool, bool]] = OrderedDict()  # now, ever
+        self._checked: OrderedDict[bytes, bool] = OrderedDict()
 
     def enter(self, members: Genesis) -> None:
         """The set in force changed: trust its validators' keys, and only theirs."""
@@ -49,34 +45,31 @@ class PeerTrust:
                 context.load_verify_locations(cadata=anchor)
             self._anchored.add((v.id, v.public_key))
 
-    def admits(self, der: bytes, *, former: bool = False) -> bool:
+    def admits(self, der: bytes) -> bool:
         """Whether the client certificate `der` (which chained to a known anchor in the
-        handshake) is issued by a validator of the set in force, with its current key;
-        `former`: or by any validator key this node has known."""
+        handshake) is issued by a validator of the set in force, with its current key."""
         digest = crypto.sha256(der)
         verdict = self._checked.get(digest)
         if verdict is None:
-            now = [(v.id, v.public_key) for v in self._members.validators]
-            verdict = (self._issued_by(der, now), self._issued_by(der, self._anchored))
+            verdict = self._issued_by_member(der)
             self._checked[digest] = verdict
             while len(self._checked) > CHECKED_KEPT:
                 self._checked.popitem(last=False)
-        return verdict[1] if former else verdict[0]
+        return verdict
 
-    def _issued_by(self, der: bytes, keys: Iterable[tuple[str, bytes]]) -> bool:
-        """Issued by one of `keys` (validator id, public key)."""
+    def _issued_by_member(self, der: bytes) -> bool:
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
             return False
-        for validator_id, public_key in keys:
-            if cert.issuer != tls.anchor_name(self._members.chain_id, validator_id):
+        for v in self._members.validators:
+            if cert.issuer != tls.anchor_name(self._members.chain_id, v.id):
                 continue
             try:
-                Ed25519PublicKey.from_public_bytes(public_key).verify(
+                Ed25519PublicKey.from_public_bytes(v.public_key).verify(
                     cert.signature, cert.tbs_certificate_bytes
                 )
             except InvalidSignature:
-                continue  # the same id may have held another key
+                return False
             return True
         return False

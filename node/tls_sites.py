@@ -30,7 +30,6 @@ from node.codec import render
 from node.config import DATA_DIR_MODE, Config, ConfigError, Identity
 from node.limits import Limits
 from node.listener import GuardedSite
-from node.peers import BLOCKS_PATH
 from node.peertrust import PeerTrust
 
 log = logging.getLogger("cityledger.node")
@@ -129,19 +128,17 @@ def listener_of(request: web.Request) -> str:
     return kind
 
 
-def is_validator_connection(request: web.Request, *, former: bool = False) -> bool:
+def is_validator_connection(request: web.Request) -> bool:
     """Whether the connection presented a certificate issued by a validator of the set in
     force (the handshake has checked the chain to a known validator key: a certificate is
-    present only if it verified; `PeerTrust` whether that key is one the set holds now).
-    `former`: or by any validator key the node has known (a removed validator, or one that
-    restarted on a rotated-out key, fetches certified blocks as a follower)."""
+    present only if it verified; `PeerTrust` whether that key is one the set holds now)."""
     transport = request.transport
     ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
     der = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
     if not der:
         return False
     trust = request.app.get(PEER_TRUST)
-    return trust is None or trust.admits(der, former=former)
+    return trust is None or trust.admits(der)
 
 
 def make_guard(insecure: bool) -> Middleware:
@@ -159,8 +156,7 @@ def make_guard(insecure: bool) -> Middleware:
         if path.startswith(PEER_PREFIX):
             if kind == API and PEER in request.app[LISTENERS].values():
                 return _refuse(request, 404, "not_found", "peer endpoints are on the peer listener")
-            former = path == BLOCKS_PATH  # read-only: certified blocks, to followers too
-            if not insecure and not is_validator_connection(request, former=former):
+            if not insecure and not is_validator_connection(request):
                 return _refuse(
                     request, 403, "forbidden",
                     "the peer endpoints accept only validators (a TLS client certificate "

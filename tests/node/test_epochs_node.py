@@ -94,14 +94,11 @@ def test_the_peer_endpoints_accept_only_the_set_in_force() -> None:
     assert not trust.admits(b"not a certificate")
     trust.enter(with_validators(genesis, [v for v in genesis.validators if v.id != ids[1]]))
     assert not trust.admits(first)  # removed: refused from the boundary on
-    assert trust.admits(first, former=True)  # but it may fetch blocks, to follow the chain
     assert trust.admits(second)
     new_key = factory.seeded_key("rotated")
     trust.enter(rotated(genesis, ids[2], new_key))
     assert not trust.admits(second)  # bound to the rotated-out key
-    assert trust.admits(second, former=True)
     assert trust.admits(certificate_der(new_key, genesis, ids[2]))
     stranger = factory.seeded_key("stranger")
-    for former in (False, True):  # a key no validator ever held, under a known id
-        assert not trust.admits(certificate_der(stranger, genesis, ids[1]), former=former)
-        assert not trust.admits(certificate_der(keys[1], genesis, ids[2]), former=former)
+    assert not trust.admits(certificate_der(stranger, genesis, ids[1]))  # never a validator's
+    assert not trust.admits(certificate_der(keys[1], genesis, ids[2]))  # another's, under an id
