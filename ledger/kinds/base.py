@@ -118,9 +118,12 @@ class Kind:
     # The part of `apply` whose refusal no later tx can undo (admission answers it at once).
     settled: Callable[[State, Context], None] | None = field(default=None, compare=False)
     names: frozenset[str] = field(init=False, compare=False, repr=False)  # of its fields
+    # `holds(key, body)`: True exactly when `check_schema` accepts them (its fast path).
+    holds: Callable[[str, Mapping[str, Any]], bool] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", frozenset(f.name for f in self.fields))
+        object.__setattr__(self, "holds", _compiled(self))
 
 
 def state_key(table: bytes, *parts: str) -> bytes:
@@ -132,19 +135,30 @@ def state_key(table: bytes, *parts: str) -> bytes:
 def check_schema(kind: Kind, key: str, body: Mapping[str, Any]) -> None:
     """Raise `Refused(SCHEMA)` unless `body` holds exactly the kind's fields, each of its type
     and within its bounds, and `key` lies in the kind's namespace."""
+    if kind.holds(key, body):  # the usual case, without a call per field
+        return
+    problem = schema_problem(kind, key, body)
+    if problem is not None:
+        raise Refused(SCHEMA, problem)
+
+
+def schema_problem(kind: Kind, key: str, body: Mapping[str, Any]) -> str | None:
+    """The schema's definition, field by field: the first problem of `key` and `body`, or
+    None (`Kind.holds` is its fast form)."""
     if not key.startswith(kind.namespace):
-        raise Refused(SCHEMA, f"a {kind.type} record lives under {kind.namespace}")
+        return f"a {kind.type} record lives under {kind.namespace}"
     if not kind.names.issuperset(body):
         unknown = sorted(set(body) - kind.names)
-        raise Refused(SCHEMA, f"unknown field {unknown[0]!r}")
+        return f"unknown field {unknown[0]!r}"
     for f in kind.fields:
         if f.name not in body:
             if f.required:
-                raise Refused(SCHEMA, f"field {f.name!r} is missing")
+                return f"field {f.name!r} is missing"
             continue
         problem = _field_problem(f, body[f.name])
         if problem is not None:
-            raise Refused(SCHEMA, f"field {f.name!r}: {problem}")
+            return f"field {f.name!r}: {problem}"
+    return None
 
 
 def _field_problem(f: Field, value: Any) -> str | None:
@@ -176,6 +190,57 @@ def _text_problem(f: Field, value: Any) -> str | None:
     if f.enum and value not in f.enum:
         return f"expected one of {', '.join(f.enum)}"
     return None
+
+
+_ABSENT: Final = object()
+
+
+def _compiled(kind: Kind) -> Callable[[str, Mapping[str, Any]], bool]:
+    """The test `check_schema` makes, in one function: the same conditions as
+    `_field_problem` and `_text_problem`, without building a reason (the slow path, which
+    names the first problem, runs only when this says no)."""
+    namespace, names = kind.namespace, kind.names
+    ints = tuple((f.name, f.required, f.low, f.high) for f in kind.fields if f.type == "int")
+    texts = tuple(
+        (f.name, f.required, f.max_bytes, frozenset(f.enum), f.type == "key")
+        for f in kind.fields
+        if f.type in ("str", "key")
+    )
+    others = tuple(f for f in kind.fields if f.type not in ("int", "str", "key"))
+
+    def holds(key: str, body: Mapping[str, Any]) -> bool:
+        if not key.startswith(namespace) or not names.issuperset(body):
+            return False
+        for name, required, low, high in ints:
+            value = body.get(name, _ABSENT)
+            if value is _ABSENT:
+                if required:
+                    return False
+            elif type(value) is not int or not low <= value <= high:
+                return False
+        for name, required, max_bytes, enum, is_key in texts:
+            value = body.get(name, _ABSENT)
+            if value is _ABSENT:
+                if required:
+                    return False
+            elif not (
+                isinstance(value, str)
+                and value
+                and len(value.encode()) <= max_bytes
+                and value.isprintable()
+                and (not enum or value in enum)
+                and (not is_key or key_problem(value) is None)
+            ):
+                return False
+        for f in others:
+            if f.name in body:
+                if _field_problem(f, body[f.name]) is not None:
+                    return False
+            elif f.required:
+                return False
+        return True
+
+    return holds
 
 
 def require(condition: bool, code: str, why: str) -> None:
