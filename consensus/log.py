@@ -134,6 +134,7 @@ class Log:
         executed = check_block(
             block, parent, genesis, is_committed=self.seen_below(block.height, committed),
             signatures_checked=signatures_checked, state=self._state_below(block.height, head).get,
+            executed=self.rules.proposed(block),  # the primary's own: executed to propose it
         )  # fmt: skip
         self.rules.remember(block, executed.writes)
         return parent
@@ -151,7 +152,10 @@ class Log:
         self, height: int, head: ChainHead, body: tuple[Transaction, ...], time_ms: int
     ) -> tuple[str, ...]:
         """The outcomes of `body` as the block at `height` stamped `time_ms` (the proposer's)."""
-        return self.rules.outcomes(self._state_below(height, head), body, time_ms, height)
+        parent = self.parent(height, head)
+        assert parent is not None, "proposed on the tip"
+        state = self._state_below(height, head)
+        return self.rules.outcomes(state, body, time_ms, height, parent.hash)
 
     def newly_prepared(self, quorum: int) -> list[m.PreparedProof]:
         """Proofs of the instances that reached a quorum of Prepares just now (kept here)."""

@@ -22,7 +22,7 @@ from ledger.genesis import Genesis
 from ledger.gov import history
 from ledger.gov.config import Config
 from ledger.kinds.base import Writes
-from ledger.kinds.execute import Overlay, execute
+from ledger.kinds.execute import Executed, Overlay, execute
 from ledger.tx import Transaction
 
 from consensus.epoch import Epoch
@@ -64,6 +64,8 @@ class RuleStates:
         # height -> (block hash, writes) of the blocks committed but maybe not stored yet
         self._unstored: dict[int, tuple[bytes, Writes]] = {}
         self._configs = history.Configs(genesis)  # this replica's own, derived from its state
+        # (parent hash, height, time, tx ids) -> execution of the last proposal (`outcomes`)
+        self._proposed: tuple[tuple[bytes, int, int, tuple[bytes, ...]], Executed] | None = None
 
     def below(self, accepted: Iterable[Block]) -> Overlay:
         """The state after the committed head and then `accepted` (the accepted blocks from the
@@ -91,9 +93,26 @@ class RuleStates:
         return execute(state.get, block.txs, self._genesis, time_ms, block.height).writes
 
     def outcomes(
-        self, state: Overlay, body: tuple[Transaction, ...], time_ms: int, height: int
-    ) -> tuple[str, ...]:
-        return execute(state.get, body, self._genesis, time_ms, height).outcomes
+        self, state: Overlay, body: tuple[Transaction, ...], time_ms: int, height: int,
+        parent: bytes,
+    ) -> tuple[str, ...]:  # fmt: skip
+        """The outcomes of `body` as the block at `height` on the block `parent` (whose chain
+        gives `state`) stamped `time_ms`: the primary's proposal. Its execution is kept for the
+        primary's own check of the block (`proposed`), the one proposal last made."""
+        executed = execute(state.get, body, self._genesis, time_ms, height)
+        self._proposed = ((parent, height, time_ms, tuple(t.tx_id for t in body)), executed)
+        return executed.outcomes
+
+    def proposed(self, block: Block) -> Executed | None:
+        """The execution `outcomes` made of `block`'s body, if it is the proposal last made
+        (same parent, height, time and txs: the same state and the same result); once."""
+        if self._proposed is None:
+            return None
+        (parent, height, time_ms, ids), executed = self._proposed
+        self._proposed = None
+        header = block.header
+        same = (parent, height, time_ms) == (header.prev_hash, block.height, header.timestamp_ms)
+        return executed if same and ids == tuple(t.tx_id for t in block.txs) else None
 
     def config_after_head(self) -> Config:
         """The configuration in force after the committed head (ledger/gov)."""

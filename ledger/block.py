@@ -275,6 +275,7 @@ def check_block(
     signatures_checked: Container[bytes] = frozenset(),
     state: Getter = lambda _key: None,
     config: Config | None = None,
+    executed: Executed | None = None,
 ) -> Executed:
     """Raise `InvalidBlock` unless `block` validly extends `head`; return its execution.
 
@@ -282,7 +283,8 @@ def check_block(
     names tx ids whose signatures the caller has already verified (e.g. at admission). Its
     outcomes must be the ones its txs get, in order, against `state`: the rule state at
     `head` (the default, an empty state, is the state before any typed record); `config` the
-    configuration in force at `head` (None: derived from `state`).
+    configuration in force at `head` (None: derived from `state`); `executed` the execution of
+    its txs against `state` if the caller made it already (the primary, to propose them).
     """
     if config is None:
         config = config_of(state, genesis)  # in force before the block (ledger/gov)
@@ -301,7 +303,10 @@ def check_block(
                 check_block_signature(t, signer, config)
         except InvalidTransaction as exc:
             raise InvalidBlock(f"block {header.height} tx {index}: {exc}") from None
-    executed = execute(state, block.txs, genesis, header.timestamp_ms, header.height, config=config)
+    if executed is None:
+        executed = execute(
+            state, block.txs, genesis, header.timestamp_ms, header.height, config=config
+        )
     check_outcomes(block.outcomes, executed, header.height)
     return executed
 

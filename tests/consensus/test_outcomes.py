@@ -3,12 +3,17 @@ committed state plus the accepted blocks below, and refuses a block whose outcom
 
 from typing import Any, Final
 
+import pytest
+
 from consensus import events as ev
 from consensus import messages as m
+from consensus import rulestate
 from consensus.replica import Replica
+from ledger import block
 from ledger import tx as txs
 from ledger.block import Block, ChainHead, make_block
 from ledger.kinds import base
+from ledger.kinds.execute import Executed, execute
 from tests import factory
 
 NET: Final = factory.network(4)
@@ -111,3 +116,47 @@ def test_the_primary_stamps_the_outcomes_its_rules_give() -> None:
         if isinstance(a, ev.Broadcast) and isinstance(a.message, m.PrePrepare)
     ]
     assert [b.outcomes for b in proposals] == [("", "", base.OVER_APPROPRIATION)]
+
+
+def test_the_primary_executes_its_proposal_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own check of the block takes the execution it proposed with (same parent, height,
+    time and txs); a backup executes the block once, to check it."""
+    runs: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Executed:
+        runs.append(len(args[1]))
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(rulestate, "execute", counted)
+    monkeypatch.setattr(block, "execute", counted)
+    primary = _replica(0)
+    batch = (_appropriation(100), _line(60), _line(50, "fiscal/lines/paths"))
+    actions = primary.handle(ev.ClientTxs(batch), T0 + 1)
+    proposals = [
+        a.message
+        for a in actions
+        if isinstance(a, ev.Broadcast) and isinstance(a.message, m.PrePrepare)
+    ]
+    assert [pp.block.outcomes for pp in proposals] == [("", "", base.OVER_APPROPRIATION)]
+    assert primary.log.accepted(1) == proposals[0].block  # checked, accepted, voted
+    assert runs == [3]
+    backup = _replica(1)
+    assert _prepared(backup.handle(ev.Received(proposals[0]), T0 + 2)) == [1]
+    assert runs == [3, 3]
+
+
+def test_a_kept_proposal_is_not_taken_for_another_block() -> None:
+    primary = _replica(0)
+    primary.handle(ev.ClientTxs((_appropriation(100),)), T0 + 1)
+    rules = primary.log.rules
+    state = primary.log._state_below(2, primary.chain.head)
+    parent = primary.log.parent(2, primary.chain.head)
+    assert parent is not None
+    body = (_line(60),)
+    rules.outcomes(state, body, T0 + 5, 2, parent.hash)
+    other_time = make_block(parent, body, T0 + 6, 0, 0, ("",))
+    assert rules.proposed(other_time) is None
+    rules.outcomes(state, body, T0 + 5, 2, parent.hash)
+    same = make_block(parent, body, T0 + 5, 0, 0, ("",))
+    assert rules.proposed(same) is not None
+    assert rules.proposed(same) is None  # taken once
