@@ -193,6 +193,21 @@ def _text_problem(f: Field, value: Any) -> str | None:
 
 
 _ABSENT: Final = object()
+# Reference keys already found to be record keys (a payment names the same few lines and
+# payees over and over): a memo of `key_problem`, emptied when it holds this many.
+VALID_KEYS_MAX: Final = 4096
+_valid_keys: set[str] = set()
+
+
+def _is_record_key(value: str) -> bool:
+    if value in _valid_keys:
+        return True
+    if key_problem(value) is not None:
+        return False
+    if len(_valid_keys) >= VALID_KEYS_MAX:
+        _valid_keys.clear()
+    _valid_keys.add(value)
+    return True
 
 
 def _compiled(kind: Kind) -> Callable[[str, Mapping[str, Any]], bool]:
@@ -229,7 +244,7 @@ def _compiled(kind: Kind) -> Callable[[str, Mapping[str, Any]], bool]:
                 and len(value.encode()) <= max_bytes
                 and value.isprintable()
                 and (not enum or value in enum)
-                and (not is_key or key_problem(value) is None)
+                and (not is_key or _is_record_key(value))
             ):
                 return False
         for f in others:

@@ -73,3 +73,14 @@ def test_the_compiled_schema_holds_exactly_when_the_definition_finds_no_problem(
         with pytest.raises(base.Refused) as refused:
             base.check_schema(kind, key, body)
         assert (refused.value.code, refused.value.why) == (base.SCHEMA, problem)
+
+
+def test_the_memo_of_valid_reference_keys_stays_bounded_and_holds_only_valid_keys() -> None:
+    kind = KINDS["budget.allocation"]
+    for i in range(base.VALID_KEYS_MAX + 10):
+        assert kind.holds("fiscal/l", {"appropriation": f"fiscal/a/{i}", "amount_cents": 1})
+        assert len(base._valid_keys) <= base.VALID_KEYS_MAX
+    for bad in ("fiscal//a", "fiscal/../a", "a b", "x" * 300):
+        assert not kind.holds("fiscal/l", {"appropriation": bad, "amount_cents": 1})
+        assert not kind.holds("fiscal/l", {"appropriation": bad, "amount_cents": 1})  # again
+        assert bad not in base._valid_keys
