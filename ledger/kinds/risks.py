@@ -54,6 +54,8 @@ _DIGITS: Final = b"rb"  # department -> [payments, count of 1, ..., count of 9, 
 _NOT_ALNUM: Final = re.compile(r"[^0-9A-Za-z]")
 _LEADING_ZEROS: Final = re.compile(r"(?<![0-9])0+(?=[0-9])")  # of a run of digits, bar its last
 _MILLION: Final = 1_000_000
+# The most one payment changes `_deviation`: its digit's term by up to 1e6, each other's by E_d.
+_DEVIATION_STEP_MAX: Final = _MILLION + sum(BENFORD_PPM)
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,27 @@ class _View:
         self.state = state
         self.writes: Writes = {}
         self.windows: dict[str, recent.Window] = {}  # of the payees this block paid
+        # line key -> the state key of its department's digit counts, or None (no line):
+        # fixed for life (a line keeps its appropriation, an appropriation its department).
+        self.digits_keys: dict[str, bytes | None] = {}
+        self.department_of: dict[bytes, str] = {}  # digit counts' key -> department
+        # digit counts' key -> (up to which count, whether its deviation is above the bound)
+        self.deviates: dict[bytes, tuple[int, bool]] = {}
 
     def get(self, key: bytes) -> Any:
         return self.writes[key] if key in self.writes else self.state.get(key)
+
+    def digits_key(self, line_key: str) -> bytes | None:
+        if line_key in self.digits_keys:
+            return self.digits_keys[line_key]
+        line = self.get(state_key(allocation.TABLE, line_key))
+        source = self.get(state_key(appropriation.TABLE, line["appropriation"])) if line else None
+        key = None
+        if source is not None:
+            key = state_key(_DIGITS, source["department"])
+            self.department_of[key] = source["department"]
+        self.digits_keys[line_key] = key
+        return key
 
 
 def monitor(
@@ -178,27 +198,49 @@ def _invoice(view: _View, tx: Transaction, height: int) -> list[Alert]:
 
 
 def _benford(view: _View, tx: Transaction, height: int, params: RuleParams) -> list[Alert]:
-    line = view.get(state_key(allocation.TABLE, tx.body["line"]))
-    source = view.get(state_key(appropriation.TABLE, line["appropriation"])) if line else None
-    if source is None:
+    key = view.digits_key(tx.body["line"])
+    if key is None:
         return []
-    key = state_key(_DIGITS, source["department"])
-    counts = list(view.get(key) or [0] * 10 + [False])
+    counts = view.writes.get(key)  # this block's own list (changed in place), or a new one
+    if counts is None:
+        counts = list(view.get(key) or [0] * 10 + [False])
     counts[0] += 1
     counts[int(str(tx.body["amount_cents"])[0])] += 1
     n = counts[0]
-    # mean |observed - expected| > bound  <=>  sum |count_d * 1e6 - n * E_d| > 9 * n * bound
-    observed = map(_MILLION.__mul__, counts[1:10])
-    deviation = sum(map(abs, map(operator.sub, observed, map(n.__mul__, BENFORD_PPM))))
-    flagged = n >= params.benford_min_payments and deviation > 9 * n * params.benford_mad_max_ppm
+    flagged = n >= params.benford_min_payments and _deviates(view, key, counts, params)
     raise_now = flagged and not counts[10]
     counts[10] = flagged
     view.writes[key] = counts
     if not raise_now:
         return []
-    mad_ppm = deviation // (9 * n)
-    detail = f"{source['department']}: {n} payments, mean absolute deviation {mad_ppm} ppm"
+    mad_ppm = _deviation(counts) // (9 * n)
+    detail = f"{view.department_of[key]}: {n} payments, mean absolute deviation {mad_ppm} ppm"
     return [Alert(BENFORD_DEVIATION, (tx.tx_id,), height, detail)]
+
+
+def _deviation(counts: list[Any]) -> int:
+    """sum |count_d * 1e6 - n * E_d| over the digits d: mean |observed - expected| is above a
+    bound (ppm) exactly when this is above 9 * n * bound."""
+    n = counts[0]
+    observed = map(_MILLION.__mul__, counts[1:10])
+    return sum(map(abs, map(operator.sub, observed, map(n.__mul__, BENFORD_PPM))))
+
+
+def _deviates(view: _View, key: bytes, counts: list[Any], params: RuleParams) -> bool:
+    """Is `_deviation(counts)` above 9 * n * benford_mad_max_ppm? One payment moves the
+    deviation by at most _DEVIATION_STEP_MAX and the bound by 9 * |benford_mad_max_ppm|, so
+    the answer computed at n holds for as many payments after it as its distance from the
+    bound allows: within a block, it is computed again only then (the same answers)."""
+    n = counts[0]
+    known = view.deviates.get(key)
+    if known is not None and n <= known[0]:
+        return known[1]
+    gap: int = _deviation(counts) - 9 * n * params.benford_mad_max_ppm
+    step = _DEVIATION_STEP_MAX + 9 * abs(params.benford_mad_max_ppm)
+    # The answer stays while gap - j * step > 0 (above), or gap + j * step <= 0 (not above).
+    unchanged = (gap - 1) // step if gap > 0 else -gap // step
+    view.deviates[key] = (n + unchanged, gap > 0)
+    return gap > 0
 
 
 def _claim(view: _View, tx: Transaction, height: int, organisation: str) -> list[Alert]:

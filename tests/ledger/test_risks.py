@@ -267,3 +267,62 @@ def test_payee_windows_match_their_plain_definition(
         assert len([k for k in state if k.startswith(b"rq")]) <= len(every) * slots
     finally:
         recent_module.RECENT_PAYMENTS_MAX, recent_module.CHUNK_PAYMENTS = saved  # type: ignore[misc]
+
+
+def _plain_benford(digits: list[int], min_payments: int, mad_ppm: int) -> list[tuple[int, int]]:
+    """(payment index, mean absolute deviation in ppm) of each Benford alert, by definition:
+    a payment raises one when the department's first-digit frequencies, counted up to it,
+    deviate by more than the bound and did not after the payment before it."""
+    out, counts, above = [], [0] * 10, False
+    for i, d in enumerate(digits):
+        counts[d] += 1
+        n = i + 1
+        mad = sum(abs(counts[k] * 1_000_000 - n * e) for k, e in enumerate(risks.BENFORD_PPM, 1))
+        now = n >= min_payments and mad > 9 * n * mad_ppm
+        if now and not above:
+            out.append((i, mad // (9 * n)))
+        above = now
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from((1, 1, 1, 2, 3, 5, 9)), min_size=1, max_size=25),
+             min_size=1, max_size=12),
+    st.integers(1, 40),
+    st.sampled_from((0, 5_000, 15_000, 40_000, 90_000, 200_000)),
+)  # fmt: skip
+def test_benford_alerts_are_the_ones_of_its_definition_in_blocks_of_any_size(
+    blocks: list[list[int]], min_payments: int, mad_ppm: int
+) -> None:
+    params = dataclasses.replace(
+        RuleParams(), benford_min_payments=min_payments, benford_mad_max_ppm=mad_ppm
+    )
+    ledger = Ledger(params)
+    setup(ledger)
+    digits = [d for block in blocks for d in block]
+    for b, block in enumerate(blocks):
+        first = len(ledger.txs) - 1  # payment i is pay(i): its amount starts with digits[i]
+        ledger.block([pay(first + i, d * 1000 + i % 1000) for i, d in enumerate(block)], T0 + b)
+    payments = ledger.txs[-len(digits) :]
+    raised = [a for a in ledger.alerts if a.kind == risks.BENFORD_DEVIATION]
+    expected = [
+        (payments[i].tx_id, f"parks: {i + 1} payments, mean absolute deviation {m} ppm")
+        for i, m in _plain_benford(digits, min_payments, mad_ppm)
+    ]
+    assert [(a.evidence[0], a.detail) for a in raised] == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=9, max_size=9), st.integers(1, 9))
+def test_one_payment_moves_the_benford_deviation_by_at_most_its_step(
+    counts: list[int], digit: int
+) -> None:
+    before = [sum(counts), *counts, False]
+    after = list(before)
+    after[0] += 1
+    after[digit] += 1
+    moved = abs(risks._deviation(after) - risks._deviation(before))
+    assert moved <= risks._DEVIATION_STEP_MAX
+    if counts == [0] * 9:  # the first payment: its digit's term and every other at their most
+        assert moved == risks._MILLION - 2 * risks.BENFORD_PPM[digit - 1] + sum(risks.BENFORD_PPM)
