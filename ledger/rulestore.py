@@ -100,8 +100,17 @@ class RuleStateReads:
         """Take in the rule-state writes of a batch that is on disk (before any later one)."""
         with self._lock:
             self._generation += 1
+            cache, kept = self._cache, self._cached_bytes  # `_keep` inlined: a few per tx
             for key, (value, size) in writes.items():
-                self._keep(key, value, size)
+                old = cache.pop(key, None)
+                if old is not None:
+                    kept -= old[1]
+                counted = size + len(key) + _ENTRY_BYTES
+                cache[key] = (value, counted)
+                kept += counted
+            while kept > STATE_CACHE_BYTES_MAX:  # the oldest kept go first
+                kept -= cache.popitem(last=False)[1][1]
+            self._cached_bytes = kept
 
     def _keep(self, key: bytes, value: Any, size: int) -> None:
         old = self._cache.pop(key, None)
@@ -180,4 +189,5 @@ def _decode(key: bytes, value: bytes) -> Alert:
 def state_writes(state: Overlay, entries: dict[bytes, bytes]) -> StateWrites:
     """The rule-state writes among a block's `entries`, with their values as `state` (the
     batch's overlay, right after the block) holds them, for `RuleStateReads.written`."""
-    return {k[1:]: (state.get(k[1:]), len(v)) for k, v in entries.items() if k[:1] == STATE}
+    writes = state.writes  # `block_rules` put every rule-state entry of the block there
+    return {k[1:]: (writes[k[1:]], len(v)) for k, v in entries.items() if k[:1] == STATE}

@@ -10,6 +10,7 @@ import plyvel
 import pytest
 
 from ledger import block as blocks
+from ledger import rulestore
 from ledger import tx as txs
 from ledger.encoding import encode
 from ledger.errors import InvalidBlock
@@ -186,3 +187,24 @@ def test_a_checked_block_comes_with_its_writes_and_is_not_executed_again(
     for key, value in executed.writes.items():
         assert store.rule_state(key) == value
     assert store.tx_outcome(TOO_MUCH.tx_id) == base.OVER_APPROPRIATION
+
+
+def test_the_decoded_rule_state_kept_stays_within_its_bound(tmp_path: Path) -> None:
+    """Batches of writes larger than the bound in all: the oldest go first, the newest stay,
+    and what is counted is what is kept."""
+
+    class Empty:
+        path = tmp_path
+
+        def get(self, _key: bytes) -> bytes | None:
+            return None
+
+    rules = RuleStateReads(Empty())  # type: ignore[arg-type]
+    size = rulestore.STATE_CACHE_BYTES_MAX // 1000
+    for batch in range(30):
+        rules.written({f"{batch}/{i}".encode(): (batch, size) for i in range(50)})
+        counted = sum(c for _, c in rules._cache.values())
+        assert rules._cached_bytes == counted <= rulestore.STATE_CACHE_BYTES_MAX
+    assert rules.get(b"29/49") == 29
+    assert b"0/0" not in rules._cache
+    assert len(rules._cache) < 30 * 50
