@@ -12,7 +12,7 @@ Money is integer cents. Strings hold no control characters (state keys join part
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from ledger.gov.codes import GOV_REASONS
 from ledger.tx import key_problem
@@ -76,10 +76,10 @@ class State(Protocol):
 Writes = dict[bytes, Any]
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What a rule knows of the tx besides the state: its record key and body, who wrote it,
-    when its block was stamped, and the rule parameters."""
+    when its block was stamped, and the rule parameters. (A named tuple: one is made for every
+    tx executed, in a third of the time a frozen dataclass takes.)"""
 
     key: str
     body: Mapping[str, Any]
