@@ -345,3 +345,23 @@ def test_permit_transitions() -> None:
         b.ok("permits/1", "permit.building", permit(status))
     assert b.run("permits/1", "permit.building", permit("submitted")) == base.INVALID_TRANSITION
     assert b.run("permits/1", "permit.building", permit("nonsense")) == base.SCHEMA
+
+
+def test_an_overlay_over_an_overlay_reads_what_the_chain_of_them_holds() -> None:
+    base = {b"a": 1, b"b": 2, b"c": 3}
+    below = Overlay(base.get)
+    below.update({b"b": 20, b"d": 40})
+    above = Overlay(below.get)
+    above.update({b"c": 300})
+    top = Overlay(above.get)
+    top.update({b"a": 1000})
+    expect = {b"a": 1000, b"b": 20, b"c": 300, b"d": 40, b"e": None}
+    assert {k: top.get(k) for k in expect} == expect
+    below.update({b"e": 50})  # writes made below later are seen above, as through `get`
+    assert (above.get(b"e"), top.get(b"e"), top.writes) == (50, 50, {b"a": 1000})
+    empty_below = Overlay(base.get)
+    middle = Overlay(empty_below.get)
+    over = Overlay(middle.get)
+    empty_below.update({b"a": 7})
+    middle.update({b"b": 8})
+    assert (over.get(b"a"), over.get(b"b"), over.get(b"c")) == (7, 8, 3)
