@@ -6,6 +6,9 @@ the node's, `body` its whole error object. `NotCommitted`: a wait ran out before
 committed (it may still commit: ask again). The CLI turns each into one line and exit 1.
 """
 
+import http.client
+import socket
+import ssl
 from typing import Any
 
 
@@ -43,3 +46,33 @@ class NotCommitted(ClientError):
         super().__init__(message)
         self.tx_id = tx_id
         self.status = status
+
+
+def unreachable(url: str, host: str, exc: BaseException, timeout_s: float) -> NodeUnreachable:
+    """The sentence for a request to the node at `url` (host `host`) that got no usable
+    answer because of `exc`."""
+    where = f"the node at {url}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return NodeUnreachable(f"{where} did not answer within {timeout_s:g} s")
+    if isinstance(exc, ConnectionRefusedError):
+        return NodeUnreachable(
+            f"cannot reach {where}: connection refused (is the node running? "
+            "pass --node URL or set CITYLEDGER_NODE)"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return NodeUnreachable(
+            f"{where} is not a validator in force: its TLS certificate was not issued by "
+            "the key of any validator the genesis given and its chain's governance put in "
+            "force (is --genesis the genesis of its chain? was the node removed or re-keyed?)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return NodeUnreachable(
+            f"{where} did not complete a TLS 1.3 handshake ({exc.reason or exc}); an "
+            "insecure node is reached with http://"
+        )
+    if isinstance(exc, socket.gaierror):
+        return NodeUnreachable(f"cannot reach {where}: unknown host {host!r}")
+    if isinstance(exc, http.client.HTTPException | ConnectionResetError):
+        return NodeUnreachable(f"{where} did not answer in HTTP (is it a CityLedger node?)")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return NodeUnreachable(f"cannot reach {where}: {detail}")

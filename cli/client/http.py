@@ -17,7 +17,6 @@ system's certificate store (docs/protocol.md section 17). http:// is for `insecu
 import http.client
 import json
 import os
-import socket
 import ssl
 import time
 from collections.abc import Generator
@@ -30,7 +29,7 @@ import msgpack
 
 from cli.client import trust
 from cli.client.core import Signer
-from cli.client.errors import ClientError, NodeUnreachable, NoTrust, Refused
+from cli.client.errors import ClientError, NodeUnreachable, NoTrust, Refused, unreachable
 from ledger import genesis as genesis_mod
 from ledger.errors import InvalidGenesis
 from node import auth_request, tls
@@ -307,31 +306,7 @@ class NodeClient:
         return self._conn
 
     def _unreachable(self, exc: BaseException, timeout: float) -> NodeUnreachable:
-        where = f"the node at {self.url}"
-        if isinstance(exc, TimeoutError | socket.timeout):
-            return NodeUnreachable(f"{where} did not answer within {timeout:g} s")
-        if isinstance(exc, ConnectionRefusedError):
-            return NodeUnreachable(
-                f"cannot reach {where}: connection refused (is the node running? "
-                "pass --node URL or set CITYLEDGER_NODE)"
-            )
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return NodeUnreachable(
-                f"{where} is not a validator in force: its TLS certificate was not issued by "
-                "the key of any validator the genesis given and its chain's governance put in "
-                "force (is --genesis the genesis of its chain? was the node removed or re-keyed?)"
-            )
-        if isinstance(exc, ssl.SSLError):
-            return NodeUnreachable(
-                f"{where} did not complete a TLS 1.3 handshake ({exc.reason or exc}); an "
-                "insecure node is reached with http://"
-            )
-        if isinstance(exc, socket.gaierror):
-            return NodeUnreachable(f"cannot reach {where}: unknown host {self._host!r}")
-        if isinstance(exc, http.client.HTTPException | ConnectionResetError):
-            return NodeUnreachable(f"{where} did not answer in HTTP (is it a CityLedger node?)")
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return NodeUnreachable(f"cannot reach {where}: {detail}")
+        return unreachable(self.url, self._host, exc, timeout)
 
     def _decode(self, path: str, content_type: str, raw: bytes) -> Any:
         try:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from cli.client.errors import NodeUnreachable, NoTrust
+from cli.client.errors import NodeUnreachable, NoTrust, unreachable
 from ledger import proofs
 from ledger.genesis import Genesis
 from node import tls
@@ -73,7 +73,7 @@ def fetch(url: str, genesis: Genesis, timeout_s: float) -> proofs.ProvenConfigs:
         response = conn.getresponse()
         raw = response.read(PROOF_BYTES_MAX + 1)
     except (OSError, http.client.HTTPException) as exc:
-        raise _unreachable(url, exc, timeout_s) from None
+        raise unreachable(url, host, exc, timeout_s) from None
     finally:
         conn.close()
     if response.status != 200 or len(raw) > PROOF_BYTES_MAX:
@@ -99,23 +99,6 @@ def fetch(url: str, genesis: Genesis, timeout_s: float) -> proofs.ProvenConfigs:
         raise NoTrust(
             f"the node at {url} sent validators that the genesis does not prove: {exc}"
         ) from None
-
-
-def _unreachable(url: str, exc: BaseException, timeout_s: float) -> NodeUnreachable:
-    if isinstance(exc, TimeoutError):
-        return NodeUnreachable(f"the node at {url} did not answer within {timeout_s:g} s")
-    if isinstance(exc, ConnectionRefusedError):
-        return NodeUnreachable(
-            f"cannot reach the node at {url}: connection refused (is the node running? "
-            "pass --node URL or set CITYLEDGER_NODE)"
-        )
-    if isinstance(exc, ssl.SSLError):
-        return NodeUnreachable(
-            f"the node at {url} did not complete a TLS 1.3 handshake ({exc.reason or exc}); an "
-            "insecure node is reached with http://"
-        )
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return NodeUnreachable(f"cannot reach the node at {url}: {detail}")
 
 
 def learn(
