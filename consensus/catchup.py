@@ -13,11 +13,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger.block import Block, Certificate, ChainHead, check_body, verify_certificate
+from ledger.block import (
+    Block,
+    Certificate,
+    ChainHead,
+    check_body,
+    verify_certificate,
+    verify_certificate_votes,
+)
 from ledger.errors import InvalidBlock
 from ledger.genesis import Genesis, Quorums
 
+from consensus.epoch import Epoch
 from consensus.events import FetchBlocks
+from consensus.messages import ViewChange
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,32 @@ class CatchUp:
     def note(self, peer: int, view: int | None, height: int) -> None:
         old_view, old_height = self.peer_status.get(peer, (0, 0))
         self.peer_status[peer] = (old_view if view is None else view, max(old_height, height))
+
+    def head_shown(
+        self, vc: ViewChange, epoch: Epoch, height: int, now_ms: int
+    ) -> list[FetchBlocks]:
+        """A peer's ViewChange shows its committed head, with its certificate: if that head is
+        above ours at `height` and the certificate holds a quorum of the head block's set (as
+        `epoch` knows it), blocks we lack are committed: fetch them from the sender, as no f+1
+        reports are needed when the head proves itself. The one replica past the block that
+        ended an epoch may be the only one ahead, and it counts no ViewChange from behind the
+        boundary (13.5): without this its peers wait for a NewView that never comes. The
+        certificate is checked only when no fetch is under way: at most once per fetch."""
+        self.note(vc.sender, None, vc.committed_height)
+        cert = vc.certificate
+        if cert is None or cert.height <= height or self.fetching is not None:
+            return []
+        members = epoch.set_of(cert.height)
+        if members is None or (cert.height, cert.block_hash) != (
+            vc.committed_height,
+            vc.committed_hash,
+        ):
+            return []
+        try:
+            verify_certificate_votes(cert, members)
+        except InvalidBlock:
+            return []
+        return self.fetch(vc.sender, height, cert.height, now_ms)
 
     def peers_ahead(self) -> int:
         """The highest head that f+1 peers (so one honest peer at least) report: 0 if unknown."""

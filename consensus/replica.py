@@ -320,7 +320,7 @@ class Replica(ShellView):
         self.views.own(self.out.broadcast(vc), self._now)
 
     def _on_view_change(self, vc: m.ViewChange) -> None:
-        self.catchup.note(vc.sender, None, vc.committed_height)
+        self.out.emit(*self.catchup.head_shown(vc, self.epoch, self.chain.height, self._now))
         join, reminders = self.views.on_view_change(vc, self.config.window)
         self.out.emit(*reminders)
         if join is not None:

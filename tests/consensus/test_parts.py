@@ -296,6 +296,23 @@ def test_catch_up_fetches_only_when_f_plus_one_peers_are_ahead_and_one_fetch_at_
     assert catchup.deadline_ms() is None
 
 
+def test_one_peer_whose_view_change_shows_a_certified_head_above_ours_is_fetched_from() -> None:
+    """No f+1 reports are needed when the head proves itself; a forged certificate, a head
+    not above ours, or a fetch under way asks nothing."""
+    _, cert = CHAIN[3]  # height 4
+    epoch = Epoch.of_genesis(G)
+
+    def shown(certificate: blocks.Certificate) -> m.ViewChange:
+        return m.ViewChange(3, certificate.height, certificate.block_hash, certificate, (), 1)
+
+    catchup = CatchUp(0, Quorums(4), blocks_max=8, timeout_ms=500)
+    forged = replace(cert, votes=tuple((i, bytes(64)) for i, _ in cert.votes))
+    assert catchup.head_shown(shown(forged), epoch, 2, now_ms=0) == []
+    assert catchup.head_shown(shown(cert), epoch, 4, now_ms=0) == []  # not above ours
+    assert catchup.head_shown(shown(cert), epoch, 2, now_ms=0) == [ev.FetchBlocks(1, 3, 4)]
+    assert catchup.head_shown(shown(cert), epoch, 2, now_ms=1) == []  # one fetch at a time
+
+
 def test_a_probe_asks_every_other_peer_in_turn_whatever_peers_report() -> None:
     catchup = CatchUp(2, Quorums(4), blocks_max=8, timeout_ms=500)
     asked = []

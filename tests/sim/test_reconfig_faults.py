@@ -205,3 +205,14 @@ def test_sends_are_addressed_in_the_set_at_the_store_head_when_carried_out(
         outcome = run_seed(seed, 7, ALL)
     assert outcome.ok, outcome.report()
     assert any(removed in line for line in outcome.faults)
+
+
+def test_replicas_behind_an_epoch_boundary_fetch_from_the_one_past_it() -> None:
+    """Seed 4045 at n = 4: only node 0 committed block 4, the one that rotated node 3's key;
+    it counts no ViewChange of the others (their heads are behind the boundary), yet it is the
+    primary of the view they ask for, and only one honest replica reports the head above
+    theirs (no f+1). The certified head in node 0's ViewChange now sends them to fetch it."""
+    with memoized_verify():
+        outcome = run_seed(4045, 4, ALL)
+    assert outcome.ok, outcome.report()
+    assert any("effective: rotate n3" in line for line in outcome.faults)
