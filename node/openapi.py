@@ -13,7 +13,7 @@ from ledger.kinds.schema import kind_view
 from ledger.kinds.table import KINDS
 from ledger.primitives import BLOCK_TXS_MAX
 from ledger.proofs import BUNDLE_FORMAT, BUNDLE_FORMAT_GOVERNANCE
-from node import votes
+from node import operation_ids, votes
 
 VERSION: Final = "0.1.0"
 _HEX: Final = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes, as hex"}
@@ -522,59 +522,6 @@ def _operations() -> dict[str, Any]:
     }  # fmt: skip
 
 
-# Each operation's operationId: the name a generated client gives its function.
-OPERATION_IDS: Final = {
-    ("post", "/v1/transactions"): "submit_transactions",
-    ("get", "/v1/transactions/{tx_id}"): "get_transaction",
-    ("get", "/v1/transactions/{tx_id}/proof"): "get_proof",
-    ("get", "/v1/blocks/{height}"): "get_block",
-    ("get", "/v1/chain"): "get_chain",
-    ("get", "/v1/records/{key}"): "get_record",
-    ("get", "/v1/history/{key}"): "get_history",
-    ("get", "/v1/checkpoint"): "get_checkpoint",
-    ("get", "/v1/checkpoint/stable"): "get_stable_checkpoint",
-    ("get", "/v1/consistency"): "get_consistency",
-    ("get", "/v1/status"): "get_status",
-    ("get", "/v1/votes"): "get_votes",
-    ("get", "/v1/openapi.json"): "get_openapi",
-    ("get", "/metrics"): "get_metrics",
-    ("get", "/v1/auth/challenge"): "get_challenge",
-    ("get", "/v1/auth/session"): "get_session",
-    ("post", "/v1/auth/session"): "sign_in",
-    ("delete", "/v1/auth/session"): "sign_out",
-    ("get", "/explorer/"): "get_explorer",
-    ("get", "/explorer/{name}"): "get_explorer_file",
-    ("post", "/peer/v1/messages"): "post_peer_messages",
-    ("get", "/peer/v1/blocks"): "get_peer_blocks",
-    ("get", "/healthz"): "get_healthz",
-    ("get", "/readyz"): "get_readyz",
-    ("get", "/v1/records"): "query_records",
-    ("get", "/v1/events"): "get_events",
-    ("get", "/v1/kinds"): "list_kinds",
-    ("get", "/v1/kinds/{type}"): "get_kind",
-    ("get", "/v1/budget"): "list_budget_lines",
-    ("get", "/v1/budget/{key}"): "get_budget_line",
-    ("get", "/v1/risks"): "list_risks",
-    ("get", "/v1/config"): "get_config",
-    ("get", "/v1/config/proof"): "get_config_proof",
-    ("get", "/v1/governance/proposals"): "list_proposals",
-    ("get", "/v1/governance/proposals/{id}"): "get_proposal",
-}
-
-
-def _operation_id(method: str, path: str) -> str:
-    """The listed id, else one made of the method and the path's words (never missing)."""
-    words = [w.strip("{}").replace(".", "_").replace("-", "_") for w in path.split("/") if w]
-    return OPERATION_IDS.get((method, path)) or "_".join([method, *words])
-
-
-def _with_operation_ids(paths: dict[str, Any]) -> dict[str, Any]:
-    for path, operations in paths.items():
-        for method, operation in operations.items():
-            operation.setdefault("operationId", _operation_id(method, path))
-    return paths
-
-
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -586,7 +533,7 @@ def document() -> dict[str, Any]:
             "names a record kind has a body that follows that kind's schema "
             "(components body.<type>, and GET /v1/kinds/{type}) and meets its rules.",
         },
-        "paths": _with_operation_ids(
+        "paths": operation_ids.named(
             _writes()
             | _reads()
             | _auth_paths()
