@@ -25,6 +25,7 @@ from consensus.epoch import ends_epoch
 from consensus.instance import Instance
 from consensus.journal import Restored
 from consensus.rulestate import CommittedState, RuleStates
+from consensus.viewchange import check_prepared_proof
 
 # Blocks kept per height above the head: one per view that accepted one, the latest views first
 # (the one a prepared proof names is always kept).
@@ -82,9 +83,16 @@ class Log:
         slot = self.slots.get(height)
         return None if slot is None else slot.block
 
-    def restore(self, head: ChainHead, restored: Restored) -> None:
-        """Take back the proofs, and accept again the blocks accepted, before a restart."""
-        self.prepared.update(restored.prepared)
+    def restore(self, head: ChainHead, restored: Restored, members: Genesis) -> None:
+        """Take back the proofs, and accept again the blocks accepted, before a restart. A
+        proof the set in force (`members`) did not sign was made before the boundary below
+        the head was committed: dropped, as on the commit (`committed`)."""
+        for height, proof in restored.prepared.items():
+            try:
+                check_prepared_proof(proof, members)
+            except m.InvalidMessage:
+                continue
+            self.prepared[height] = proof
         for block in restored.blocks:
             self.keep(block)
         parent = head
@@ -188,6 +196,8 @@ class Log:
         for table in (self.slots, self.prepared, self.waiting):
             for height in [h for h in table if h <= block.height]:
                 del table[height]
+        if ends:  # proofs above, by the set it ends, are of blocks not on it: void, and not
+            self.prepared.clear()  # valid in the next set's ViewChanges (docs 13.5)
         for digest in [d for d, b in self.blocks.items() if b.height <= block.height]:
             del self.blocks[digest]
         nxt = self.slots.get(block.height + 1)

@@ -85,7 +85,7 @@ class Replica(ShellView):
         # Rebuild what this replica promised before a restart, so it never votes otherwise.
         restored = self.journal.restore(persisted or {}, head, cfg.window)
         self.views.view, self.views.in_view_change = restored.view, restored.in_view_change
-        self.log.restore(head, restored)
+        self.log.restore(head, restored, epoch.members)
         self.checkpoints.restore(restored.stable)
 
     # --- the one entry point, and what it dispatches to -----------------------------------

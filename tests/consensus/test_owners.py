@@ -4,6 +4,7 @@ derive from (Liveness), the outbox, and the log's answers for the normal case.""
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -12,13 +13,18 @@ from consensus import messages as m
 from consensus.chain import Chain
 from consensus.epoch import Epoch
 from consensus.inbox import Inbox
+from consensus.journal import Restored
 from consensus.liveness import Liveness
 from consensus.log import Log
 from consensus.outbox import Outbox
 from consensus.pool import TxPool
 from consensus.viewstate import ViewState
 from ledger import block as blocks
+from ledger import crypto
 from tests import factory
+from tests.ledger.epoch_chain import NET as EPOCH_NET
+from tests.ledger.epoch_chain import epoch_chain
+from tests.ledger.test_gov_chain import _record
 
 NET = factory.network(4)
 G = NET.genesis
@@ -179,3 +185,57 @@ def test_a_held_pre_prepare_follows_the_block_below_only_in_its_view() -> None:
     log.hold(pp)
     assert log.follower(1, view=0) == pp
     assert log.waiting == {}
+
+
+def test_the_log_restores_only_the_prepared_proofs_the_set_in_force_signs() -> None:
+    """A proof the journal kept from before the block that ended the last epoch was signed by
+    that epoch's set: a restarted replica drops it rather than carry it into a ViewChange that
+    every peer would refuse (seed 4967 at n = 4, docs/protocol.md 13.5 rule 2)."""
+
+    def proof(height: int, keys: list[crypto.Ed25519PrivateKey]) -> m.PreparedProof:
+        votes = tuple(
+            (i, crypto.sign(keys[i], crypto.Domain.PEER,
+                            m.prepare_payload(G.chain_id, i, 1, height, B[height - 1].hash)))
+            for i in range(G.quorums.commit)
+        )  # fmt: skip
+        return m.PreparedProof(1, height, B[height - 1].hash, votes)
+
+    rotated = list(NET.validator_keys)
+    rotated[0] = factory.seeded_key("test/owners/rotated/node0")  # node0's key before its rotation
+    signed, stale = proof(2, NET.validator_keys), proof(3, rotated)
+    restored = Restored(
+        1,
+        in_view_change=True,
+        prepared={2: signed, 3: stale},
+        accepted=(),
+        blocks=(B[1], B[2]),
+        stable=None,
+    )
+    log = Log(G)
+    log.restore(head_at(1), restored, G)
+    assert log.prepared == {2: signed}
+    assert set(log.blocks) == {B[1].hash, B[2].hash}  # the blocks stay: fetched by hash
+
+
+def test_the_commit_that_ends_an_epoch_voids_the_prepared_proofs_above_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proofs above the block that ends the epoch were made by its set, for blocks that do not
+    extend it (none is voted on above a boundary in flight): the commit drops them, or the
+    replica's ViewChanges in the new epoch would carry them and be refused by every peer."""
+    with epoch_chain(tmp_path / "chain", monkeypatch) as chain:
+        end = chain.validator_change(
+            "p1", "rotate-validator-key", "node0", url="https://n0.example:1"
+        )
+        chain.block(_record("fiscal-clerk0", "fiscal/above"))
+        committed = [chain.store.block(h) for h in range(1, end + 1)]
+    above = m.PreparedProof(0, end + 1, bytes(32), ())  # what it holds is not the log's business
+    log = Log(EPOCH_NET.genesis)
+    log.prepared[end + 1] = above
+    for block in committed[:-1]:
+        assert block is not None
+        assert not log.committed(block)
+    assert log.prepared == {end + 1: above}  # proofs above the head stay across commits
+    assert committed[-1] is not None
+    assert log.committed(committed[-1])
+    assert log.prepared == {}

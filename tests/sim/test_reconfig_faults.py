@@ -216,3 +216,14 @@ def test_replicas_behind_an_epoch_boundary_fetch_from_the_one_past_it() -> None:
         outcome = run_seed(4045, 4, ALL)
     assert outcome.ok, outcome.report()
     assert any("effective: rotate n3" in line for line in outcome.faults)
+
+
+def test_proofs_an_epoch_boundary_voided_leave_no_view_change_refused() -> None:
+    """Seed 4967 at n = 4: in view 1 a Byzantine primary had block 5 prepared on a block 4 that
+    then lost to the one rotating node 0's key (view 2). Node 0 kept that proof, signed by its
+    old key, across the boundary and its restart; every ViewChange it sent in epoch 1 carried
+    it, and every peer refused it: two replicas in view 3, two in view 4, none with a quorum."""
+    with memoized_verify():
+        outcome = run_seed(4967, 4, ALL)
+    assert outcome.ok, outcome.report()
+    assert any("effective: rotate n0" in line for line in outcome.faults)
