@@ -7,10 +7,9 @@ actions still on disk); hand it each event with `handle(event, now_ms)` and carr
 actions it returns, in order (consensus/events.py says which events, and how).
 
 The protocol (PBFT with the block height as sequence number, docs/protocol.md section 13):
-the normal case runs here, up to `pipeline_depth` heights in flight within the window; no
-progress, or a tx passed over (consensus/censorship.py), starts a view change (viewstate.py,
-reproposal.py); a replica left behind catches up (catchup.py). The set, quorums and
-parameters are the epoch's (epoch.py): a block that ends it commits before any above it.
+the normal case runs here, up to `pipeline_depth` heights in flight within the window; no progress,
+or a tx passed over (censorship.py), starts a view change (viewstate.py, reproposal.py); a replica
+left behind catches up (catchup.py); the epoch's set decides (epoch.py), its last block first.
 
 Each kind of state has one owner, which returns values; this class holds them, glues them,
 and alone emits actions (`Outbox`): `Chain`, `TxPool`, `Log`, `Journal`, `Proposer`,
@@ -125,6 +124,8 @@ class Replica(ShellView):
 
     def _on_start(self) -> None:
         self.liveness.start(self._now)
+        if self.views.at_boundary(self.chain.certificate):  # joining, or on a new key
+            self._enter_view()
         self.out.broadcast(m.Status(self.view, self.chain.height, self.index))
         if self.in_view_change:
             self._send_view_change()
@@ -247,8 +248,7 @@ class Replica(ShellView):
         self._repropose()
 
     def _enter_epoch(self) -> None:
-        """The block just committed ended the epoch: the next one's set, quorums and
-        parameters, from this replica's own rule state (docs/protocol.md section 13.5)."""
+        """The block just committed ended the epoch: the next one's set (protocol 13.5)."""
         self.epoch = epoch = self.epoch.next(self.log.rules.config_after_head())
         self.counters["epochs_entered"] += 1
         index = epoch.index_of(self.validator_id, self._public_key)
@@ -256,7 +256,9 @@ class Replica(ShellView):
         if index is not None:
             self._join(epoch, index, self.checkpoints.proof)
             self.log.new_view()  # votes counted in the old set are void
-            if self.in_view_change:
+            if self.views.at_boundary(self.chain.certificate):  # a view of the old epoch
+                self._enter_view()
+            elif self.in_view_change:
                 self._send_view_change()
 
     def _join(self, epoch: Epoch, index: int, stable: StableProof | None) -> None:
@@ -391,8 +393,7 @@ class Replica(ShellView):
                 self._on_blocks_fetched(self.catchup.fetching.peer, ())
             case ev.Timer.PROGRESS if not self.in_view_change and self._is_busy():
                 if self.catchup.peers_ahead() > self.chain.height:
-                    # We lag behind an honest peer: what is missing is catching up, not a
-                    # primary (alone in a later view we would be out of every quorum).
+                    # behind an honest peer: catch up (alone in a later view: in no quorum)
                     self.liveness.progressed(self._now)
                     self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
                 else:
@@ -428,8 +429,7 @@ class Replica(ShellView):
             self.out.emit(*self.catchup.catch_up(self.chain.height, self._now))
 
     def _commit_fetched(self, block: Block, cert: Certificate) -> bool | None:
-        """Commit a fetched block certified by the set of its epoch, the one we are in (else
-        `InvalidBlock`); None if it is committed already, False if we left the set by it."""
+        """Commit a fetched block our epoch's set certified (None: had it; False: it retired us)."""
         if block.height <= self.chain.height:
             return None  # (a re-proposal may have committed it)
         check_certified(block, cert, self.chain.head, self.epoch.members)

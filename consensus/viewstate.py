@@ -174,6 +174,23 @@ class ViewState:
         `InvalidMessage` if it names one by its header but not by its txs."""
         return self.reproposal is not None and self.reproposal.wants(block, head, held)
 
+    def at_boundary(self, certificate: Certificate | None) -> bool:
+        """Enter the view `certificate` (of our head) was made in, if it is of the block that
+        ended the previous epoch and our view is earlier (or is that one, still changing):
+        nothing above that block is in flight, so the NewView of its view binds nothing more,
+        and those who held it dropped it with the old set (docs/protocol.md 13.5 rule 5).
+        True if the view changed."""
+        if certificate is None or certificate.height != self._epoch.first_height - 1:
+            return False
+        view = certificate.view
+        if view < self.view or (view == self.view and not self.in_view_change):
+            return False
+        self.view, self.in_view_change = view, False
+        self.sent = self.new_view = self.reproposal = None
+        for v in [v for v in self.votes if v <= view]:
+            del self.votes[v]
+        return True
+
     def install(self, nv: m.NewView, window: int) -> None:
         """Enter `nv`'s view; what it re-proposes waits in `reproposal` until installed."""
         self.view = nv.view

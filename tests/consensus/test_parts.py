@@ -220,6 +220,31 @@ def test_f_plus_one_view_changes_for_later_views_make_a_replica_join_the_lowest(
     assert views.size() == 2  # the one too far ahead is not kept
 
 
+def test_at_an_epochs_first_block_a_replica_enters_the_view_the_last_was_certified_in() -> None:
+    """Nothing above that block is in flight, so its view's NewView binds nothing more: a
+    replica in an earlier view, or still changing to that one, enters it; a later view, or a
+    block inside the epoch, changes nothing (protocol 13.5). (The genesis has no certificate.)"""
+    epoch = Epoch(replace(Epoch.of_genesis(G).config, epoch=1, epoch_height=4))  # heights 5...
+
+    def cert(height: int, view: int) -> blocks.Certificate:
+        return blocks.Certificate(height, bytes(32), view, ())
+
+    views = ViewState(epoch, 0, timeout_max_ms=30_000)
+    views.add(view_change(1, 1), WINDOW)
+    assert not views.at_boundary(None)
+    assert not views.at_boundary(cert(5, 2))  # inside the epoch: its NewView may bind
+    assert views.at_boundary(cert(4, 2))
+    assert (views.view, views.in_view_change, views.size()) == (2, False, 0)
+    assert not views.at_boundary(cert(4, 1))  # an earlier view than ours
+    assert not views.at_boundary(cert(4, 2))  # ours already
+    views.start(3)
+    assert views.at_boundary(cert(4, 3))  # the view we were changing to: it was installed
+    assert (views.view, views.in_view_change) == (3, False)
+    views.start(5)
+    assert not views.at_boundary(cert(4, 4))  # a later view change goes on, in the new set
+    assert (views.view, views.in_view_change) == (5, True)
+
+
 def test_the_view_change_patience_doubles_per_attempt_up_to_the_cap_and_resets_on_commit() -> None:
     base = G.params.view_change_timeout_ms
     views = ViewState(Epoch.of_genesis(G), 1, timeout_max_ms=3 * base)

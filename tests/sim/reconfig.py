@@ -9,7 +9,8 @@ enacts them one after the other with real txs signed by the genesis admins (a pr
 the approvals of two other organisations: three of four), offered again to every honest node
 that is up until they commit, and carries out what each change means for the nodes: a
 joining node is started at its proposal (it syncs before it counts, tests/sim/members.py), a
-removed one is stopped once its store is past the boundary (or at once if it is down), a
+removed one is stopped once its store is past the boundary (or at once if it is down, or once
+it is plainly stranded short of it: `STRANDED_MS`), a
 rotated one restarts on its new key. A change whose tx is refused is reported and skipped.
 """
 
@@ -35,6 +36,11 @@ SIZE_MAX: Final = 7
 CHANGES_MAX: Final = 3
 START_MS: Final = (0, 1_500)  # when the first proposal is made
 TICK_MS: Final = 150  # how often the governor looks at the chain and offers its txs again
+# A removed node still short of its removal this long after it took effect and the network
+# healed was cut off when it happened: the set in force no longer speaks to it nor serves it
+# blocks (docs/protocol.md 13.6), so it never learns. Its operator stops it, as the runbook
+# says (docs/operations.md, "Retire a node").
+STRANDED_MS: Final = 20_000
 PROPOSER: Final = "fiscal-admin0"
 APPROVERS: Final = ("permits-admin0", "claims-admin0")  # with the proposer: 3 of 4 organisations
 PARAMS: Final = {
@@ -110,7 +116,7 @@ class Governor:
         self._stage = ""  # "" (next change), propose, approve
         self._txs: list[Transaction] = []
         self._epoch = 0  # the epoch the current change must reach
-        self._leaving: list[SimNode] = []  # removed from the set, not stopped yet
+        self._leaving: list[tuple[SimNode, int]] = []  # removed, not stopped yet; since when
         self._rekeys: dict[int, Any] = {}  # node number -> its new key, not restarted on yet
         self._rekeys_wanted: tuple[int, Any] = (-1, None)  # the rotation under way
         self._joining: SimNode | None = None  # started for the addition under way
@@ -207,7 +213,7 @@ class Governor:
         self.sim.note_fault(f"effective: {change.describe()} (epoch {self._epoch})")
         self.effective.append(change.kind)
         if change.kind == "remove":
-            self._leaving.append(self.sim.node(change.node))
+            self._leaving.append((self.sim.node(change.node), self.sim.now_ms))
         elif change.kind == "rotate":
             number, key = self._rekeys_wanted
             self._rekeys[number] = key
@@ -226,10 +232,14 @@ class Governor:
     def _tend(self) -> None:
         """Stop the removed nodes and restart the rotated ones, once each is past its change."""
         members = self.sim.members
-        for node in list(self._leaving):
-            if not node.up or node.place() is None:
+        healed = self.sim.healed_ms
+        for node, since in list(self._leaving):
+            stranded = healed is not None and self.sim.now_ms >= max(since, healed) + STRANDED_MS
+            if not node.up or node.place() is None or stranded:
+                if stranded and node.up and node.place() is not None:
+                    self.sim.note_fault(f"stranded short of its removal: n{node.index}")
                 members.remove(node)
-                self._leaving.remove(node)
+                self._leaving.remove((node, since))
         for number, key in list(self._rekeys.items()):
             node = self.sim.node(number)
             if not node.up or node.place() is None:  # down, syncing, or its old key retired

@@ -102,6 +102,7 @@ class Simulator:
         self.genesis = self.testnet.genesis
         self.f = self.genesis.quorums.f
         self.now_ms = 0  # true time since the start; node i's clock reads BASE + now + offset_i
+        self.healed_ms: int | None = None  # when `heal_all` ended every fault
         self.trace = Trace()
         self.checker = SafetyChecker()
         self.stats: Counter[str] = Counter()
@@ -241,6 +242,7 @@ class Simulator:
         self.network.heal()
         self.network.params = CALM
         self._drop_rule = None
+        self.healed_ms = self.now_ms
         self.note_fault("heal all")
         for node in self.nodes:
             node.cancel_crash()

@@ -58,6 +58,33 @@ def test_an_added_validator_syncs_then_signs_while_messages_are_lost() -> None:
     assert "node4" in signers(sim, 0, end), "the new validator's votes certify blocks"
 
 
+def test_a_validator_added_after_a_view_change_enters_that_view_and_signs() -> None:
+    """The primary crashed (view 1) before node4 was added; view 1's NewView was dropped with
+    epoch 0's set, so nobody could hand it to node4, which started in view 0 and only followed
+    the chain (seed 4139 at n = 7). At the block that seats it, nothing above is in flight: it
+    enters the view that block was certified in (docs/protocol.md 13.5 rule 5), and votes."""
+    sim = Simulator(seed=28, admins=True)
+    sim.run_until(height=3)
+    sim.crash(0)
+    sim.run_until(height=5, nodes=[1, 2, 3], within_ms=DEADLINE_MS)
+    sim.restart(0)
+    view = sim.replica(1).view
+    assert view > 0, "the fault fired"
+    key = factory.seeded_key("sim/story/late/node4")
+    joiner = sim.members.add("node4", key)
+    change = {
+        "change": "add-validator", "id": "node4", "organisation": factory.ORGS[0][0],
+        "kind": "municipal", "public_key": crypto.public_key_bytes(key).hex(),
+        "url": "https://node4.example:7005",
+        "proof": epochs.sign_possession(key, sim.genesis.chain_id, "node4"),
+    }  # fmt: skip
+    end = enact(sim, "add-node4-late", change)
+    sim.run_until(until=lambda: joiner.up, within_ms=DEADLINE_MS)
+    go_on(sim, end, [0, 1, 2, 3, 4])
+    assert {sim.replica(i).view for i in range(5)} == {view}, "no view change since"
+    assert "node4" in signers(sim, 0, end), "the new validator's votes certify blocks"
+
+
 def test_a_middle_validator_removed_while_another_is_down() -> None:
     sim = Simulator(seed=22, admins=True)
     sim.run_until(height=3)
@@ -227,3 +254,14 @@ def test_proofs_an_epoch_boundary_voided_leave_no_view_change_refused() -> None:
         outcome = run_seed(4967, 4, ALL)
     assert outcome.ok, outcome.report()
     assert any("effective: rotate n0" in line for line in outcome.faults)
+
+
+def test_a_validator_removed_while_cut_off_is_retired_by_its_operator() -> None:
+    """Seed 4139 at n = 7: node 4 (Byzantine) was partitioned away when the block removing
+    it committed; nobody in the new set speaks to it, so it stays at height 2 and never
+    learns (docs/protocol.md 13.6). The governor, standing for its operator, stops it once
+    it is plainly stranded; the node added next enters the current view and votes."""
+    with memoized_verify():
+        outcome = run_seed(4139, 7, ALL)
+    assert outcome.ok, outcome.report()
+    assert any("stranded short of its removal: n4" in line for line in outcome.faults)
