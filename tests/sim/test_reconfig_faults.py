@@ -7,7 +7,7 @@ other than the last is removed or one is added: these stories are where that sho
 """
 
 import dataclasses
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -37,19 +37,23 @@ def signers(sim: Simulator, index: int, after: int) -> set[str]:
     return out
 
 
+def add_node4(sim: Simulator, key: crypto.Ed25519PrivateKey) -> dict[str, Any]:
+    """The add-validator change that seats node4 with `key` (its proof of possession in)."""
+    return {
+        "change": "add-validator", "id": "node4", "organisation": factory.ORGS[0][0],
+        "kind": "municipal", "public_key": crypto.public_key_bytes(key).hex(),
+        "url": "https://node4.example:7005",
+        "proof": epochs.sign_possession(key, sim.genesis.chain_id, "node4"),
+    }  # fmt: skip
+
+
 def test_an_added_validator_syncs_then_signs_while_messages_are_lost() -> None:
     sim = Simulator(seed=21, admins=True, net=LOSSY)
     sim.run_until(height=3)
     key = factory.seeded_key("sim/story/node4")
     joiner = sim.members.add("node4", key)
     assert joiner.syncing, "it syncs before it counts"
-    change = {
-        "change": "add-validator", "id": "node4", "organisation": factory.ORGS[0][0],
-        "kind": "municipal", "public_key": crypto.public_key_bytes(key).hex(),
-        "url": "https://node4.example:7005",
-        "proof": epochs.sign_possession(key, sim.genesis.chain_id, "node4"),
-    }  # fmt: skip
-    end = enact(sim, "add-node4", change)
+    end = enact(sim, "add-node4", add_node4(sim, key))
     sim.run_until(until=lambda: joiner.up, within_ms=DEADLINE_MS)
     go_on(sim, end, [0, 1, 2, 3, 4])
     assert sim.network.counts["lost"] > 0, "the fault fired"
@@ -72,13 +76,7 @@ def test_a_validator_added_after_a_view_change_enters_that_view_and_signs() -> N
     assert view > 0, "the fault fired"
     key = factory.seeded_key("sim/story/late/node4")
     joiner = sim.members.add("node4", key)
-    change = {
-        "change": "add-validator", "id": "node4", "organisation": factory.ORGS[0][0],
-        "kind": "municipal", "public_key": crypto.public_key_bytes(key).hex(),
-        "url": "https://node4.example:7005",
-        "proof": epochs.sign_possession(key, sim.genesis.chain_id, "node4"),
-    }  # fmt: skip
-    end = enact(sim, "add-node4-late", change)
+    end = enact(sim, "add-node4-late", add_node4(sim, key))
     sim.run_until(until=lambda: joiner.up, within_ms=DEADLINE_MS)
     go_on(sim, end, [0, 1, 2, 3, 4])
     assert {sim.replica(i).view for i in range(5)} == {view}, "no view change since"
