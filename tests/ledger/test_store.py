@@ -266,6 +266,44 @@ def test_reopening_gives_the_same_head(
     )
 
 
+def _tables_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.ldb"))
+
+
+def test_a_store_written_compressed_reads_back_and_grows_uncompressed(
+    tmp_path: Path, net: factory.Network, certified: Certified, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes used to write LevelDB's tables Snappy-compressed; they now write them plain
+    (ledger/leveldb.py). Each table block says how it is stored, so an earlier node's store
+    reads back whole, takes new blocks, and its tables are rewritten plain when compacted."""
+    opened: list[Any] = []
+    real = plyvel.DB
+
+    def db(*args: Any, compress: bool, **kwargs: Any) -> Any:
+        if compress:
+            kwargs["compression"] = "snappy"
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    path, half = tmp_path / "data", len(certified) // 2
+    monkeypatch.setattr(leveldb.plyvel, "DB", lambda *a, **k: db(*a, compress=True, **k))
+    with BlockStore.open(path, net.genesis) as store:
+        for block, cert in certified[:half]:
+            store.append(block, cert)
+        opened[-1].compact_range()  # every entry into tables, compressed
+    compressed = _tables_bytes(path)
+    monkeypatch.setattr(leveldb.plyvel, "DB", lambda *a, **k: db(*a, compress=False, **k))
+    with BlockStore.open(path, net.genesis) as store:
+        for block, cert in certified[half:]:
+            store.append(block, cert)
+        assert [store.block(b.height) for b, _ in certified] == [b for b, _ in certified]
+        assert [store.certificate(b.height) for b, _ in certified] == [c for _, c in certified]
+        opened[-1].compact_range()  # the tables rewritten, plain
+        halves = [store.block(b.height) for b, _ in certified[:half]]
+    assert halves == [b for b, _ in certified[:half]]
+    assert _tables_bytes(path) > compressed * len(certified) / half  # plain, not compressed
+
+
 # --- Foreign, locked, damaged stores ---------------------------------------------------------
 
 
