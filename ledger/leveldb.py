@@ -34,11 +34,11 @@ FILES_OPEN_MAX: Final = 128
 #   memtables in memory: 32 MiB); the block cache keeps LevelDB's default size (a node reads
 #   few data blocks: lookups of uncommitted ids stop at the filters);
 # - no compression: LevelDB compresses every table block it writes with Snappy, and every
-#   compaction decompresses and compresses it again. On the fiscal workload that cost 60 to 80
-#   µs of CPU per tx per node of LevelDB's threads (docs/benchmarks.md), for 35% fewer bytes
-#   on disk (742 rather than 488 bytes per plain tx per node). A ledger node is short of CPU,
-#   not disk. Each table block records whether it is compressed, so a store written before,
-#   with Snappy, reads back as it is and is rewritten uncompressed by later compactions.
+#   compaction decompresses and compresses it again. On the fiscal workload LevelDB's threads
+#   spent 79 to 95 µs of CPU per tx per node with it, 21 to 25 without (docs/benchmarks.md),
+#   for 40% fewer bytes on disk (426 rather than 711 per plain tx per node). A ledger node is
+#   short of CPU, not disk. Each table block records whether it is compressed, so a store
+#   written before, with Snappy, reads back as it is and is rewritten plain by compactions.
 _BLOOM_FILTER_BITS: Final = 10
 _WRITE_BUFFER_BYTES: Final = 16 * 1024 * 1024
 BLOCK_CACHE_BYTES: Final = 8 * 1024 * 1024
