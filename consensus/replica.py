@@ -9,7 +9,7 @@ actions it returns, in order (consensus/events.py says which events, and how).
 The protocol (PBFT with the block height as sequence number, docs/protocol.md section 13):
 the normal case runs here, up to `pipeline_depth` heights in flight within the window; no progress,
 or a tx passed over (censorship.py), starts a view change (viewstate.py, reproposal.py); a replica
-left behind catches up (catchup.py); the epoch's set decides (epoch.py), its last block first.
+left behind catches up (catchup.py). Epochs (epoch.py): a block ending one commits before any above.
 
 Each kind of state has one owner, which returns values; this class holds them, glues them,
 and alone emits actions (`Outbox`): `Chain`, `TxPool`, `Log`, `Journal`, `Proposer`,
